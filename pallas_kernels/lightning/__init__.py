@@ -1,0 +1,1 @@
+"""The lightning-attention op: references, Pallas kernels, custom VJP, decode step."""

@@ -1,0 +1,90 @@
+"""The public op: ``lightning_attention`` (prefill/training) and
+``lightning_attention_step`` (decode), with argument checks and backend choice."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.lightning import reference, validation
+
+DEFAULT_XLA_CHUNK = 64
+
+
+def lightning_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    decay: jax.Array,
+    *,
+    segment_ids: jax.Array | None = None,
+    initial_state: jax.Array | None = None,
+    return_final_state: bool = False,
+    chunk_size: int | None = None,
+    backend: str | None = None,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Causal linear attention with per-head decay ``λ = exp(-decay)``.
+
+    ``o_t = Σ_{s<=t} λ^(t-s) (q_t·k_s) v_s`` within each run of ``segment_ids``.
+
+    Args:
+      q, k: ``(batch, seq, heads, dk)``; v: ``(batch, seq, heads, dv)``. Any ``seq``.
+        No scaling is applied to ``q``.
+      decay: ``(heads,)`` non-negative floats; 0 means no decay.
+      segment_ids: optional ``(batch, seq)`` ints; each contiguous run is a separate
+        document: tokens see only their own run and the state resets at its start.
+      initial_state: optional ``(batch, heads, dk, dv)`` state that continues the first
+        run of each row (chunked prefill, state passing).
+      return_final_state: also return the float32 state at the end of each row.
+      chunk_size: power of two >= 16; ``None`` takes the backend's tuned value.
+      backend: ``"pallas"`` (GPU), ``"interpret"`` (the same kernels, interpreted, any
+        platform), ``"xla"`` (pure-jnp chunked form), or ``None``: pallas on GPU, xla
+        elsewhere. A backend never falls back to another.
+
+    Returns:
+      ``o`` ``(batch, seq, heads, dv)`` in ``q.dtype``, or ``(o, final_state)``.
+    """
+    validation.check_qkv(q, k, v, with_seq=True)
+    batch, seq, heads, dk = q.shape
+    dv = v.shape[-1]
+    validation.check_decay(decay, heads)
+    if segment_ids is not None:
+        validation.check_segment_ids(segment_ids, batch, seq)
+    if initial_state is not None:
+        validation.check_state("initial_state", initial_state, batch, heads, dk, dv)
+    validation.check_chunk_size(chunk_size)
+    backend = validation.resolve_backend(backend)
+
+    run_ids = None if segment_ids is None else reference.run_ids_from_segments(segment_ids)
+    if initial_state is not None:
+        initial_state = initial_state.astype(jnp.promote_types(initial_state.dtype, jnp.float32))
+    decay = decay.astype(jnp.promote_types(decay.dtype, jnp.float32))
+
+    if backend == "xla":
+        o, final = reference.chunked(q, k, v, decay, run_ids=run_ids, initial_state=initial_state,
+                                     chunk_size=chunk_size or DEFAULT_XLA_CHUNK)
+    else:
+        from pallas_kernels.lightning import kernel_vjp
+
+        o, final = kernel_vjp.lightning_attention_kernels(
+            q, k, v, decay, run_ids=run_ids, initial_state=initial_state,
+            chunk_size=chunk_size, interpret=backend == "interpret")
+    return (o, final) if return_final_state else o
+
+
+def lightning_attention_step(
+    q: jax.Array, k: jax.Array, v: jax.Array, decay: jax.Array, state: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """One decode step: ``S' = λ S + k vᵀ``, ``o = qᵀ S'``; O(1) in the context length.
+
+    Args:
+      q, k: ``(batch, heads, dk)``; v: ``(batch, heads, dv)``; decay: ``(heads,)``;
+      state: ``(batch, heads, dk, dv)`` float32 (the prefill's final state).
+
+    Returns:
+      ``(o (batch, heads, dv) in q.dtype, new_state float32)``.
+    """
+    validation.check_qkv(q, k, v, with_seq=False)
+    batch, heads, dk = q.shape
+    validation.check_decay(decay, heads)
+    validation.check_state("state", state, batch, heads, dk, v.shape[-1])
+    return reference.step(q, k, v, decay, state)

@@ -1,0 +1,93 @@
+"""Argument checks for the op: every bad input gets an error naming the argument."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BACKENDS = ("pallas", "interpret", "xla")
+
+
+def _shape(name: str, x) -> tuple[int, ...]:
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    return tuple(x.shape)
+
+
+def _floating(name: str, x) -> None:
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+
+
+def _concrete(x) -> np.ndarray | None:
+    """The values of ``x`` if they are known now (not traced), else None."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def check_decay(decay, heads: int) -> None:
+    shape = _shape("decay", decay)
+    if shape != (heads,):
+        raise ValueError(f"decay must have shape (heads,) = ({heads},), got {shape}")
+    _floating("decay", decay)
+    values = _concrete(decay)
+    if values is not None:
+        if np.isnan(values).any():
+            raise ValueError("decay must not contain NaN")
+        if (values < 0).any():
+            raise ValueError(f"decay must be non-negative (λ = exp(-decay)), got min {values.min()}")
+
+
+def check_qkv(q, k, v, *, with_seq: bool) -> None:
+    """q, k: (batch, [seq,] heads, dk); v: (batch, [seq,] heads, dv)."""
+    rank = 4 if with_seq else 3
+    layout = "(batch, seq, heads, dim)" if with_seq else "(batch, heads, dim)"
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        shape = _shape(name, x)
+        if len(shape) != rank:
+            raise ValueError(f"{name} must have rank {rank} {layout}, got shape {shape}")
+        _floating(name, x)
+    if q.shape != k.shape:
+        raise ValueError(f"k must have the shape of q {q.shape}, got {k.shape}")
+    if v.shape[:-1] != q.shape[:-1]:
+        what = "batch, seq and heads" if with_seq else "batch and heads"
+        raise ValueError(f"v must match q in {what} {q.shape[:-1]}, got {v.shape[:-1]}")
+
+
+def check_state(name: str, state, batch: int, heads: int, dk: int, dv: int) -> None:
+    shape = _shape(name, state)
+    expected = (batch, heads, dk, dv)
+    if shape != expected:
+        raise ValueError(f"{name} must have shape (batch, heads, dk, dv) = {expected}, got {shape}")
+    _floating(name, state)
+
+
+def check_segment_ids(segment_ids, batch: int, seq: int) -> None:
+    shape = _shape("segment_ids", segment_ids)
+    if shape != (batch, seq):
+        raise ValueError(f"segment_ids must have shape (batch, seq) = ({batch}, {seq}), got {shape}")
+    if not jnp.issubdtype(segment_ids.dtype, jnp.integer):
+        raise TypeError(f"segment_ids must be an integer array, got dtype {segment_ids.dtype}")
+
+
+def check_chunk_size(chunk_size) -> None:
+    if chunk_size is None:
+        return
+    if (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 16
+            or chunk_size & (chunk_size - 1)):
+        raise ValueError(f"chunk_size must be a power of two >= 16, got {chunk_size!r}")
+
+
+def resolve_backend(backend: str | None) -> str:
+    """``None`` picks pallas on GPU, xla elsewhere; pallas without a GPU is an error."""
+    platform = jax.default_backend()
+    if backend is None:
+        return "pallas" if platform == "gpu" else "xla"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if backend == "pallas" and platform != "gpu":
+        raise ValueError(
+            f"backend='pallas' needs a GPU, but JAX's default backend is {platform!r}; "
+            "use backend='interpret' (the same kernels, interpreted) or backend='xla'")
+    return backend

@@ -1,0 +1,41 @@
+"""Random inputs for the attention tests (never zeros) and the relative-error measure."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def rel_err(out, ref) -> float:
+    """‖out − ref‖ / ‖ref‖, in float64."""
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def random_segments(rng, batch: int, seq: int, max_runs: int = 4) -> np.ndarray:
+    """Contiguous runs of random lengths, labelled by arbitrary (repeating) ints."""
+    seg = np.zeros((batch, seq), np.int32)
+    for b in range(batch):
+        n_cuts = min(max_runs - 1, seq - 1)
+        cuts = np.sort(rng.choice(np.arange(1, seq), size=n_cuts, replace=False)) if n_cuts else (
+            np.zeros(0, np.int64))
+        labels = rng.integers(0, 3, size=len(cuts) + 1)
+        labels[1:] += labels[:-1] + 1  # neighbours differ, ids may repeat elsewhere
+        seg[b] = np.repeat(labels, np.diff(np.concatenate([[0], cuts, [seq]])))
+    return seg
+
+
+def attention_inputs(rng, batch, seq, heads, dk, dv, *, decay, dtype=jnp.float32,
+                     segments=False, initial_state=False):
+    """q, k, v scaled so outputs stay O(1); decay as given (per head)."""
+    scale = 1.0 / np.sqrt(dk)
+    q = rng.standard_normal((batch, seq, heads, dk)) * scale
+    k = rng.standard_normal((batch, seq, heads, dk)) * scale
+    v = rng.standard_normal((batch, seq, heads, dv))
+    kwargs = {}
+    if segments:
+        kwargs["segment_ids"] = jnp.asarray(random_segments(rng, batch, seq))
+    if initial_state:
+        kwargs["initial_state"] = jnp.asarray(
+            rng.standard_normal((batch, heads, dk, dv)), jnp.float32)
+    decay = jnp.broadcast_to(jnp.asarray(decay, jnp.float32), (heads,))
+    return (*(jnp.asarray(x, dtype) for x in (q, k, v)), decay, kwargs)

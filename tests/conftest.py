@@ -1,0 +1,18 @@
+"""Shared fixtures: float64 on demand, and a fresh random generator per test."""
+import jax
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def x64():
+    """Float64 for references; restored afterwards so other tests keep float32."""
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's name: fresh inputs per test, reproducible."""
+    return np.random.default_rng(abs(hash(request.node.nodeid)) % 2**32)

@@ -1,0 +1,124 @@
+"""The op, per backend, against the float64 quadratic reference: forward, final state,
+segments, initial state, ragged lengths, dk != dv, bf16, gradients, jit/vmap, decode."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels import lightning_attention, lightning_attention_step
+from pallas_kernels.lightning import reference
+from attention_inputs import attention_inputs, rel_err
+
+BACKENDS = ["xla"]
+DECAYS = [0.0, 0.05, 1.0, 8.0]
+F32_TOL, BF16_TOL = 1e-4, 1e-2
+
+
+def quadratic_f64(q, k, v, decay, segment_ids=None, initial_state=None):
+    """The reference in float64 (needs the x64 fixture)."""
+    run_ids = None if segment_ids is None else reference.run_ids_from_segments(segment_ids)
+    as64 = lambda x: None if x is None else jnp.asarray(x, jnp.float64)
+    return reference.quadratic(as64(q), as64(k), as64(v), as64(decay), run_ids=run_ids,
+                               initial_state=as64(initial_state))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seq,dk,dv", [(1, 16, 16), (37, 32, 16), (64, 16, 16), (130, 16, 32)])
+@pytest.mark.parametrize("features", [False, True], ids=["plain", "segments+state"])
+def test_forward_matches_reference(x64, rng, backend, seq, dk, dv, features):
+    q, k, v, decay, kw = attention_inputs(rng, 2, seq, len(DECAYS), dk, dv, decay=DECAYS,
+                                          segments=features, initial_state=features)
+    o, final = lightning_attention(q, k, v, decay, return_final_state=True, chunk_size=16,
+                                   backend=backend, **kw)
+    assert o.dtype == q.dtype and o.shape == v.shape
+    assert final.dtype == jnp.float32 and final.shape == (2, len(DECAYS), dk, dv)
+    o_ref, final_ref = quadratic_f64(q, k, v, decay, **kw)
+    assert rel_err(o, o_ref) < F32_TOL
+    assert rel_err(final, final_ref) < F32_TOL
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bfloat16(x64, rng, backend):
+    q, k, v, decay, kw = attention_inputs(rng, 1, 50, 2, 32, 32, decay=[0.02, 0.5],
+                                          dtype=jnp.bfloat16, segments=True, initial_state=True)
+    o, final = lightning_attention(q, k, v, decay, return_final_state=True, chunk_size=16,
+                                   backend=backend, **kw)
+    assert o.dtype == jnp.bfloat16
+    o_ref, final_ref = quadratic_f64(q, k, v, decay, **kw)
+    assert rel_err(o, o_ref) < BF16_TOL
+    assert rel_err(final, final_ref) < BF16_TOL
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seq,dk,dv,features", [(37, 16, 16, False), (70, 32, 16, True)])
+def test_gradients_match_reference_vjp(x64, rng, backend, seq, dk, dv, features):
+    """d(q, k, v, decay, initial_state) against jax.vjp of the quadratic reference."""
+    q, k, v, decay, kw = attention_inputs(rng, 2, seq, len(DECAYS), dk, dv, decay=DECAYS,
+                                          segments=features, initial_state=True)
+    segment_ids, s0 = kw.get("segment_ids"), kw["initial_state"]
+    do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
+    ds = jnp.asarray(rng.standard_normal(s0.shape), jnp.float32)
+
+    def op(q, k, v, decay, s0):
+        return lightning_attention(q, k, v, decay, segment_ids=segment_ids, initial_state=s0,
+                                   return_final_state=True, chunk_size=16, backend=backend)
+
+    def ref(q, k, v, decay, s0):
+        return quadratic_f64(q, k, v, decay, segment_ids, s0)
+
+    _, vjp = jax.vjp(op, q, k, v, decay, s0)
+    grads = vjp((do, ds))
+    primals64 = [jnp.asarray(x, jnp.float64) for x in (q, k, v, decay, s0)]
+    _, vjp_ref = jax.vjp(ref, *primals64)
+    grads_ref = vjp_ref((do.astype(jnp.float64), ds.astype(jnp.float64)))
+    for name, g, g_ref in zip(["q", "k", "v", "decay", "initial_state"], grads, grads_ref):
+        assert g.shape == g_ref.shape, name
+        assert rel_err(g, g_ref) < F32_TOL, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jit_and_vmap(rng, backend):
+    q, k, v, decay, _ = attention_inputs(rng, 2, 40, 2, 16, 16, decay=[0.1, 1.0])
+    op = functools.partial(lightning_attention, chunk_size=16, backend=backend)
+    eager = op(q, k, v, decay)
+    assert rel_err(jax.jit(op)(q, k, v, decay), eager) < 1e-6
+    # vmap over a leading "model" axis, e.g. a stack of layers with their own decays.
+    stacked = [jnp.stack([x, 2 * x]) for x in (q, k, v)]
+    decays = jnp.stack([decay, decay + 0.5])
+    out = jax.vmap(op)(*stacked, decays)
+    assert rel_err(out[0], eager) < 1e-6
+    assert rel_err(out[1], op(2 * q, 2 * k, 2 * v, decay + 0.5)) < 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decode_continues_prefill(rng, backend):
+    """Prefill T0 tokens, then decode step by step: equals one call over all tokens."""
+    q, k, v, decay, _ = attention_inputs(rng, 2, 45, 3, 32, 16, decay=[0.0, 0.3, 4.0])
+    o_full, s_full = lightning_attention(q, k, v, decay, return_final_state=True,
+                                         chunk_size=16, backend=backend)
+    prefill = 29
+    o_pre, state = lightning_attention(q[:, :prefill], k[:, :prefill], v[:, :prefill], decay,
+                                       return_final_state=True, chunk_size=16, backend=backend)
+    outs = [o_pre]
+    for t in range(prefill, q.shape[1]):
+        o_t, state = lightning_attention_step(q[:, t], k[:, t], v[:, t], decay, state)
+        outs.append(o_t[:, None])
+    assert rel_err(jnp.concatenate(outs, axis=1), o_full) < 1e-5
+    assert rel_err(state, s_full) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_passing_equals_one_call(rng, backend):
+    """Two calls chained through the final state equal one call (chunked prefill)."""
+    q, k, v, decay, kw = attention_inputs(rng, 1, 90, 2, 16, 16, decay=[0.05, 0.9],
+                                          initial_state=True)
+    s0 = kw["initial_state"]
+    call = functools.partial(lightning_attention, return_final_state=True, chunk_size=16,
+                             backend=backend)
+    o_full, s_full = call(q, k, v, decay, initial_state=s0)
+    o1, s1 = call(q[:, :33], k[:, :33], v[:, :33], decay, initial_state=s0)
+    o2, s2 = call(q[:, 33:], k[:, 33:], v[:, 33:], decay, initial_state=s1)
+    assert rel_err(jnp.concatenate([o1, o2], 1), o_full) < 1e-5
+    assert rel_err(s2, s_full) < 1e-5
