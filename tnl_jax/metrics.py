@@ -1,0 +1,108 @@
+"""Run metrics: a JSONL log that survives restarts, MFU, peak memory, the loss plot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+
+# Dense peak FLOP/s per device for bfloat16 matrix products, by substring of
+# `device_kind`. float32 training on these GPUs reaches far less; MFU is always
+# quoted against the bf16 peak, as is customary.
+PEAK_FLOPS_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10": 125e12,
+    "V100": 125e12,
+}
+# CPU has no meaningful single peak; this nominal 100 GFLOP/s per device keeps MFU
+# defined (and comparable between CPU runs) without claiming to be a measurement.
+NOMINAL_CPU_FLOPS = 100e9
+
+
+def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
+    """The table's peak for this kind of device; None for an accelerator not in it."""
+    device = device or jax.devices()[0]
+    if device.platform == "cpu":
+        return NOMINAL_CPU_FLOPS
+    for name, flops in PEAK_FLOPS_BF16.items():
+        if name.lower() in device.device_kind.lower():
+            return flops
+    return None
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, device_count: int) -> float | None:
+    """Model FLOPs utilisation: achieved training FLOP/s over the devices' peak."""
+    peak = peak_flops_per_device()
+    return None if peak is None else tokens_per_s * flops_per_token / (peak * device_count)
+
+
+def peak_memory_bytes() -> int | None:
+    """The largest peak allocation over this process's devices, when the backend reports it."""
+    peaks = []
+    for device in jax.local_devices():
+        stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+        if stats and "peak_bytes_in_use" in stats:
+            peaks.append(stats["peak_bytes_in_use"])
+    return max(peaks) if peaks else None
+
+
+class MetricsLog:
+    """`metrics.jsonl`: one JSON object per line, written by process 0 only.
+
+    On resume from step `s`, records after `s` (written by the interrupted run
+    after its last checkpoint) and any torn last line are dropped, so the file
+    reads as if the run had never stopped.
+    """
+
+    def __init__(self, path: Path, resume_step: int, writer: bool = True):
+        self.path = path
+        self.writer = writer
+        if not writer:
+            return
+        kept = [r for r in read_metrics(path) if r["step"] <= resume_step]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.writer:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics file; a torn (partly written) line is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
+    """Training loss per step and held-out loss, one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    held_out = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train", linewidth=1)
+    if held_out:
+        ax.plot(*zip(*held_out), "o-", label="held-out")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
