@@ -1,0 +1,30 @@
+"""Parameter creation with logical axis names, shared by every layer.
+
+Logical names (mapped to mesh axes by the training code): ``'vocab'``, ``'embed'``,
+``'heads'``, ``'mlp'``, ``'layers'`` (the scanned stack axis) or ``None``. Outside a
+mesh the annotation is kept as metadata only; under ``jax.set_mesh`` (with
+``nnx.logical_axis_rules``) Flax shards each parameter as it is created.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
+
+
+def create_param(key: jax.Array, shape: tuple[int, ...], axes: tuple[str | None, ...],
+                 dtype: jnp.dtype, init: Initializer) -> nnx.Param:
+    """An ``nnx.Param`` initialised by ``init`` and annotated with ``axes``."""
+    if len(axes) != len(shape):
+        raise ValueError(f"axes {axes} do not match shape {shape}")
+    eager = not jax.sharding.get_abstract_mesh().empty
+    annotated = nnx.with_partitioning(init, axes, eager_sharding=eager)
+    return nnx.Param(annotated(key, shape, dtype))
+
+
+def normal(std: float) -> Initializer:
+    return jax.nn.initializers.normal(std)
