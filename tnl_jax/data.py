@@ -30,6 +30,9 @@ import numpy as np
 from tnl_jax import data_sources
 
 
+BATCH_KEYS = ("input_ids", "targets", "segment_ids", "positions", "loss_mask")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
     """What the pipeline needs to know, independent of the training config."""
