@@ -11,7 +11,7 @@ from pallas_kernels import lightning_attention, lightning_attention_step
 from pallas_kernels.lightning import reference
 from attention_inputs import attention_inputs, rel_err
 
-BACKENDS = ["xla"]
+BACKENDS = ["xla", "interpret"]
 DECAYS = [0.0, 0.05, 1.0, 8.0]
 F32_TOL, BF16_TOL = 1e-4, 1e-2
 

@@ -1,0 +1,190 @@
+"""Backward kernels, the chunked form differentiated (DESIGN.md):
+
+* dQ walks forward with the state ``S`` (recomputed from the split's entry state):
+  ``dQ = ((dO Vᵀ) ⊙ intra) K + diag(query_decay) dO Sᵀ``;
+* dK and dV walk backward with the reverse state ``dS`` (the gradient of the state
+  after the chunk): ``dK = ((dO Vᵀ) ⊙ intra)ᵀ Q + diag(key_decay) V dSᵀ``,
+  ``dV = ((Q Kᵀ) ⊙ intra)ᵀ dO + diag(key_decay) K dS``, and before the next chunk back
+  ``dS ← carry · dS + (diag(query_decay) Q)ᵀ dO``. A dS-only pass from a zero start
+  gives each split's own contribution, for the scan across splits.
+
+The decay gradient is assembled from per-program partial sums (see
+``kernel_vjp._decay_grad``): with ``x_a = q_a·dq_a``, ``y_b = k_b·dk_b`` and the
+state-crossing parts ``X = Σ q·dq_inter``, ``Y = Σ k·dk_state`` of global chunk ``g``,
+
+    ∂L/∂γ = −[Σ_g (Σ_a a·x_a − Σ_b b·y_b + (T−1−g·C)(Y_g − X_g)) + T·⟨S_0, dS_0⟩].
+
+Positions inside the chunk keep the large within-chunk terms free of cancellation.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from pallas_kernels.lightning import walk_specs as specs
+from pallas_kernels.lightning.chunk_math import (chunk_factors, chunk_length, dot, row_weights,
+                                                 weighted_row_sum)
+from pallas_kernels.lightning.tuning import KernelConfig
+
+
+def _run_before(run_ref, entry_run, j, c):
+    """Run id of the row before chunk ``j`` of the split (run ids never decrease)."""
+    previous_chunk = run_ref[pl.ds(jnp.maximum(j - 1, 0) * c, c)]
+    return jnp.where(j == 0, entry_run, jnp.max(previous_chunk))
+
+
+def _boundary_weight(g, layout: specs.WalkLayout):
+    return (layout.seq_len - 1 - g * layout.chunk).astype(jnp.float32)
+
+
+def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, state_ref,
+               dq_ref, dgamma_ref, *, layout: specs.WalkLayout):
+    c = layout.chunk
+    split = pl.program_id(3)
+    gamma = jnp.max(gamma_ref[...])
+    offsets = jnp.arange(c, dtype=jnp.float32)
+
+    def body(j, carry):
+        state, prev, partial = carry
+        rows = pl.ds(j * c, c)
+        q, k, v, do = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
+        g = split * layout.chunks_per_split + j
+        f = chunk_factors(gamma, run_ref[rows], prev, chunk_length(g, c, layout.seq_len))
+        dp = dot(do, v.T) * f.intra
+        dq_inter = f.query_decay[:, None] * dot(do, state.T.astype(do.dtype))
+        dq = dot(dp.astype(k.dtype), k) + dq_inter
+        dq_ref[rows, :] = dq.astype(dq_ref.dtype)
+        partial += (weighted_row_sum(q, dq, offsets)
+                    - _boundary_weight(g, layout) * jnp.sum(q.astype(jnp.float32) * dq_inter))
+        state = f.carry * state + dot(row_weights(k, f.key_decay).T, v)
+        return state, f.last_run, partial
+
+    init = (state_ref[...], jnp.max(entry_run_ref[...]), jnp.float32(0))
+    _, _, partial = jax.lax.fori_loop(0, layout.chunks_per_split, body, init)
+    dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
+
+
+def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, dstate_ref,
+               dk_ref, dgamma_ref, *, layout: specs.WalkLayout):
+    c, n = layout.chunk, layout.chunks_per_split
+    split = pl.program_id(3)
+    gamma = jnp.max(gamma_ref[...])
+    entry_run = jnp.max(entry_run_ref[...])
+    offsets = jnp.arange(c, dtype=jnp.float32)
+
+    def body(i, carry):
+        dstate, partial = carry
+        j = n - 1 - i
+        rows = pl.ds(j * c, c)
+        q, k, v, do = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
+        g = split * n + j
+        f = chunk_factors(gamma, run_ref[rows], _run_before(run_ref, entry_run, j, c),
+                          chunk_length(g, c, layout.seq_len))
+        dp = dot(do, v.T) * f.intra
+        dk_state = f.key_decay[:, None] * dot(v, dstate.T.astype(v.dtype))
+        dk = dot(dp.T.astype(q.dtype), q) + dk_state
+        dk_ref[rows, :] = dk.astype(dk_ref.dtype)
+        partial += (_boundary_weight(g, layout) * jnp.sum(k.astype(jnp.float32) * dk_state)
+                    - weighted_row_sum(k, dk, offsets))
+        dstate = f.carry * dstate + dot(row_weights(q, f.query_decay).T, do)
+        return dstate, partial
+
+    _, partial = jax.lax.fori_loop(0, n, body, (dstate_ref[...], jnp.float32(0)))
+    dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
+
+
+def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
+               layout: specs.WalkLayout, has_exit_state: bool, emit_output: bool,
+               emit_state: bool):
+    refs = list(refs)
+    dstate_in_ref = refs.pop(0) if has_exit_state else None
+    dv_ref = refs.pop(0) if emit_output else None
+    dstate_out_ref = refs.pop(0) if emit_state else None
+    c, n = layout.chunk, layout.chunks_per_split
+    split = pl.program_id(3)
+    gamma = jnp.max(gamma_ref[...])
+    entry_run = jnp.max(entry_run_ref[...])
+    dk, block_v = q_ref.shape[-1], do_ref.shape[-1]
+    if dstate_in_ref is None:
+        dstate = jnp.zeros((dk, block_v), jnp.float32)
+    else:
+        dstate = dstate_in_ref[...]
+
+    def body(i, dstate):
+        j = n - 1 - i
+        rows = pl.ds(j * c, c)
+        q, do = q_ref[rows, :], do_ref[rows, :]
+        f = chunk_factors(gamma, run_ref[rows], _run_before(run_ref, entry_run, j, c),
+                          chunk_length(split * n + j, c, layout.seq_len))
+        if emit_output:
+            k = k_ref[rows, :]
+            scores = dot(q, k.T) * f.intra
+            dv = dot(scores.T.astype(do.dtype), do)
+            dv += dot(row_weights(k, f.key_decay), dstate.astype(k.dtype))
+            dv_ref[rows, :] = dv.astype(dv_ref.dtype)
+        return f.carry * dstate + dot(row_weights(q, f.query_decay).T, do)
+
+    dstate = jax.lax.fori_loop(0, n, body, dstate)
+    if emit_state:
+        dstate_out_ref[...] = dstate
+
+
+def _qk_specs(layout: specs.WalkLayout, width: int, blocked: bool) -> list:
+    """Specs of (gamma, entry_run, run, q, k), the inputs every backward kernel takes."""
+    length = layout.split_len
+    return [specs.gamma_spec(), specs.entry_run_spec(), specs.run_spec(length),
+            specs.rows_spec(length, width, blocked), specs.rows_spec(length, width, blocked)]
+
+
+def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
+                  layout: specs.WalkLayout, config: KernelConfig, interpret: bool):
+    """``which="dq"``: ``state`` = states entering each split; ``"dk"``: gradients of the
+    states leaving each split. Returns ``(dq or dk, decay-gradient partials)``."""
+    batch, _, heads, dk = q.shape
+    block_k, length = config.block_k, layout.split_len
+    in_specs = _qk_specs(layout, block_k, blocked=True) + [
+        specs.rows_spec(length, v.shape[-1], blocked=False),
+        specs.rows_spec(length, do.shape[-1], blocked=False),
+        specs.state_spec(block_k, v.shape[-1], "dk")]
+    out_specs = [specs.rows_spec(length, block_k, blocked=True), specs.partial_sum_spec()]
+    grid = (batch, heads, dk // block_k, layout.splits)
+    target = q if which == "dq" else k
+    out_shape = [jax.ShapeDtypeStruct(target.shape, target.dtype),
+                 jax.ShapeDtypeStruct((batch, heads, grid[2], layout.splits), jnp.float32)]
+    kernel = functools.partial(_dq_kernel if which == "dq" else _dk_kernel, layout=layout)
+    return specs.walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
+                           out_shape=out_shape, config=config, interpret=interpret,
+                           name=f"lightning_bwd_{which}")(
+        gamma, entry_run, run, q, k, v, do, state)
+
+
+def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkLayout,
+            config: KernelConfig, interpret: bool, emit_output: bool, emit_state: bool,
+            dv_dtype=None) -> list[jax.Array]:
+    """``exit_dstate``: gradients of the states leaving each split, or None (zero).
+    Returns ``[dv]``, ``[dS entering each split]`` or both, as asked."""
+    batch, _, heads, dk = q.shape
+    dv, block_v, length = do.shape[-1], config.block_v, layout.split_len
+    in_specs = _qk_specs(layout, dk, blocked=False) + [
+        specs.rows_spec(length, block_v, blocked=True)]
+    args = [gamma, entry_run, run, q, k, do]
+    if exit_dstate is not None:
+        in_specs.append(specs.state_spec(dk, block_v, "dv"))
+        args.append(exit_dstate)
+    out_specs, out_shape = [], []
+    if emit_output:
+        out_specs.append(specs.rows_spec(length, block_v, blocked=True))
+        out_shape.append(jax.ShapeDtypeStruct(do.shape, dv_dtype or do.dtype))
+    if emit_state:
+        out_specs.append(specs.state_spec(dk, block_v, "dv"))
+        out_shape.append(jax.ShapeDtypeStruct((batch, heads, layout.splits, dk, dv), jnp.float32))
+    kernel = functools.partial(_dv_kernel, layout=layout, has_exit_state=exit_dstate is not None,
+                               emit_output=emit_output, emit_state=emit_state)
+    grid = (batch, heads, dv // block_v, layout.splits)
+    name = "lightning_bwd_dv" if emit_output else "lightning_bwd_split_dstates"
+    return specs.walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
+                           out_shape=out_shape, config=config, interpret=interpret,
+                           name=name)(*args)

@@ -1,0 +1,73 @@
+"""In-kernel math shared by the forward and backward kernels: one chunk of the
+Lightning Attention-2 split (DESIGN.md, "The math"), written once.
+
+A chunk has ``C`` rows at offsets ``a, b ∈ [0, C)``; ``ℓ`` of them are real (the last
+chunk of a row may be short; padded rows carry zeros). ``run`` holds the chunk's run
+ids (non-decreasing, padded rows repeat the last real one), ``prev`` the run id of the
+row before the chunk. Every factor is ``exp(-γ·n)`` with ``n >= 0``.
+
+These helpers work on values (not refs) so that any lowering (Triton today, Mosaic
+GPU tomorrow) or the interpreter can use them.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+
+def dot(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Matrix product with float32 accumulation; exact float32 for float32 operands
+    (Triton's default for float32 is TF32)."""
+    precision = jax.lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
+    return jnp.dot(a, b, preferred_element_type=jnp.float32, precision=precision)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkFactors:
+    """Decay factors and masks of one chunk, as in the chunked form:
+
+    ``O = ((Q Kᵀ) ⊙ intra) V + query_decay · Q S``,
+    ``S' = carry · S + (key_decay · K)ᵀ V``.
+    """
+
+    intra: jax.Array        # (C, C) λ^(a-b) for a >= b in the same run, else 0
+    query_decay: jax.Array  # (C,)   λ^(a+1) for rows continuing the run of `prev`, else 0
+    key_decay: jax.Array    # (C,)   λ^(ℓ-1-b) for real rows of the chunk's last run, else 0
+    carry: jax.Array        # ()     λ^ℓ if no run starts inside the chunk, else 0
+    last_run: jax.Array     # ()     run id of the chunk's last row: `prev` of the next chunk
+
+
+def chunk_factors(gamma: jax.Array, run: jax.Array, prev: jax.Array,
+                  length: jax.Array) -> ChunkFactors:
+    """``gamma`` () float32, ``run`` (C,) int32, ``prev`` () int32, ``length`` () int32."""
+    c = run.shape[0]
+    pos = jnp.arange(c, dtype=jnp.int32)
+    dist = pos[:, None] - pos[None, :]
+    same_run = run[:, None] == run[None, :]
+    intra = jnp.where((dist >= 0) & same_run,
+                      jnp.exp(-gamma * jnp.maximum(dist, 0).astype(jnp.float32)), 0.0)
+    query_decay = jnp.where(run == prev, jnp.exp(-gamma * (pos + 1).astype(jnp.float32)), 0.0)
+    last_run = jnp.max(run)
+    steps_to_end = jnp.maximum(length - 1 - pos, 0).astype(jnp.float32)
+    key_decay = jnp.where((pos < length) & (run == last_run),
+                          jnp.exp(-gamma * steps_to_end), 0.0)
+    carry = jnp.where(last_run == prev, jnp.exp(-gamma * length.astype(jnp.float32)), 0.0)
+    return ChunkFactors(intra, query_decay, key_decay, carry, last_run)
+
+
+def chunk_length(chunk_index: jax.Array, chunk: int, seq_len: int) -> jax.Array:
+    """Real rows of global chunk ``chunk_index``: ``C``, fewer at the end, 0 past it."""
+    return jnp.clip(seq_len - chunk_index * chunk, 0, chunk).astype(jnp.int32)
+
+
+def row_weights(values: jax.Array, weights: jax.Array) -> jax.Array:
+    """``diag(weights) · values`` in the dtype of ``values`` (a dot operand)."""
+    return (values.astype(jnp.float32) * weights[:, None]).astype(values.dtype)
+
+
+def weighted_row_sum(x: jax.Array, y: jax.Array, weights: jax.Array) -> jax.Array:
+    """``Σ_a weights[a] · (x_a · y_a)``, a float32 scalar (decay-gradient terms)."""
+    per_row = jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32), axis=1)
+    return jnp.sum(per_row * weights)

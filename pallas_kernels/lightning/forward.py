@@ -1,0 +1,94 @@
+"""Forward kernel: walk the chunks of a split in order, carrying the state.
+
+Per chunk: ``O = ((Q Kᵀ) ⊙ intra) V + diag(query_decay) Q S`` and
+``S ← carry · S + (diag(key_decay) K)ᵀ V`` (chunk_math.py). One program per
+``(batch, head, dv block, split)`` keeps its ``dk × block_v`` slice of ``S`` in
+registers as float32.
+
+Two uses: ``emit_output`` writes ``O`` (the pass proper), and a state-only pass
+(no ``O``, zero start) gives each split's own contribution to the state, from which
+a short scan across splits makes the states entering them (kernel_vjp.py).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from pallas_kernels.lightning import walk_specs as specs
+from pallas_kernels.lightning.chunk_math import chunk_factors, chunk_length, dot, row_weights
+from pallas_kernels.lightning.tuning import KernelConfig
+
+
+def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *refs,
+                    layout: specs.WalkLayout, has_entry_state: bool, emit_output: bool,
+                    emit_state: bool):
+    refs = list(refs)
+    state_in_ref = refs.pop(0) if has_entry_state else None
+    o_ref = refs.pop(0) if emit_output else None
+    state_out_ref = refs.pop(0) if emit_state else None
+    c = layout.chunk
+    split = pl.program_id(3)
+    gamma = jnp.max(gamma_ref[...])
+    dk, block_v = k_ref.shape[-1], v_ref.shape[-1]
+    if state_in_ref is None:
+        state = jnp.zeros((dk, block_v), jnp.float32)
+    else:
+        state = state_in_ref[...]
+
+    def body(j, carry):
+        state, prev = carry
+        rows = pl.ds(j * c, c)
+        k, v = k_ref[rows, :], v_ref[rows, :]
+        length = chunk_length(split * layout.chunks_per_split + j, c, layout.seq_len)
+        f = chunk_factors(gamma, run_ref[rows], prev, length)
+        if emit_output:
+            q = q_ref[rows, :]
+            scores = dot(q, k.T) * f.intra
+            o = dot(scores.astype(v.dtype), v)
+            o += f.query_decay[:, None] * dot(q, state.astype(q.dtype))
+            o_ref[rows, :] = o.astype(o_ref.dtype)
+        state = f.carry * state + dot(row_weights(k, f.key_decay).T, v)
+        return state, f.last_run
+
+    state, _ = jax.lax.fori_loop(0, layout.chunks_per_split, body,
+                                 (state, jnp.max(entry_run_ref[...])))
+    if emit_state:
+        state_out_ref[...] = state
+
+
+def forward_walk(q, k, v, gamma, run, entry_run, entry_state, *, layout: specs.WalkLayout,
+                 config: KernelConfig, interpret: bool, emit_output: bool,
+                 emit_state: bool) -> list[jax.Array]:
+    """Padded inputs: ``q, k (B, Tp, H, dk)``, ``v (B, Tp, H, dv)``, ``gamma (H, 1)``,
+    ``run (B, Tp)``, ``entry_run (B, splits)``, ``entry_state (B, H, splits, dk, dv)`` or
+    None (zero). Returns ``[o]``, ``[end_state]`` or both, as asked."""
+    batch, _, heads, dk = q.shape
+    dv = v.shape[-1]
+    block_v = config.block_v
+    length = layout.split_len
+    in_specs = [specs.gamma_spec(), specs.entry_run_spec(), specs.run_spec(length),
+                specs.rows_spec(length, dk, blocked=False),
+                specs.rows_spec(length, dk, blocked=False),
+                specs.rows_spec(length, block_v, blocked=True)]
+    args = [gamma, entry_run, run, q, k, v]
+    if entry_state is not None:
+        in_specs.append(specs.state_spec(dk, block_v, "dv"))
+        args.append(entry_state)
+    out_specs, out_shape = [], []
+    if emit_output:
+        out_specs.append(specs.rows_spec(length, block_v, blocked=True))
+        out_shape.append(jax.ShapeDtypeStruct(v.shape, q.dtype))
+    if emit_state:
+        out_specs.append(specs.state_spec(dk, block_v, "dv"))
+        out_shape.append(jax.ShapeDtypeStruct((batch, heads, layout.splits, dk, dv), jnp.float32))
+    kernel = functools.partial(_forward_kernel, layout=layout,
+                               has_entry_state=entry_state is not None,
+                               emit_output=emit_output, emit_state=emit_state)
+    grid = (batch, heads, dv // block_v, layout.splits)
+    name = "lightning_fwd" if emit_output else "lightning_fwd_split_states"
+    return specs.walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
+                           out_shape=out_shape, config=config, interpret=interpret,
+                           name=name)(*args)

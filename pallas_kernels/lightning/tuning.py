@@ -1,0 +1,62 @@
+"""Kernel launch parameters: one small table per head size, and the sequence split.
+
+Chosen by measurement on an H200 (benchmarks/kernel_bench.py); see
+benchmarks/RESULTS.md. A row gives the chunk length ``C``, the value/key block
+widths that split the ``dk × dv`` state across programs, and Triton's warps and
+pipeline stages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    chunk: int            # C: rows per chunk (intra-chunk attention tile)
+    block_v: int          # dv columns per program: forward and dV kernels
+    block_k: int          # dk rows per program: dQ and dK kernels
+    num_warps: int
+    num_stages: int
+
+
+# Keyed by (dk, dv) after padding to powers of two >= 16.
+_TABLE: dict[tuple[int, int], KernelConfig] = {
+    (64, 64): KernelConfig(chunk=64, block_v=64, block_k=64, num_warps=4, num_stages=2),
+    (128, 128): KernelConfig(chunk=64, block_v=64, block_k=64, num_warps=4, num_stages=2),
+    (256, 128): KernelConfig(chunk=64, block_v=32, block_k=64, num_warps=8, num_stages=2),
+    (256, 256): KernelConfig(chunk=64, block_v=32, block_k=32, num_warps=8, num_stages=2),
+}
+
+# Programs wanted in flight: two per streaming multiprocessor of an H100/H200 (132).
+TARGET_PROGRAMS = 264
+# A split walks at least this many chunks, so the scan across splits stays short.
+MIN_SPLIT_CHUNKS = 4
+
+
+def padded_head_dim(d: int) -> int:
+    """Triton tiles need power-of-two sizes of at least 16."""
+    return max(16, 1 << (d - 1).bit_length())
+
+
+def kernel_config(dk: int, dv: int, chunk_size: int | None) -> KernelConfig:
+    """The table's row for padded ``(dk, dv)``; other sizes get a generic row."""
+    config = _TABLE.get((dk, dv))
+    if config is None:
+        widest = max(dk, dv)
+        config = KernelConfig(chunk=64, block_v=min(dv, 64), block_k=min(dk, 64),
+                              num_warps=8 if widest >= 256 else 4, num_stages=2)
+    config = dataclasses.replace(config, block_v=min(config.block_v, dv),
+                                 block_k=min(config.block_k, dk))
+    if chunk_size is not None:
+        config = dataclasses.replace(config, chunk=chunk_size)
+    return config
+
+
+def split_chunks(n_chunks: int, programs_per_split: int) -> int:
+    """Chunks per split: split the sequence only when the grid is too small to fill
+    the GPU (few rows, e.g. one 128K sequence); splits are a power of two in number."""
+    wanted = max(1, math.ceil(TARGET_PROGRAMS / max(programs_per_split, 1)))
+    splits = 1 << (wanted - 1).bit_length()
+    splits = min(splits, max(1, n_chunks // MIN_SPLIT_CHUNKS))
+    return math.ceil(n_chunks / splits)

@@ -1,0 +1,74 @@
+"""Kernel-specific coverage in interpret mode: sequence splits (one, several, one per
+chunk), padded head sizes, long ragged rows with segments, and the decay gradient
+where cancellation would show (γ = 0 over many chunks)."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+from pallas_kernels.lightning import kernel_vjp, reference, tuning
+from attention_inputs import attention_inputs, rel_err
+
+F32_TOL = 1e-4
+
+
+def kernels(q, k, v, decay, *, segment_ids=None, initial_state=None, chunks_per_split=None):
+    run_ids = None if segment_ids is None else reference.run_ids_from_segments(segment_ids)
+    return kernel_vjp.lightning_attention_kernels(
+        q, k, v, decay, run_ids=run_ids, initial_state=initial_state, chunk_size=16,
+        interpret=True, chunks_per_split=chunks_per_split)
+
+
+def reference_f64(q, k, v, decay, *, segment_ids=None, initial_state=None):
+    run_ids = None if segment_ids is None else reference.run_ids_from_segments(segment_ids)
+    as64 = lambda x: None if x is None else jnp.asarray(x, jnp.float64)
+    return reference.quadratic(as64(q), as64(k), as64(v), as64(decay), run_ids=run_ids,
+                               initial_state=as64(initial_state))
+
+
+@pytest.mark.parametrize("chunks_per_split", [1, 3, None, 1000])
+def test_sequence_splits_give_the_same_answer(x64, rng, chunks_per_split):
+    """1: a split per chunk; 3: uneven last split (padded chunks); 1000: one split."""
+    q, k, v, decay, kw = attention_inputs(rng, 1, 100, 2, 16, 32, decay=[0.0, 0.4],
+                                          segments=True, initial_state=True)
+    do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
+    ds = jnp.asarray(rng.standard_normal(kw["initial_state"].shape), jnp.float32)
+    seg = kw["segment_ids"]
+
+    def run(fn):
+        def f(q, k, v, decay, s0):
+            return fn(q, k, v, decay, segment_ids=seg, initial_state=s0)
+        outs, vjp = jax.vjp(f, q, k, v, decay, kw["initial_state"])
+        return outs, vjp((do.astype(outs[0].dtype), ds.astype(outs[1].dtype)))
+
+    (o, s), grads = run(lambda *a, **k: kernels(*a, chunks_per_split=chunks_per_split, **k))
+    (o_ref, s_ref), grads_ref = run(reference_f64)
+    assert rel_err(o, o_ref) < F32_TOL and rel_err(s, s_ref) < F32_TOL
+    for name, g, g_ref in zip(["q", "k", "v", "decay", "initial_state"], grads, grads_ref):
+        assert rel_err(g, g_ref) < F32_TOL, name
+
+
+@pytest.mark.parametrize("dk,dv", [(8, 8), (24, 12), (64, 32)])
+def test_head_sizes_padded_inside(x64, rng, dk, dv):
+    q, k, v, decay, _ = attention_inputs(rng, 2, 33, 2, dk, dv, decay=[0.1, 2.0])
+    o, s = kernels(q, k, v, decay)
+    o_ref, s_ref = reference_f64(q, k, v, decay)
+    assert o.shape == v.shape and s.shape == (2, 2, dk, dv)
+    assert rel_err(o, o_ref) < F32_TOL and rel_err(s, s_ref) < F32_TOL
+
+
+def test_decay_gradient_without_decay_over_many_chunks(x64, rng):
+    """γ = 0 over 24 chunks: the position-weighted terms are largest here."""
+    q, k, v, decay, _ = attention_inputs(rng, 1, 384, 1, 16, 16, decay=[0.0])
+    do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
+    loss = lambda fn: lambda d: jnp.sum(fn(q, k, v, d)[0] * do)
+    g = jax.grad(loss(kernels))(decay)
+    g_ref = jax.grad(loss(reference_f64))(jnp.asarray(decay, jnp.float64))
+    assert rel_err(g, g_ref) < F32_TOL
+
+
+def test_split_policy_fills_the_gpu_only_when_needed():
+    """Many rows: one split; one long row: splits, a power of two in number."""
+    assert tuning.split_chunks(n_chunks=128, programs_per_split=512) == 128
+    per_split = tuning.split_chunks(n_chunks=2048, programs_per_split=32)
+    assert 2048 % per_split == 0 and (2048 // per_split) * 32 >= tuning.TARGET_PROGRAMS
+    assert tuning.split_chunks(n_chunks=5, programs_per_split=1) >= 1
