@@ -70,6 +70,8 @@ def test_positions_in_segments():
     {},
     {"no_scale_embedding": True, "tie_word_embeddings": False, "decoder_attention_heads": 2},
     {"use_decay": False, "linear_use_lrpe_list": [1, 0, 1]},
+    {"architecture": "softmax"},
+    {"architecture": "hybrid", "softmax_every": 2},
 ])
 def test_tnl_logits_match_reference(rng, changes):
     cfg = ModelConfig(**{**SMALL, **changes})
@@ -101,23 +103,23 @@ def test_bf16_compute_close_to_float32(rng):
 
 
 def test_remat_and_learnable_decay_gradients(rng):
-    cfg = ModelConfig(**SMALL, decay_learnable=True, remat="full")
+    cfg = ModelConfig(**{**SMALL, "decoder_layers": 2}, decay_learnable=True, remat="full")
     model = create_model(cfg, nnx.Rngs(0))
     # Learned decay starts at the fixed schedule (log space).
     stack = model.stacks[1].layers.token_mixer
-    np.testing.assert_allclose(np.exp(stack.log_decay[...]), layer_decays(4, 3)[1:], rtol=1e-5)
+    np.testing.assert_allclose(np.exp(stack.log_decay[...]), layer_decays(4, 2)[1:], rtol=1e-5)
     randomize(model, rng, scale=0.1)
-    ids = jnp.asarray(rng.integers(0, 97, (2, 16)))
+    ids = jnp.asarray(rng.integers(0, 97, (1, 16)))
 
     def loss(m):
         return jnp.mean(jax.nn.logsumexp(m(ids), -1))
 
-    grads = nnx.grad(loss)(model)
+    grads = nnx.jit(nnx.grad(loss))(model)
     g = grads.stacks[1].layers.token_mixer.log_decay[...]
     assert np.all(np.isfinite(g)) and np.abs(g).max() > 0
     plain = nnx.merge(nnx.graphdef(create_model(cfg.replace(remat="none"), nnx.Rngs(0))),
                       nnx.state(model))
-    g_plain = nnx.grad(loss)(plain).stacks[1].layers.token_mixer.log_decay[...]
+    g_plain = nnx.jit(nnx.grad(loss))(plain).stacks[1].layers.token_mixer.log_decay[...]
     np.testing.assert_allclose(g, g_plain, rtol=1e-4, atol=1e-7)
 
 
