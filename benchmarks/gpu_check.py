@@ -1,0 +1,112 @@
+"""Correctness of the real (Triton-lowered) kernels on a GPU, at real sizes.
+
+Every case runs the pallas backend against the xla backend in float32 with
+``precision=HIGHEST`` (exact float32 matmuls, not TF32): forward, final state and the
+gradients of q, k, v, decay and the initial state, with segments, an initial state,
+per-head decays from 0 to 8, head sizes 64, 128, 256, dk = 2·dv, one long row (sequence
+splits) and many rows (one split). Exits non-zero on any failure.
+
+    python benchmarks/gpu_check.py
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pallas_kernels import lightning_attention
+
+F32_TOL, BF16_TOL = 1e-4, 1e-2
+NAMES = ("o", "final_state", "dq", "dk", "dv", "ddecay", "dinitial_state")
+
+
+def rel_err(out, ref) -> float:
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def packed_segments(rng, batch: int, seq: int, docs: int) -> jax.Array:
+    cuts = np.sort(rng.choice(np.arange(1, seq), size=(batch, docs - 1), replace=True), axis=1)
+    seg = np.zeros((batch, seq), np.int32)
+    for b in range(batch):
+        for c in cuts[b]:
+            seg[b, c:] += 1
+    return jnp.asarray(seg)
+
+
+def run_case(rng, *, batch, seq, heads, dk, dv, dtype, segments=True) -> dict[str, float]:
+    scale = dk ** -0.5
+    q, k = (jnp.asarray(rng.standard_normal((batch, seq, heads, dk)) * scale, dtype)
+            for _ in range(2))
+    v = jnp.asarray(rng.standard_normal((batch, seq, heads, dv)), dtype)
+    decay = jnp.linspace(0.0, 8.0, heads, dtype=jnp.float32)
+    s0 = jnp.asarray(rng.standard_normal((batch, heads, dk, dv)), jnp.float32)
+    seg = packed_segments(rng, batch, seq, docs=4) if segments else None
+    do = jnp.asarray(rng.standard_normal(v.shape), dtype)
+    dfinal = jnp.asarray(rng.standard_normal(s0.shape), jnp.float32)
+
+    def outputs_and_grads(backend, *args):
+        def op(q, k, v, decay, s0):
+            return lightning_attention(q, k, v, decay, segment_ids=seg, initial_state=s0,
+                                       return_final_state=True, backend=backend)
+        (o, final), vjp = jax.vjp(op, *args)
+        return (o, final, *vjp((do.astype(o.dtype), dfinal)))
+
+    ours = jax.jit(lambda *a: outputs_and_grads("pallas", *a))(q, k, v, decay, s0)
+    as32 = lambda x: x.astype(jnp.float32)
+    with jax.default_matmul_precision("highest"):
+        ref = jax.jit(lambda *a: outputs_and_grads("xla", *a))(
+            as32(q), as32(k), as32(v), decay, s0)
+    return {name: rel_err(a, b) for name, a, b in zip(NAMES, ours, ref)}
+
+
+CASES = [  # (label, batch, seq, heads, dk, dv, dtype, segments)
+    ("d64 f32", 2, 8192, 16, 64, 64, jnp.float32, True),
+    ("d128 f32", 2, 8192, 16, 128, 128, jnp.float32, True),
+    ("d256 f32", 2, 8192, 16, 256, 256, jnp.float32, True),
+    ("dk256/dv128 f32", 2, 8192, 16, 256, 128, jnp.float32, True),
+    ("d128 f32 no segments", 2, 8192, 16, 128, 128, jnp.float32, False),
+    ("d128 f32 ragged T", 2, 5000, 16, 128, 128, jnp.float32, True),
+    ("d128 f32 1x32K splits", 1, 32768, 16, 128, 128, jnp.float32, True),
+    ("d128 f32 16x1K one split", 16, 1024, 16, 128, 128, jnp.float32, True),
+    ("d128 bf16", 2, 8192, 16, 128, 128, jnp.bfloat16, True),
+    ("dk256/dv128 bf16", 2, 8192, 16, 256, 128, jnp.bfloat16, True),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="run cases whose label contains this")
+    args = parser.parse_args()
+    print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    rng = np.random.default_rng(0)
+    failures = 0
+    header = f"{'case':28s} " + " ".join(f"{n:>14s}" for n in NAMES) + "  result"
+    print(header)
+    for label, batch, seq, heads, dk, dv, dtype, segments in CASES:
+        if args.only not in label:
+            continue
+        tol = F32_TOL if dtype == jnp.float32 else BF16_TOL
+        start = time.perf_counter()
+        try:
+            errors = run_case(rng, batch=batch, seq=seq, heads=heads, dk=dk, dv=dv,
+                              dtype=dtype, segments=segments)
+        except Exception as e:  # report every case, then fail
+            failures += 1
+            print(f"{label:28s} ERROR {type(e).__name__}: {str(e)[:400]}")
+            continue
+        ok = all(np.isfinite(e) and e <= tol for e in errors.values())
+        failures += not ok
+        cells = " ".join(f"{errors[n]:14.2e}" for n in NAMES)
+        print(f"{label:28s} {cells}  {'ok' if ok else 'FAIL'} (tol {tol:g}, "
+              f"{time.perf_counter() - start:.1f}s)", flush=True)
+    print(f"gpu_check: {failures} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Kernel benchmark: ours (pallas, xla) against cuDNN flash attention in this process
+and the PyTorch anchors (FLA, lightning_attn, torch SDPA) in a separate process, side
+by side in one run. bf16, a fixed number of tokens per batch (B·T), median of >= 20.
+
+Reports forward and forward+backward time, the ratio to FLA, peak memory and the
+memory floor (bytes that must move / measured copy bandwidth). Writes JSON beside the
+table when ``--out`` is given.
+
+    python benchmarks/kernel_bench.py --seqs 2048,8192,32768,131072 --dims 128x128
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pallas_kernels import lightning_attention
+
+GiB = 2**30
+
+
+def timed_ms(fn, *args, rounds: int = 20, calls: int = 5) -> float:
+    """Median over rounds of the mean of back-to-back calls (dispatch overlaps)."""
+    for _ in range(3):
+        jax.block_until_ready(fn(*args))
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        samples.append((time.perf_counter() - start) / calls * 1e3)
+    return statistics.median(samples)
+
+
+def copy_bandwidth_tbps() -> float:
+    x = jnp.ones((GiB // 2,), jnp.bfloat16)
+    ms = timed_ms(jax.jit(lambda x: x * 2), x)
+    return 2 * x.nbytes / (ms * 1e-3) / 1e12
+
+
+def ours(backend: str, heads: int):
+    decay = jnp.arange(1, heads + 1, dtype=jnp.float32) / heads
+
+    def op(q, k, v):
+        return lightning_attention(q, k, v, decay, backend=backend)
+    return op
+
+
+def cudnn(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+
+
+def fwd_bwd(op):
+    def run(q, k, v, do):
+        _, vjp = jax.vjp(op, q, k, v)
+        return vjp(do)
+    return run
+
+
+def peak_gib(fn, *args) -> float:
+    """Arguments + outputs + XLA temporaries of the compiled program."""
+    m = jax.jit(fn).lower(*args).compile().memory_analysis()
+    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / GiB
+
+
+def jax_rows(args) -> list[dict]:
+    rows = []
+    for dims in args.dims.split(","):
+        dk, dv = map(int, dims.split("x"))
+        for seq in map(int, args.seqs.split(",")):
+            batch = max(1, args.tokens // seq)
+            key = jax.random.key(seq + dk)
+            kq, kk, kv, ko = jax.random.split(key, 4)
+            q = (jax.random.normal(kq, (batch, seq, args.heads, dk)) * dk ** -0.5).astype(jnp.bfloat16)
+            k = (jax.random.normal(kk, (batch, seq, args.heads, dk)) * dk ** -0.5).astype(jnp.bfloat16)
+            v = jax.random.normal(kv, (batch, seq, args.heads, dv)).astype(jnp.bfloat16)
+            do = jax.random.normal(ko, v.shape).astype(jnp.bfloat16)
+            impls = {"ours_pallas": ours("pallas", args.heads), "ours_xla": ours("xla", args.heads)}
+            if dk == dv and seq <= args.cudnn_max_seq:
+                impls["cudnn_flash"] = cudnn
+            for name, op in impls.items():
+                if name not in args.impls.split(",") and not name.startswith("cudnn"):
+                    continue
+                row = {"impl": name, "dk": dk, "dv": dv, "T": seq, "B": batch}
+                try:
+                    row["fwd_ms"] = timed_ms(jax.jit(op), q, k, v)
+                    row["fwdbwd_ms"] = timed_ms(jax.jit(fwd_bwd(op)), q, k, v, do)
+                    row["peak_GiB"] = peak_gib(fwd_bwd(op), q, k, v, do)
+                except Exception as e:  # record and go on
+                    row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+            del q, k, v, do
+    return rows
+
+
+def torch_rows(args) -> list[dict]:
+    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "torch_anchors.py"),
+           "--seqs", args.seqs, "--tokens", str(args.tokens), "--heads", str(args.heads),
+           "--dims", args.dims]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        print("torch anchors failed:", done.stderr[-2000:], flush=True)
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def floor_ms(row: dict, copy_tbps: float, with_backward: bool) -> float:
+    """fwd: q, k, v read + o written; fwd+bwd adds q, k, v, do read + dq, dk, dv written."""
+    tokens = row["B"] * row["T"] * row.get("heads", 16)
+    per_token = 2 * (2 * row["dk"] + 2 * row["dv"])  # bf16: q, k, v, o
+    if with_backward:
+        per_token += 2 * (2 * row["dk"] + row["dv"] + row["dv"]) + 2 * (2 * row["dk"] + row["dv"])
+    return tokens * per_token / (copy_tbps * 1e12) * 1e3
+
+
+def table(rows: list[dict], copy_tbps: float, heads: int) -> str:
+    index = {(r["impl"], r["dk"], r["dv"], r["T"]): r for r in rows}
+    lines = [f"copy bandwidth {copy_tbps:.2f} TB/s; bf16, H {heads}, fixed tokens per batch",
+             f"{'dk/dv':>7} {'B x T':>10} {'impl':>22} {'fwd ms':>8} {'fwd+bwd':>8} "
+             f"{'x FLA fwd':>9} {'x FLA f+b':>9} {'floor f+b':>9} {'x floor':>7} {'peak GiB':>8}"]
+    for r in rows:
+        if "fwd_ms" not in r:
+            lines.append(f"{r['dk']:>3}/{r['dv']:<3} {r['B']:>3} x {r['T']:<6} {r['impl']:>22} "
+                         f"{r.get('error', '')[:80]}")
+            continue
+        fla = index.get(("fla_chunk_simple_gla", r["dk"], r["dv"], r["T"]), {})
+        ratio = lambda key: (f"{r[key] / fla[key]:9.2f}" if key in fla and key in r else f"{'-':>9}")
+        floor = floor_ms({**r, "heads": heads}, copy_tbps, True)
+        lines.append(
+            f"{r['dk']:>3}/{r['dv']:<3} {r['B']:>3} x {r['T']:<6} {r['impl']:>22} {r['fwd_ms']:8.3f} "
+            f"{r.get('fwdbwd_ms', float('nan')):8.3f} {ratio('fwd_ms')} {ratio('fwdbwd_ms')} "
+            f"{floor:9.3f} {r.get('fwdbwd_ms', float('nan')) / floor:7.2f} "
+            f"{r.get('peak_GiB', float('nan')):8.2f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seqs", default="2048,8192,32768,131072")
+    parser.add_argument("--tokens", type=int, default=131072)
+    parser.add_argument("--heads", type=int, default=16)
+    parser.add_argument("--dims", default="128x128")
+    parser.add_argument("--impls", default="ours_pallas,ours_xla")
+    parser.add_argument("--cudnn-max-seq", type=int, default=32768)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--out", default=os.environ.get("OUT"))
+    args = parser.parse_args()
+    print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
+    copy_tbps = copy_bandwidth_tbps()
+    rows = jax_rows(args)
+    if not args.no_torch:
+        rows += torch_rows(args)
+    rows = [r for r in rows if r.get("impl") != "torch_copy"]
+    text = table(rows, copy_tbps, args.heads)
+    if args.out:
+        with open(os.path.join(args.out, "kernel_bench.json"), "w") as f:
+            json.dump({"copy_TBps": copy_tbps, "heads": args.heads, "device": jax.devices()[0].device_kind,
+                       "jax": jax.__version__, "rows": rows}, f, indent=1)
+        with open(os.path.join(args.out, "kernel_bench.txt"), "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
