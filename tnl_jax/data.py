@@ -42,6 +42,7 @@ class DataSpec:
     seed: int
     tokenizer: Any
     eval_fraction: float = 0.02
+    shuffle_window: int = 256  # Rows.
     process_index: int = 0
     process_count: int = 1
 
@@ -68,11 +69,14 @@ def rows_from_packed(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def _packed(docs: grain.MapDataset, spec: DataSpec) -> grain.IterDataset:
+def _packed(docs: grain.MapDataset, spec: DataSpec, shuffle_window: int = 0
+            ) -> grain.IterDataset:
     """Rows of `seq_len + 1` tokens, batched.
 
     Text is concatenated then split (no padding); MQAR examples must stay whole,
-    so they are packed first-fit, padding the rest of a row.
+    so they are packed first-fit, padding the rest of a row. A long document fills
+    many consecutive rows; shuffling rows in a window of `shuffle_window` keeps one
+    file from dominating a batch (a much noisier gradient for small batches).
     """
     features = ("tokens", "weights") if spec.source == "mqar" else ("tokens",)
     lengths = {name: spec.seq_len + 1 for name in features}
@@ -82,6 +86,9 @@ def _packed(docs: grain.MapDataset, spec: DataSpec) -> grain.IterDataset:
             docs, length_struct=lengths, num_packing_bins=spec.batch_size, shuffle_bins=False)
     else:
         packed = grain.experimental.ConcatThenSplitIterDataset(docs, length_struct=lengths)
+    if shuffle_window > 1:
+        packed = grain.experimental.WindowShuffleIterDataset(
+            packed, window_size=shuffle_window, seed=spec.seed)
     return packed.map(rows_from_packed).batch(spec.batch_size, drop_remainder=True)
 
 
@@ -91,7 +98,7 @@ def train_batches(spec: DataSpec) -> grain.DatasetIterator:
     if len(docs) == 0:
         raise ValueError(f"data={spec.source!r}: no training documents for process "
                          f"{spec.process_index} of {spec.process_count}")
-    return iter(_packed(docs.shuffle(seed=spec.seed).repeat(None), spec))
+    return iter(_packed(docs.shuffle(seed=spec.seed).repeat(None), spec, spec.shuffle_window))
 
 
 def eval_batches(spec: DataSpec, count: int) -> list[dict[str, np.ndarray]]:

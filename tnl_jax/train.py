@@ -160,6 +160,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     spec = data.DataSpec(source=cfg.data, seq_len=cfg.seq_len,
                          batch_size=cfg.batch_size // jax.process_count(), seed=cfg.seed,
                          tokenizer=tokenizer, eval_fraction=cfg.eval_fraction,
+                         shuffle_window=cfg.shuffle_window,
                          process_index=jax.process_index(), process_count=jax.process_count())
     train_iter = data.train_batches(spec)
     eval_spec = dataclasses.replace(spec, source=cfg.eval_data or cfg.data)
@@ -259,6 +260,6 @@ def sample(cfg: TrainConfig, graphdef, rest, params, tokenizer) -> str:
     from tnl_jax.generate import generate
     model = nnx.merge(graphdef, params, rest)
     prompt = tokenizer.encode(cfg.sample_prompt)
-    out = generate(model, np.asarray([prompt], np.int32), cfg.sample_tokens, temperature=0.8,
-                   top_k=40, top_p=1.0, seed=cfg.seed, eos_id=tokenizer.eos_id)
-    return cfg.sample_prompt + tokenizer.decode(list(np.asarray(out)[0, len(prompt):]))
+    new_tokens = generate(model, [prompt], cfg.sample_tokens, temperature=0.8, top_k=40,
+                          seed=cfg.seed, eos_id=tokenizer.eos_id)
+    return cfg.sample_prompt + tokenizer.decode([int(t) for t in np.asarray(new_tokens)[0]])
