@@ -120,3 +120,20 @@ def test_no_weights_and_torch_files(tmp_path, checkpoint):
     except ImportError:
         with pytest.raises(ImportError, match="pip install torch"):
             load_hf(tmp_path)
+
+
+def test_convert_to_orbax_and_back(tmp_path):
+    from tnl_jax import convert
+    convert.main(["--hf", PUBLISHED, "--out", str(tmp_path / "out")])
+    ids = jnp.asarray(np.load(f"{PUBLISHED}/input_ids.npy")[:, :40])
+    expected = np.load(f"{PUBLISHED}/expected_logits.npy")[:, :40]
+    model = convert.load_model(tmp_path / "out", dtype=jnp.float32, attention_backend="xla")
+    assert rel_err(model(ids), expected) < 1e-4
+    # Training's path: restore into the state of a freshly created model.
+    fresh = create_model(convert.load_config(tmp_path / "out"), nnx.Rngs(7))
+    params = convert.load_params(tmp_path / "out", nnx.state(fresh, nnx.Param))
+    nnx.update(fresh, params)
+    assert rel_err(fresh(ids), expected) < 1e-4
+    wrong = create_model(convert.load_config(tmp_path / "out").replace(glu_dim=64), nnx.Rngs(0))
+    with pytest.raises(ValueError):
+        convert.load_params(tmp_path / "out", nnx.state(wrong, nnx.Param))
