@@ -1,0 +1,103 @@
+"""Tokenizers behind one small interface: ``encode(str) -> list[int]``,
+``decode(list[int]) -> str``, ``vocab_size``, ``pad_id``, ``bos_id``, ``eos_id``.
+
+* ``"bytes"`` (default): UTF-8 bytes are ids 0-255; pad 256, bos 257, eos 258
+  (``vocab_size`` 259; the tnl-tiny preset has 384 embedding rows for alignment).
+  Ids past 255 decode to nothing; invalid UTF-8 decodes to U+FFFD.
+* a SentencePiece ``*.model`` file (the published TNL checkpoints' Baichuan model);
+* a Hugging Face ``tokenizers`` ``*.json`` file;
+* a directory holding ``tokenizer.model`` or ``tokenizer.json``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from tnl_jax.config import ModelConfig
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    pad_id: int | None
+    bos_id: int | None
+    eos_id: int | None
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class BytesTokenizer:
+    vocab_size = 259
+    pad_id, bos_id, eos_id = 256, 257, 258
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+
+class SentencePieceTokenizer:
+    def __init__(self, path: str | Path):
+        import sentencepiece
+        self.model = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        self.vocab_size = self.model.get_piece_size()
+        special = lambda i: None if i < 0 else i
+        self.pad_id = special(self.model.pad_id())
+        self.bos_id = special(self.model.bos_id())
+        self.eos_id = special(self.model.eos_id())
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.model.encode(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.model.decode([int(i) for i in ids])
+
+
+class HFTokenizer:
+    """A ``tokenizers`` JSON file; special ids are looked up by their usual names."""
+    NAMES = {"pad_id": ("<pad>", "[PAD]", "<|pad|>"),
+             "bos_id": ("<s>", "<bos>", "[CLS]", "<|startoftext|>"),
+             "eos_id": ("</s>", "<eos>", "[SEP]", "<|endoftext|>")}
+
+    def __init__(self, path: str | Path):
+        import tokenizers
+        self.model = tokenizers.Tokenizer.from_file(str(path))
+        self.vocab_size = self.model.get_vocab_size()
+        for attr, names in self.NAMES.items():
+            ids = [self.model.token_to_id(n) for n in names]
+            setattr(self, attr, next((i for i in ids if i is not None), None))
+
+    def encode(self, text: str) -> list[int]:
+        return self.model.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.model.decode([int(i) for i in ids])
+
+
+def get_tokenizer(kind_or_path: str = "bytes", model_cfg: ModelConfig | None = None) -> Tokenizer:
+    """The tokenizer ``kind_or_path`` names; with ``model_cfg``, checks that its ids fit
+    the model's vocabulary."""
+    if kind_or_path == "bytes":
+        tokenizer: Tokenizer = BytesTokenizer()
+    else:
+        path = Path(kind_or_path)
+        if path.is_dir():
+            found = [p for p in (path / "tokenizer.model", path / "tokenizer.json") if p.exists()]
+            if not found:
+                raise FileNotFoundError(f"{path}: no tokenizer.model or tokenizer.json")
+            path = found[0]
+        if not path.exists():
+            raise FileNotFoundError(f"tokenizer {kind_or_path!r}: not 'bytes' and no such file")
+        if path.suffix == ".model":
+            tokenizer = SentencePieceTokenizer(path)
+        elif path.suffix == ".json":
+            tokenizer = HFTokenizer(path)
+        else:
+            raise ValueError(f"tokenizer {kind_or_path!r}: expected 'bytes', a SentencePiece "
+                             ".model or a tokenizers .json file")
+    if model_cfg is not None and tokenizer.vocab_size > model_cfg.vocab_size:
+        raise ValueError(f"tokenizer {kind_or_path!r} has {tokenizer.vocab_size} ids, the model "
+                         f"only {model_cfg.vocab_size} (vocab_size)")
+    return tokenizer
