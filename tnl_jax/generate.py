@@ -70,7 +70,6 @@ def _generate(graphdef, state, ids, segment_ids, positions, lengths, key, temper
     batch, width = ids.shape
     cache_size = width + max_new_tokens
     logits, caches = model.prefill(ids, segment_ids, positions, cache_size)
-    logits = logits[:, -1]
     slots = jnp.arange(cache_size)[None]
     first_slot = (width - lengths)[:, None]
     fill = 0 if eos_id is None else eos_id

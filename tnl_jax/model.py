@@ -155,15 +155,17 @@ class LanguageModel(nnx.Module):
 
     def prefill(self, input_ids: jax.Array, segment_ids: jax.Array | None,
                 positions: jax.Array | None, cache_size: int):
-        """The forward pass that also returns every layer's decode cache (one entry per
-        stack, stacked over its layers): linear layers' final states ``(n, B, H, dk,
-        e)`` float32, softmax layers' key/value caches ``(n, B, cache_size, H, e)``."""
+        """The forward pass for decoding: the last position's logits ``(B, V)`` (the
+        full ``(B, T, V)`` would not fit at long context) and every layer's decode
+        cache (one entry per stack, stacked over its layers): linear layers' final
+        states ``(n, B, H, dk, e)`` float32, softmax layers' key/value caches
+        ``(n, B, cache_size, H, e)``."""
         x, positions = self._inputs(input_ids, segment_ids, positions)
         caches = []
         for stack, decays in zip(self.stacks, self._run_decays()):
             x, cache = stack.prefill(x, decays, segment_ids, positions, cache_size)
             caches.append(cache)
-        return self.logits(x), caches
+        return self.logits(x[:, -1]), caches
 
     def decode_step(self, token_ids: jax.Array, positions: jax.Array, caches: list,
                     index: jax.Array, kv_valid: jax.Array):
