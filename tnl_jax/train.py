@@ -121,14 +121,24 @@ def initial_params(cfg: TrainConfig, mesh) -> tuple[nnx.GraphDef, nnx.State, nnx
     shardings = sharding.param_shardings(abstract_params, mesh)
     params = jax.jit(lambda: nnx.split(create(), nnx.Param, ...)[1], out_shardings=shardings)()
     if cfg.init_from:
-        params = load_converted(cfg.init_from, params)
+        params = load_pretrained(cfg.init_from, params, shardings)
     return graphdef, params, rest, shardings
 
 
-def load_converted(directory: str, like: nnx.State) -> nnx.State:
-    """Parameters from a checkpoint written by `tnl_jax.convert`, in `like`'s shardings."""
-    from tnl_jax import convert
-    return convert.load_params(directory, like)
+def load_pretrained(directory: str, like: nnx.State, shardings: nnx.State) -> nnx.State:
+    """Float32 parameters of a `tnl_jax.convert` output or a Hugging Face directory
+    (`config.json`), in `shardings`. The run's `model:` config must describe that model."""
+    if not (Path(directory) / "config.json").exists():
+        from tnl_jax import convert
+        return convert.load_params(directory, like)
+    from tnl_jax.generate import load_checkpoint
+    loaded = nnx.state(load_checkpoint(directory, dtype=jnp.float32), nnx.Param)
+    shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), nnx.to_pure_dict(tree))
+    if shapes(loaded) != shapes(like):
+        raise ValueError(f"init_from={directory}: its parameters do not match the model config "
+                         "of this run; pass the matching --config / model.* keys")
+    nnx.replace_by_pure_dict(like, nnx.to_pure_dict(loaded))
+    return jax.device_put(like, shardings)
 
 
 class StopRequest:
