@@ -16,7 +16,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from tnl_jax.data import FrozenIteratorState
+from tnl_jax.data import IteratorCheckpoint
 
 
 class RunCheckpoints:
@@ -33,7 +33,7 @@ class RunCheckpoints:
         """Starts writing step `step`; returns before the files are complete."""
         self.manager.save(step, force=True, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(FrozenIteratorState(iterator)),
+            data=grain.checkpoint.CheckpointSave(IteratorCheckpoint(iterator)),
             config=ocp.args.JsonSave(config)))
 
     def restore_latest(self, like: Any, iterator: grain.DatasetIterator
@@ -49,7 +49,7 @@ class RunCheckpoints:
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract),
-                    data=grain.checkpoint.CheckpointRestore(iterator)))
+                    data=grain.checkpoint.CheckpointRestore(IteratorCheckpoint(iterator))))
                 return step, restored["state"]
             except Exception as error:  # Any unreadable checkpoint: try the one before.
                 warnings.warn(f"checkpoint at step {step} in {self.manager.directory} cannot be "
