@@ -77,6 +77,7 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path):
     with pytest.warns(UserWarning, match="checkpoint at step 8 .* cannot be restored"):
         train.main(tiny_config(tmp_path, "steps=8", "checkpoint_every=4"))
     assert losses(tmp_path) == first  # Steps 5-8 recomputed from step 4, identically.
+    assert len(list((tmp_path / "checkpoints.unreadable").iterdir())) == 1
 
 
 def test_partial_checkpoint_directory_is_ignored(tmp_path):

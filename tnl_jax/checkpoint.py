@@ -8,6 +8,7 @@ checkpoint cannot be read.
 """
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,16 @@ class RunCheckpoints:
             except Exception as error:  # Any unreadable checkpoint: try the one before.
                 warnings.warn(f"checkpoint at step {step} in {self.manager.directory} cannot be "
                               f"restored ({type(error).__name__}: {error}); trying an older one")
+                self._set_aside(step)
         return None
+
+    def _set_aside(self, step: int) -> None:
+        """Moves an unreadable step out of the way (kept for inspection, not reused)."""
+        if jax.process_index() == 0:
+            aside = Path(f"{self.manager.directory}.unreadable")
+            aside.mkdir(exist_ok=True)
+            (Path(self.manager.directory) / str(step)).rename(aside / f"{step}-{time.time():.0f}")
+        self.manager.reload()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -75,7 +75,7 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
                      "step": state["step"] + 1}
-        stats = {"loss": total / count, "grad_norm": optax.global_norm(grads),
+        stats = {"loss": total / count, "grad_norm": optax.tree.norm(grads),
                  "lr": schedule(state["step"])}
         return new_state, stats
 
