@@ -17,11 +17,13 @@ from pallas_kernels.lightning import tuning
 
 
 def candidates(dk: int, dv: int) -> list[tuning.KernelConfig]:
+    """Chunk 64 (chunk 128 lost everywhere at d 128), blocks, warps, stages."""
     found = []
-    for chunk, block, warps, stages in itertools.product((64, 128), (64, 128), (4, 8), (1, 2)):
-        if block > min(dk, dv) or (chunk == 128 and warps == 4):
+    for block_v, block_k, warps, stages in itertools.product((32, 64, 128), (32, 64, 128),
+                                                             (4, 8), (1, 2)):
+        if block_v > dv or block_k > dk or (dk * block_v > 128 * 64 and warps == 4):
             continue
-        found.append(tuning.KernelConfig(chunk=chunk, block_v=block, block_k=block,
+        found.append(tuning.KernelConfig(chunk=64, block_v=block_v, block_k=block_k,
                                          num_warps=warps, num_stages=stages))
     return found
 
@@ -30,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", default="128x128")
     parser.add_argument("--shapes", default="16x8192,1x131072")
+    parser.add_argument("--stages", default="1,2", help="pipeline stages to try")
     parser.add_argument("--heads", type=int, default=16)
     args = parser.parse_args()
     for dims in args.dims.split(","):
@@ -42,7 +45,8 @@ def main() -> None:
             v, do = (jax.random.normal(kk, (batch, seq, args.heads, dv)).astype(jnp.bfloat16)
                      for kk in keys[2:])
             results = []
-            for config in candidates(dk, dv):
+            stages = {int(s) for s in args.stages.split(",")}
+            for config in (c for c in candidates(dk, dv) if c.num_stages in stages):
                 tuning._TABLE[(dk, dv)] = config
                 op = ours("pallas", args.heads)
                 try:

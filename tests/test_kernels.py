@@ -72,3 +72,24 @@ def test_split_policy_fills_the_gpu_only_when_needed():
     per_split = tuning.split_chunks(n_chunks=2048, programs_per_split=32)
     assert 2048 % per_split == 0 and (2048 // per_split) * 32 >= tuning.TARGET_PROGRAMS
     assert tuning.split_chunks(n_chunks=5, programs_per_split=1) >= 1
+
+
+@pytest.mark.parametrize("block_v,block_k,block_v_bwd", [(16, 32, 32), (32, 16, 16)])
+def test_feature_blocks_of_the_tuning_table(x64, rng, monkeypatch, block_v, block_k, block_v_bwd):
+    """State split across programs in dk and dv, with different forward/backward blocks."""
+    monkeypatch.setitem(tuning._TABLE, (32, 32), tuning.KernelConfig(
+        chunk=16, block_v=block_v, block_k=block_k, num_warps=4, num_stages=2,
+        block_v_bwd=block_v_bwd))
+    q, k, v, decay, kw = attention_inputs(rng, 1, 50, 2, 32, 32, decay=[0.2, 3.0],
+                                          initial_state=True)
+    do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
+
+    def loss(fn):
+        return lambda q, k, v, d, s0: jnp.sum(fn(q, k, v, d, initial_state=s0)[0] * do.astype(q.dtype))
+
+    args = (q, k, v, decay, kw["initial_state"])
+    grads = jax.grad(loss(kernels), argnums=range(5))(*args)
+    grads_ref = jax.grad(loss(reference_f64), argnums=range(5))(
+        *(jnp.asarray(x, jnp.float64) for x in args))
+    for name, g, g_ref in zip(["q", "k", "v", "decay", "initial_state"], grads, grads_ref):
+        assert rel_err(g, g_ref) < F32_TOL, name

@@ -167,7 +167,7 @@ def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkL
     """``exit_dstate``: gradients of the states leaving each split, or None (zero).
     Returns ``[dv]``, ``[dS entering each split]`` or both, as asked."""
     batch, _, heads, dk = q.shape
-    dv, block_v, length = do.shape[-1], config.block_v, layout.split_len
+    dv, block_v, length = do.shape[-1], config.dv_block_backward, layout.split_len
     in_specs = _qk_specs(layout, dk, blocked=False) + [
         specs.rows_spec(length, block_v, blocked=True)]
     args = [gamma, entry_run, run, q, k, do]

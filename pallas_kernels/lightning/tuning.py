@@ -14,18 +14,24 @@ import math
 @dataclasses.dataclass(frozen=True)
 class KernelConfig:
     chunk: int            # C: rows per chunk (intra-chunk attention tile)
-    block_v: int          # dv columns per program: forward and dV kernels
+    block_v: int          # dv columns per program: forward kernel
     block_k: int          # dk rows per program: dQ and dK kernels
     num_warps: int
     num_stages: int
+    block_v_bwd: int = 0  # dv columns per program: dV kernel (0: same as block_v)
+
+    @property
+    def dv_block_backward(self) -> int:
+        return self.block_v_bwd or self.block_v
 
 
 # Keyed by (dk, dv) after padding to powers of two >= 16.
 _TABLE: dict[tuple[int, int], KernelConfig] = {
     (64, 64): KernelConfig(chunk=64, block_v=64, block_k=64, num_warps=4, num_stages=2),
     (128, 128): KernelConfig(chunk=64, block_v=64, block_k=64, num_warps=4, num_stages=2),
-    (256, 128): KernelConfig(chunk=64, block_v=32, block_k=64, num_warps=8, num_stages=2),
-    (256, 256): KernelConfig(chunk=64, block_v=32, block_k=32, num_warps=8, num_stages=2),
+    (256, 128): KernelConfig(chunk=64, block_v=64, block_k=128, num_warps=8, num_stages=2,
+                             block_v_bwd=128),
+    (256, 256): KernelConfig(chunk=64, block_v=64, block_k=64, num_warps=8, num_stages=2),
 }
 
 # Programs wanted in flight: two per streaming multiprocessor of an H100/H200 (132).
@@ -47,7 +53,8 @@ def kernel_config(dk: int, dv: int, chunk_size: int | None) -> KernelConfig:
         config = KernelConfig(chunk=64, block_v=min(dv, 64), block_k=min(dk, 64),
                               num_warps=8 if widest >= 256 else 4, num_stages=2)
     config = dataclasses.replace(config, block_v=min(config.block_v, dv),
-                                 block_k=min(config.block_k, dk))
+                                 block_k=min(config.block_k, dk),
+                                 block_v_bwd=min(config.dv_block_backward, dv))
     if chunk_size is not None:
         config = dataclasses.replace(config, chunk=chunk_size)
     return config
