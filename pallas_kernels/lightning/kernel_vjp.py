@@ -39,7 +39,8 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
     batch, seq, heads, dk = q.shape
     dv = v.shape[-1]
     dk_pad, dv_pad = tuning.padded_head_dim(dk), tuning.padded_head_dim(dv)
-    config = tuning.kernel_config(dk_pad, dv_pad, chunk_size)
+    itemsize = max(jnp.dtype(q.dtype).itemsize, jnp.dtype(v.dtype).itemsize)
+    config = tuning.kernel_config(dk_pad, dv_pad, chunk_size, itemsize)
     n_chunks = -(-seq // config.chunk)
     if chunks_per_split is None:
         chunks_per_split = tuning.split_chunks(n_chunks, batch * heads * dv_pad // config.block_v)

@@ -45,7 +45,12 @@ def padded_head_dim(d: int) -> int:
     return max(16, 1 << (d - 1).bit_length())
 
 
-def kernel_config(dk: int, dv: int, chunk_size: int | None) -> KernelConfig:
+# Rows are tuned for 2-byte inputs; 4-byte tiles wider than this exceed shared memory
+# (dk 256 / dv 128 with 128-wide blocks asks for 290 KB on an H200: 227 KB available).
+FLOAT32_MAX_BLOCK = 64
+
+
+def kernel_config(dk: int, dv: int, chunk_size: int | None, itemsize: int = 2) -> KernelConfig:
     """The table's row for padded ``(dk, dv)``; other sizes get a generic row."""
     config = _TABLE.get((dk, dv))
     if config is None:
@@ -55,6 +60,11 @@ def kernel_config(dk: int, dv: int, chunk_size: int | None) -> KernelConfig:
     config = dataclasses.replace(config, block_v=min(config.block_v, dv),
                                  block_k=min(config.block_k, dk),
                                  block_v_bwd=min(config.dv_block_backward, dv))
+    if itemsize > 2:
+        cap = FLOAT32_MAX_BLOCK
+        config = dataclasses.replace(config, block_v=min(config.block_v, cap),
+                                     block_k=min(config.block_k, cap),
+                                     block_v_bwd=min(config.dv_block_backward, cap))
     if chunk_size is not None:
         config = dataclasses.replace(config, chunk=chunk_size)
     return config
