@@ -99,19 +99,13 @@ def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, d
 def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
                layout: specs.WalkLayout, has_exit_state: bool, emit_output: bool,
                emit_state: bool):
-    refs = list(refs)
-    dstate_in_ref = refs.pop(0) if has_exit_state else None
-    dv_ref = refs.pop(0) if emit_output else None
-    dstate_out_ref = refs.pop(0) if emit_state else None
+    dstate_in_ref, dv_ref, dstate_out_ref = specs.optional_refs(
+        refs, has_exit_state, emit_output, emit_state)
     c, n = layout.chunk, layout.chunks_per_split
     split = pl.program_id(3)
     gamma = jnp.max(gamma_ref[...])
     entry_run = jnp.max(entry_run_ref[...])
-    dk, block_v = q_ref.shape[-1], do_ref.shape[-1]
-    if dstate_in_ref is None:
-        dstate = jnp.zeros((dk, block_v), jnp.float32)
-    else:
-        dstate = dstate_in_ref[...]
+    dstate = specs.state_or_zeros(dstate_in_ref, (q_ref.shape[-1], do_ref.shape[-1]))
 
     def body(i, dstate):
         j = n - 1 - i

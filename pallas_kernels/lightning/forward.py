@@ -25,18 +25,12 @@ from pallas_kernels.lightning.tuning import KernelConfig
 def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *refs,
                     layout: specs.WalkLayout, has_entry_state: bool, emit_output: bool,
                     emit_state: bool):
-    refs = list(refs)
-    state_in_ref = refs.pop(0) if has_entry_state else None
-    o_ref = refs.pop(0) if emit_output else None
-    state_out_ref = refs.pop(0) if emit_state else None
+    state_in_ref, o_ref, state_out_ref = specs.optional_refs(
+        refs, has_entry_state, emit_output, emit_state)
     c = layout.chunk
     split = pl.program_id(3)
     gamma = jnp.max(gamma_ref[...])
-    dk, block_v = k_ref.shape[-1], v_ref.shape[-1]
-    if state_in_ref is None:
-        state = jnp.zeros((dk, block_v), jnp.float32)
-    else:
-        state = state_in_ref[...]
+    state = specs.state_or_zeros(state_in_ref, (k_ref.shape[-1], v_ref.shape[-1]))
 
     def body(j, carry):
         state, prev = carry

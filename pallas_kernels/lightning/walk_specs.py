@@ -11,6 +11,7 @@ import dataclasses
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
@@ -67,6 +68,17 @@ def state_spec(rows: int, cols: int, block_axis: str) -> pl.BlockSpec:
 def partial_sum_spec() -> pl.BlockSpec:
     """``(B, H, blocks, splits)`` one float32 per program (decay-gradient partials)."""
     return pl.BlockSpec((None, None, None, 1), lambda b, h, x, s: (b, h, x, s))
+
+
+def optional_refs(refs: Sequence, *present: bool) -> list:
+    """The kernel's trailing refs in order, None for each one not passed."""
+    refs = list(refs)
+    return [refs.pop(0) if here else None for here in present]
+
+
+def state_or_zeros(state_ref, shape: tuple[int, int]) -> jax.Array:
+    """The carried float32 state a program starts from: given, or zero."""
+    return jnp.zeros(shape, jnp.float32) if state_ref is None else state_ref[...]
 
 
 def walk_call(kernel: Callable, *, grid: tuple[int, int, int, int],

@@ -1,0 +1,103 @@
+"""Plots and a Markdown table from kernel_bench.py's JSON files.
+
+    python benchmarks/plot_bench.py benchmarks/results/kernel_bench_*.json --out benchmarks/results
+
+Writes ``time_vs_T.png`` (fwd+bwd time at fixed tokens), ``speedup_vs_fla.png`` and
+``floor_ratio.png`` (fwd+bwd time over the memory floor), and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks.kernel_bench import floor_ms  # noqa: E402
+
+SHOWN = ("ours_pallas", "fla_chunk_simple_gla", "lightning_attn", "cudnn_flash", "torch_sdpa",
+         "ours_xla")
+
+
+def load(paths: list[str]) -> tuple[list[dict], float, int]:
+    rows, copy_rates, heads = [], [], 16
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        rows += [r for r in data["rows"] if "fwd_ms" in r]
+        copy_rates.append(data["copy_TBps"])
+        heads = data["heads"]
+    return rows, max(copy_rates), heads
+
+
+def series(rows, impl, dk, dv, key):
+    points = sorted((r["T"], r[key]) for r in rows
+                    if r["impl"] == impl and r["dk"] == dk and r["dv"] == dv and key in r)
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_all(rows, copy_tbps, heads, out):
+    dims = sorted({(r["dk"], r["dv"]) for r in rows})
+    fig, axes = plt.subplots(1, len(dims), figsize=(3.2 * len(dims), 2.8), squeeze=False)
+    for ax, (dk, dv) in zip(axes[0], dims):
+        for impl in SHOWN:
+            t, ms = series(rows, impl, dk, dv, "fwdbwd_ms")
+            if t:
+                ax.plot(t, ms, marker="o", label=impl, lw=1)
+        ax.set(xscale="log", yscale="log", title=f"dk {dk} / dv {dv}", xlabel="T (B·T = 128K)")
+    axes[0][0].set_ylabel("fwd+bwd ms")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "time_vs_T.png"), dpi=80)
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7, 2.8))
+    for dk, dv in dims:
+        t, ours = series(rows, "ours_pallas", dk, dv, "fwdbwd_ms")
+        _, fla = series(rows, "fla_chunk_simple_gla", dk, dv, "fwdbwd_ms")
+        if len(fla) == len(ours):
+            ax1.plot(t, [f / o for f, o in zip(fla, ours)], marker="o", label=f"{dk}/{dv}")
+        floors = [floor_ms({"B": 131072 // s, "T": s, "dk": dk, "dv": dv, "heads": heads},
+                           copy_tbps, True) for s in t]
+        ax2.plot(t, [o / f for o, f in zip(ours, floors)], marker="o", label=f"{dk}/{dv}")
+    ax1.axhline(1 / 0.45, ls="--", c="gray", lw=0.8)
+    ax1.set(xscale="log", title="speedup over FLA, fwd+bwd", xlabel="T")
+    ax2.axhline(2, ls="--", c="gray", lw=0.8)
+    ax2.set(xscale="log", title="ours fwd+bwd / memory floor", xlabel="T")
+    ax1.legend(fontsize=6)
+    ax2.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "speedup_and_floor.png"), dpi=80)
+
+
+def markdown(rows, copy_tbps, heads) -> str:
+    lines = ["| dk/dv | B × T | impl | fwd ms | fwd+bwd ms | × FLA fwd | × FLA f+b | f+b / floor | peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    fla = {(r["dk"], r["dv"], r["T"]): r for r in rows if r["impl"] == "fla_chunk_simple_gla"}
+    for r in sorted(rows, key=lambda r: (r["dk"], r["dv"], r["T"], SHOWN.index(r["impl"])
+                                         if r["impl"] in SHOWN else 99)):
+        ref = fla.get((r["dk"], r["dv"], r["T"]), {})
+        ratio = lambda k: f"{r[k] / ref[k]:.2f}" if k in ref and ref[k] == ref[k] and k in r else "–"
+        floor = floor_ms({**r, "heads": heads}, copy_tbps, True)
+        both = r.get("fwdbwd_ms", float("nan"))
+        lines.append(f"| {r['dk']}/{r['dv']} | {r['B']} × {r['T']} | {r['impl']} | {r['fwd_ms']:.3f} | "
+                     f"{both:.3f} | {ratio('fwd_ms')} | {ratio('fwdbwd_ms')} | {both / floor:.2f} | "
+                     f"{r.get('peak_GiB', float('nan')):.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    rows, copy_tbps, heads = load(args.paths)
+    plot_all(rows, copy_tbps, heads, args.out)
+    print(f"copy bandwidth {copy_tbps:.2f} TB/s")
+    print(markdown(rows, copy_tbps, heads))
+
+
+if __name__ == "__main__":
+    main()
