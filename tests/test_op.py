@@ -9,7 +9,7 @@ import pytest
 
 from pallas_kernels import lightning_attention, lightning_attention_step
 from pallas_kernels.lightning import reference
-from attention_inputs import attention_inputs, rel_err
+from attention_inputs import assert_grads_close, attention_inputs, rel_err
 
 BACKENDS = ["xla", "interpret"]
 DECAYS = [0.0, 0.05, 1.0, 8.0]
@@ -73,9 +73,10 @@ def test_gradients_match_reference_vjp(x64, rng, backend, seq, dk, dv, features)
     primals64 = [jnp.asarray(x, jnp.float64) for x in (q, k, v, decay, s0)]
     _, vjp_ref = jax.vjp(ref, *primals64)
     grads_ref = vjp_ref((do.astype(jnp.float64), ds.astype(jnp.float64)))
-    for name, g, g_ref in zip(["q", "k", "v", "decay", "initial_state"], grads, grads_ref):
-        assert g.shape == g_ref.shape, name
-        assert rel_err(g, g_ref) < F32_TOL, name
+    assert [g.shape for g in grads] == [g.shape for g in grads_ref]
+    # xla differentiates the chunked form itself: no anchored term, the plain bound holds.
+    assert_grads_close(grads, grads_ref, seq=seq, initial_state=s0,
+                       anchored_decay=backend != "xla", tol=F32_TOL)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
