@@ -101,10 +101,10 @@ def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, d
 
 
 def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
-               layout: specs.WalkLayout, has_exit_state: bool, emit_output: bool,
+               layout: specs.WalkLayout, has_state_in: bool, emit_output: bool,
                emit_state: bool):
     dstate_in_ref, dv_ref, dstate_out_ref = specs.optional_refs(
-        refs, has_exit_state, emit_output, emit_state)
+        refs, has_state_in, emit_output, emit_state)
     c, n = layout.chunk, layout.chunks_per_split
     split = pl.program_id(3)
     gamma = jnp.max(gamma_ref[...])
@@ -130,20 +130,13 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
         dstate_out_ref[...] = dstate
 
 
-def _qk_specs(layout: specs.WalkLayout, width: int, blocked: bool) -> list:
-    """Specs of (gamma, entry_run, run, q, k), the inputs every backward kernel takes."""
-    length = layout.split_len
-    return [specs.gamma_spec(), specs.entry_run_spec(), specs.run_spec(length),
-            specs.rows_spec(length, width, blocked), specs.rows_spec(length, width, blocked)]
-
-
 def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
                   layout: specs.WalkLayout, config: KernelConfig, interpret: bool):
     """``which="dq"``: ``state`` = states entering each split; ``"dk"``: gradients of the
     states leaving each split. Returns ``(dq or dk, decay-gradient partials)``."""
     batch, _, heads, dk = q.shape
     block_k, length = config.block_k, layout.split_len
-    in_specs = _qk_specs(layout, block_k, blocked=True) + [
+    in_specs = specs.qk_specs(layout, block_k, blocked=True) + [
         specs.rows_spec(length, v.shape[-1], blocked=False),
         specs.rows_spec(length, do.shape[-1], blocked=False),
         specs.state_spec(block_k, v.shape[-1], "dk")]
@@ -164,25 +157,9 @@ def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkL
             dv_dtype=None) -> list[jax.Array]:
     """``exit_dstate``: gradients of the states leaving each split, or None (zero).
     Returns ``[dv]``, ``[dS entering each split]`` or both, as asked."""
-    batch, _, heads, dk = q.shape
-    dv, block_v, length = do.shape[-1], config.dv_block_backward, layout.split_len
-    in_specs = _qk_specs(layout, dk, blocked=False) + [
-        specs.rows_spec(length, block_v, blocked=True)]
-    args = [gamma, entry_run, run, q, k, do]
-    if exit_dstate is not None:
-        in_specs.append(specs.state_spec(dk, block_v, "dv"))
-        args.append(exit_dstate)
-    out_specs, out_shape = [], []
-    if emit_output:
-        out_specs.append(specs.rows_spec(length, block_v, blocked=True))
-        out_shape.append(jax.ShapeDtypeStruct(do.shape, dv_dtype or do.dtype))
-    if emit_state:
-        out_specs.append(specs.state_spec(dk, block_v, "dv"))
-        out_shape.append(jax.ShapeDtypeStruct((batch, heads, layout.splits, dk, dv), jnp.float32))
-    kernel = functools.partial(_dv_kernel, layout=layout, has_exit_state=exit_dstate is not None,
-                               emit_output=emit_output, emit_state=emit_state)
-    grid = (batch, heads, dv // block_v, layout.splits)
     name = "lightning_bwd_dv" if emit_output else "lightning_bwd_split_dstates"
-    return specs.walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
-                           out_shape=out_shape, config=config, interpret=interpret,
-                           name=name)(*args)
+    return specs.value_block_walk(
+        _dv_kernel, q, k, do, gamma, run, entry_run, exit_dstate,
+        block_v=config.dv_block_backward, out_dtype=dv_dtype or do.dtype,
+        emit_output=emit_output, emit_state=emit_state, layout=layout, config=config,
+        interpret=interpret, name=name)

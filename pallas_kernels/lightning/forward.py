@@ -11,8 +11,6 @@ a short scan across splits makes the states entering them (kernel_vjp.py).
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
@@ -23,10 +21,10 @@ from pallas_kernels.lightning.tuning import KernelConfig
 
 
 def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *refs,
-                    layout: specs.WalkLayout, has_entry_state: bool, emit_output: bool,
+                    layout: specs.WalkLayout, has_state_in: bool, emit_output: bool,
                     emit_state: bool):
     state_in_ref, o_ref, state_out_ref = specs.optional_refs(
-        refs, has_entry_state, emit_output, emit_state)
+        refs, has_state_in, emit_output, emit_state)
     c = layout.chunk
     split = pl.program_id(3)
     gamma = jnp.max(gamma_ref[...])
@@ -59,30 +57,8 @@ def forward_walk(q, k, v, gamma, run, entry_run, entry_state, *, layout: specs.W
     """Padded inputs: ``q, k (B, Tp, H, dk)``, ``v (B, Tp, H, dv)``, ``gamma (H, 1)``,
     ``run (B, Tp)``, ``entry_run (B, splits)``, ``entry_state (B, H, splits, dk, dv)`` or
     None (zero). Returns ``[o]``, ``[end_state]`` or both, as asked."""
-    batch, _, heads, dk = q.shape
-    dv = v.shape[-1]
-    block_v = config.block_v
-    length = layout.split_len
-    in_specs = [specs.gamma_spec(), specs.entry_run_spec(), specs.run_spec(length),
-                specs.rows_spec(length, dk, blocked=False),
-                specs.rows_spec(length, dk, blocked=False),
-                specs.rows_spec(length, block_v, blocked=True)]
-    args = [gamma, entry_run, run, q, k, v]
-    if entry_state is not None:
-        in_specs.append(specs.state_spec(dk, block_v, "dv"))
-        args.append(entry_state)
-    out_specs, out_shape = [], []
-    if emit_output:
-        out_specs.append(specs.rows_spec(length, block_v, blocked=True))
-        out_shape.append(jax.ShapeDtypeStruct(v.shape, q.dtype))
-    if emit_state:
-        out_specs.append(specs.state_spec(dk, block_v, "dv"))
-        out_shape.append(jax.ShapeDtypeStruct((batch, heads, layout.splits, dk, dv), jnp.float32))
-    kernel = functools.partial(_forward_kernel, layout=layout,
-                               has_entry_state=entry_state is not None,
-                               emit_output=emit_output, emit_state=emit_state)
-    grid = (batch, heads, dv // block_v, layout.splits)
     name = "lightning_fwd" if emit_output else "lightning_fwd_split_states"
-    return specs.walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
-                           out_shape=out_shape, config=config, interpret=interpret,
-                           name=name)(*args)
+    return specs.value_block_walk(
+        _forward_kernel, q, k, v, gamma, run, entry_run, entry_state, block_v=config.block_v,
+        out_dtype=q.dtype, emit_output=emit_output, emit_state=emit_state, layout=layout,
+        config=config, interpret=interpret, name=name)

@@ -8,6 +8,7 @@ one head, all of ``d`` or one block of it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Sequence
 
 import jax
@@ -70,6 +71,13 @@ def partial_sum_spec() -> pl.BlockSpec:
     return pl.BlockSpec((None, None, None, 1), lambda b, h, x, s: (b, h, x, s))
 
 
+def qk_specs(layout: WalkLayout, width: int, blocked: bool) -> list[pl.BlockSpec]:
+    """Specs of (gamma, entry_run, run, q, k): the inputs every kernel starts with."""
+    length = layout.split_len
+    return [gamma_spec(), entry_run_spec(), run_spec(length),
+            rows_spec(length, width, blocked), rows_spec(length, width, blocked)]
+
+
 def optional_refs(refs: Sequence, *present: bool) -> list:
     """The kernel's trailing refs in order, None for each one not passed."""
     refs = list(refs)
@@ -92,3 +100,33 @@ def walk_call(kernel: Callable, *, grid: tuple[int, int, int, int],
         out_shape=list(out_shape), interpret=interpret, name=name,
         compiler_params=plt.CompilerParams(num_warps=config.num_warps,
                                            num_stages=config.num_stages))
+
+
+def value_block_walk(kernel: Callable, q, k, x, gamma, run, entry_run, state_in, *,
+                     block_v: int, out_dtype, emit_output: bool, emit_state: bool,
+                     layout: WalkLayout, config: KernelConfig, interpret: bool,
+                     name: str) -> list[jax.Array]:
+    """A walk over ``(batch, head, value block, split)`` that reads q and k whole and
+    ``x (B, T, H, dv)`` one value block at a time (the forward, with x = v, and the dV
+    kernel, with x = dO). Optional: a state entering each split (``None``: zero), the
+    rows it writes (``out_dtype``), the state leaving each split; all blocked like x.
+    ``kernel(*refs, layout, has_state_in, emit_output, emit_state)``."""
+    batch, _, heads, dk = q.shape
+    dv, length = x.shape[-1], layout.split_len
+    in_specs = qk_specs(layout, dk, blocked=False) + [rows_spec(length, block_v, blocked=True)]
+    args = [gamma, entry_run, run, q, k, x]
+    if state_in is not None:
+        in_specs.append(state_spec(dk, block_v, "dv"))
+        args.append(state_in)
+    out_specs, out_shape = [], []
+    if emit_output:
+        out_specs.append(rows_spec(length, block_v, blocked=True))
+        out_shape.append(jax.ShapeDtypeStruct(x.shape, out_dtype))
+    if emit_state:
+        out_specs.append(state_spec(dk, block_v, "dv"))
+        out_shape.append(jax.ShapeDtypeStruct((batch, heads, layout.splits, dk, dv), jnp.float32))
+    kernel = functools.partial(kernel, layout=layout, has_state_in=state_in is not None,
+                               emit_output=emit_output, emit_state=emit_state)
+    grid = (batch, heads, dv // block_v, layout.splits)
+    return walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
+                     out_shape=out_shape, config=config, interpret=interpret, name=name)(*args)
