@@ -122,24 +122,28 @@ def floor_ms(row: dict, copy_tbps: float, with_backward: bool) -> float:
     return tokens * per_token / (copy_tbps * 1e12) * 1e3
 
 
-def table(rows: list[dict], copy_tbps: float, heads: int) -> str:
-    index = {(r["impl"], r["dk"], r["dv"], r["T"]): r for r in rows}
-    lines = [f"copy bandwidth {copy_tbps:.2f} TB/s; bf16, H {heads}, fixed tokens per batch",
-             f"{'dk/dv':>7} {'B x T':>10} {'impl':>22} {'fwd ms':>8} {'fwd+bwd':>8} "
-             f"{'x FLA fwd':>9} {'x FLA f+b':>9} {'floor f+b':>9} {'x floor':>7} {'peak GiB':>8}"]
-    for r in rows:
+IMPL_ORDER = ("ours_pallas", "fla_chunk_simple_gla", "lightning_attn", "cudnn_flash",
+              "torch_sdpa", "ours_xla")
+
+
+def results_table(rows: list[dict], copy_tbps: float, heads: int) -> str:
+    """Markdown table: times, ratios to FLA, fwd+bwd over the memory floor, peak memory."""
+    lines = ["| dk/dv | B × T | impl | fwd ms | fwd+bwd ms | × FLA fwd | × FLA f+b | f+b / floor | peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    fla = {(r["dk"], r["dv"], r["T"]): r for r in rows if r["impl"] == "fla_chunk_simple_gla"}
+    for r in sorted(rows, key=lambda r: (r["dk"], r["dv"], r["T"], IMPL_ORDER.index(r["impl"])
+                                         if r["impl"] in IMPL_ORDER else 99)):
         if "fwd_ms" not in r:
-            lines.append(f"{r['dk']:>3}/{r['dv']:<3} {r['B']:>3} x {r['T']:<6} {r['impl']:>22} "
-                         f"{r.get('error', '')[:80]}")
+            lines.append(f"| {r['dk']}/{r['dv']} | {r['B']} × {r['T']} | {r['impl']} | "
+                         f"{r.get('error', '')[:80]} | | | | | |")
             continue
-        fla = index.get(("fla_chunk_simple_gla", r["dk"], r["dv"], r["T"]), {})
-        ratio = lambda key: (f"{r[key] / fla[key]:9.2f}" if key in fla and key in r else f"{'-':>9}")
+        ref = fla.get((r["dk"], r["dv"], r["T"]), {})
+        ratio = lambda k: f"{r[k] / ref[k]:.2f}" if k in ref and ref[k] == ref[k] and k in r else "–"
         floor = floor_ms({**r, "heads": heads}, copy_tbps, True)
-        lines.append(
-            f"{r['dk']:>3}/{r['dv']:<3} {r['B']:>3} x {r['T']:<6} {r['impl']:>22} {r['fwd_ms']:8.3f} "
-            f"{r.get('fwdbwd_ms', float('nan')):8.3f} {ratio('fwd_ms')} {ratio('fwdbwd_ms')} "
-            f"{floor:9.3f} {r.get('fwdbwd_ms', float('nan')) / floor:7.2f} "
-            f"{r.get('peak_GiB', float('nan')):8.2f}")
+        both = r.get("fwdbwd_ms", float("nan"))
+        lines.append(f"| {r['dk']}/{r['dv']} | {r['B']} × {r['T']} | {r['impl']} | {r['fwd_ms']:.3f} | "
+                     f"{both:.3f} | {ratio('fwd_ms')} | {ratio('fwdbwd_ms')} | {both / floor:.2f} | "
+                     f"{r.get('peak_GiB', float('nan')):.2f} |")
     return "\n".join(lines)
 
 
@@ -162,12 +166,13 @@ def main() -> None:
     # The floor uses the best copy rate measured in either framework.
     copy_tbps = max([copy_tbps] + [r["TBps"] for r in rows if r.get("impl") == "torch_copy"])
     rows = [r for r in rows if r.get("impl") != "torch_copy"]
-    text = table(rows, copy_tbps, args.heads)
+    text = f"copy bandwidth {copy_tbps:.2f} TB/s, H {args.heads}, bf16\n" + results_table(
+        rows, copy_tbps, args.heads)
     if args.out:
         with open(os.path.join(args.out, "kernel_bench.json"), "w") as f:
             json.dump({"copy_TBps": copy_tbps, "heads": args.heads, "device": jax.devices()[0].device_kind,
                        "jax": jax.__version__, "rows": rows}, f, indent=1)
-        with open(os.path.join(args.out, "kernel_bench.txt"), "w") as f:
+        with open(os.path.join(args.out, "kernel_bench.md"), "w") as f:
             f.write(text + "\n")
     print(text)
 

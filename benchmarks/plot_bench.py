@@ -16,10 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks.kernel_bench import floor_ms  # noqa: E402
-
-SHOWN = ("ours_pallas", "fla_chunk_simple_gla", "lightning_attn", "cudnn_flash", "torch_sdpa",
-         "ours_xla")
+from benchmarks.kernel_bench import IMPL_ORDER, floor_ms, results_table  # noqa: E402
 
 
 def load(paths: list[str]) -> tuple[list[dict], float, int]:
@@ -43,7 +40,7 @@ def plot_all(rows, copy_tbps, heads, out):
     dims = sorted({(r["dk"], r["dv"]) for r in rows})
     fig, axes = plt.subplots(1, len(dims), figsize=(3.2 * len(dims), 2.8), squeeze=False)
     for ax, (dk, dv) in zip(axes[0], dims):
-        for impl in SHOWN:
+        for impl in IMPL_ORDER:
             t, ms = series(rows, impl, dk, dv, "fwdbwd_ms")
             if t:
                 ax.plot(t, ms, marker="o", label=impl, lw=1)
@@ -72,22 +69,6 @@ def plot_all(rows, copy_tbps, heads, out):
     fig.savefig(os.path.join(out, "speedup_and_floor.png"), dpi=80)
 
 
-def markdown(rows, copy_tbps, heads) -> str:
-    lines = ["| dk/dv | B × T | impl | fwd ms | fwd+bwd ms | × FLA fwd | × FLA f+b | f+b / floor | peak GiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    fla = {(r["dk"], r["dv"], r["T"]): r for r in rows if r["impl"] == "fla_chunk_simple_gla"}
-    for r in sorted(rows, key=lambda r: (r["dk"], r["dv"], r["T"], SHOWN.index(r["impl"])
-                                         if r["impl"] in SHOWN else 99)):
-        ref = fla.get((r["dk"], r["dv"], r["T"]), {})
-        ratio = lambda k: f"{r[k] / ref[k]:.2f}" if k in ref and ref[k] == ref[k] and k in r else "–"
-        floor = floor_ms({**r, "heads": heads}, copy_tbps, True)
-        both = r.get("fwdbwd_ms", float("nan"))
-        lines.append(f"| {r['dk']}/{r['dv']} | {r['B']} × {r['T']} | {r['impl']} | {r['fwd_ms']:.3f} | "
-                     f"{both:.3f} | {ratio('fwd_ms')} | {ratio('fwdbwd_ms')} | {both / floor:.2f} | "
-                     f"{r.get('peak_GiB', float('nan')):.2f} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+")
@@ -96,7 +77,7 @@ def main() -> None:
     rows, copy_tbps, heads = load(args.paths)
     plot_all(rows, copy_tbps, heads, args.out)
     print(f"copy bandwidth {copy_tbps:.2f} TB/s")
-    print(markdown(rows, copy_tbps, heads))
+    print(results_table(rows, copy_tbps, heads))
 
 
 if __name__ == "__main__":
