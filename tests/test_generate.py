@@ -6,21 +6,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tnl_jax.config import ModelConfig
 from tnl_jax.generate import generate, sample_token
-from tnl_jax.model import create_model
+from random_model import random_model as random_weights_model
 
 SMALL = dict(vocab_size=61, decoder_embed_dim=32, decoder_layers=3, decoder_attention_heads=4,
              glu_dim=48, pad_token_id=0, attention_backend="xla", chunk_size=16)
 
 
 def random_model(seed, **changes):
-    model = create_model(ModelConfig(**{**SMALL, **changes}), nnx.Rngs(seed))
-    rng = np.random.default_rng(seed)
-    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
-    nnx.update(model, jax.tree.unflatten(
-        treedef, [jnp.asarray(rng.normal(0, 0.3, x.shape), x.dtype) for x in leaves]))
-    return model
+    return random_weights_model({**SMALL, **changes}, seed, std=0.3)
 
 
 @pytest.fixture(scope="module")

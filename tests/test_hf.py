@@ -1,33 +1,24 @@
 """Hugging Face checkpoints: parity with the published code, round trips, errors."""
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 from safetensors.numpy import save_file
 
-from tnl_jax.config import ModelConfig
 from tnl_jax.hf import load_hf, params_to_hf, save_hf
 from tnl_jax.model import create_model
+from attention_inputs import rel_err
+from random_model import random_model as random_weights_model
 
 PUBLISHED = "tests/data/tnl_tiny_published"
 SMALL = dict(vocab_size=50, decoder_embed_dim=32, decoder_layers=3, decoder_attention_heads=4,
              glu_dim=40, pad_token_id=0, attention_backend="xla")
 
 
-def rel_err(a, b):
-    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
-
-
 def random_model(seed=0, **changes):
-    model = create_model(ModelConfig(**{**SMALL, **changes}), nnx.Rngs(seed))
-    rng = np.random.default_rng(seed)
-    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
-    nnx.update(model, jax.tree.unflatten(
-        treedef, [jnp.asarray(rng.normal(0, 0.2, x.shape), x.dtype) for x in leaves]))
-    return model
+    return random_weights_model({**SMALL, **changes}, seed, std=0.2)
 
 
 def test_published_code_parity():

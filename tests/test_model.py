@@ -13,14 +13,10 @@ from tnl_jax.decay import alibi_slopes, layer_decays
 from tnl_jax.lrpe import apply_lrpe, lrpe_theta_init
 from tnl_jax.model import count_flops_per_token, count_params, create_model, positions_in_segments
 from tnl_jax.norms import srms_norm
+from attention_inputs import rel_err
 
 SMALL = dict(vocab_size=97, decoder_embed_dim=32, decoder_layers=3, decoder_attention_heads=4,
              glu_dim=48, pad_token_id=0, attention_backend="xla", chunk_size=16)
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
 def randomize(model, rng, scale=0.3):

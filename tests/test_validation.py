@@ -1,7 +1,6 @@
 """Every bad argument raises an error that names it and says what was expected."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from pallas_kernels import lightning_attention, lightning_attention_step

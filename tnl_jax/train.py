@@ -10,7 +10,6 @@ import dataclasses
 import math
 import signal
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
