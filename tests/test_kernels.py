@@ -1,6 +1,8 @@
 """Kernel-specific coverage in interpret mode: sequence splits (one, several, one per
 chunk), padded head sizes, long ragged rows with segments, and the decay gradient
 where cancellation would show (γ = 0 over many chunks)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -11,10 +13,11 @@ from attention_inputs import assert_grads_close, attention_inputs, rel_err
 F32_TOL = 1e-4
 
 
-def kernels(q, k, v, decay, *, segment_ids=None, initial_state=None, chunks_per_split=None):
+def kernels(q, k, v, decay, *, segment_ids=None, initial_state=None, chunks_per_split=None,
+            chunk_size=16):
     run_ids = None if segment_ids is None else reference.run_ids_from_segments(segment_ids)
     return kernel_vjp.lightning_attention_kernels(
-        q, k, v, decay, run_ids=run_ids, initial_state=initial_state, chunk_size=16,
+        q, k, v, decay, run_ids=run_ids, initial_state=initial_state, chunk_size=chunk_size,
         interpret=True, chunks_per_split=chunks_per_split)
 
 
@@ -74,21 +77,34 @@ def test_split_policy_fills_the_gpu_only_when_needed():
     assert tuning.split_chunks(n_chunks=5, programs_per_split=1) >= 1
 
 
-@pytest.mark.parametrize("block_v,block_k,block_v_bwd", [(16, 32, 32), (32, 16, 16)])
-def test_feature_blocks_of_the_tuning_table(x64, rng, monkeypatch, block_v, block_k, block_v_bwd):
-    """State split across programs in dk and dv, with different forward/backward blocks."""
+@pytest.mark.parametrize("forward,dq,dk,dv,fused,chunks_per_split", [
+    ((16, 16), (32, 32), (16, 32), (32, 16), False, None),
+    ((32, 32), (16, 16), (32, 16), (16, 32), False, 2),
+    ((16, 16), (16, 32), (16, 16), (16, 16), True, None),
+    ((32, 16), (32, 32), (32, 16), (32, 16), True, 2)])
+def test_feature_blocks_and_chunks_of_the_tuning_table(x64, rng, monkeypatch, forward, dq, dk,
+                                                       dv, fused, chunks_per_split):
+    """``(block, chunk)`` per kernel: the state split across programs in dk and dv, and
+    chunks of 16 and 32 rows in one op; dK and dV from one fused walk; one sequence
+    split and several."""
+    launch = lambda block_and_chunk: tuning.Launch(block_and_chunk[0], chunk=block_and_chunk[1])
     monkeypatch.setitem(tuning._TABLE, (32, 32), tuning.KernelConfig(
-        chunk=16, block_v=block_v, block_k=block_k, num_warps=4, num_stages=2,
-        block_v_bwd=block_v_bwd))
+        forward=launch(forward), dq=launch(dq), dk=launch(dk), dv=launch(dv),
+        fused_dkdv=tuning.Launch(chunk=32) if fused else None))
     q, k, v, decay, kw = attention_inputs(rng, 1, 50, 2, 32, 32, decay=[0.2, 3.0],
-                                          initial_state=True)
+                                          segments=True, initial_state=True)
     do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
 
     def loss(fn):
-        return lambda q, k, v, d, s0: jnp.sum(fn(q, k, v, d, initial_state=s0)[0] * do.astype(q.dtype))
+        def f(q, k, v, d, s0):
+            o, final = fn(q, k, v, d, segment_ids=kw["segment_ids"], initial_state=s0)
+            return jnp.sum(o * do.astype(q.dtype)) + jnp.sum(final)
+        return f
 
     args = (q, k, v, decay, kw["initial_state"])
-    grads = jax.grad(loss(kernels), argnums=range(5))(*args)
+    grads = jax.grad(loss(functools.partial(kernels, chunks_per_split=chunks_per_split,
+                                             chunk_size=None)),
+                     argnums=range(5))(*args)
     grads_ref = jax.grad(loss(reference_f64), argnums=range(5))(
         *(jnp.asarray(x, jnp.float64) for x in args))
     assert_grads_close(grads, grads_ref, seq=q.shape[1], initial_state=kw["initial_state"],
@@ -111,3 +127,25 @@ def test_decay_gradient_in_training_holds_the_plain_bound(x64, rng, seq):
         *(jnp.asarray(x, jnp.float64) for x in (q, k, v, decay)))
     for name, g, g_ref in zip(["q", "k", "v", "decay"], grads, grads_ref):
         assert rel_err(g, g_ref) < F32_TOL, name
+
+
+def test_tuning_rows_resolve_to_blocks_that_fit(monkeypatch):
+    """Block 0 is the whole head; float32 tiles are capped (shared memory), and the fused
+    dK/dV walk, which holds the whole state, is dropped when the head exceeds the cap."""
+    monkeypatch.setitem(tuning._TABLE, (128, 128), tuning.KernelConfig(
+        forward=tuning.Launch(0, 4, 3, 32), dq=tuning.Launch(64, chunk=128), dk=tuning.Launch(128),
+        dv=tuning.Launch(0), fused_dkdv=tuning.Launch(0, 8, 1, 128)))
+    bf16 = tuning.kernel_config(128, 128, chunk_size=None, itemsize=2)
+    assert (bf16.forward.block, bf16.dq.block, bf16.dk.block, bf16.dv.block) == (128, 64, 128, 128)
+    assert bf16.fused_dkdv == tuning.Launch(128, 8, 1, 128) and bf16.chunk == 128
+    assert bf16.forward.chunk == 32 and bf16.dv.chunk == 64
+    f32 = tuning.kernel_config(128, 128, chunk_size=16, itemsize=4)
+    assert {f32.forward.block, f32.dq.block, f32.dk.block, f32.dv.block} == {
+        tuning.FLOAT32_MAX_BLOCK}
+    assert f32.fused_dkdv is None and {x.chunk for x in f32.launches} == {16}
+    assert max(x.num_stages for x in f32.launches) <= tuning.FLOAT32_MAX_STAGES
+    with pytest.raises(ValueError, match="dQ and dK walks need one chunk length"):
+        tuning.KernelConfig(forward=tuning.Launch(), dq=tuning.Launch(chunk=32),
+                            dk=tuning.Launch(chunk=64), dv=tuning.Launch())
+    generic = tuning.kernel_config(32, 16, chunk_size=None)
+    assert (generic.forward.block, generic.dq.block) == (16, 32)

@@ -6,15 +6,17 @@
   after the chunk): ``dK = ((dO Vᵀ) ⊙ intra)ᵀ Q + diag(key_decay) V dSᵀ``,
   ``dV = ((Q Kᵀ) ⊙ intra)ᵀ dO + diag(key_decay) K dS``, and before the next chunk back
   ``dS ← carry · dS + (diag(query_decay) Q)ᵀ dO``. A dS-only pass from a zero start
-  gives each split's own contribution, for the scan across splits.
+  gives each split's own contribution, for the scan across splits. For small heads
+  (the tuning row's ``fused_dkdv``) one walk holding the whole ``dS`` gives both.
 
 The decay gradient is assembled from per-program partial sums (see
-``kernel_vjp._decay_grad``): with ``x_a = q_a·dq_a``, ``y_b = k_b·dk_b`` and the
+``kernel_vjp._attention_bwd``): with ``x_a = q_a·dq_a``, ``y_b = k_b·dk_b`` and the
 state-crossing parts ``X = Σ q·dq_inter``, ``Y = Σ k·dk_state`` of global chunk ``g``,
 
     ∂L/∂γ = −[Σ_g (Σ_a a·x_a − Σ_b b·y_b + (T−1−g·C)(Y_g − X_g)) + T·⟨S_0, dS_0⟩].
 
-Positions inside the chunk keep the large within-chunk terms free of cancellation.
+Positions inside the chunk keep the large within-chunk terms free of cancellation; the
+intra-chunk parts cancel between dQ and dK only if both walk the same chunks.
 Conditioning: with an initial state, ``T·⟨S_0, dS_0⟩`` is cancelled by the boundary
 terms of the first chunks, so the float32 error is relative to ``T·|⟨S_0, dS_0⟩|``; with
 none (training on packed rows) it stays near 1e-5 relative. Emitting the boundary terms
@@ -31,7 +33,7 @@ from jax.experimental import pallas as pl
 from pallas_kernels.lightning import walk_specs as specs
 from pallas_kernels.lightning.chunk_math import (chunk_factors, chunk_length, dot, row_weights,
                                                  weighted_row_sum)
-from pallas_kernels.lightning.tuning import KernelConfig
+from pallas_kernels.lightning.tuning import Launch
 
 
 def _run_before(run_ref, entry_run, j, c):
@@ -71,33 +73,78 @@ def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, s
     dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
 
 
+def _dk_chunk(q, k, v, do, dstate, f, g, layout: specs.WalkLayout):
+    """dK of one chunk and its decay-gradient partial."""
+    dp = dot(do, v.T) * f.intra
+    dk_state = f.key_decay[:, None] * dot(v, dstate.T.astype(v.dtype))
+    dk = dot(dp.T.astype(q.dtype), q) + dk_state
+    offsets = jnp.arange(layout.chunk, dtype=jnp.float32)
+    partial = (_boundary_weight(g, layout) * jnp.sum(k.astype(jnp.float32) * dk_state)
+               - weighted_row_sum(k, dk, offsets))
+    return dk, partial
+
+
+def _dv_chunk(q, k, do, dstate, f):
+    """dV of one chunk (for the value columns of ``do`` and ``dstate``)."""
+    scores = dot(q, k.T) * f.intra
+    return (dot(scores.T.astype(do.dtype), do)
+            + dot(row_weights(k, f.key_decay), dstate.astype(k.dtype)))
+
+
+def _backward_factors(gamma, run_ref, entry_run, j, g, layout: specs.WalkLayout):
+    c = layout.chunk
+    return chunk_factors(gamma, run_ref[pl.ds(j * c, c)], _run_before(run_ref, entry_run, j, c),
+                         chunk_length(g, c, layout.seq_len))
+
+
 def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, dstate_ref,
                dk_ref, dgamma_ref, *, layout: specs.WalkLayout):
     c, n = layout.chunk, layout.chunks_per_split
     split = pl.program_id(3)
     gamma = jnp.max(gamma_ref[...])
     entry_run = jnp.max(entry_run_ref[...])
-    offsets = jnp.arange(c, dtype=jnp.float32)
 
     def body(i, carry):
         dstate, partial = carry
         j = n - 1 - i
         rows = pl.ds(j * c, c)
         q, k, v, do = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
-        g = split * n + j
-        f = chunk_factors(gamma, run_ref[rows], _run_before(run_ref, entry_run, j, c),
-                          chunk_length(g, c, layout.seq_len))
-        dp = dot(do, v.T) * f.intra
-        dk_state = f.key_decay[:, None] * dot(v, dstate.T.astype(v.dtype))
-        dk = dot(dp.T.astype(q.dtype), q) + dk_state
+        f = _backward_factors(gamma, run_ref, entry_run, j, split * n + j, layout)
+        dk, chunk_partial = _dk_chunk(q, k, v, do, dstate, f, split * n + j, layout)
         dk_ref[rows, :] = dk.astype(dk_ref.dtype)
-        partial += (_boundary_weight(g, layout) * jnp.sum(k.astype(jnp.float32) * dk_state)
-                    - weighted_row_sum(k, dk, offsets))
         dstate = f.carry * dstate + dot(row_weights(q, f.query_decay).T, do)
-        return dstate, partial
+        return dstate, partial + chunk_partial
 
     _, partial = jax.lax.fori_loop(0, n, body, (dstate_ref[...], jnp.float32(0)))
     dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
+
+
+def _dkdv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, dstate_ref,
+                 dk_ref, dv_ref, dgamma_ref, *refs, layout: specs.WalkLayout):
+    """dK and dV in one backward walk over the whole ``dk × dv`` state: q, k, v and dO
+    are read once (the split kernels read each feature-blocked operand twice)."""
+    (dstate_out_ref,) = refs or (None,)
+    c, n = layout.chunk, layout.chunks_per_split
+    split = pl.program_id(3)
+    gamma = jnp.max(gamma_ref[...])
+    entry_run = jnp.max(entry_run_ref[...])
+
+    def body(i, carry):
+        dstate, partial = carry
+        j = n - 1 - i
+        rows = pl.ds(j * c, c)
+        q, k, v, do = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
+        f = _backward_factors(gamma, run_ref, entry_run, j, split * n + j, layout)
+        dk, chunk_partial = _dk_chunk(q, k, v, do, dstate, f, split * n + j, layout)
+        dk_ref[rows, :] = dk.astype(dk_ref.dtype)
+        dv_ref[rows, :] = _dv_chunk(q, k, do, dstate, f).astype(dv_ref.dtype)
+        dstate = f.carry * dstate + dot(row_weights(q, f.query_decay).T, do)
+        return dstate, partial + chunk_partial
+
+    dstate, partial = jax.lax.fori_loop(0, n, body, (dstate_ref[...], jnp.float32(0)))
+    dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
+    if dstate_out_ref is not None:
+        dstate_out_ref[...] = dstate
 
 
 def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
@@ -115,14 +162,9 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
         j = n - 1 - i
         rows = pl.ds(j * c, c)
         q, do = q_ref[rows, :], do_ref[rows, :]
-        f = chunk_factors(gamma, run_ref[rows], _run_before(run_ref, entry_run, j, c),
-                          chunk_length(split * n + j, c, layout.seq_len))
+        f = _backward_factors(gamma, run_ref, entry_run, j, split * n + j, layout)
         if emit_output:
-            k = k_ref[rows, :]
-            scores = dot(q, k.T) * f.intra
-            dv = dot(scores.T.astype(do.dtype), do)
-            dv += dot(row_weights(k, f.key_decay), dstate.astype(k.dtype))
-            dv_ref[rows, :] = dv.astype(dv_ref.dtype)
+            dv_ref[rows, :] = _dv_chunk(q, k_ref[rows, :], do, dstate, f).astype(dv_ref.dtype)
         return f.carry * dstate + dot(row_weights(q, f.query_decay).T, do)
 
     dstate = jax.lax.fori_loop(0, n, body, dstate)
@@ -131,11 +173,12 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
 
 
 def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
-                  layout: specs.WalkLayout, config: KernelConfig, interpret: bool):
+                  layout: specs.WalkLayout, launch: Launch, interpret: bool):
     """``which="dq"``: ``state`` = states entering each split; ``"dk"``: gradients of the
     states leaving each split. Returns ``(dq or dk, decay-gradient partials)``."""
     batch, _, heads, dk = q.shape
-    block_k, length = config.block_k, layout.split_len
+    block_k, length = launch.block, layout.split_len
+    layout = layout.with_chunk(launch.chunk)
     in_specs = specs.qk_specs(layout, block_k, blocked=True) + [
         specs.rows_spec(length, v.shape[-1], blocked=False),
         specs.rows_spec(length, do.shape[-1], blocked=False),
@@ -147,19 +190,44 @@ def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
                  jax.ShapeDtypeStruct((batch, heads, grid[2], layout.splits), jnp.float32)]
     kernel = functools.partial(_dq_kernel if which == "dq" else _dk_kernel, layout=layout)
     return specs.walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
-                           out_shape=out_shape, config=config, interpret=interpret,
+                           out_shape=out_shape, launch=launch, interpret=interpret,
                            name=f"lightning_bwd_{which}")(
         gamma, entry_run, run, q, k, v, do, state)
 
 
 def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkLayout,
-            config: KernelConfig, interpret: bool, emit_output: bool, emit_state: bool,
+            launch: Launch, interpret: bool, emit_output: bool, emit_state: bool,
             dv_dtype=None) -> list[jax.Array]:
     """``exit_dstate``: gradients of the states leaving each split, or None (zero).
     Returns ``[dv]``, ``[dS entering each split]`` or both, as asked."""
     name = "lightning_bwd_dv" if emit_output else "lightning_bwd_split_dstates"
     return specs.value_block_walk(
         _dv_kernel, q, k, do, gamma, run, entry_run, exit_dstate,
-        block_v=config.dv_block_backward, out_dtype=dv_dtype or do.dtype,
-        emit_output=emit_output, emit_state=emit_state, layout=layout, config=config,
+        out_dtype=dv_dtype or do.dtype,
+        emit_output=emit_output, emit_state=emit_state, layout=layout, launch=launch,
         interpret=interpret, name=name)
+
+
+def dkdv_walk(q, k, v, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkLayout,
+              launch: Launch, interpret: bool, emit_state: bool) -> list[jax.Array]:
+    """The fused dK/dV walk, one program per ``(batch, head, split)``. Returns
+    ``[dk, dv, decay-gradient partials]`` and, if ``emit_state``, the ``dS`` entering
+    each split."""
+    batch, _, heads, dk = q.shape
+    dv, length = v.shape[-1], layout.split_len
+    layout = layout.with_chunk(launch.chunk)
+    in_specs = specs.qk_specs(layout, dk, blocked=False) + [
+        specs.rows_spec(length, dv, blocked=False), specs.rows_spec(length, dv, blocked=False),
+        specs.state_spec(dk, dv, "dv")]
+    out_specs = [specs.rows_spec(length, dk, blocked=False),
+                 specs.rows_spec(length, dv, blocked=False), specs.partial_sum_spec()]
+    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype),
+                 jax.ShapeDtypeStruct((batch, heads, 1, layout.splits), jnp.float32)]
+    if emit_state:
+        out_specs.append(specs.state_spec(dk, dv, "dv"))
+        out_shape.append(jax.ShapeDtypeStruct(exit_dstate.shape, jnp.float32))
+    return specs.walk_call(
+        functools.partial(_dkdv_kernel, layout=layout), grid=(batch, heads, 1, layout.splits),
+        in_specs=in_specs, out_specs=out_specs, out_shape=out_shape, launch=launch,
+        interpret=interpret, name="lightning_bwd_dkdv")(
+        gamma, entry_run, run, q, k, v, do, exit_dstate)

@@ -2,7 +2,7 @@
 
 Per chunk: ``O = ((Q Kᵀ) ⊙ intra) V + diag(query_decay) Q S`` and
 ``S ← carry · S + (diag(key_decay) K)ᵀ V`` (chunk_math.py). One program per
-``(batch, head, dv block, split)`` keeps its ``dk × block_v`` slice of ``S`` in
+``(batch, head, dv block, split)`` keeps its ``dk × block`` slice of ``S`` in
 registers as float32.
 
 Two uses: ``emit_output`` writes ``O`` (the pass proper), and a state-only pass
@@ -17,7 +17,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels.lightning import walk_specs as specs
 from pallas_kernels.lightning.chunk_math import chunk_factors, chunk_length, dot, row_weights
-from pallas_kernels.lightning.tuning import KernelConfig
+from pallas_kernels.lightning.tuning import Launch
 
 
 def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *refs,
@@ -52,13 +52,13 @@ def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *ref
 
 
 def forward_walk(q, k, v, gamma, run, entry_run, entry_state, *, layout: specs.WalkLayout,
-                 config: KernelConfig, interpret: bool, emit_output: bool,
+                 launch: Launch, interpret: bool, emit_output: bool,
                  emit_state: bool) -> list[jax.Array]:
     """Padded inputs: ``q, k (B, Tp, H, dk)``, ``v (B, Tp, H, dv)``, ``gamma (H, 1)``,
     ``run (B, Tp)``, ``entry_run (B, splits)``, ``entry_state (B, H, splits, dk, dv)`` or
     None (zero). Returns ``[o]``, ``[end_state]`` or both, as asked."""
     name = "lightning_fwd" if emit_output else "lightning_fwd_split_states"
     return specs.value_block_walk(
-        _forward_kernel, q, k, v, gamma, run, entry_run, entry_state, block_v=config.block_v,
-        out_dtype=q.dtype, emit_output=emit_output, emit_state=emit_state, layout=layout,
-        config=config, interpret=interpret, name=name)
+        _forward_kernel, q, k, v, gamma, run, entry_run, entry_state, out_dtype=q.dtype,
+        emit_output=emit_output, emit_state=emit_state, layout=layout, launch=launch,
+        interpret=interpret, name=name)

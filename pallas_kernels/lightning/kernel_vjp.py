@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.lightning import tuning
-from pallas_kernels.lightning.backward import dq_or_dk_walk, dv_walk
+from pallas_kernels.lightning.backward import dkdv_walk, dq_or_dk_walk, dv_walk
 from pallas_kernels.lightning.forward import forward_walk
 from pallas_kernels.lightning.walk_specs import WalkLayout
 
@@ -29,7 +29,7 @@ class _Static:
 
     @property
     def kwargs(self) -> dict:
-        return dict(layout=self.layout, config=self.config, interpret=self.interpret)
+        return dict(layout=self.layout, interpret=self.interpret)
 
 
 def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk_size,
@@ -43,7 +43,8 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
     config = tuning.kernel_config(dk_pad, dv_pad, chunk_size, itemsize)
     n_chunks = -(-seq // config.chunk)
     if chunks_per_split is None:
-        chunks_per_split = tuning.split_chunks(n_chunks, batch * heads * dv_pad // config.block_v)
+        chunks_per_split = tuning.split_chunks(n_chunks,
+                                                batch * heads * dv_pad // config.forward.block)
     chunks_per_split = min(chunks_per_split, n_chunks)
     layout = WalkLayout(chunk=config.chunk, chunks_per_split=chunks_per_split,
                         splits=-(-n_chunks // chunks_per_split), seq_len=seq)
@@ -94,18 +95,19 @@ def _scan_splits(first, contributions, carries, *, reverse: bool):
 
 
 def _forward(q, k, v, gamma, run, s0, static: _Static):
-    layout = static.layout
+    layout, launch = static.layout, static.config.forward
     entry_run = _entry_runs(run, layout)
     if layout.splits == 1:
         o, end = forward_walk(q, k, v, gamma, run, entry_run, s0[:, :, None],
-                              emit_output=True, emit_state=True, **static.kwargs)
+                              emit_output=True, emit_state=True, launch=launch,
+                              **static.kwargs)
         return o, end[:, :, 0], s0[:, :, None], entry_run
     (own,) = forward_walk(q, k, v, gamma, run, entry_run, None, emit_output=False,
-                          emit_state=True, **static.kwargs)
+                          emit_state=True, launch=launch, **static.kwargs)
     carries = _split_carries(gamma, run, entry_run, layout)
     entry_states, final = _scan_splits(s0, own, carries, reverse=False)
     (o,) = forward_walk(q, k, v, gamma, run, entry_run, entry_states, emit_output=True,
-                        emit_state=False, **static.kwargs)
+                        emit_state=False, launch=launch, **static.kwargs)
     return o, final, entry_states, entry_run
 
 
@@ -124,23 +126,28 @@ def _attention_bwd(static: _Static, residuals, cotangents):
     q, k, v, gamma, run, s0, entry_states, entry_run = residuals
     do, dfinal = cotangents
     do = do.astype(q.dtype)
-    layout = static.layout
+    layout, config = static.layout, static.config
     if layout.splits == 1:
         exit_dstates = dfinal[:, :, None]
     else:
         (own,) = dv_walk(q, k, do, gamma, run, entry_run, None, emit_output=False,
-                         emit_state=True, **static.kwargs)
+                         emit_state=True, launch=config.dv, **static.kwargs)
         carries = _split_carries(gamma, run, entry_run, layout)
         exit_dstates, d_s0 = _scan_splits(dfinal, own, carries, reverse=True)
     dq, dgamma_q = dq_or_dk_walk("dq", q, k, v, do, gamma, run, entry_run, entry_states,
-                                 **static.kwargs)
-    dk, dgamma_k = dq_or_dk_walk("dk", q, k, v, do, gamma, run, entry_run, exit_dstates,
-                                 **static.kwargs)
-    dv_outputs = dv_walk(q, k, do, gamma, run, entry_run, exit_dstates, emit_output=True,
-                         emit_state=layout.splits == 1, dv_dtype=v.dtype, **static.kwargs)
-    dv = dv_outputs[0]
+                                 launch=config.dq, **static.kwargs)
+    if config.fused_dkdv:
+        dk, dv, dgamma_k, *d_s0_out = dkdv_walk(q, k, v, do, gamma, run, entry_run,
+                                                exit_dstates, emit_state=layout.splits == 1,
+                                                launch=config.fused_dkdv, **static.kwargs)
+    else:
+        dk, dgamma_k = dq_or_dk_walk("dk", q, k, v, do, gamma, run, entry_run, exit_dstates,
+                                     launch=config.dk, **static.kwargs)
+        dv, *d_s0_out = dv_walk(q, k, do, gamma, run, entry_run, exit_dstates, emit_output=True,
+                                emit_state=layout.splits == 1, dv_dtype=v.dtype,
+                                launch=config.dv, **static.kwargs)
     if layout.splits == 1:
-        d_s0 = dv_outputs[1][:, :, 0]
+        d_s0 = d_s0_out[0][:, :, 0]
     # ∂L/∂γ (backward.py): kernel partials plus the initial-state term T·⟨S_0, dS_0⟩.
     initial_term = layout.seq_len * jnp.sum(s0 * d_s0, axis=(0, 2, 3))
     dgamma = -(dgamma_q.sum(axis=(0, 2, 3)) + dgamma_k.sum(axis=(0, 2, 3)) + initial_term)

@@ -1,9 +1,9 @@
 """Kernel launch parameters: one small table per head size, and the sequence split.
 
 Chosen by measurement on an H200 (benchmarks/kernel_bench.py); see
-benchmarks/RESULTS.md. A row gives the chunk length ``C``, the value/key block
-widths that split the ``dk × dv`` state across programs, and Triton's warps and
-pipeline stages.
+benchmarks/RESULTS.md. A row gives the chunk length ``C`` and, for each kernel, the
+feature block that splits the ``dk × dv`` state across programs and Triton's warps
+and pipeline stages.
 """
 from __future__ import annotations
 
@@ -12,26 +12,56 @@ import math
 
 
 @dataclasses.dataclass(frozen=True)
+class Launch:
+    """One kernel's launch: the feature block each program owns (dv columns for the
+    forward and dV walks, dk rows for the dQ and dK walks; 0: the whole head), Triton's
+    warps and pipeline stages, and the chunk length ``C`` it walks in (a power of two:
+    the intra-chunk attention tile)."""
+
+    block: int = 0
+    num_warps: int = 4
+    num_stages: int = 2
+    chunk: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
 class KernelConfig:
-    chunk: int            # C: rows per chunk (intra-chunk attention tile)
-    block_v: int          # dv columns per program: forward kernel
-    block_k: int          # dk rows per program: dQ and dK kernels
-    num_warps: int
-    num_stages: int
-    block_v_bwd: int = 0  # dv columns per program: dV kernel (0: same as block_v)
+    forward: Launch    # the forward walk and the state-only pass of sequence splits
+    dq: Launch
+    dk: Launch
+    dv: Launch         # the dV walk and the dS-only pass of sequence splits
+    fused_dkdv: Launch | None = None  # if set: dK and dV from one walk (whole state)
+
+    def __post_init__(self):
+        # The decay gradient pairs the dQ and dK partial sums chunk by chunk (backward.py).
+        key_chunk = (self.fused_dkdv or self.dk).chunk
+        if self.dq.chunk != key_chunk:
+            raise ValueError(f"the dQ and dK walks need one chunk length, got {self.dq.chunk} "
+                             f"and {key_chunk}")
 
     @property
-    def dv_block_backward(self) -> int:
-        return self.block_v_bwd or self.block_v
+    def launches(self) -> tuple[Launch, ...]:
+        return tuple(x for x in (self.forward, self.dq, self.dk, self.dv, self.fused_dkdv) if x)
+
+    @property
+    def chunk(self) -> int:
+        """The longest chunk: rows are padded to whole chunks of it (and so of all)."""
+        return max(launch.chunk for launch in self.launches)
 
 
-# Keyed by (dk, dv) after padding to powers of two >= 16.
+# Keyed by (dk, dv) after padding to powers of two >= 16; each kernel's launch chosen
+# alone by benchmarks/tune_kernels.py on an H200 at 16 x 8K tokens (RESULTS.md).
+# Launch(block, warps, stages, chunk).
 _TABLE: dict[tuple[int, int], KernelConfig] = {
-    (64, 64): KernelConfig(chunk=64, block_v=64, block_k=64, num_warps=4, num_stages=2),
-    (128, 128): KernelConfig(chunk=64, block_v=64, block_k=64, num_warps=4, num_stages=2),
-    (256, 128): KernelConfig(chunk=64, block_v=64, block_k=128, num_warps=8, num_stages=2,
-                             block_v_bwd=128),
-    (256, 256): KernelConfig(chunk=64, block_v=64, block_k=64, num_warps=8, num_stages=2),
+    (64, 64): KernelConfig(forward=Launch(64, 4, 2, 64), dq=Launch(64, 4, 2, 64),
+                           dk=Launch(64, 4, 2, 64), dv=Launch(64, 4, 2, 64),
+                           fused_dkdv=Launch(0, 4, 1, 64)),
+    (128, 128): KernelConfig(forward=Launch(128, 4, 3, 32), dq=Launch(64, 4, 3, 32),
+                             dk=Launch(128, 4, 1, 32), dv=Launch(128, 4, 1, 32)),
+    (256, 128): KernelConfig(forward=Launch(64, 8, 3, 64), dq=Launch(64, 4, 3, 32),
+                             dk=Launch(64, 4, 3, 32), dv=Launch(64, 8, 1, 64)),
+    (256, 256): KernelConfig(forward=Launch(64, 8, 3, 64), dq=Launch(64, 8, 2, 64),
+                             dk=Launch(64, 8, 2, 64), dv=Launch(64, 8, 3, 64)),
 }
 
 # Programs wanted in flight: two per streaming multiprocessor of an H100/H200 (132).
@@ -45,29 +75,35 @@ def padded_head_dim(d: int) -> int:
     return max(16, 1 << (d - 1).bit_length())
 
 
-# Rows are tuned for 2-byte inputs; 4-byte tiles wider than this exceed shared memory
-# (dk 256 / dv 128 with 128-wide blocks asks for 290 KB on an H200: 227 KB available).
+# Rows are tuned for 2-byte inputs; 4-byte tiles wider than this, or pipelined deeper,
+# exceed shared memory (dk 256 / dv 128 with 128-wide blocks asks for 290 KB on an
+# H200, and with 3 stages 370 KB: 227 KB available).
 FLOAT32_MAX_BLOCK = 64
+FLOAT32_MAX_STAGES = 2
+
+
+def _generic_config(dk: int, dv: int) -> KernelConfig:
+    launch = Launch(64, 8 if max(dk, dv) >= 256 else 4, 2, 64)
+    return KernelConfig(forward=launch, dq=launch, dk=launch, dv=launch)
 
 
 def kernel_config(dk: int, dv: int, chunk_size: int | None, itemsize: int = 2) -> KernelConfig:
-    """The table's row for padded ``(dk, dv)``; other sizes get a generic row."""
-    config = _TABLE.get((dk, dv))
-    if config is None:
-        widest = max(dk, dv)
-        config = KernelConfig(chunk=64, block_v=min(dv, 64), block_k=min(dk, 64),
-                              num_warps=8 if widest >= 256 else 4, num_stages=2)
-    config = dataclasses.replace(config, block_v=min(config.block_v, dv),
-                                 block_k=min(config.block_k, dk),
-                                 block_v_bwd=min(config.dv_block_backward, dv))
-    if itemsize > 2:
-        cap = FLOAT32_MAX_BLOCK
-        config = dataclasses.replace(config, block_v=min(config.block_v, cap),
-                                     block_k=min(config.block_k, cap),
-                                     block_v_bwd=min(config.dv_block_backward, cap))
-    if chunk_size is not None:
-        config = dataclasses.replace(config, chunk=chunk_size)
-    return config
+    """The table's row for padded ``(dk, dv)`` (other sizes get a generic row), with
+    every block a width that divides the head (0 resolved to the whole head) and every
+    chunk ``chunk_size`` when one is given."""
+    config = _TABLE.get((dk, dv)) or _generic_config(dk, dv)
+    wide = itemsize > 2
+    cap = FLOAT32_MAX_BLOCK if wide else max(dk, dv)
+
+    def fit(launch: Launch, width: int) -> Launch:
+        stages = min(launch.num_stages, FLOAT32_MAX_STAGES) if wide else launch.num_stages
+        return dataclasses.replace(launch, block=min(launch.block or width, width, cap),
+                                   num_stages=stages, chunk=chunk_size or launch.chunk)
+
+    fused = config.fused_dkdv if max(dk, dv) <= cap else None
+    return KernelConfig(forward=fit(config.forward, dv), dq=fit(config.dq, dk),
+                        dk=fit(config.dk, dk), dv=fit(config.dv, dv),
+                        fused_dkdv=fused and fit(fused, max(dk, dv)))
 
 
 def split_chunks(n_chunks: int, programs_per_split: int) -> int:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from pallas_kernels.lightning.tuning import KernelConfig
+from pallas_kernels.lightning.tuning import Launch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,11 @@ class WalkLayout:
     @property
     def padded_len(self) -> int:
         return self.splits * self.split_len
+
+    def with_chunk(self, chunk: int) -> "WalkLayout":
+        """The same splits walked in chunks of ``chunk`` rows (which divides ``split_len``)."""
+        return dataclasses.replace(self, chunk=chunk,
+                                   chunks_per_split=self.split_len // chunk)
 
 
 def gamma_spec() -> pl.BlockSpec:
@@ -91,28 +96,30 @@ def state_or_zeros(state_ref, shape: tuple[int, int]) -> jax.Array:
 
 def walk_call(kernel: Callable, *, grid: tuple[int, int, int, int],
               in_specs: Sequence[pl.BlockSpec], out_specs: Sequence[pl.BlockSpec],
-              out_shape: Sequence[jax.ShapeDtypeStruct], config: KernelConfig,
+              out_shape: Sequence[jax.ShapeDtypeStruct], launch: Launch,
               interpret: bool, name: str) -> Callable:
     """``pallas_call`` with the Triton compiler parameters always given explicitly
     (jax 0.10 would otherwise lower a GPU call through Mosaic GPU)."""
     return pl.pallas_call(
         kernel, grid=grid, in_specs=list(in_specs), out_specs=list(out_specs),
         out_shape=list(out_shape), interpret=interpret, name=name,
-        compiler_params=plt.CompilerParams(num_warps=config.num_warps,
-                                           num_stages=config.num_stages))
+        compiler_params=plt.CompilerParams(num_warps=launch.num_warps,
+                                           num_stages=launch.num_stages))
 
 
 def value_block_walk(kernel: Callable, q, k, x, gamma, run, entry_run, state_in, *,
-                     block_v: int, out_dtype, emit_output: bool, emit_state: bool,
-                     layout: WalkLayout, config: KernelConfig, interpret: bool,
+                     out_dtype, emit_output: bool, emit_state: bool,
+                     layout: WalkLayout, launch: Launch, interpret: bool,
                      name: str) -> list[jax.Array]:
     """A walk over ``(batch, head, value block, split)`` that reads q and k whole and
-    ``x (B, T, H, dv)`` one value block at a time (the forward, with x = v, and the dV
-    kernel, with x = dO). Optional: a state entering each split (``None``: zero), the
-    rows it writes (``out_dtype``), the state leaving each split; all blocked like x.
+    ``x (B, T, H, dv)`` one value block (``launch.block`` wide) at a time (the forward,
+    with x = v, and the dV kernel, with x = dO), in chunks of ``launch.chunk`` rows.
+    Optional: a state entering each split (``None``: zero), the rows it writes
+    (``out_dtype``), the state leaving each split; all blocked like x.
     ``kernel(*refs, layout, has_state_in, emit_output, emit_state)``."""
     batch, _, heads, dk = q.shape
-    dv, length = x.shape[-1], layout.split_len
+    dv, length, block_v = x.shape[-1], layout.split_len, launch.block
+    layout = layout.with_chunk(launch.chunk)
     in_specs = qk_specs(layout, dk, blocked=False) + [rows_spec(length, block_v, blocked=True)]
     args = [gamma, entry_run, run, q, k, x]
     if state_in is not None:
@@ -129,4 +136,4 @@ def value_block_walk(kernel: Callable, q, k, x, gamma, run, entry_run, state_in,
                                emit_output=emit_output, emit_state=emit_state)
     grid = (batch, heads, dv // block_v, layout.splits)
     return walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
-                     out_shape=out_shape, config=config, interpret=interpret, name=name)(*args)
+                     out_shape=out_shape, launch=launch, interpret=interpret, name=name)(*args)
