@@ -71,6 +71,25 @@ def peak_gib(fn, *args) -> float:
     return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / GiB
 
 
+def la2_row(row: dict, q, k, v, heads: int) -> dict:
+    """The original LA-2 forward through jax_triton, on ``(B, H, T, d)`` copies of the
+    inputs (its layout; the transposes are not timed), checked against ours."""
+    try:
+        from benchmarks.la2_jax_triton import la2_forward
+    except ImportError as e:
+        return {**row, "error": f"not importable: {e}"}
+    decay = jnp.arange(1, heads + 1, dtype=jnp.float32) / heads
+    qt, kt, vt = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
+    try:
+        row["fwd_ms"] = timed_ms(jax.jit(lambda q, k, v: la2_forward(q, k, v, decay)), qt, kt, vt)
+        theirs = jnp.swapaxes(la2_forward(qt, kt, vt, decay), 1, 2).astype(jnp.float32)
+        mine = jax.jit(ours("pallas", heads))(q, k, v).astype(jnp.float32)
+        row["rel_err_vs_ours"] = float(jnp.linalg.norm(theirs - mine) / jnp.linalg.norm(mine))
+    except Exception as e:  # record and go on
+        row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    return row
+
+
 def jax_rows(args) -> list[dict]:
     rows = []
     for dims in args.dims.split(","):
@@ -86,6 +105,10 @@ def jax_rows(args) -> list[dict]:
             impls = {"ours_pallas": ours("pallas", args.heads), "ours_xla": ours("xla", args.heads)}
             if dk == dv and seq <= args.cudnn_max_seq:
                 impls["cudnn_flash"] = cudnn
+            if "la2_jax_triton" in args.impls.split(","):
+                rows.append(la2_row({"impl": "la2_jax_triton", "dk": dk, "dv": dv, "T": seq,
+                                     "B": batch}, q, k, v, args.heads))
+                print(json.dumps(rows[-1]), flush=True)
             for name, op in impls.items():
                 if name not in args.impls.split(",") and not name.startswith("cudnn"):
                     continue
@@ -105,11 +128,14 @@ def jax_rows(args) -> list[dict]:
 def torch_rows(args) -> list[dict]:
     cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "torch_anchors.py"),
            "--seqs", args.seqs, "--tokens", str(args.tokens), "--heads", str(args.heads),
-           "--dims", args.dims]
+           "--dims", args.dims, "--anchors", args.anchors]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         print("torch anchors failed:", done.stderr[-2000:], flush=True)
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    for row in rows:  # in the log now, should the JAX side not finish
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def floor_ms(row: dict, copy_tbps: float, with_backward: bool) -> float:
@@ -121,7 +147,7 @@ def floor_ms(row: dict, copy_tbps: float, with_backward: bool) -> float:
     return tokens * per_token / (copy_tbps * 1e12) * 1e3
 
 
-IMPL_ORDER = ("ours_pallas", "fla_chunk_simple_gla", "lightning_attn", "cudnn_flash",
+IMPL_ORDER = ("ours_pallas", "fla_chunk_simple_gla", "lightning_attn", "la2_jax_triton", "cudnn_flash",
               "torch_sdpa", "ours_xla")
 
 
@@ -155,6 +181,8 @@ def main() -> None:
     parser.add_argument("--impls", default="ours_pallas,ours_xla")
     parser.add_argument("--cudnn-max-seq", type=int, default=32768)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--anchors", default="fla_chunk_simple_gla,lightning_attn,torch_sdpa",
+                        help="PyTorch anchors to time")
     parser.add_argument("--out", default=os.environ.get("OUT"))
     args = parser.parse_args()
     # PyTorch first: once JAX touches the GPU it holds most of its memory (preallocation).

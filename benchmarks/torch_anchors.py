@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--dims", default="128x128", help="dkxdv list, e.g. 64x64,128x128")
     parser.add_argument("--sdpa-max-seq", type=int, default=32768)
+    parser.add_argument("--anchors", default="fla_chunk_simple_gla,lightning_attn,torch_sdpa")
     args = parser.parse_args()
     x = torch.randn(2**30 // 2, device="cuda", dtype=torch.bfloat16)
     y = torch.empty_like(x)
@@ -60,6 +61,8 @@ def main() -> None:
             v = torch.randn(batch, seq, args.heads, dv, device="cuda", dtype=torch.bfloat16)
             do = torch.randn_like(v)
             for name, anchor in anchors(args.heads).items():
+                if name not in args.anchors.split(","):
+                    continue
                 row = {"impl": name, "dk": dk, "dv": dv, "T": seq, "B": batch}
                 if isinstance(anchor, Exception):
                     print(json.dumps({**row, "error": f"not importable: {anchor}"}), flush=True)

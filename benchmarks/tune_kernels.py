@@ -1,65 +1,91 @@
-"""Sweep launch parameters (chunk, blocks, warps, stages) of the Pallas kernels on the
-GPU and print forward and forward+backward times per candidate: the measurements
-behind the table in pallas_kernels/lightning/tuning.py.
+"""Tune the launch of each Pallas kernel alone (the forward walk, the dQ walk, the dK
+and dV walks, the fused dK/dV walk): sweep feature block, warps and pipeline stages on
+one-split inputs and print each kernel's time; the best per kernel becomes its row in
+pallas_kernels/lightning/tuning.py. Also shows where the time of the op goes.
 
-    python benchmarks/tune_kernels.py --dims 128x128 --shapes 16x8192,1x131072
+    python benchmarks/tune_kernels.py --dims 128x128 --shapes 16x8192,64x2048
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks.kernel_bench import fwd_bwd, ours, timed_ms
-from pallas_kernels.lightning import tuning
+from benchmarks.kernel_bench import timed_ms
+from pallas_kernels.lightning.backward import dkdv_walk, dq_or_dk_walk, dv_walk
+from pallas_kernels.lightning.forward import forward_walk
+from pallas_kernels.lightning.tuning import Launch
+from pallas_kernels.lightning.walk_specs import WalkLayout
 
 
-def candidates(dk: int, dv: int) -> list[tuning.KernelConfig]:
-    """Chunk 64 (chunk 128 lost everywhere at d 128), blocks, warps, stages."""
-    found = []
-    for block_v, block_k, warps, stages in itertools.product((32, 64, 128), (32, 64, 128),
-                                                             (4, 8), (1, 2)):
-        if block_v > dv or block_k > dk or (dk * block_v > 128 * 64 and warps == 4):
-            continue
-        found.append(tuning.KernelConfig(chunk=64, block_v=block_v, block_k=block_k,
-                                         num_warps=warps, num_stages=stages))
-    return found
+def kernel_calls(batch: int, seq: int, heads: int, chunk: int, interpret: bool) -> dict:
+    """``name -> (fn(launch, q, k, v, do, state) -> outputs, the head axis its block
+    cuts: "dk", "dv" or None for the whole state)``."""
+    layout = WalkLayout(chunk=chunk, chunks_per_split=seq // chunk, splits=1, seq_len=seq)
+    gamma = (jnp.arange(1, heads + 1, dtype=jnp.float32) / heads).reshape(heads, 1)
+    run = jnp.zeros((batch, seq), jnp.int32)
+    entry_run = jnp.zeros((batch, 1), jnp.int32)
+    walk = dict(gamma=gamma, run=run, entry_run=entry_run, layout=layout, interpret=interpret)
+    return {
+        "fwd": (lambda c, q, k, v, do, s: forward_walk(
+            q, k, v, entry_state=s, launch=c, emit_output=True, emit_state=True, **walk),
+            "dv"),
+        "dq": (lambda c, q, k, v, do, s: dq_or_dk_walk(
+            "dq", q, k, v, do, state=s, launch=c, **walk), "dk"),
+        "dk": (lambda c, q, k, v, do, s: dq_or_dk_walk(
+            "dk", q, k, v, do, state=s, launch=c, **walk), "dk"),
+        "dv": (lambda c, q, k, v, do, s: dv_walk(
+            q, k, do, exit_dstate=s, launch=c, emit_output=True, emit_state=True, **walk),
+            "dv"),
+        "dkdv_fused": (lambda c, q, k, v, do, s: dkdv_walk(
+            q, k, v, do, exit_dstate=s, launch=c, emit_state=True, **walk), None),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", default="128x128")
-    parser.add_argument("--shapes", default="16x8192,1x131072")
-    parser.add_argument("--stages", default="1,2", help="pipeline stages to try")
+    parser.add_argument("--shapes", default="16x8192,64x2048")
+    parser.add_argument("--kernels", default="fwd,dq,dk,dv,dkdv_fused")
+    parser.add_argument("--blocks", default="64,128")
+    parser.add_argument("--warps", default="4,8")
+    parser.add_argument("--stages", default="1,2,3")
+    parser.add_argument("--chunk", type=int, default=64)
     parser.add_argument("--heads", type=int, default=16)
+    parser.add_argument("--interpret", action="store_true", help="smoke test on CPU")
     args = parser.parse_args()
-    for dims in args.dims.split(","):
+    ints = lambda text: [int(x) for x in text.split(",")]
+    for dims, shape in itertools.product(args.dims.split(","), args.shapes.split(",")):
         dk, dv = map(int, dims.split("x"))
-        for shape in args.shapes.split(","):
-            batch, seq = map(int, shape.split("x"))
-            keys = jax.random.split(jax.random.key(0), 4)
-            q, k = (jax.random.normal(kk, (batch, seq, args.heads, dk)).astype(jnp.bfloat16) * dk ** -0.5
-                    for kk in keys[:2])
-            v, do = (jax.random.normal(kk, (batch, seq, args.heads, dv)).astype(jnp.bfloat16)
-                     for kk in keys[2:])
-            results = []
-            stages = {int(s) for s in args.stages.split(",")}
-            for config in (c for c in candidates(dk, dv) if c.num_stages in stages):
-                tuning._TABLE[(dk, dv)] = config
-                op = ours("pallas", args.heads)
+        batch, seq = map(int, shape.split("x"))
+        keys = jax.random.split(jax.random.key(0), 4)
+        q, k = (jax.random.normal(kk, (batch, seq, args.heads, dk)).astype(jnp.bfloat16) * dk ** -0.5
+                for kk in keys[:2])
+        v, do = (jax.random.normal(kk, (batch, seq, args.heads, dv)).astype(jnp.bfloat16)
+                 for kk in keys[2:])
+        state = jnp.full((batch, args.heads, 1, dk, dv), 0.01, jnp.float32)
+        calls = kernel_calls(batch, seq, args.heads, args.chunk, args.interpret)
+        for name in args.kernels.split(","):
+            fn, axis = calls[name]
+            best = None
+            width = {"dk": dk, "dv": dv, None: 0}[axis]
+            blocks = [b for b in ints(args.blocks) if b <= width] if axis else [0]
+            for block, warps, stages in itertools.product(blocks, ints(args.warps), ints(args.stages)):
+                launch = Launch(block, warps, stages, args.chunk)
+                label = f"{dims} {shape} {name:10s} {launch}"
                 try:
-                    fwd = timed_ms(jax.jit(op), q, k, v, rounds=10)
-                    both = timed_ms(jax.jit(fwd_bwd(op)), q, k, v, do, rounds=10)
+                    ms = timed_ms(jax.jit(functools.partial(fn, launch)), q, k, v, do, state,
+                                  rounds=10)
                 except Exception as e:  # a candidate that does not lower is data
-                    print(f"{dims} {shape} {config}: {type(e).__name__} {str(e)[:120]}", flush=True)
+                    print(f"{label}: {type(e).__name__} {str(e)[:150]}", flush=True)
                     continue
-                results.append((both, fwd, config))
-                print(f"{dims} {shape} fwd {fwd:7.3f} fwd+bwd {both:7.3f} {config}", flush=True)
-            print(f"best for {dims} {shape}:")
-            for both, fwd, config in sorted(results, key=lambda r: r[0])[:5]:
-                print(f"  fwd {fwd:7.3f} fwd+bwd {both:7.3f} {config}")
+                print(f"{label}: {ms:7.3f} ms", flush=True)
+                best = min(best or (ms, label), (ms, label))
+            if best:
+                print(f"best {best[1]}: {best[0]:.3f} ms", flush=True)
 
 
 if __name__ == "__main__":
