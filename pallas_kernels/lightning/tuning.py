@@ -1,9 +1,9 @@
 """Kernel launch parameters: one small table per head size, and the sequence split.
 
-Chosen by measurement on an H200 (benchmarks/kernel_bench.py); see
-benchmarks/RESULTS.md. A row gives the chunk length ``C`` and, for each kernel, the
-feature block that splits the ``dk × dv`` state across programs and Triton's warps
-and pipeline stages.
+Chosen by measurement on an H200 (benchmarks/tune_kernels.py, each kernel alone; the
+op against the anchors in benchmarks/kernel_bench.py); see benchmarks/RESULTS.md. A row
+gives, for each kernel, the feature block that splits the ``dk × dv`` state across
+programs, Triton's warps and pipeline stages, and the chunk length ``C``.
 """
 from __future__ import annotations
 
