@@ -98,7 +98,11 @@ def _backward_factors(gamma, run_ref, entry_run, j, g, layout: specs.WalkLayout)
 
 
 def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, dstate_ref,
-               dk_ref, dgamma_ref, *, layout: specs.WalkLayout):
+               dk_ref, *refs, layout: specs.WalkLayout, with_dv: bool, emit_state: bool):
+    """The dK walk; ``with_dv``: the fused walk over the whole ``dk × dv`` state, which
+    writes dV too and reads q, k, v and dO once (the split walks read each
+    feature-blocked operand once per block)."""
+    dv_ref, dgamma_ref, dstate_out_ref = specs.optional_refs(refs, with_dv, True, emit_state)
     c, n = layout.chunk, layout.chunks_per_split
     split = pl.program_id(3)
     gamma = jnp.max(gamma_ref[...])
@@ -112,38 +116,14 @@ def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, d
         f = _backward_factors(gamma, run_ref, entry_run, j, split * n + j, layout)
         dk, chunk_partial = _dk_chunk(q, k, v, do, dstate, f, split * n + j, layout)
         dk_ref[rows, :] = dk.astype(dk_ref.dtype)
-        dstate = f.carry * dstate + dot(row_weights(q, f.query_decay).T, do)
-        return dstate, partial + chunk_partial
-
-    _, partial = jax.lax.fori_loop(0, n, body, (dstate_ref[...], jnp.float32(0)))
-    dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
-
-
-def _dkdv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, dstate_ref,
-                 dk_ref, dv_ref, dgamma_ref, *refs, layout: specs.WalkLayout):
-    """dK and dV in one backward walk over the whole ``dk × dv`` state: q, k, v and dO
-    are read once (the split kernels read each feature-blocked operand twice)."""
-    (dstate_out_ref,) = refs or (None,)
-    c, n = layout.chunk, layout.chunks_per_split
-    split = pl.program_id(3)
-    gamma = jnp.max(gamma_ref[...])
-    entry_run = jnp.max(entry_run_ref[...])
-
-    def body(i, carry):
-        dstate, partial = carry
-        j = n - 1 - i
-        rows = pl.ds(j * c, c)
-        q, k, v, do = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
-        f = _backward_factors(gamma, run_ref, entry_run, j, split * n + j, layout)
-        dk, chunk_partial = _dk_chunk(q, k, v, do, dstate, f, split * n + j, layout)
-        dk_ref[rows, :] = dk.astype(dk_ref.dtype)
-        dv_ref[rows, :] = _dv_chunk(q, k, do, dstate, f).astype(dv_ref.dtype)
+        if with_dv:
+            dv_ref[rows, :] = _dv_chunk(q, k, do, dstate, f).astype(dv_ref.dtype)
         dstate = f.carry * dstate + dot(row_weights(q, f.query_decay).T, do)
         return dstate, partial + chunk_partial
 
     dstate, partial = jax.lax.fori_loop(0, n, body, (dstate_ref[...], jnp.float32(0)))
     dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
-    if dstate_out_ref is not None:
+    if emit_state:
         dstate_out_ref[...] = dstate
 
 
@@ -188,7 +168,8 @@ def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
     target = q if which == "dq" else k
     out_shape = [jax.ShapeDtypeStruct(target.shape, target.dtype),
                  jax.ShapeDtypeStruct((batch, heads, grid[2], layout.splits), jnp.float32)]
-    kernel = functools.partial(_dq_kernel if which == "dq" else _dk_kernel, layout=layout)
+    kernel = (functools.partial(_dq_kernel, layout=layout) if which == "dq" else
+              functools.partial(_dk_kernel, layout=layout, with_dv=False, emit_state=False))
     return specs.walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
                            out_shape=out_shape, launch=launch, interpret=interpret,
                            name=f"lightning_bwd_{which}")(
@@ -227,7 +208,8 @@ def dkdv_walk(q, k, v, do, gamma, run, entry_run, exit_dstate, *, layout: specs.
         out_specs.append(specs.state_spec(dk, dv, "dv"))
         out_shape.append(jax.ShapeDtypeStruct(exit_dstate.shape, jnp.float32))
     return specs.walk_call(
-        functools.partial(_dkdv_kernel, layout=layout), grid=(batch, heads, 1, layout.splits),
+        functools.partial(_dk_kernel, layout=layout, with_dv=True, emit_state=emit_state),
+        grid=(batch, heads, 1, layout.splits),
         in_specs=in_specs, out_specs=out_specs, out_shape=out_shape, launch=launch,
         interpret=interpret, name="lightning_bwd_dkdv")(
         gamma, entry_run, run, q, k, v, do, exit_dstate)
