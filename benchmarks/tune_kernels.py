@@ -71,7 +71,7 @@ def main() -> None:
         for name in args.kernels.split(","):
             fn, axis = calls[name]
             best = None
-            width = {"dk": dk, "dv": dv, None: 0}[axis]
+            width = dk if axis == "dk" else dv
             blocks = [b for b in ints(args.blocks) if b <= width] if axis else [0]
             for block, warps, stages in itertools.product(blocks, ints(args.warps), ints(args.stages)):
                 launch = Launch(block, warps, stages, args.chunk)
