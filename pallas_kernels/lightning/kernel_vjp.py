@@ -40,7 +40,8 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
     dv = v.shape[-1]
     dk_pad, dv_pad = tuning.padded_head_dim(dk), tuning.padded_head_dim(dv)
     itemsize = max(jnp.dtype(q.dtype).itemsize, jnp.dtype(v.dtype).itemsize)
-    config = tuning.kernel_config(dk_pad, dv_pad, chunk_size, itemsize)
+    config = tuning.kernel_config(dk_pad, dv_pad, chunk_size, itemsize,
+                                  mosaic=interpret or tuning.has_wgmma())
     n_chunks = -(-seq // config.chunk)
     if chunks_per_split is None:
         chunks_per_split = tuning.split_chunks(n_chunks,

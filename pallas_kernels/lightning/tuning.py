@@ -10,18 +10,29 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
+
+LOWERINGS = ("triton", "mosaic")
+
 
 @dataclasses.dataclass(frozen=True)
 class Launch:
     """One kernel's launch: the feature block each program owns (dv columns for the
     forward and dV walks, dk rows for the dQ and dK walks; 0: the whole head), Triton's
     warps and pipeline stages, and the chunk length ``C`` it walks in (a power of two:
-    the intra-chunk attention tile)."""
+    the intra-chunk attention tile). ``lowering="mosaic"`` runs the forward walk in
+    Mosaic GPU (Hopper: wgmma, TMA; forward_mosaic.py) instead of Triton; warps do not
+    apply there (one warpgroup) and stages are its TMA buffers."""
 
     block: int = 0
     num_warps: int = 4
     num_stages: int = 2
     chunk: int = 64
+    lowering: str = "triton"
+
+    def __post_init__(self):
+        if self.lowering not in LOWERINGS:
+            raise ValueError(f"lowering must be one of {LOWERINGS}, got {self.lowering!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +44,8 @@ class KernelConfig:
     fused_dkdv: Launch | None = None  # if set: dK and dV from one walk (whole state)
 
     def __post_init__(self):
+        if any(x.lowering != "triton" for x in self.launches if x is not self.forward):
+            raise ValueError("only the forward walk has a Mosaic GPU lowering")
         # The decay gradient pairs the dQ and dK partial sums chunk by chunk (backward.py).
         key_chunk = (self.fused_dkdv or self.dk).chunk
         if self.dq.chunk != key_chunk:
@@ -87,23 +100,45 @@ def _generic_config(dk: int, dv: int) -> KernelConfig:
     return KernelConfig(forward=launch, dq=launch, dk=launch, dv=launch)
 
 
-def kernel_config(dk: int, dv: int, chunk_size: int | None, itemsize: int = 2) -> KernelConfig:
+def has_wgmma() -> bool:
+    """Whether the default device is a Hopper GPU (compute capability 9.x): the only one
+    with wgmma, which the Mosaic GPU forward walk is written for."""
+    device = jax.devices()[0]
+    return device.platform == "gpu" and getattr(device, "compute_capability", "").startswith("9.")
+
+
+def kernel_config(dk: int, dv: int, chunk_size: int | None, itemsize: int = 2,
+                  mosaic: bool = True) -> KernelConfig:
     """The table's row for padded ``(dk, dv)`` (other sizes get a generic row), with
     every block a width that divides the head (0 resolved to the whole head) and every
-    chunk ``chunk_size`` when one is given."""
+    chunk ``chunk_size`` when one is given. ``mosaic=False`` (a GPU without wgmma)
+    turns Mosaic GPU launches into Triton ones."""
     config = _TABLE.get((dk, dv)) or _generic_config(dk, dv)
     wide = itemsize > 2
     cap = FLOAT32_MAX_BLOCK if wide else max(dk, dv)
 
     def fit(launch: Launch, width: int) -> Launch:
         stages = min(launch.num_stages, FLOAT32_MAX_STAGES) if wide else launch.num_stages
-        return dataclasses.replace(launch, block=min(launch.block or width, width, cap),
-                                   num_stages=stages, chunk=chunk_size or launch.chunk)
+        launch = dataclasses.replace(launch, block=min(launch.block or width, width, cap),
+                                     num_stages=stages, chunk=chunk_size or launch.chunk)
+        if launch.lowering == "mosaic" and not (mosaic and mosaic_fits(launch, dk, itemsize)):
+            # wgmma is Hopper's, has no exact float32 and wants 64-multiples: Triton is the
+            # path everywhere else.
+            launch = dataclasses.replace(launch, lowering="triton")
+        return launch
 
     fused = config.fused_dkdv if max(dk, dv) <= cap else None
     return KernelConfig(forward=fit(config.forward, dv), dq=fit(config.dq, dk),
                         dk=fit(config.dk, dk), dv=fit(config.dv, dv),
                         fused_dkdv=fused and fit(fused, max(dk, dv)))
+
+
+def mosaic_fits(launch: Launch, dk: int, itemsize: int) -> bool:
+    """Whether the Mosaic GPU forward walk takes this launch: 16-bit inputs, the key
+    width, block and chunk multiples of 64 (wgmma tiles), and chunks no longer than the
+    key width (a chunk of V shares the 16-bit state's shared memory)."""
+    return (itemsize == 2 and all(n % 64 == 0 for n in (dk, launch.block, launch.chunk))
+            and launch.chunk <= dk)
 
 
 def split_chunks(n_chunks: int, programs_per_split: int) -> int:
