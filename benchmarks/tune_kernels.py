@@ -2,8 +2,13 @@
 and dV walks, the fused dK/dV walk): sweep feature block, warps and pipeline stages on
 one-split inputs and print each kernel's time; the best per kernel becomes its row in
 pallas_kernels/lightning/tuning.py. Also shows where the time of the op goes.
+``--lowering mosaic`` sweeps the forward walk's Mosaic GPU lowering instead of Triton.
+``--split-chunks`` times the whole op, forward and backward, at each number of chunks
+per sequence split (and at the split policy's choice), to tune ``split_chunks``.
 
     python benchmarks/tune_kernels.py --dims 128x128 --shapes 16x8192,64x2048
+    python benchmarks/tune_kernels.py --kernels fwd --lowering mosaic --blocks 64 --warps 4
+    python benchmarks/tune_kernels.py --kernels none --shapes 1x131072 --split-chunks 64,128
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import jax.numpy as jnp
 from benchmarks.kernel_bench import timed_ms
 from pallas_kernels.lightning.backward import dkdv_walk, dq_or_dk_walk, dv_walk
 from pallas_kernels.lightning.forward import forward_walk
-from pallas_kernels.lightning.tuning import Launch
+from pallas_kernels.lightning.kernel_vjp import lightning_attention_kernels
+from pallas_kernels.lightning.tuning import LOWERINGS, Launch
 from pallas_kernels.lightning.walk_specs import WalkLayout
 
 
@@ -45,6 +51,22 @@ def kernel_calls(batch: int, seq: int, heads: int, chunk: int, interpret: bool) 
     }
 
 
+def op_forward_and_backward(chunks_per_split: int | None, interpret: bool):
+    """The whole op's forward and backward with the table's launches and a given number
+    of chunks per sequence split (None: the split policy's)."""
+    def op(q, k, v):
+        decay = jnp.linspace(0.05, 1.0, q.shape[2], dtype=jnp.float32)
+        o, _ = lightning_attention_kernels(q, k, v, decay, run_ids=None, initial_state=None,
+                                           chunk_size=None, interpret=interpret,
+                                           chunks_per_split=chunks_per_split)
+        return o
+
+    def run(q, k, v, do):
+        o, vjp = jax.vjp(op, q, k, v)
+        return o, vjp(do)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", default="128x128")
@@ -55,6 +77,10 @@ def main() -> None:
     parser.add_argument("--stages", default="1,2,3")
     parser.add_argument("--chunk", type=int, default=64)
     parser.add_argument("--heads", type=int, default=16)
+    parser.add_argument("--lowering", default="triton", choices=LOWERINGS,
+                        help="of the forward walk (the others are Triton only)")
+    parser.add_argument("--split-chunks", default="",
+                        help="chunks per split to time the whole op at (comma-separated)")
     parser.add_argument("--interpret", action="store_true", help="smoke test on CPU")
     args = parser.parse_args()
     ints = lambda text: [int(x) for x in text.split(",")]
@@ -68,13 +94,14 @@ def main() -> None:
                  for kk in keys[2:])
         state = jnp.full((batch, args.heads, 1, dk, dv), 0.01, jnp.float32)
         calls = kernel_calls(batch, seq, args.heads, args.chunk, args.interpret)
-        for name in args.kernels.split(","):
+        for name in args.kernels.split(",") if args.kernels != "none" else []:
             fn, axis = calls[name]
             best = None
             width = dk if axis == "dk" else dv
             blocks = [b for b in ints(args.blocks) if b <= width] if axis else [0]
             for block, warps, stages in itertools.product(blocks, ints(args.warps), ints(args.stages)):
-                launch = Launch(block, warps, stages, args.chunk)
+                launch = Launch(block, warps, stages, args.chunk,
+                                lowering=args.lowering if name == "fwd" else "triton")
                 label = f"{dims} {shape} {name:10s} {launch}"
                 try:
                     ms = timed_ms(jax.jit(functools.partial(fn, launch)), q, k, v, do, state,
@@ -86,6 +113,14 @@ def main() -> None:
                 best = min(best or (ms, label), (ms, label))
             if best:
                 print(f"best {best[1]}: {best[0]:.3f} ms", flush=True)
+        for per_split in ints(args.split_chunks) if args.split_chunks else []:
+            ms = timed_ms(jax.jit(op_forward_and_backward(per_split, args.interpret)),
+                          q, k, v, do, rounds=10)
+            print(f"{dims} {shape} op fwd+bwd, {per_split} chunks per split: {ms:7.3f} ms")
+        if args.split_chunks:
+            ms = timed_ms(jax.jit(op_forward_and_backward(None, args.interpret)), q, k, v, do,
+                          rounds=10)
+            print(f"{dims} {shape} op fwd+bwd, split policy: {ms:7.3f} ms", flush=True)
 
 
 if __name__ == "__main__":
