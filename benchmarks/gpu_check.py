@@ -1,4 +1,4 @@
-"""Correctness of the real (Triton-lowered) kernels on a GPU, at real sizes.
+"""Correctness of the real kernels (Triton and Mosaic GPU lowerings) on a GPU, at real sizes.
 
 Every case runs the pallas backend against the xla backend in float32 with
 ``precision=HIGHEST`` (exact float32 matmuls, not TF32): forward, final state and the
@@ -38,13 +38,16 @@ def packed_segments(rng, batch: int, seq: int, docs: int) -> jax.Array:
     return jnp.asarray(seg)
 
 
-def run_case(rng, *, batch, seq, heads, dk, dv, dtype, segments=True) -> dict[str, float]:
+def run_case(rng, *, batch, seq, heads, dk, dv, dtype, segments=True,
+             initial_state=True) -> dict[str, float]:
     scale = dk ** -0.5
     q, k = (jnp.asarray(rng.standard_normal((batch, seq, heads, dk)) * scale, dtype)
             for _ in range(2))
     v = jnp.asarray(rng.standard_normal((batch, seq, heads, dv)), dtype)
     decay = jnp.linspace(0.0, 8.0, heads, dtype=jnp.float32)
     s0 = jnp.asarray(rng.standard_normal((batch, heads, dk, dv)), jnp.float32)
+    if not initial_state:
+        s0 = jnp.zeros_like(s0)
     seg = packed_segments(rng, batch, seq, docs=4) if segments else None
     do = jnp.asarray(rng.standard_normal(v.shape), dtype)
     dfinal = jnp.asarray(rng.standard_normal(s0.shape), jnp.float32)
@@ -64,7 +67,7 @@ def run_case(rng, *, batch, seq, heads, dk, dv, dtype, segments=True) -> dict[st
     return {name: rel_err(a, b) for name, a, b in zip(NAMES, ours, ref)}
 
 
-CASES = [  # (label, batch, seq, heads, dk, dv, dtype, segments)
+CASES = [  # (label, batch, seq, heads, dk, dv, dtype, segments[, initial_state])
     ("d64 f32", 2, 8192, 16, 64, 64, jnp.float32, True),
     ("d128 f32", 2, 8192, 16, 128, 128, jnp.float32, True),
     ("d256 f32", 2, 8192, 16, 256, 256, jnp.float32, True),
@@ -75,6 +78,10 @@ CASES = [  # (label, batch, seq, heads, dk, dv, dtype, segments)
     ("d128 f32 16x1K one split", 16, 1024, 16, 128, 128, jnp.float32, True),
     ("d128 bf16", 2, 8192, 16, 128, 128, jnp.bfloat16, True),
     ("dk256/dv128 bf16", 2, 8192, 16, 256, 128, jnp.bfloat16, True),
+    # The Mosaic GPU forward walk (bf16 rows of the table). Without an initial state: with
+    # one, the bf16 decay gradient is conditioned by T·<S0, dS0> (backward.py).
+    ("d64 bf16 no initial state", 2, 8192, 16, 64, 64, jnp.bfloat16, True, False),
+    ("d128 bf16 1x32K splits no initial state", 1, 32768, 16, 128, 128, jnp.bfloat16, True, False),
 ]
 
 
@@ -87,14 +94,15 @@ def main() -> int:
     failures = 0
     header = f"{'case':28s} " + " ".join(f"{n:>14s}" for n in NAMES) + "  result"
     print(header)
-    for label, batch, seq, heads, dk, dv, dtype, segments in CASES:
+    for label, batch, seq, heads, dk, dv, dtype, segments, *initial_state in CASES:
         if args.only not in label:
             continue
         tol = F32_TOL if dtype == jnp.float32 else BF16_TOL
         start = time.perf_counter()
         try:
             errors = run_case(rng, batch=batch, seq=seq, heads=heads, dk=dk, dv=dv,
-                              dtype=dtype, segments=segments)
+                              dtype=dtype, segments=segments,
+                              initial_state=initial_state[0] if initial_state else True)
         except Exception as e:  # report every case, then fail
             failures += 1
             print(f"{label:28s} ERROR {type(e).__name__}: {str(e)[:400]}")
