@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +68,19 @@ def run_case(rng, *, batch, seq, heads, dk, dv, dtype, segments=True,
     return {name: rel_err(a, b) for name, a, b in zip(NAMES, ours, ref)}
 
 
-CASES = [  # (label, batch, seq, heads, dk, dv, dtype, segments[, initial_state])
+class Case(NamedTuple):
+    label: str
+    batch: int
+    seq: int
+    heads: int
+    dk: int
+    dv: int
+    dtype: object
+    segments: bool
+    initial_state: bool = True
+
+
+CASES = [Case(*row) for row in [
     ("d64 f32", 2, 8192, 16, 64, 64, jnp.float32, True),
     ("d128 f32", 2, 8192, 16, 128, 128, jnp.float32, True),
     ("d256 f32", 2, 8192, 16, 256, 256, jnp.float32, True),
@@ -82,7 +95,7 @@ CASES = [  # (label, batch, seq, heads, dk, dv, dtype, segments[, initial_state]
     # one, the bf16 decay gradient is conditioned by T·<S0, dS0> (backward.py).
     ("d64 bf16 no initial state", 2, 8192, 16, 64, 64, jnp.bfloat16, True, False),
     ("d128 bf16 1x32K splits no initial state", 1, 32768, 16, 128, 128, jnp.bfloat16, True, False),
-]
+]]
 
 
 def main() -> int:
@@ -94,15 +107,16 @@ def main() -> int:
     failures = 0
     header = f"{'case':28s} " + " ".join(f"{n:>14s}" for n in NAMES) + "  result"
     print(header)
-    for label, batch, seq, heads, dk, dv, dtype, segments, *initial_state in CASES:
+    for case in CASES:
+        label = case.label
         if args.only not in label:
             continue
-        tol = F32_TOL if dtype == jnp.float32 else BF16_TOL
+        tol = F32_TOL if case.dtype == jnp.float32 else BF16_TOL
         start = time.perf_counter()
         try:
-            errors = run_case(rng, batch=batch, seq=seq, heads=heads, dk=dk, dv=dv,
-                              dtype=dtype, segments=segments,
-                              initial_state=initial_state[0] if initial_state else True)
+            params = case._asdict()
+            del params["label"]
+            errors = run_case(rng, **params)
         except Exception as e:  # report every case, then fail
             failures += 1
             print(f"{label:28s} ERROR {type(e).__name__}: {str(e)[:400]}")
