@@ -111,6 +111,24 @@ def test_feature_blocks_and_chunks_of_the_tuning_table(x64, rng, monkeypatch, fo
                        tol=F32_TOL)
 
 
+def test_decay_gradient_with_an_initial_state_is_anchored_per_split(x64, rng):
+    """An initial state and 16 splits of 64 rows: the boundary terms cancel against
+    ``L·⟨S, dS⟩`` of each split, not ``T·⟨S_0, dS_0⟩`` (backward.py), so the decay
+    gradient holds the plain bound (anchored at the row's end it was at 3.7e-4)."""
+    q, k, v, decay, kw = attention_inputs(rng, 1, 1024, 2, 16, 16, decay=[1.0, 8.0],
+                                          initial_state=True)
+    do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
+
+    def loss(fn):
+        return lambda d, s0: jnp.sum(fn(q, k, v, d, initial_state=s0)[0] * do)
+
+    g = jax.grad(loss(functools.partial(kernels, chunks_per_split=4)))(decay,
+                                                                        kw["initial_state"])
+    g_ref = jax.grad(loss(reference_f64))(*(jnp.asarray(x, jnp.float64)
+                                            for x in (decay, kw["initial_state"])))
+    assert rel_err(g, g_ref) < F32_TOL
+
+
 @pytest.mark.parametrize("seq", [37, 200])
 def test_decay_gradient_in_training_holds_the_plain_bound(x64, rng, seq):
     """Packed documents, no initial state: every gradient within 1e-4, decay included."""

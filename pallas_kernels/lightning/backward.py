@@ -11,16 +11,20 @@
 
 The decay gradient is assembled from per-program partial sums (see
 ``kernel_vjp._attention_bwd``): with ``x_a = q_a·dq_a``, ``y_b = k_b·dk_b`` and the
-state-crossing parts ``X = Σ q·dq_inter``, ``Y = Σ k·dk_state`` of global chunk ``g``,
+state-crossing parts ``X = Σ q·dq_inter``, ``Y = Σ k·dk_state`` of global chunk ``g`` in
+sequence split ``s`` (rows ``[s·L, e_s)``, ``e_s`` capped at ``T``),
 
-    ∂L/∂γ = −[Σ_g (Σ_a a·x_a − Σ_b b·y_b + (T−1−g·C)(Y_g − X_g)) + T·⟨S_0, dS_0⟩].
+    ∂L/∂γ = −[Σ_g (Σ_a a·x_a − Σ_b b·y_b + (e_s−1−g·C)(Y_g − X_g)) + Σ_s L_s·⟨S_s, dS_s⟩],
 
+``S_s`` the state entering split ``s``, ``dS_s`` its gradient and ``L_s`` the split's real
+length. It follows from ``Φ_g = ⟨S_g, dS_g⟩`` at chunk boundaries obeying
+``Φ_{g+1} − Φ_g = Y_g − X_g``: each split's boundary terms are anchored at its own end.
 Positions inside the chunk keep the large within-chunk terms free of cancellation; the
 intra-chunk parts cancel between dQ and dK only if both walk the same chunks.
-Conditioning: with an initial state, ``T·⟨S_0, dS_0⟩`` is cancelled by the boundary
-terms of the first chunks, so the float32 error is relative to ``T·|⟨S_0, dS_0⟩|``; with
-none (training on packed rows) it stays near 1e-5 relative. Emitting the boundary terms
-per chunk and anchoring each at the nearer end of the row would remove the cancellation.
+Conditioning: with an initial state, ``L_s·⟨S_s, dS_s⟩`` is cancelled by the boundary
+terms of the split's chunks, so the float32 error is relative to ``L·|⟨S_s, dS_s⟩|``, the
+split length, not the row length; with no state (training on packed rows) it stays near
+1e-5 relative.
 """
 from __future__ import annotations
 
@@ -43,7 +47,9 @@ def _run_before(run_ref, entry_run, j, c):
 
 
 def _boundary_weight(g, layout: specs.WalkLayout):
-    return (layout.seq_len - 1 - g * layout.chunk).astype(jnp.float32)
+    """``e_s − 1 − g·C``: chunk ``g``'s distance from the last real row of its split."""
+    split_end = jnp.minimum(layout.seq_len, (g // layout.chunks_per_split + 1) * layout.split_len)
+    return (split_end - 1 - g * layout.chunk).astype(jnp.float32)
 
 
 def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, state_ref,

@@ -112,6 +112,16 @@ def _forward(q, k, v, gamma, run, s0, static: _Static):
     return o, final, entry_states, entry_run
 
 
+def _split_anchor_terms(entry_states, d_s0, exit_dstates, layout: WalkLayout):
+    """``(H,)``: ``Σ_s L_s·⟨S_s, dS_s⟩`` of the decay gradient (backward.py), with the
+    gradient of the state entering split ``s`` being that of the state leaving ``s − 1``."""
+    entering_grads = jnp.concatenate([d_s0[:, :, None], exit_dstates[:, :, :-1]], axis=2)
+    lengths = jnp.clip(layout.seq_len - jnp.arange(layout.splits) * layout.split_len,
+                       0, layout.split_len).astype(jnp.float32)
+    inner = jnp.sum(entry_states * entering_grads, axis=(3, 4))  # (B, H, splits)
+    return jnp.sum(inner * lengths, axis=(0, 2))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _attention(q, k, v, gamma, run, s0, static: _Static):
     o, final, _, _ = _forward(q, k, v, gamma, run, s0, static)
@@ -149,9 +159,8 @@ def _attention_bwd(static: _Static, residuals, cotangents):
                                 launch=config.dv, **static.kwargs)
     if layout.splits == 1:
         d_s0 = d_s0_out[0][:, :, 0]
-    # ∂L/∂γ (backward.py): kernel partials plus the initial-state term T·⟨S_0, dS_0⟩.
-    initial_term = layout.seq_len * jnp.sum(s0 * d_s0, axis=(0, 2, 3))
-    dgamma = -(dgamma_q.sum(axis=(0, 2, 3)) + dgamma_k.sum(axis=(0, 2, 3)) + initial_term)
+    dgamma = -(dgamma_q.sum(axis=(0, 2, 3)) + dgamma_k.sum(axis=(0, 2, 3))
+               + _split_anchor_terms(entry_states, d_s0, exit_dstates, layout))
     return dq, dk, dv, dgamma[:, None].astype(gamma.dtype), None, d_s0
 
 
