@@ -2,7 +2,8 @@
 and dV walks, the fused dK/dV walk): sweep feature block, warps and pipeline stages on
 one-split inputs and print each kernel's time; the best per kernel becomes its row in
 pallas_kernels/lightning/tuning.py. Also shows where the time of the op goes.
-``--lowering mosaic`` sweeps the forward walk's Mosaic GPU lowering instead of Triton.
+``--lowering mosaic`` sweeps the walks' Mosaic GPU lowering instead of Triton (there the
+block is the columns of a program, 64 per compute warpgroup; warps do not apply).
 ``--split-chunks`` times the whole op, forward and backward, at each number of chunks
 per sequence split (and at the split policy's choice), to tune ``split_chunks``.
 
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=64)
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--lowering", default="triton", choices=LOWERINGS,
-                        help="of the forward walk (the others are Triton only)")
+                        help="of every walk but the fused dK/dV one (Triton only)")
     parser.add_argument("--split-chunks", default="",
                         help="chunks per split to time the whole op at (comma-separated)")
     parser.add_argument("--interpret", action="store_true", help="smoke test on CPU")
@@ -101,7 +102,7 @@ def main() -> None:
             blocks = [b for b in ints(args.blocks) if b <= width] if axis else [0]
             for block, warps, stages in itertools.product(blocks, ints(args.warps), ints(args.stages)):
                 launch = Launch(block, warps, stages, args.chunk,
-                                lowering=args.lowering if name == "fwd" else "triton")
+                                lowering=args.lowering if name != "dkdv_fused" else "triton")
                 label = f"{dims} {shape} {name:10s} {launch}"
                 try:
                     ms = timed_ms(jax.jit(functools.partial(fn, launch)), q, k, v, do, state,

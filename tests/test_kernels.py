@@ -153,7 +153,7 @@ def test_tuning_rows_resolve_to_blocks_that_fit(monkeypatch):
     monkeypatch.setitem(tuning._TABLE, (128, 128), tuning.KernelConfig(
         forward=tuning.Launch(0, 4, 3, 32), dq=tuning.Launch(64, chunk=128), dk=tuning.Launch(128),
         dv=tuning.Launch(0), fused_dkdv=tuning.Launch(0, 8, 1, 128)))
-    bf16 = tuning.kernel_config(128, 128, chunk_size=None, itemsize=2)
+    bf16 = tuning.kernel_config(128, 128, chunk_size=None, itemsize=2, mosaic=False)
     assert (bf16.forward.block, bf16.dq.block, bf16.dk.block, bf16.dv.block) == (128, 64, 128, 128)
     assert bf16.fused_dkdv == tuning.Launch(128, 8, 1, 128) and bf16.chunk == 128
     assert bf16.forward.chunk == 32 and bf16.dv.chunk == 64

@@ -35,8 +35,14 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from pallas_kernels.lightning import walk_specs as specs
-from pallas_kernels.lightning.chunk_math import (chunk_factors, chunk_length, dot, row_weights,
-                                                 weighted_row_sum)
+from pallas_kernels.lightning.chunk_math import (
+    chunk_factors,
+    chunk_length,
+    dot,
+    row_weights,
+    weighted_row_sum,
+)
+from pallas_kernels.lightning.mosaic_walk import mosaic_walk
 from pallas_kernels.lightning.tuning import Launch
 
 
@@ -158,10 +164,24 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
         dstate_out_ref[...] = dstate
 
 
+def _mosaic_launch(layout: specs.WalkLayout, launch: Launch, interpret: bool) -> dict:
+    return dict(layout=layout.with_chunk(launch.chunk), block=launch.block,
+                stages=launch.num_stages, interpret=interpret)
+
+
 def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
                   layout: specs.WalkLayout, launch: Launch, interpret: bool):
     """``which="dq"``: ``state`` = states entering each split; ``"dk"``: gradients of the
-    states leaving each split. Returns ``(dq or dk, decay-gradient partials)``."""
+    states leaving each split. Returns ``(dq or dk, decay-gradient partials)``. A Mosaic
+    GPU launch runs mosaic_walk.py with roles ``(dO, V, K)`` or, backward, ``(V, dO, Q)``."""
+    if launch.lowering == "mosaic":
+        rows, reverse = ((do, v, k), False) if which == "dq" else ((v, do, q), True)
+        target = q if which == "dq" else k
+        out, partials = mosaic_walk(
+            *rows, gamma, run, jnp.swapaxes(state, -1, -2), reverse=reverse,
+            decay_grad_rows=target, out_dtype=target.dtype, emit_output=True,
+            emit_state=False, **_mosaic_launch(layout, launch, interpret))
+        return out, partials if which == "dq" else -partials
     batch, _, heads, dk = q.shape
     block_k, length = launch.block, layout.split_len
     layout = layout.with_chunk(launch.chunk)
@@ -186,7 +206,12 @@ def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkL
             launch: Launch, interpret: bool, emit_output: bool, emit_state: bool,
             dv_dtype=None) -> list[jax.Array]:
     """``exit_dstate``: gradients of the states leaving each split, or None (zero).
-    Returns ``[dv]``, ``[dS entering each split]`` or both, as asked."""
+    Returns ``[dv]``, ``[dS entering each split]`` or both, as asked. A Mosaic GPU
+    launch runs mosaic_walk.py with roles ``(K, Q, dO)``, backward."""
+    if launch.lowering == "mosaic":
+        return mosaic_walk(k, q, do, gamma, run, exit_dstate, reverse=True,
+                           out_dtype=dv_dtype or do.dtype, emit_output=emit_output,
+                           emit_state=emit_state, **_mosaic_launch(layout, launch, interpret))
     name = "lightning_bwd_dv" if emit_output else "lightning_bwd_split_dstates"
     return specs.value_block_walk(
         _dv_kernel, q, k, do, gamma, run, entry_run, exit_dstate,

@@ -17,7 +17,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels.lightning import walk_specs as specs
 from pallas_kernels.lightning.chunk_math import chunk_factors, chunk_length, dot, row_weights
-from pallas_kernels.lightning.forward_mosaic import mosaic_forward_walk
+from pallas_kernels.lightning.mosaic_walk import mosaic_walk
 from pallas_kernels.lightning.tuning import Launch
 
 
@@ -58,12 +58,12 @@ def forward_walk(q, k, v, gamma, run, entry_run, entry_state, *, layout: specs.W
     """Padded inputs: ``q, k (B, Tp, H, dk)``, ``v (B, Tp, H, dv)``, ``gamma (H, 1)``,
     ``run (B, Tp)``, ``entry_run (B, splits)``, ``entry_state (B, H, splits, dk, dv)`` or
     None (zero). Returns ``[o]``, ``[end_state]`` or both, as asked. A Mosaic GPU launch
-    runs forward_mosaic.py instead."""
+    runs mosaic_walk.py with roles ``(Q, K, V)`` instead."""
     if launch.lowering == "mosaic":
-        return mosaic_forward_walk(q, k, v, gamma, run, entry_run, entry_state,
-                                   layout=layout.with_chunk(launch.chunk), block=launch.block,
-                                   stages=launch.num_stages, interpret=interpret,
-                                   emit_output=emit_output, emit_state=emit_state)
+        return mosaic_walk(q, k, v, gamma, run, entry_state, reverse=False,
+                           layout=layout.with_chunk(launch.chunk), block=launch.block,
+                           stages=launch.num_stages, interpret=interpret,
+                           emit_output=emit_output, emit_state=emit_state)
     name = "lightning_fwd" if emit_output else "lightning_fwd_split_states"
     return specs.value_block_walk(
         _forward_kernel, q, k, v, gamma, run, entry_run, entry_state, out_dtype=q.dtype,

@@ -130,11 +130,11 @@ def _attention(q, k, v, gamma, run, s0, static: _Static):
 
 def _attention_fwd(q, k, v, gamma, run, s0, static: _Static):
     o, final, entry_states, entry_run = _forward(q, k, v, gamma, run, s0, static)
-    return (o, final), (q, k, v, gamma, run, s0, entry_states, entry_run)
+    return (o, final), (q, k, v, gamma, run, entry_states, entry_run)
 
 
 def _attention_bwd(static: _Static, residuals, cotangents):
-    q, k, v, gamma, run, s0, entry_states, entry_run = residuals
+    q, k, v, gamma, run, entry_states, entry_run = residuals
     do, dfinal = cotangents
     do = do.astype(q.dtype)
     layout, config = static.layout, static.config

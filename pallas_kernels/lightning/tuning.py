@@ -12,6 +12,12 @@ import math
 
 import jax
 
+from pallas_kernels.lightning.mosaic_walk import (
+    SHARED_MEMORY_BYTES,
+    TILE,
+    shared_memory_bytes,
+)
+
 LOWERINGS = ("triton", "mosaic")
 
 
@@ -20,9 +26,10 @@ class Launch:
     """One kernel's launch: the feature block each program owns (dv columns for the
     forward and dV walks, dk rows for the dQ and dK walks; 0: the whole head), Triton's
     warps and pipeline stages, and the chunk length ``C`` it walks in (a power of two:
-    the intra-chunk attention tile). ``lowering="mosaic"`` runs the forward walk in
-    Mosaic GPU (Hopper: wgmma, TMA; forward_mosaic.py) instead of Triton; warps do not
-    apply there (one warpgroup) and stages are its TMA buffers."""
+    the intra-chunk attention tile). ``lowering="mosaic"`` runs the walk in Mosaic GPU
+    (Hopper: wgmma, TMA; mosaic_walk.py) instead of Triton: there the block is the
+    columns of a program, 64 per compute warpgroup, warps do not apply and stages are its
+    TMA buffers."""
 
     block: int = 0
     num_warps: int = 4
@@ -44,8 +51,8 @@ class KernelConfig:
     fused_dkdv: Launch | None = None  # if set: dK and dV from one walk (whole state)
 
     def __post_init__(self):
-        if any(x.lowering != "triton" for x in self.launches if x is not self.forward):
-            raise ValueError("only the forward walk has a Mosaic GPU lowering")
+        if self.fused_dkdv and self.fused_dkdv.lowering != "triton":
+            raise ValueError("the fused dK/dV walk has no Mosaic GPU lowering")
         # The decay gradient pairs the dQ and dK partial sums chunk by chunk (backward.py).
         key_chunk = (self.fused_dkdv or self.dk).chunk
         if self.dq.chunk != key_chunk:
@@ -62,23 +69,41 @@ class KernelConfig:
         return max(launch.chunk for launch in self.launches)
 
 
-# Keyed by (dk, dv) after padding to powers of two >= 16; each kernel's launch chosen
-# alone by benchmarks/tune_kernels.py on an H200 at 16 x 8K tokens (RESULTS.md).
-# Launch(block, warps, stages, chunk). The d 64 and d 128 forward walks run in Mosaic GPU
-# (0.34 against 0.40 ms and 0.92 against 1.36 ms for Triton's best); at dk 256 Triton's is
-# faster (3.39 against 3.67 ms, d 256 6.57 against 7.02).
+# Triton launches, for every GPU. Keyed by (dk, dv) after padding to powers of two >= 16;
+# each kernel's launch chosen alone by benchmarks/tune_kernels.py on an H200 at 16 x 8K
+# tokens (RESULTS.md). Launch(block, warps, stages, chunk).
 _TABLE: dict[tuple[int, int], KernelConfig] = {
-    (64, 64): KernelConfig(forward=Launch(64, 4, 2, 64, lowering="mosaic"),
-                           dq=Launch(64, 4, 2, 64),
+    (64, 64): KernelConfig(forward=Launch(64, 4, 3, 64), dq=Launch(64, 4, 2, 64),
                            dk=Launch(64, 4, 2, 64), dv=Launch(64, 4, 2, 64),
                            fused_dkdv=Launch(0, 4, 1, 64)),
-    (128, 128): KernelConfig(forward=Launch(64, 4, 3, 64, lowering="mosaic"),
-                             dq=Launch(64, 4, 3, 32),
+    (128, 128): KernelConfig(forward=Launch(128, 4, 3, 32), dq=Launch(64, 4, 3, 32),
                              dk=Launch(128, 4, 1, 32), dv=Launch(128, 4, 1, 32)),
     (256, 128): KernelConfig(forward=Launch(64, 8, 3, 64), dq=Launch(64, 4, 3, 32),
                              dk=Launch(64, 4, 3, 32), dv=Launch(64, 8, 1, 64)),
     (256, 256): KernelConfig(forward=Launch(64, 8, 3, 64), dq=Launch(64, 8, 2, 64),
                              dk=Launch(64, 8, 2, 64), dv=Launch(64, 8, 3, 64)),
+}
+
+WALKS = ("forward", "dq", "dk", "dv")
+
+# Hopper, 16-bit inputs: the walks that run in Mosaic GPU (mosaic_walk.py), each chosen
+# alone as above; a walk not listed, or whose launch does not fit (``mosaic_fits``), keeps
+# the Triton row's launch. Block 128: two compute warpgroups share each tile. At 16 x 8K,
+# forward / dQ / dK / dV: d 128 0.68 / 0.79 / 0.81 / 0.70 ms against Triton's 1.13 / 1.50
+# / 1.65 / 1.29; dk 256 / dv 128 2.87 / 1.58 / 1.49 / 2.66 against 3.39 / 2.90 / 3.36 /
+# 4.30; d 256 5.59 / 5.60 / 5.45 / 5.27 against 6.57 / 7.67 / 8.61 / 8.62; d 64 0.36 /
+# 0.41 / 0.41 / 0.37 against 0.40 / 0.63 and 0.86 (fused dK/dV).
+_HOPPER_TABLE: dict[tuple[int, int], dict[str, Launch]] = {
+    (64, 64): dict(forward=Launch(64, 4, 4, 64, lowering="mosaic"),
+                   dq=Launch(64, 4, 3, 64, lowering="mosaic"),
+                   dk=Launch(64, 4, 4, 64, lowering="mosaic"),
+                   dv=Launch(64, 4, 3, 64, lowering="mosaic")),
+    (128, 128): {walk: Launch(128, 4, 2, 64, lowering="mosaic") for walk in WALKS},
+    (256, 128): dict(forward=Launch(64, 4, 2, 64, lowering="mosaic"),
+                     dq=Launch(128, 4, 2, 64, lowering="mosaic"),
+                     dk=Launch(128, 4, 2, 64, lowering="mosaic"),
+                     dv=Launch(64, 4, 2, 64, lowering="mosaic")),
+    (256, 256): {walk: Launch(64, 4, 2, 64, lowering="mosaic") for walk in WALKS},
 }
 
 # Programs wanted in flight: two per streaming multiprocessor of an H100/H200 (132).
@@ -106,43 +131,49 @@ def _generic_config(dk: int, dv: int) -> KernelConfig:
 
 def has_wgmma() -> bool:
     """Whether the default device is a Hopper GPU (compute capability 9.x): the only one
-    with wgmma, which the Mosaic GPU forward walk is written for."""
+    with wgmma, which the Mosaic GPU walks are written for."""
     device = jax.devices()[0]
     return device.platform == "gpu" and getattr(device, "compute_capability", "").startswith("9.")
 
 
 def kernel_config(dk: int, dv: int, chunk_size: int | None, itemsize: int = 2,
                   mosaic: bool = True) -> KernelConfig:
-    """The table's row for padded ``(dk, dv)`` (other sizes get a generic row), with
-    every block a width that divides the head (0 resolved to the whole head) and every
-    chunk ``chunk_size`` when one is given. ``mosaic=False`` (a GPU without wgmma)
-    turns Mosaic GPU launches into Triton ones."""
+    """The tables' launches for padded ``(dk, dv)`` (other sizes get a generic Triton row),
+    with every block a width that divides the head (0 resolved to the whole head) and
+    every chunk ``chunk_size`` when one is given. ``mosaic`` (a Hopper GPU, or the
+    interpreter) takes the Hopper table's Mosaic GPU launches that fit."""
     config = _TABLE.get((dk, dv)) or _generic_config(dk, dv)
     wide = itemsize > 2
     cap = FLOAT32_MAX_BLOCK if wide else max(dk, dv)
+    # Per walk: the width its block cuts, and the key width (of the rows it multiplies:
+    # A and B in mosaic_walk.py).
+    widths = dict(forward=(dv, dk), dq=(dk, dv), dk=(dk, dv), dv=(dv, dk))
 
     def fit(launch: Launch, width: int) -> Launch:
         stages = min(launch.num_stages, FLOAT32_MAX_STAGES) if wide else launch.num_stages
-        launch = dataclasses.replace(launch, block=min(launch.block or width, width, cap),
-                                     num_stages=stages, chunk=chunk_size or launch.chunk)
-        if launch.lowering == "mosaic" and not (mosaic and mosaic_fits(launch, dk, itemsize)):
-            # wgmma is Hopper's, has no exact float32 and wants 64-multiples: Triton is the
-            # path everywhere else.
-            launch = dataclasses.replace(launch, lowering="triton")
-        return launch
+        return dataclasses.replace(launch, block=min(launch.block or width, width, cap),
+                                   num_stages=stages, chunk=chunk_size or launch.chunk)
 
+    launches = {walk: fit(getattr(config, walk), widths[walk][0]) for walk in WALKS}
     fused = config.fused_dkdv if max(dk, dv) <= cap else None
-    return KernelConfig(forward=fit(config.forward, dv), dq=fit(config.dq, dk),
-                        dk=fit(config.dk, dk), dv=fit(config.dv, dv),
-                        fused_dkdv=fused and fit(fused, max(dk, dv)))
+    for walk, launch in (_HOPPER_TABLE.get((dk, dv), {}) if mosaic else {}).items():
+        launch = fit(launch, widths[walk][0])
+        if mosaic_fits(launch, widths[walk][1], itemsize, decay_grad=walk in ("dq", "dk")):
+            launches[walk] = launch
+            if walk in ("dk", "dv"):
+                fused = None
+    return KernelConfig(**launches, fused_dkdv=fused and fit(fused, max(dk, dv)))
 
 
-def mosaic_fits(launch: Launch, dk: int, itemsize: int) -> bool:
-    """Whether the Mosaic GPU forward walk takes this launch: 16-bit inputs, the key
-    width, block and chunk multiples of 64 (wgmma tiles), and chunks no longer than the
-    key width (a chunk of V shares the 16-bit state's shared memory)."""
-    return (itemsize == 2 and all(n % 64 == 0 for n in (dk, launch.block, launch.chunk))
-            and launch.chunk <= dk)
+def mosaic_fits(launch: Launch, key_width: int, itemsize: int, decay_grad: bool = False) -> bool:
+    """Whether the Mosaic GPU walk takes this launch: 16-bit inputs; the key width, chunk
+    and block multiples of 64 (wgmma tiles), the block one or two compute warpgroups wide;
+    chunks no longer than the key width (a chunk of C shares the 16-bit state's shared
+    memory); and the buffers within shared memory."""
+    return (itemsize == 2 and all(n % TILE == 0 for n in (key_width, launch.block, launch.chunk))
+            and launch.block <= 2 * TILE and launch.chunk <= key_width
+            and shared_memory_bytes(key_width, launch.block, launch.chunk, launch.num_stages,
+                                    itemsize, decay_grad) <= SHARED_MEMORY_BYTES)
 
 
 def split_chunks(n_chunks: int, programs_per_split: int) -> int:
