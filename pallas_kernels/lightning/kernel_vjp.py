@@ -44,8 +44,8 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
                                   mosaic=interpret or tuning.has_wgmma())
     n_chunks = -(-seq // config.chunk)
     if chunks_per_split is None:
-        chunks_per_split = tuning.split_chunks(n_chunks,
-                                                batch * heads * dv_pad // config.forward.block)
+        chunks_per_split = tuning.split_chunks(
+            n_chunks, batch * heads * dv_pad // config.forward.block, config.forward.lowering)
     chunks_per_split = min(chunks_per_split, n_chunks)
     layout = WalkLayout(chunk=config.chunk, chunks_per_split=chunks_per_split,
                         splits=-(-n_chunks // chunks_per_split), seq_len=seq)

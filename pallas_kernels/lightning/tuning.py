@@ -106,8 +106,12 @@ _HOPPER_TABLE: dict[tuple[int, int], dict[str, Launch]] = {
     (256, 256): {walk: Launch(64, 4, 2, 64, lowering="mosaic") for walk in WALKS},
 }
 
-# Programs wanted in flight: two per streaming multiprocessor of an H100/H200 (132).
-TARGET_PROGRAMS = 264
+# Programs wanted in flight, per lowering of the forward walk: two Triton programs per
+# streaming multiprocessor of an H100/H200 (132); one Mosaic GPU program, which fills an SM
+# (two or three warpgroups, most of its shared memory), so one wave of 128. Measured, d 128
+# fwd+bwd: 4 x 32K 3.70 ms at 2 splits against 3.80 at 4 and 3.95 at 8; 1 x 128K 3.73 at 8
+# splits against 3.97 at 16 and 4.33 at 32 (RESULTS.md).
+TARGET_PROGRAMS = {"triton": 264, "mosaic": 128}
 # A split walks at least this many chunks, so the scan across splits stays short.
 MIN_SPLIT_CHUNKS = 4
 
@@ -176,10 +180,10 @@ def mosaic_fits(launch: Launch, key_width: int, itemsize: int, decay_grad: bool 
                                     itemsize, decay_grad) <= SHARED_MEMORY_BYTES)
 
 
-def split_chunks(n_chunks: int, programs_per_split: int) -> int:
+def split_chunks(n_chunks: int, programs_per_split: int, lowering: str = "triton") -> int:
     """Chunks per split: split the sequence only when the grid is too small to fill
     the GPU (few rows, e.g. one 128K sequence); splits are a power of two in number."""
-    wanted = max(1, math.ceil(TARGET_PROGRAMS / max(programs_per_split, 1)))
+    wanted = max(1, math.ceil(TARGET_PROGRAMS[lowering] / max(programs_per_split, 1)))
     splits = 1 << (wanted - 1).bit_length()
     splits = min(splits, max(1, n_chunks // MIN_SPLIT_CHUNKS))
     return math.ceil(n_chunks / splits)
