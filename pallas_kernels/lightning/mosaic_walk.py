@@ -215,18 +215,17 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
                 plgpu.commit_smem()
                 p = _products((cs, cs), [(a_s, _Transposed(b_s))], interpret)
                 p = jnp.where(same_run, p * causal_decay, 0.0).astype(dtype)
-                decayed_a = (a_s[...].astype(jnp.float32) * rows(read_decay, width)).astype(dtype)
-                if decay_grad:  # the state's part of out, apart, for the decay gradient
-                    out_state = _products((cs, TILE), [(decayed_a, state16)], interpret)
-                    out = out_state + _products((cs, TILE), [(p, c_s.at[:, own])], interpret)
+                # The read decay scales the float32 product (not A before it): one bf16
+                # rounding fewer, which the decay gradient's cancelling sums need.
+                out_state = (_products((cs, TILE), [(a_s, state16)], interpret)
+                             * rows(read_decay, TILE))
+                out = out_state + _products((cs, TILE), [(p, c_s.at[:, own])], interpret)
+                if decay_grad:
                     x = x_s.at[:, own][...].astype(jnp.float32)
                     boundary = (jnp.minimum(layout.seq_len, (split + 1) * layout.split_len)
                                 - 1 - chunk * cs).astype(jnp.float32)
                     partial += (offsets * jnp.sum(x * out, axis=1)
                                 - boundary * jnp.sum(x * out_state, axis=1))
-                else:
-                    out = _products((cs, TILE), [(decayed_a, state16), (p, c_s.at[:, own])],
-                                    interpret)
                 out_s = out_smem.at[wg]
                 plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the last chunk's copy out
                 out_s[...] = out.astype(out_dtype)
