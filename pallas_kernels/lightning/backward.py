@@ -36,6 +36,7 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels.lightning import walk_specs as specs
 from pallas_kernels.lightning.chunk_math import (
+    boundary_weight,
     chunk_factors,
     chunk_length,
     dot,
@@ -53,9 +54,7 @@ def _run_before(run_ref, entry_run, j, c):
 
 
 def _boundary_weight(g, layout: specs.WalkLayout):
-    """``e_s − 1 − g·C``: chunk ``g``'s distance from the last real row of its split."""
-    split_end = jnp.minimum(layout.seq_len, (g // layout.chunks_per_split + 1) * layout.split_len)
-    return (split_end - 1 - g * layout.chunk).astype(jnp.float32)
+    return boundary_weight(g, layout.chunk, layout.split_len, layout.seq_len)
 
 
 def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, state_ref,
@@ -164,11 +163,6 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
         dstate_out_ref[...] = dstate
 
 
-def _mosaic_launch(layout: specs.WalkLayout, launch: Launch, interpret: bool) -> dict:
-    return dict(layout=layout.with_chunk(launch.chunk), block=launch.block,
-                stages=launch.num_stages, interpret=interpret)
-
-
 def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
                   layout: specs.WalkLayout, launch: Launch, interpret: bool):
     """``which="dq"``: ``state`` = states entering each split; ``"dk"``: gradients of the
@@ -180,7 +174,7 @@ def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
         out, partials = mosaic_walk(
             *rows, gamma, run, jnp.swapaxes(state, -1, -2), reverse=reverse,
             decay_grad_rows=target, out_dtype=target.dtype, emit_output=True,
-            emit_state=False, **_mosaic_launch(layout, launch, interpret))
+            emit_state=False, layout=layout, launch=launch, interpret=interpret)
         return out, partials if which == "dq" else -partials
     batch, _, heads, dk = q.shape
     block_k, length = launch.block, layout.split_len
@@ -211,7 +205,8 @@ def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkL
     if launch.lowering == "mosaic":
         return mosaic_walk(k, q, do, gamma, run, exit_dstate, reverse=True,
                            out_dtype=dv_dtype or do.dtype, emit_output=emit_output,
-                           emit_state=emit_state, **_mosaic_launch(layout, launch, interpret))
+                           emit_state=emit_state, layout=layout, launch=launch,
+                           interpret=interpret)
     name = "lightning_bwd_dv" if emit_output else "lightning_bwd_split_dstates"
     return specs.value_block_walk(
         _dv_kernel, q, k, do, gamma, run, entry_run, exit_dstate,

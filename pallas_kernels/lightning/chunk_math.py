@@ -6,8 +6,8 @@ chunk of a row may be short; padded rows carry zeros). ``run`` holds the chunk's
 ids (non-decreasing, padded rows repeat the last real one), ``prev`` the run id of the
 row before the chunk. Every factor is ``exp(-γ·n)`` with ``n >= 0``.
 
-These helpers work on values (not refs) so that any lowering (Triton today, Mosaic
-GPU tomorrow) or the interpreter can use them.
+These helpers work on values (not refs) so that either lowering (Triton, Mosaic GPU)
+or the interpreter can use them.
 """
 from __future__ import annotations
 
@@ -60,6 +60,14 @@ def chunk_factors(gamma: jax.Array, run: jax.Array, prev: jax.Array,
 def chunk_length(chunk_index: jax.Array, chunk: int, seq_len: int) -> jax.Array:
     """Real rows of global chunk ``chunk_index``: ``C``, fewer at the end, 0 past it."""
     return jnp.clip(seq_len - chunk_index * chunk, 0, chunk).astype(jnp.int32)
+
+
+def boundary_weight(chunk_index: jax.Array, chunk: int, split_len: int,
+                    seq_len: int) -> jax.Array:
+    """``e_s − 1 − g·C``: global chunk ``g``'s distance from the last real row of its
+    sequence split, the weight of its state-crossing decay-gradient terms (backward.py)."""
+    split_end = jnp.minimum(seq_len, (chunk_index * chunk // split_len + 1) * split_len)
+    return (split_end - 1 - chunk_index * chunk).astype(jnp.float32)
 
 
 def row_weights(values: jax.Array, weights: jax.Array) -> jax.Array:

@@ -60,10 +60,9 @@ def forward_walk(q, k, v, gamma, run, entry_run, entry_state, *, layout: specs.W
     None (zero). Returns ``[o]``, ``[end_state]`` or both, as asked. A Mosaic GPU launch
     runs mosaic_walk.py with roles ``(Q, K, V)`` instead."""
     if launch.lowering == "mosaic":
-        return mosaic_walk(q, k, v, gamma, run, entry_state, reverse=False,
-                           layout=layout.with_chunk(launch.chunk), block=launch.block,
-                           stages=launch.num_stages, interpret=interpret,
-                           emit_output=emit_output, emit_state=emit_state)
+        return mosaic_walk(q, k, v, gamma, run, entry_state, reverse=False, layout=layout,
+                           launch=launch, interpret=interpret, emit_output=emit_output,
+                           emit_state=emit_state)
     name = "lightning_fwd" if emit_output else "lightning_fwd_split_states"
     return specs.value_block_walk(
         _forward_kernel, q, k, v, gamma, run, entry_run, entry_state, out_dtype=q.dtype,

@@ -76,9 +76,7 @@ def _entry_runs(run, layout: WalkLayout):
 def _split_carries(gamma, run, entry_run, layout: WalkLayout):
     """``(B, H, splits)``: ``λ^ℓ`` over each split, 0 where a run starts inside it."""
     no_new_run = run[:, layout.split_len - 1::layout.split_len] == entry_run
-    lengths = jnp.clip(layout.seq_len - jnp.arange(layout.splits) * layout.split_len,
-                       0, layout.split_len).astype(jnp.float32)
-    decays = jnp.exp(-gamma[:, :1] * lengths[None, :])  # (H, splits)
+    decays = jnp.exp(-gamma[:, :1] * layout.split_lengths()[None, :])  # (H, splits)
     return jnp.where(no_new_run[:, None, :], decays[None], 0.0)
 
 
@@ -116,10 +114,8 @@ def _split_anchor_terms(entry_states, d_s0, exit_dstates, layout: WalkLayout):
     """``(H,)``: ``Σ_s L_s·⟨S_s, dS_s⟩`` of the decay gradient (backward.py), with the
     gradient of the state entering split ``s`` being that of the state leaving ``s − 1``."""
     entering_grads = jnp.concatenate([d_s0[:, :, None], exit_dstates[:, :, :-1]], axis=2)
-    lengths = jnp.clip(layout.seq_len - jnp.arange(layout.splits) * layout.split_len,
-                       0, layout.split_len).astype(jnp.float32)
     inner = jnp.sum(entry_states * entering_grads, axis=(3, 4))  # (B, H, splits)
-    return jnp.sum(inner * lengths, axis=(0, 2))
+    return jnp.sum(inner * layout.split_lengths(), axis=(0, 2))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))

@@ -35,7 +35,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-if TYPE_CHECKING:  # walk_specs imports tuning, which imports this module
+from pallas_kernels.lightning.chunk_math import boundary_weight, chunk_length
+
+if TYPE_CHECKING:  # tuning and walk_specs import this module (directly or through tuning)
+    from pallas_kernels.lightning.tuning import Launch
     from pallas_kernels.lightning.walk_specs import WalkLayout
 
 TILE = 64  # rows of a wgmma tile; the columns of C each compute warpgroup owns
@@ -103,14 +106,16 @@ def interpret_params():
 
 
 def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLayout,
-                block: int, stages: int, interpret: bool, emit_output: bool,
-                emit_state: bool, decay_grad_rows=None, out_dtype=None) -> list[jax.Array]:
+                launch: Launch, interpret: bool, emit_output: bool, emit_state: bool,
+                decay_grad_rows=None, out_dtype=None) -> list[jax.Array]:
     """Padded rows ``a, b (B, Tp, H, w)``, ``c (B, Tp, H, n)``, ``gamma (H, 1)``, ``run
     (B, Tp)``, ``state_in (B, H, splits, w, n)`` float32 or None (zero). ``a`` is read only
     if ``emit_output``. Returns, as asked and in this order: ``out (B, Tp, H, n)``, the
     state leaving each split, and (with ``decay_grad_rows`` X) the decay-gradient partials
     ``(B, H, n / 64, splits)`` of ``Σ_a a·(x_a·out_a) − (e_s−1−g·C)·Σ x·out_state``
-    (backward.py)."""
+    (backward.py). ``launch``: a Mosaic launch that ``tuning.mosaic_fits``; the walk goes
+    in its chunks."""
+    layout, block, stages = layout.with_chunk(launch.chunk), launch.block, launch.num_stages
     batch, _, heads, width = b.shape
     n, cs, splits, per_split = c.shape[-1], layout.chunk, layout.splits, layout.chunks_per_split
     warpgroups, dtype = block // TILE, b.dtype
@@ -144,9 +149,13 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
         def chunk_of(j):
             return split * per_split + (per_split - 1 - j if reverse else j)
 
+        def warpgroup_cols(wg):
+            """This warpgroup's columns of C: in the row arrays, and in the C tile."""
+            return pl.ds(group * block + wg * TILE, TILE), pl.ds(wg * TILE, TILE)
+
         def compute(pipeline):
             wg = jax.lax.axis_index("wg")
-            cols = pl.ds(group * block + wg * TILE, TILE)  # this warpgroup's columns of C
+            cols, _ = warpgroup_cols(wg)
             gamma = gamma_ref[h, 0]
 
             def state_tile(i):
@@ -192,11 +201,11 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
             run_s, prev_run_s = chunk_refs
             gamma, causal_decay, offsets = constants
             wg = jax.lax.axis_index("wg")
-            own = pl.ds(wg * TILE, TILE)  # this warpgroup's columns of the C tile
+            cols, own = warpgroup_cols(wg)
             state16 = state16_smem.at[wg]
             (j,) = indices
             chunk = chunk_of(j)
-            length = jnp.clip(layout.seq_len - chunk * cs, 0, cs).astype(jnp.float32)
+            length = chunk_length(chunk, cs, layout.seq_len).astype(jnp.float32)
             run_rows = load(run_s, WGMMA_ROWS)
             last = run_s[cs - 1]
             prev = jnp.where(chunk == 0, run_s[0], prev_run_s[cs - 1])
@@ -222,8 +231,7 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
                 out = out_state + _products((cs, TILE), [(p, c_s.at[:, own])], interpret)
                 if decay_grad:
                     x = x_s.at[:, own][...].astype(jnp.float32)
-                    boundary = (jnp.minimum(layout.seq_len, (split + 1) * layout.split_len)
-                                - 1 - chunk * cs).astype(jnp.float32)
+                    boundary = boundary_weight(chunk, cs, layout.split_len, layout.seq_len)
                     partial += (offsets * jnp.sum(x * out, axis=1)
                                 - boundary * jnp.sum(x * out_state, axis=1))
                 out_s = out_smem.at[wg]
@@ -231,8 +239,7 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
                 out_s[...] = out.astype(out_dtype)
                 plgpu.commit_smem()
                 plgpu.copy_smem_to_gmem(
-                    out_s, out_ref.at[bi, pl.ds(chunk * cs, cs), h, pl.ds(
-                        group * block + wg * TILE, TILE)])
+                    out_s, out_ref.at[bi, pl.ds(chunk * cs, cs), h, cols])
 
             # The 16-bit state is dead once out is computed: its first rows now hold the
             # write-decayed C of the state update.

@@ -37,6 +37,11 @@ class WalkLayout:
     def padded_len(self) -> int:
         return self.splits * self.split_len
 
+    def split_lengths(self) -> jax.Array:
+        """``(splits,)`` float32: the real rows of each split (the last may be short)."""
+        starts = jnp.arange(self.splits) * self.split_len
+        return jnp.clip(self.seq_len - starts, 0, self.split_len).astype(jnp.float32)
+
     def with_chunk(self, chunk: int) -> "WalkLayout":
         """The same splits walked in chunks of ``chunk`` rows (which divides ``split_len``)."""
         return dataclasses.replace(self, chunk=chunk,
