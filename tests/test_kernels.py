@@ -170,3 +170,42 @@ def test_tuning_rows_resolve_to_blocks_that_fit(monkeypatch):
                             dk=tuning.Launch(chunk=64), dv=tuning.Launch())
     generic = tuning.kernel_config(32, 16, chunk_size=None)
     assert (generic.forward.block, generic.dq.block) == (16, 32)
+
+
+@pytest.mark.parametrize("fused_dkdv", [True, False])
+def test_fixed_decay_skips_the_decay_gradient(x64, rng, monkeypatch, fused_dkdv):
+    """The custom VJP sees which inputs are differentiated: with the decay fixed (TNL's)
+    the dQ and dK walks compute no decay-gradient partials (nor read Q and K for them),
+    and the other gradients are unchanged; differentiating the decay turns them on."""
+    monkeypatch.setitem(tuning._HOPPER_TABLE, (16, 16), {})
+    if not fused_dkdv:
+        monkeypatch.setitem(tuning._TABLE, (16, 16), tuning.KernelConfig(
+            forward=tuning.Launch(), dq=tuning.Launch(), dk=tuning.Launch(),
+            dv=tuning.Launch()))
+    asked = []
+    for name in ("dq_or_dk_walk", "dkdv_walk"):
+        walk = getattr(kernel_vjp, name)
+
+        def recording(*args, walk=walk, **kwargs):
+            asked.append(kwargs["decay_grad"])
+            return walk(*args, **kwargs)
+        monkeypatch.setattr(kernel_vjp, name, recording)
+    q, k, v, decay, kw = attention_inputs(rng, 1, 100, 2, 16, 16, decay=[0.0, 0.4],
+                                          segments=True, initial_state=True)
+    do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
+
+    def loss(fn):
+        return lambda q, k, v, d: jnp.sum(fn(q, k, v, d, segment_ids=kw["segment_ids"],
+                                             initial_state=kw["initial_state"])[0] * do)
+
+    fixed = jax.grad(loss(functools.partial(kernels, chunks_per_split=3)),
+                     argnums=(0, 1, 2))(q, k, v, decay)
+    assert asked == [False, False]
+    learned = jax.grad(loss(functools.partial(kernels, chunks_per_split=3)),
+                       argnums=(0, 1, 2, 3))(q, k, v, decay)
+    assert asked[2:] == [True, True]
+    grads_ref = jax.grad(loss(reference_f64), argnums=(0, 1, 2, 3))(
+        *(jnp.asarray(x, jnp.float64) for x in (q, k, v, decay)))
+    for grads in (fixed, learned):
+        for g, g_ref in zip(grads, grads_ref):
+            assert rel_err(g, g_ref) < F32_TOL

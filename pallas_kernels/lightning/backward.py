@@ -23,8 +23,11 @@ Positions inside the chunk keep the large within-chunk terms free of cancellatio
 intra-chunk parts cancel between dQ and dK only if both walk the same chunks.
 Conditioning: with an initial state, ``L_s·⟨S_s, dS_s⟩`` is cancelled by the boundary
 terms of the split's chunks, so the float32 error is relative to ``L·|⟨S_s, dS_s⟩|``, the
-split length, not the row length; with no state (training on packed rows) it stays near
-1e-5 relative.
+split length, not the row length; ``dS_s`` must be the one the dK walk carries, not the
+dS-only pass's, for the cancellation to be exact. With 16-bit rows the walks hold the
+state and its update rows as hi/lo pairs (``chunk_math.split16``): rounded to 16 bits
+once, the cancelling sums lost percents. All of this runs only when the decay is
+differentiated (``decay_grad``; kernel_vjp.py).
 """
 from __future__ import annotations
 
@@ -39,8 +42,10 @@ from pallas_kernels.lightning.chunk_math import (
     boundary_weight,
     chunk_factors,
     chunk_length,
+    decayed_outer,
     dot,
     row_weights,
+    state_product,
     weighted_row_sum,
 )
 from pallas_kernels.lightning.mosaic_walk import mosaic_walk
@@ -58,7 +63,9 @@ def _boundary_weight(g, layout: specs.WalkLayout):
 
 
 def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, state_ref,
-               dq_ref, dgamma_ref, *, layout: specs.WalkLayout):
+               dq_ref, *refs, layout: specs.WalkLayout, decay_grad: bool):
+    """The dQ walk; ``decay_grad``: also the decay-gradient partial (reading Q for it)."""
+    (dgamma_ref,) = specs.optional_refs(refs, decay_grad)
     c = layout.chunk
     split = pl.program_id(3)
     gamma = jnp.max(gamma_ref[...])
@@ -67,28 +74,33 @@ def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, s
     def body(j, carry):
         state, prev, partial = carry
         rows = pl.ds(j * c, c)
-        q, k, v, do = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
+        k, v, do = k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
         g = split * layout.chunks_per_split + j
         f = chunk_factors(gamma, run_ref[rows], prev, chunk_length(g, c, layout.seq_len))
         dp = dot(do, v.T) * f.intra
-        dq_inter = f.query_decay[:, None] * dot(do, state.T.astype(do.dtype))
+        dq_inter = f.query_decay[:, None] * state_product(do, state.T, decay_grad)
         dq = dot(dp.astype(k.dtype), k) + dq_inter
         dq_ref[rows, :] = dq.astype(dq_ref.dtype)
-        partial += (weighted_row_sum(q, dq, offsets)
-                    - _boundary_weight(g, layout) * jnp.sum(q.astype(jnp.float32) * dq_inter))
-        state = f.carry * state + dot(row_weights(k, f.key_decay).T, v)
+        if decay_grad:
+            q = q_ref[rows, :]
+            partial += (weighted_row_sum(q, dq, offsets) - _boundary_weight(g, layout)
+                        * jnp.sum(q.astype(jnp.float32) * dq_inter))
+        state = f.carry * state + decayed_outer(k, f.key_decay, v, decay_grad)
         return state, f.last_run, partial
 
     init = (state_ref[...], jnp.max(entry_run_ref[...]), jnp.float32(0))
     _, _, partial = jax.lax.fori_loop(0, layout.chunks_per_split, body, init)
-    dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
+    if decay_grad:
+        dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
 
 
-def _dk_chunk(q, k, v, do, dstate, f, g, layout: specs.WalkLayout):
-    """dK of one chunk and its decay-gradient partial."""
+def _dk_chunk(q, k, v, do, dstate, f, g, layout: specs.WalkLayout, decay_grad: bool):
+    """dK of one chunk and (``decay_grad``) its decay-gradient partial, else 0."""
     dp = dot(do, v.T) * f.intra
-    dk_state = f.key_decay[:, None] * dot(v, dstate.T.astype(v.dtype))
+    dk_state = f.key_decay[:, None] * state_product(v, dstate.T, decay_grad)
     dk = dot(dp.T.astype(q.dtype), q) + dk_state
+    if not decay_grad:
+        return dk, jnp.float32(0)
     offsets = jnp.arange(layout.chunk, dtype=jnp.float32)
     partial = (_boundary_weight(g, layout) * jnp.sum(k.astype(jnp.float32) * dk_state)
                - weighted_row_sum(k, dk, offsets))
@@ -109,11 +121,13 @@ def _backward_factors(gamma, run_ref, entry_run, j, g, layout: specs.WalkLayout)
 
 
 def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, dstate_ref,
-               dk_ref, *refs, layout: specs.WalkLayout, with_dv: bool, emit_state: bool):
+               dk_ref, *refs, layout: specs.WalkLayout, with_dv: bool, decay_grad: bool,
+               emit_state: bool):
     """The dK walk; ``with_dv``: the fused walk over the whole ``dk × dv`` state, which
     writes dV too and reads q, k, v and dO once (the split walks read each
-    feature-blocked operand once per block)."""
-    dv_ref, dgamma_ref, dstate_out_ref = specs.optional_refs(refs, with_dv, True, emit_state)
+    feature-blocked operand once per block); ``decay_grad``: the decay-gradient partial."""
+    dv_ref, dgamma_ref, dstate_out_ref = specs.optional_refs(refs, with_dv, decay_grad,
+                                                             emit_state)
     c, n = layout.chunk, layout.chunks_per_split
     split = pl.program_id(3)
     gamma = jnp.max(gamma_ref[...])
@@ -125,15 +139,17 @@ def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, d
         rows = pl.ds(j * c, c)
         q, k, v, do = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
         f = _backward_factors(gamma, run_ref, entry_run, j, split * n + j, layout)
-        dk, chunk_partial = _dk_chunk(q, k, v, do, dstate, f, split * n + j, layout)
+        dk, chunk_partial = _dk_chunk(q, k, v, do, dstate, f, split * n + j, layout,
+                                      decay_grad)
         dk_ref[rows, :] = dk.astype(dk_ref.dtype)
         if with_dv:
             dv_ref[rows, :] = _dv_chunk(q, k, do, dstate, f).astype(dv_ref.dtype)
-        dstate = f.carry * dstate + dot(row_weights(q, f.query_decay).T, do)
+        dstate = f.carry * dstate + decayed_outer(q, f.query_decay, do, decay_grad)
         return dstate, partial + chunk_partial
 
     dstate, partial = jax.lax.fori_loop(0, n, body, (dstate_ref[...], jnp.float32(0)))
-    dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
+    if decay_grad:
+        dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
     if emit_state:
         dstate_out_ref[...] = dstate
 
@@ -156,7 +172,7 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
         f = _backward_factors(gamma, run_ref, entry_run, j, split * n + j, layout)
         if emit_output:
             dv_ref[rows, :] = _dv_chunk(q, k_ref[rows, :], do, dstate, f).astype(dv_ref.dtype)
-        return f.carry * dstate + dot(row_weights(q, f.query_decay).T, do)
+        return f.carry * dstate + decayed_outer(q, f.query_decay, do, precise=False)
 
     dstate = jax.lax.fori_loop(0, n, body, dstate)
     if emit_state:
@@ -164,36 +180,55 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
 
 
 def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
-                  layout: specs.WalkLayout, launch: Launch, interpret: bool):
+                  layout: specs.WalkLayout, launch: Launch, interpret: bool,
+                  decay_grad: bool) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """``which="dq"``: ``state`` = states entering each split; ``"dk"``: gradients of the
-    states leaving each split. Returns ``(dq or dk, decay-gradient partials)``. A Mosaic
-    GPU launch runs mosaic_walk.py with roles ``(dO, V, K)`` or, backward, ``(V, dO, Q)``."""
+    states leaving each split. Returns dq or dk, and with ``decay_grad`` the
+    decay-gradient partials and, for dk, the ``dS`` entering each split as the walk carries
+    it (kernel_vjp._split_anchor_terms), else None for both. A Mosaic GPU launch runs
+    mosaic_walk.py with roles ``(dO, V, K)`` or, backward, ``(V, dO, Q)``."""
+    target = q if which == "dq" else k
+    emit_state = decay_grad and which == "dk"
     if launch.lowering == "mosaic":
         rows, reverse = ((do, v, k), False) if which == "dq" else ((v, do, q), True)
-        target = q if which == "dq" else k
-        out, partials = mosaic_walk(
+        out, *rest = mosaic_walk(
             *rows, gamma, run, jnp.swapaxes(state, -1, -2), reverse=reverse,
-            decay_grad_rows=target, out_dtype=target.dtype, emit_output=True,
-            emit_state=False, layout=layout, launch=launch, interpret=interpret)
-        return out, partials if which == "dq" else -partials
+            decay_grad_rows=target if decay_grad else None, out_dtype=target.dtype,
+            emit_output=True, emit_state=emit_state, layout=layout, launch=launch,
+            interpret=interpret)
+        if not decay_grad:
+            return out, None, None
+        if which == "dq":
+            return out, rest[0], None
+        entering_t, partials = rest
+        return out, -partials, jnp.swapaxes(entering_t, -1, -2)
     batch, _, heads, dk = q.shape
-    block_k, length = launch.block, layout.split_len
+    dv, block_k, length = v.shape[-1], launch.block, layout.split_len
     layout = layout.with_chunk(launch.chunk)
     in_specs = specs.qk_specs(layout, block_k, blocked=True) + [
-        specs.rows_spec(length, v.shape[-1], blocked=False),
+        specs.rows_spec(length, dv, blocked=False),
         specs.rows_spec(length, do.shape[-1], blocked=False),
-        specs.state_spec(block_k, v.shape[-1], "dk")]
-    out_specs = [specs.rows_spec(length, block_k, blocked=True), specs.partial_sum_spec()]
+        specs.state_spec(block_k, dv, "dk")]
     grid = (batch, heads, dk // block_k, layout.splits)
-    target = q if which == "dq" else k
-    out_shape = [jax.ShapeDtypeStruct(target.shape, target.dtype),
-                 jax.ShapeDtypeStruct((batch, heads, grid[2], layout.splits), jnp.float32)]
-    kernel = (functools.partial(_dq_kernel, layout=layout) if which == "dq" else
-              functools.partial(_dk_kernel, layout=layout, with_dv=False, emit_state=False))
-    return specs.walk_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs,
-                           out_shape=out_shape, launch=launch, interpret=interpret,
-                           name=f"lightning_bwd_{which}")(
+    out_specs = [specs.rows_spec(length, block_k, blocked=True)]
+    out_shape = [jax.ShapeDtypeStruct(target.shape, target.dtype)]
+    if decay_grad:
+        out_specs.append(specs.partial_sum_spec())
+        out_shape.append(jax.ShapeDtypeStruct((batch, heads, grid[2], layout.splits),
+                                              jnp.float32))
+    if emit_state:
+        out_specs.append(specs.state_spec(block_k, dv, "dk"))
+        out_shape.append(jax.ShapeDtypeStruct(state.shape, jnp.float32))
+    kernel = (functools.partial(_dq_kernel, layout=layout, decay_grad=decay_grad)
+              if which == "dq" else
+              functools.partial(_dk_kernel, layout=layout, with_dv=False,
+                                decay_grad=decay_grad, emit_state=emit_state))
+    out, *rest = specs.walk_call(
+        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+        launch=launch, interpret=interpret, name=f"lightning_bwd_{which}")(
         gamma, entry_run, run, q, k, v, do, state)
+    rest += [None] * (2 - len(rest))
+    return out, rest[0], rest[1]
 
 
 def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkLayout,
@@ -216,10 +251,11 @@ def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkL
 
 
 def dkdv_walk(q, k, v, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkLayout,
-              launch: Launch, interpret: bool, emit_state: bool) -> list[jax.Array]:
+              launch: Launch, interpret: bool, decay_grad: bool,
+              emit_state: bool) -> list[jax.Array]:
     """The fused dK/dV walk, one program per ``(batch, head, split)``. Returns
-    ``[dk, dv, decay-gradient partials]`` and, if ``emit_state``, the ``dS`` entering
-    each split."""
+    ``[dk, dv]``, then the decay-gradient partials if ``decay_grad`` and the ``dS``
+    entering each split if ``emit_state``."""
     batch, _, heads, dk = q.shape
     dv, length = v.shape[-1], layout.split_len
     layout = layout.with_chunk(launch.chunk)
@@ -227,14 +263,17 @@ def dkdv_walk(q, k, v, do, gamma, run, entry_run, exit_dstate, *, layout: specs.
         specs.rows_spec(length, dv, blocked=False), specs.rows_spec(length, dv, blocked=False),
         specs.state_spec(dk, dv, "dv")]
     out_specs = [specs.rows_spec(length, dk, blocked=False),
-                 specs.rows_spec(length, dv, blocked=False), specs.partial_sum_spec()]
-    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype),
-                 jax.ShapeDtypeStruct((batch, heads, 1, layout.splits), jnp.float32)]
+                 specs.rows_spec(length, dv, blocked=False)]
+    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+    if decay_grad:
+        out_specs.append(specs.partial_sum_spec())
+        out_shape.append(jax.ShapeDtypeStruct((batch, heads, 1, layout.splits), jnp.float32))
     if emit_state:
         out_specs.append(specs.state_spec(dk, dv, "dv"))
         out_shape.append(jax.ShapeDtypeStruct(exit_dstate.shape, jnp.float32))
     return specs.walk_call(
-        functools.partial(_dk_kernel, layout=layout, with_dv=True, emit_state=emit_state),
+        functools.partial(_dk_kernel, layout=layout, with_dv=True, decay_grad=decay_grad,
+                          emit_state=emit_state),
         grid=(batch, heads, 1, layout.splits),
         in_specs=in_specs, out_specs=out_specs, out_shape=out_shape, launch=launch,
         interpret=interpret, name="lightning_bwd_dkdv")(

@@ -70,6 +70,32 @@ def boundary_weight(chunk_index: jax.Array, chunk: int, split_len: int,
     return (split_end - 1 - chunk_index * chunk).astype(jnp.float32)
 
 
+def split16(x: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """A float32 ``x`` as a pair of ``dtype`` values, ``x ≈ high + low`` to float32's
+    precision: products of both halves keep what one 16-bit rounding would lose. The
+    decay gradient's cancelling sums need it (backward.py); the outputs do not."""
+    high = x.astype(dtype)
+    return high, (x - high.astype(jnp.float32)).astype(dtype)
+
+
+def state_product(rows: jax.Array, state: jax.Array, precise: bool) -> jax.Array:
+    """``rows @ state`` in float32, the float32 state rounded to the rows' dtype for the
+    matmul, or with ``precise`` split in two (``split16``)."""
+    if not precise or rows.dtype == jnp.float32:
+        return dot(rows, state.astype(rows.dtype))
+    high, low = split16(state, rows.dtype)
+    return dot(rows, high) + dot(rows, low)
+
+
+def decayed_outer(x: jax.Array, weights: jax.Array, y: jax.Array, precise: bool) -> jax.Array:
+    """``(diag(weights) x)ᵀ y``, a state update, with ``diag(weights) x`` rounded to the
+    dtype of ``x``, or with ``precise`` split in two (``split16``)."""
+    if not precise or x.dtype == jnp.float32:
+        return dot(row_weights(x, weights).T, y)
+    high, low = split16(x.astype(jnp.float32) * weights[:, None], x.dtype)
+    return dot(high.T, y) + dot(low.T, y)
+
+
 def row_weights(values: jax.Array, weights: jax.Array) -> jax.Array:
     """``diag(weights) · values`` in the dtype of ``values`` (a dot operand)."""
     return (values.astype(jnp.float32) * weights[:, None]).astype(values.dtype)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from pallas_kernels.lightning import walk_specs as specs
-from pallas_kernels.lightning.chunk_math import chunk_factors, chunk_length, dot, row_weights
+from pallas_kernels.lightning.chunk_math import chunk_factors, chunk_length, decayed_outer, dot
 from pallas_kernels.lightning.mosaic_walk import mosaic_walk
 from pallas_kernels.lightning.tuning import Launch
 
@@ -43,7 +43,7 @@ def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *ref
             o = dot(scores.astype(v.dtype), v)
             o += f.query_decay[:, None] * dot(q, state.astype(q.dtype))
             o_ref[rows, :] = o.astype(o_ref.dtype)
-        state = f.carry * state + dot(row_weights(k, f.key_decay).T, v)
+        state = f.carry * state + decayed_outer(k, f.key_decay, v, precise=False)
         return state, f.last_run
 
     state, _ = jax.lax.fori_loop(0, layout.chunks_per_split, body,

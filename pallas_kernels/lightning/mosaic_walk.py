@@ -22,7 +22,8 @@ tiles. So a 128-wide head reads A and B once. Every product is a wgmma.
 
 The tests run this code in Mosaic GPU's interpreter (CPU), which has no register layouts
 and no wgmma on transposed or register operands: layouts are hints skipped there, and
-``_products`` multiplies with ``jnp.dot`` there. The pipeline, the warpgroups, the
+``_products`` multiplies with ``jnp.dot`` there. Nor has it aliased shared memory, so
+there the low half of the state gets its own buffer. The pipeline, the warpgroups, the
 shared-memory traffic and the chunk math are the same code.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from pallas_kernels.lightning.chunk_math import boundary_weight, chunk_length
+from pallas_kernels.lightning.chunk_math import boundary_weight, chunk_length, split16
 
 if TYPE_CHECKING:  # tuning and walk_specs import this module (directly or through tuning)
     from pallas_kernels.lightning.tuning import Launch
@@ -59,10 +60,14 @@ def _tiles(dtype) -> tuple:
 def shared_memory_bytes(width: int, block: int, chunk: int, stages: int, itemsize: int,
                         decay_grad: bool) -> int:
     """Shared memory of one program: ``stages`` buffers of the chunk tiles, and per compute
-    warpgroup a 16-bit state slice, an output tile and a float32 staging tile."""
+    warpgroup a 16-bit state slice, an output tile and a float32 staging tile, which
+    ``decay_grad`` walks share with the low half of their state slice."""
     tiles = 2 * chunk * width + (2 if decay_grad else 1) * chunk * block
     per_stage = tiles * itemsize + 2 * chunk * 4
-    per_warpgroup = (width + chunk) * TILE * itemsize + TILE * TILE * 4 + chunk * 4
+    staging = TILE * TILE * 4
+    if decay_grad:
+        staging = max(staging, width * TILE * itemsize)
+    per_warpgroup = (width + chunk) * TILE * itemsize + staging + chunk * 4
     return stages * per_stage + block // TILE * per_warpgroup + BARRIER_BYTES
 
 
@@ -113,8 +118,9 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
     if ``emit_output``. Returns, as asked and in this order: ``out (B, Tp, H, n)``, the
     state leaving each split, and (with ``decay_grad_rows`` X) the decay-gradient partials
     ``(B, H, n / 64, splits)`` of ``Σ_a a·(x_a·out_a) − (e_s−1−g·C)·Σ x·out_state``
-    (backward.py). ``launch``: a Mosaic launch that ``tuning.mosaic_fits``; the walk goes
-    in its chunks."""
+    (backward.py), for which ``A S`` takes the state as a 16-bit hi/lo pair (float32's
+    precision; chunk_math.state_product). ``launch``: a Mosaic launch that
+    ``tuning.mosaic_fits``; the walk goes in its chunks."""
     layout, block, stages = layout.with_chunk(launch.chunk), launch.block, launch.num_stages
     batch, _, heads, width = b.shape
     n, cs, splits, per_split = c.shape[-1], layout.chunk, layout.splits, layout.chunks_per_split
@@ -133,6 +139,13 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
     def rows(vector, cols):
         return jax.lax.broadcast_in_dim(vector, (cs, cols), [0])
 
+    def store_halves(x, high_ref, low_ref=None):
+        """``x`` in 16 bits, or with ``low_ref`` as a hi/lo pair (chunk_math.split16)."""
+        if low_ref is None:
+            high_ref[...] = x.astype(dtype)
+        else:
+            high_ref[...], low_ref[...] = split16(x, dtype)
+
     def kernel(gamma_ref, run_ref, *refs):
         refs = list(refs)
         a_ref = refs.pop(0) if emit_output else None
@@ -143,6 +156,9 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
         state_out_ref = refs.pop(0) if emit_state else None
         partial_ref = refs.pop(0) if decay_grad else None
         state16_smem, out_smem, staging_smem, partial_smem, state_barrier = refs
+        # Decay-gradient walks keep the low half of the 16-bit state where the float32
+        # state is staged in and out, which no chunk step uses.
+        staging_smem, state_low_smem = staging_smem if decay_grad else (staging_smem, None)
         group, h, row = (jax.lax.axis_index(name) for name in ("group", "head", "row"))
         bi, split = row // splits, row % splits
 
@@ -203,6 +219,7 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
             wg = jax.lax.axis_index("wg")
             cols, own = warpgroup_cols(wg)
             state16 = state16_smem.at[wg]
+            state_low = state_low_smem.at[wg] if decay_grad else None
             (j,) = indices
             chunk = chunk_of(j)
             length = chunk_length(chunk, cs, layout.seq_len).astype(jnp.float32)
@@ -220,13 +237,16 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
                 run_cols = load(run_s, WGMMA_COLS)
                 same_run = rows(run_rows, cs) == jax.lax.broadcast_in_dim(run_cols, (cs, cs), [1])
                 for i, tile in enumerate(state):
-                    state16.at[pl.ds(i * TILE, TILE)][...] = tile.astype(dtype)
+                    store_halves(tile, state16.at[pl.ds(i * TILE, TILE)],
+                                 state_low.at[pl.ds(i * TILE, TILE)] if decay_grad else None)
                 plgpu.commit_smem()
                 p = _products((cs, cs), [(a_s, _Transposed(b_s))], interpret)
                 p = jnp.where(same_run, p * causal_decay, 0.0).astype(dtype)
                 # The read decay scales the float32 product (not A before it): one bf16
                 # rounding fewer, which the decay gradient's cancelling sums need.
-                out_state = (_products((cs, TILE), [(a_s, state16)], interpret)
+                state_halves = [state16] + ([state_low] if decay_grad else [])
+                out_state = (_products((cs, TILE), [(a_s, half) for half in state_halves],
+                                       interpret)
                              * rows(read_decay, TILE))
                 out = out_state + _products((cs, TILE), [(p, c_s.at[:, own])], interpret)
                 if decay_grad:
@@ -243,13 +263,15 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
 
             # The 16-bit state is dead once out is computed: its first rows now hold the
             # write-decayed C of the state update.
-            scaled_c = state16.at[pl.ds(0, cs)]
-            scaled_c[...] = (c_s.at[:, own][...].astype(jnp.float32)
-                             * rows(write_decay, TILE)).astype(dtype)
+            scaled_c = [state16.at[pl.ds(0, cs)]] + ([state_low.at[pl.ds(0, cs)]]
+                                                     if decay_grad else [])
+            store_halves(c_s.at[:, own][...].astype(jnp.float32) * rows(write_decay, TILE),
+                         *scaled_c)
             plgpu.commit_smem()
             state = tuple(
                 carry * tile + _products(
-                    (TILE, TILE), [(_Transposed(b_s.at[:, pl.ds(i * TILE, TILE)]), scaled_c)],
+                    (TILE, TILE),
+                    [(_Transposed(b_s.at[:, pl.ds(i * TILE, TILE)]), half) for half in scaled_c],
                     interpret)
                 for i, tile in enumerate(state))
             return constants, state, partial
@@ -275,6 +297,11 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
             num_compute_wgs=warpgroups, compute_context=compute)
         pipeline(*gmem)
 
+    staging = plgpu.SMEM((warpgroups, TILE, TILE), jnp.float32, transforms=_tiles(jnp.float32))
+    state_low = plgpu.SMEM((warpgroups, width, TILE), dtype, transforms=tiles)
+    # Aliased on the GPU; the interpreter has no aliased refs, nor a shared-memory limit.
+    staging_and_state_low = ((staging, state_low) if interpret
+                             else plgpu.RefUnion(staging, state_low))
     out_type = []
     if emit_output:
         out_type.append(jax.ShapeDtypeStruct(c.shape, out_dtype))
@@ -287,8 +314,7 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
         grid_names=("group", "head", "row"), num_threads=warpgroups + 1, thread_name="wg",
         scratch_types=[plgpu.SMEM((warpgroups, width, TILE), dtype, transforms=tiles),
                        plgpu.SMEM((warpgroups, cs, TILE), out_dtype, transforms=_tiles(out_dtype)),
-                       plgpu.SMEM((warpgroups, TILE, TILE), jnp.float32,
-                                  transforms=_tiles(jnp.float32)),
+                       staging_and_state_low if decay_grad else staging,
                        plgpu.SMEM((warpgroups, cs), jnp.float32),
                        plgpu.Barrier(num_barriers=warpgroups)],
         # Lane semantics: the layouts are given here (jax 0.11 defaults to inferring them).

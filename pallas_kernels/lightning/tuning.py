@@ -141,11 +141,13 @@ def has_wgmma() -> bool:
 
 
 def kernel_config(dk: int, dv: int, chunk_size: int | None, itemsize: int = 2,
-                  mosaic: bool = True) -> KernelConfig:
+                  mosaic: bool = True, decay_grad: bool = False) -> KernelConfig:
     """The tables' launches for padded ``(dk, dv)`` (other sizes get a generic Triton row),
     with every block a width that divides the head (0 resolved to the whole head) and
     every chunk ``chunk_size`` when one is given. ``mosaic`` (a Hopper GPU, or the
-    interpreter) takes the Hopper table's Mosaic GPU launches that fit."""
+    interpreter) takes the Hopper table's Mosaic GPU launches that fit, each with the
+    deepest pipeline up to its own that fits; ``decay_grad``: the dQ and dK walks also
+    give the decay gradient (more shared memory)."""
     config = _TABLE.get((dk, dv)) or _generic_config(dk, dv)
     wide = itemsize > 2
     cap = FLOAT32_MAX_BLOCK if wide else max(dk, dv)
@@ -161,8 +163,9 @@ def kernel_config(dk: int, dv: int, chunk_size: int | None, itemsize: int = 2,
     launches = {walk: fit(getattr(config, walk), widths[walk][0]) for walk in WALKS}
     fused = config.fused_dkdv if max(dk, dv) <= cap else None
     for walk, launch in (_HOPPER_TABLE.get((dk, dv), {}) if mosaic else {}).items():
-        launch = fit(launch, widths[walk][0])
-        if mosaic_fits(launch, widths[walk][1], itemsize, decay_grad=walk in ("dq", "dk")):
+        launch = _deepest_fitting(fit(launch, widths[walk][0]), widths[walk][1], itemsize,
+                                  decay_grad=decay_grad and walk in ("dq", "dk"))
+        if launch:
             launches[walk] = launch
             if walk in ("dk", "dv"):
                 fused = None
@@ -178,6 +181,16 @@ def mosaic_fits(launch: Launch, key_width: int, itemsize: int, decay_grad: bool 
             and launch.block <= 2 * TILE and launch.chunk <= key_width
             and shared_memory_bytes(key_width, launch.block, launch.chunk, launch.num_stages,
                                     itemsize, decay_grad) <= SHARED_MEMORY_BYTES)
+
+
+def _deepest_fitting(launch: Launch, key_width: int, itemsize: int,
+                     decay_grad: bool) -> Launch | None:
+    """The launch with the most pipeline stages, up to its own, that ``mosaic_fits``."""
+    for stages in range(launch.num_stages, 0, -1):
+        candidate = dataclasses.replace(launch, num_stages=stages)
+        if mosaic_fits(candidate, key_width, itemsize, decay_grad):
+            return candidate
+    return None
 
 
 def split_chunks(n_chunks: int, programs_per_split: int, lowering: str = "triton") -> int:
