@@ -46,21 +46,24 @@ def copy_bandwidth_tbps() -> float:
     return 2 * x.nbytes / (ms * 1e-3) / 1e12
 
 
-def ours(backend: str, heads: int):
+def ours(backend: str, heads: int, learned_decay: bool = False):
+    """``(op(q, k, v, *learned), learned)``: fixed decays (TNL's), or with
+    ``learned_decay`` the decays a learned parameter, which the backward differentiates."""
     decay = jnp.arange(1, heads + 1, dtype=jnp.float32) / heads
 
-    def op(q, k, v):
+    def op(q, k, v, decay=decay):
         return lightning_attention(q, k, v, decay, backend=backend)
-    return op
+    return op, (decay,) if learned_decay else ()
 
 
 def cudnn(q, k, v):
     return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
 
 
-def fwd_bwd(op):
+def fwd_bwd(op, learned=()):
+    """The VJP of ``op(q, k, v, *learned)`` for q, k, v and the learned parameters."""
     def run(q, k, v, do):
-        _, vjp = jax.vjp(op, q, k, v)
+        _, vjp = jax.vjp(op, q, k, v, *learned)
         return vjp(do)
     return run
 
@@ -102,21 +105,22 @@ def jax_rows(args) -> list[dict]:
             k = (jax.random.normal(kk, (batch, seq, args.heads, dk)) * dk ** -0.5).astype(jnp.bfloat16)
             v = jax.random.normal(kv, (batch, seq, args.heads, dv)).astype(jnp.bfloat16)
             do = jax.random.normal(ko, v.shape).astype(jnp.bfloat16)
-            impls = {"ours_pallas": ours("pallas", args.heads), "ours_xla": ours("xla", args.heads)}
+            impls = {"ours_pallas": ours("pallas", args.heads), "ours_xla": ours("xla", args.heads),
+                     "ours_pallas_learned_decay": ours("pallas", args.heads, learned_decay=True)}
             if dk == dv and seq <= args.cudnn_max_seq:
-                impls["cudnn_flash"] = cudnn
+                impls["cudnn_flash"] = (cudnn, ())
             if "la2_jax_triton" in args.impls.split(","):
                 rows.append(la2_row({"impl": "la2_jax_triton", "dk": dk, "dv": dv, "T": seq,
                                      "B": batch}, q, k, v, args.heads))
                 print(json.dumps(rows[-1]), flush=True)
-            for name, op in impls.items():
+            for name, (op, learned) in impls.items():
                 if name not in args.impls.split(",") and not name.startswith("cudnn"):
                     continue
                 row = {"impl": name, "dk": dk, "dv": dv, "T": seq, "B": batch}
                 try:
                     row["fwd_ms"] = timed_ms(jax.jit(op), q, k, v)
-                    row["fwdbwd_ms"] = timed_ms(jax.jit(fwd_bwd(op)), q, k, v, do)
-                    row["peak_GiB"] = peak_gib(fwd_bwd(op), q, k, v, do)
+                    row["fwdbwd_ms"] = timed_ms(jax.jit(fwd_bwd(op, learned)), q, k, v, do)
+                    row["peak_GiB"] = peak_gib(fwd_bwd(op, learned), q, k, v, do)
                 except Exception as e:  # record and go on
                     row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
                 print(json.dumps(row), flush=True)
@@ -147,7 +151,7 @@ def floor_ms(row: dict, copy_tbps: float, with_backward: bool) -> float:
     return tokens * per_token / (copy_tbps * 1e12) * 1e3
 
 
-IMPL_ORDER = ("ours_pallas", "fla_chunk_simple_gla", "lightning_attn", "la2_jax_triton", "cudnn_flash",
+IMPL_ORDER = ("ours_pallas", "ours_pallas_learned_decay", "fla_chunk_simple_gla", "lightning_attn", "la2_jax_triton", "cudnn_flash",
               "torch_sdpa", "ours_xla")
 
 
