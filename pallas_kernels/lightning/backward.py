@@ -227,8 +227,8 @@ def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
         kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
         launch=launch, interpret=interpret, name=f"lightning_bwd_{which}")(
         gamma, entry_run, run, q, k, v, do, state)
-    rest += [None] * (2 - len(rest))
-    return out, rest[0], rest[1]
+    partials = rest.pop(0) if decay_grad else None
+    return out, partials, rest.pop(0) if emit_state else None
 
 
 def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkLayout,

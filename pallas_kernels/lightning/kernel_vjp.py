@@ -186,7 +186,6 @@ def _attention_bwd(static: _Static, res: _Residuals, cotangents):
         exit_dstates, d_s0 = _scan_splits(dfinal, own, carries, reverse=True)
     # The dS entering each split: the dK walk's with the decay gradient, else the dV
     # walk's if there is one split (with several, the scan gave d_s0).
-    entering_dstates = None
     emit_d_s0 = layout.splits == 1 and res.initial_state_grad and not decay_grad
     dq, dgamma_q, _ = dq_or_dk_walk("dq", q, k, v, do, gamma, run, entry_run,
                                     res.entry_states, launch=config.dq,
@@ -196,7 +195,7 @@ def _attention_bwd(static: _Static, res: _Residuals, cotangents):
                                   decay_grad=decay_grad, emit_state=emit_d_s0 or decay_grad,
                                   launch=config.fused_dkdv, **static.kwargs)
         dgamma_k = rest.pop(0) if decay_grad else None
-        entering_dstates = rest.pop(0) if rest else None
+        entering_dstates = rest[0] if rest else None
     else:
         dk, dgamma_k, entering_dstates = dq_or_dk_walk(
             "dk", q, k, v, do, gamma, run, entry_run, exit_dstates, launch=config.dk,
@@ -204,7 +203,8 @@ def _attention_bwd(static: _Static, res: _Residuals, cotangents):
         dv, *rest = dv_walk(q, k, do, gamma, run, entry_run, exit_dstates, emit_output=True,
                             emit_state=emit_d_s0, dv_dtype=v.dtype, launch=config.dv,
                             **static.kwargs)
-        entering_dstates = rest.pop(0) if rest else entering_dstates
+        if rest:
+            entering_dstates = rest[0]
     if entering_dstates is not None:
         d_s0 = entering_dstates[:, :, 0]
     dgamma = None

@@ -118,8 +118,8 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
     if ``emit_output``. Returns, as asked and in this order: ``out (B, Tp, H, n)``, the
     state leaving each split, and (with ``decay_grad_rows`` X) the decay-gradient partials
     ``(B, H, n / 64, splits)`` of ``Σ_a a·(x_a·out_a) − (e_s−1−g·C)·Σ x·out_state``
-    (backward.py), for which ``A S`` takes the state as a 16-bit hi/lo pair (float32's
-    precision; chunk_math.state_product). ``launch``: a Mosaic launch that
+    (backward.py), for which the state and its update rows are 16-bit hi/lo pairs
+    (float32's precision; chunk_math.split16). ``launch``: a Mosaic launch that
     ``tuning.mosaic_fits``; the walk goes in its chunks."""
     layout, block, stages = layout.with_chunk(launch.chunk), launch.block, launch.num_stages
     batch, _, heads, width = b.shape
@@ -139,12 +139,12 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
     def rows(vector, cols):
         return jax.lax.broadcast_in_dim(vector, (cs, cols), [0])
 
-    def store_halves(x, high_ref, low_ref=None):
-        """``x`` in 16 bits, or with ``low_ref`` as a hi/lo pair (chunk_math.split16)."""
-        if low_ref is None:
-            high_ref[...] = x.astype(dtype)
+    def store_halves(x, halves):
+        """``x`` in 16 bits, or as a hi/lo pair (chunk_math.split16) into two refs."""
+        if len(halves) == 1:
+            halves[0][...] = x.astype(dtype)
         else:
-            high_ref[...], low_ref[...] = split16(x, dtype)
+            halves[0][...], halves[1][...] = split16(x, dtype)
 
     def kernel(gamma_ref, run_ref, *refs):
         refs = list(refs)
@@ -218,8 +218,8 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
             gamma, causal_decay, offsets = constants
             wg = jax.lax.axis_index("wg")
             cols, own = warpgroup_cols(wg)
-            state16 = state16_smem.at[wg]
-            state_low = state_low_smem.at[wg] if decay_grad else None
+            # The 16-bit state: one ref, or with the decay gradient a hi/lo pair of them.
+            state16 = [state16_smem.at[wg]] + ([state_low_smem.at[wg]] if decay_grad else [])
             (j,) = indices
             chunk = chunk_of(j)
             length = chunk_length(chunk, cs, layout.seq_len).astype(jnp.float32)
@@ -237,16 +237,13 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
                 run_cols = load(run_s, WGMMA_COLS)
                 same_run = rows(run_rows, cs) == jax.lax.broadcast_in_dim(run_cols, (cs, cs), [1])
                 for i, tile in enumerate(state):
-                    store_halves(tile, state16.at[pl.ds(i * TILE, TILE)],
-                                 state_low.at[pl.ds(i * TILE, TILE)] if decay_grad else None)
+                    store_halves(tile, [half.at[pl.ds(i * TILE, TILE)] for half in state16])
                 plgpu.commit_smem()
                 p = _products((cs, cs), [(a_s, _Transposed(b_s))], interpret)
                 p = jnp.where(same_run, p * causal_decay, 0.0).astype(dtype)
                 # The read decay scales the float32 product (not A before it): one bf16
                 # rounding fewer, which the decay gradient's cancelling sums need.
-                state_halves = [state16] + ([state_low] if decay_grad else [])
-                out_state = (_products((cs, TILE), [(a_s, half) for half in state_halves],
-                                       interpret)
+                out_state = (_products((cs, TILE), [(a_s, half) for half in state16], interpret)
                              * rows(read_decay, TILE))
                 out = out_state + _products((cs, TILE), [(p, c_s.at[:, own])], interpret)
                 if decay_grad:
@@ -263,10 +260,9 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
 
             # The 16-bit state is dead once out is computed: its first rows now hold the
             # write-decayed C of the state update.
-            scaled_c = [state16.at[pl.ds(0, cs)]] + ([state_low.at[pl.ds(0, cs)]]
-                                                     if decay_grad else [])
+            scaled_c = [half.at[pl.ds(0, cs)] for half in state16]
             store_halves(c_s.at[:, own][...].astype(jnp.float32) * rows(write_decay, TILE),
-                         *scaled_c)
+                         scaled_c)
             plgpu.commit_smem()
             state = tuple(
                 carry * tile + _products(
