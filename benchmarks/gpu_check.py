@@ -4,7 +4,9 @@ Every case runs the pallas backend against the xla backend in float32 with
 ``precision=HIGHEST`` (exact float32 matmuls, not TF32): forward, final state and the
 gradients of q, k, v, decay and the initial state, with segments, an initial state,
 per-head decays from 0 to 8, head sizes 64, 128, 256, dk = 2·dv, one long row (sequence
-splits) and many rows (one split). Exits non-zero on any failure.
+splits, with the state-only passes in finer splits of their own) and many rows (one
+split); decays learned (differentiated) and fixed (TNL's: the backward skips the decay
+gradient). Exits non-zero on any failure.
 
     python benchmarks/gpu_check.py
 """
@@ -40,7 +42,8 @@ def packed_segments(rng, batch: int, seq: int, docs: int) -> jax.Array:
 
 
 def run_case(rng, *, batch, seq, heads, dk, dv, dtype, segments=True,
-             initial_state=True) -> dict[str, float]:
+             initial_state=True, learned_decay=True) -> dict[str, float]:
+    """Relative errors by name; a fixed decay has no ``ddecay``."""
     scale = dk ** -0.5
     q, k = (jnp.asarray(rng.standard_normal((batch, seq, heads, dk)) * scale, dtype)
             for _ in range(2))
@@ -53,19 +56,22 @@ def run_case(rng, *, batch, seq, heads, dk, dv, dtype, segments=True,
     do = jnp.asarray(rng.standard_normal(v.shape), dtype)
     dfinal = jnp.asarray(rng.standard_normal(s0.shape), jnp.float32)
 
-    def outputs_and_grads(backend, *args):
-        def op(q, k, v, decay, s0):
-            return lightning_attention(q, k, v, decay, segment_ids=seg, initial_state=s0,
-                                       return_final_state=True, backend=backend)
-        (o, final), vjp = jax.vjp(op, *args)
-        return (o, final, *vjp((do.astype(o.dtype), dfinal)))
+    def outputs_and_grads(backend, q, k, v, decay, s0):
+        def op(q, k, v, s0, *learned):
+            return lightning_attention(q, k, v, *(learned or (decay,)), segment_ids=seg,
+                                       initial_state=s0, return_final_state=True,
+                                       backend=backend)
+        learned = (decay,) if learned_decay else ()
+        (o, final), vjp = jax.vjp(op, q, k, v, s0, *learned)
+        dq, dk, dv, ds0, *ddecay = vjp((do.astype(o.dtype), dfinal))
+        return (o, final, dq, dk, dv, ddecay[0] if ddecay else None, ds0)
 
     ours = jax.jit(lambda *a: outputs_and_grads("pallas", *a))(q, k, v, decay, s0)
     as32 = lambda x: x.astype(jnp.float32)
     with jax.default_matmul_precision("highest"):
         ref = jax.jit(lambda *a: outputs_and_grads("xla", *a))(
             as32(q), as32(k), as32(v), decay, s0)
-    return {name: rel_err(a, b) for name, a, b in zip(NAMES, ours, ref)}
+    return {name: rel_err(a, b) for name, a, b in zip(NAMES, ours, ref) if a is not None}
 
 
 class Case(NamedTuple):
@@ -78,6 +84,7 @@ class Case(NamedTuple):
     dtype: object
     segments: bool
     initial_state: bool = True
+    learned_decay: bool = True
 
 
 CASES = [Case(*row) for row in [
@@ -95,6 +102,10 @@ CASES = [Case(*row) for row in [
     ("d256 bf16", 2, 8192, 16, 256, 256, jnp.bfloat16, True),
     ("d64 bf16 no initial state", 2, 8192, 16, 64, 64, jnp.bfloat16, True, False),
     ("d128 bf16 1x32K splits no initial state", 1, 32768, 16, 128, 128, jnp.bfloat16, True, False),
+    # 2 splits, each 2 splits of the state-only passes; the dS-only pass walks the first
+    # split only for the initial state's gradient, with a fixed decay.
+    ("d128 bf16 4x8K finer state splits", 4, 8192, 16, 128, 128, jnp.bfloat16, True),
+    ("d128 bf16 4x8K fixed decay", 4, 8192, 16, 128, 128, jnp.bfloat16, True, True, False),
 ]]
 
 
@@ -123,7 +134,7 @@ def main() -> int:
             continue
         ok = all(np.isfinite(e) and e <= tol for e in errors.values())
         failures += not ok
-        cells = " ".join(f"{errors[n]:14.2e}" for n in NAMES)
+        cells = " ".join(f"{errors[n]:14.2e}" if n in errors else f"{'-':>14s}" for n in NAMES)
         print(f"{label:28s} {cells}  {'ok' if ok else 'FAIL'} (tol {tol:g}, "
               f"{time.perf_counter() - start:.1f}s)", flush=True)
     print(f"gpu_check: {failures} failure(s)")

@@ -14,11 +14,12 @@ F32_TOL = 1e-4
 
 
 def kernels(q, k, v, decay, *, segment_ids=None, initial_state=None, chunks_per_split=None,
-            chunk_size=16):
+            chunk_size=16, state_split_factor=None):
     run_ids = None if segment_ids is None else reference.run_ids_from_segments(segment_ids)
     return kernel_vjp.lightning_attention_kernels(
         q, k, v, decay, run_ids=run_ids, initial_state=initial_state, chunk_size=chunk_size,
-        interpret=True, chunks_per_split=chunks_per_split)
+        interpret=True, chunks_per_split=chunks_per_split,
+        state_split_factor=state_split_factor)
 
 
 def reference_f64(q, k, v, decay, *, segment_ids=None, initial_state=None):
@@ -48,6 +49,40 @@ def test_sequence_splits_give_the_same_answer(x64, rng, chunks_per_split):
     assert rel_err(o, o_ref) < F32_TOL and rel_err(s, s_ref) < F32_TOL
     assert_grads_close(grads, grads_ref, seq=q.shape[1], initial_state=kw["initial_state"],
                        tol=F32_TOL)
+
+
+@pytest.mark.parametrize("chunks_per_split,factor,learned_decay", [(2, 2, True), (3, 3, False)])
+def test_state_passes_in_finer_splits(x64, rng, chunks_per_split, factor, learned_decay):
+    """The state-only passes in splits of one chunk under output splits of 2 and 3, the
+    last state splits all padding: a learned decay (the dS-only pass skips the first output
+    split, its dS comes from the dK walk) and a fixed one (the pass walks it too, for the
+    initial state's gradient)."""
+    q, k, v, decay, kw = attention_inputs(rng, 1, 100, 2, 16, 32, decay=[0.0, 0.4],
+                                          segments=True, initial_state=True)
+    do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
+
+    def loss(fn):
+        def f(q, k, v, d, s0):
+            o, final = fn(q, k, v, d, segment_ids=kw["segment_ids"], initial_state=s0)
+            return jnp.sum(o * do) + jnp.sum(final)
+        return f
+
+    argnums = (0, 1, 2, 3, 4) if learned_decay else (0, 1, 2, 4)
+    args = (q, k, v, decay, kw["initial_state"])
+    ours = functools.partial(kernels, chunks_per_split=chunks_per_split,
+                             state_split_factor=factor)
+    grads = jax.grad(loss(ours), argnums)(*args)
+    grads_ref = jax.grad(loss(reference_f64), argnums)(*(jnp.asarray(x, jnp.float64) for x in args))
+    for g, g_ref in zip(grads, grads_ref):
+        assert rel_err(g, g_ref) < F32_TOL
+
+
+def test_state_passes_split_finer_to_fill_a_wave():
+    """4 x 32K at d 128 (64 programs per split, 2 splits): the state-only passes cover one
+    split, so they split it in two; 1 x 128K (16 programs, 8 splits): 112 programs, kept."""
+    assert tuning.state_split_factor(256, 64, 2, "mosaic") == 2
+    assert tuning.state_split_factor(256, 16, 8, "mosaic") == 1
+    assert tuning.state_split_factor(8, 1, 2, "mosaic") == 2  # splits keep 4 chunks
 
 
 @pytest.mark.parametrize("dk,dv", [(8, 8), (24, 12), (64, 32)])

@@ -16,11 +16,13 @@ def mosaic_row(chunk: int = 64, block: int = 128) -> dict[str, tuning.Launch]:
     return {walk: tuning.Launch(block, chunk=chunk, lowering="mosaic") for walk in tuning.WALKS}
 
 
-@pytest.mark.parametrize("dk,dv,chunks_per_split", [(64, 128, None), (128, 64, 2)])
-def test_mosaic_walks_through_the_op(rng, monkeypatch, dk, dv, chunks_per_split):
+@pytest.mark.parametrize("dk,dv,chunks_per_split,factor", [(64, 128, None, None),
+                                                          (128, 64, 2, 2)])
+def test_mosaic_walks_through_the_op(rng, monkeypatch, dk, dv, chunks_per_split, factor):
     """Every walk in Mosaic GPU, bf16: ragged T (5 chunks, the last short), packed
     documents, an initial state; one and two compute warpgroups (64 and 128 columns);
-    one sequence split and several (state-only passes, scans, output passes)."""
+    one sequence split and several (state-only passes in splits of one chunk, the last
+    all padding, sums across splits, output passes)."""
     monkeypatch.setitem(tuning._HOPPER_TABLE, (dk, dv), mosaic_row())
     config = tuning.kernel_config(dk, dv, None, itemsize=2)
     assert {x.lowering for x in config.launches} == {"mosaic"}
@@ -39,7 +41,7 @@ def test_mosaic_walks_through_the_op(rng, monkeypatch, dk, dv, chunks_per_split)
     def ours(q, k, v, decay, s0):
         return kernel_vjp.lightning_attention_kernels(
             q, k, v, decay, run_ids=run_ids, initial_state=s0, chunk_size=None,
-            interpret=True, chunks_per_split=chunks_per_split)
+            interpret=True, chunks_per_split=chunks_per_split, state_split_factor=factor)
 
     def ref(q, k, v, decay, s0):
         as32 = lambda x: jnp.asarray(x, jnp.float32)

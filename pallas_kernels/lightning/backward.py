@@ -6,7 +6,7 @@
   after the chunk): ``dK = ((dO Vᵀ) ⊙ intra)ᵀ Q + diag(key_decay) V dSᵀ``,
   ``dV = ((Q Kᵀ) ⊙ intra)ᵀ dO + diag(key_decay) K dS``, and before the next chunk back
   ``dS ← carry · dS + (diag(query_decay) Q)ᵀ dO``. A dS-only pass from a zero start
-  gives each split's own contribution, for the scan across splits. For small heads
+  gives each split's own contribution, summed across splits. For small heads
   (the tuning row's ``fused_dkdv``) one walk holding the whole ``dS`` gives both.
 
 The decay gradient is assembled from per-program partial sums (see
@@ -75,7 +75,7 @@ def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, s
         state, prev, partial = carry
         rows = pl.ds(j * c, c)
         k, v, do = k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
-        g = split * layout.chunks_per_split + j
+        g = layout.first_chunk(split) + j
         f = chunk_factors(gamma, run_ref[rows], prev, chunk_length(g, c, layout.seq_len))
         dp = dot(do, v.T) * f.intra
         dq_inter = f.query_decay[:, None] * state_product(do, state.T, decay_grad)
@@ -138,9 +138,9 @@ def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, d
         j = n - 1 - i
         rows = pl.ds(j * c, c)
         q, k, v, do = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
-        f = _backward_factors(gamma, run_ref, entry_run, j, split * n + j, layout)
-        dk, chunk_partial = _dk_chunk(q, k, v, do, dstate, f, split * n + j, layout,
-                                      decay_grad)
+        g = layout.first_chunk(split) + j
+        f = _backward_factors(gamma, run_ref, entry_run, j, g, layout)
+        dk, chunk_partial = _dk_chunk(q, k, v, do, dstate, f, g, layout, decay_grad)
         dk_ref[rows, :] = dk.astype(dk_ref.dtype)
         if with_dv:
             dv_ref[rows, :] = _dv_chunk(q, k, do, dstate, f).astype(dv_ref.dtype)
@@ -169,7 +169,8 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
         j = n - 1 - i
         rows = pl.ds(j * c, c)
         q, do = q_ref[rows, :], do_ref[rows, :]
-        f = _backward_factors(gamma, run_ref, entry_run, j, split * n + j, layout)
+        f = _backward_factors(gamma, run_ref, entry_run, j, layout.first_chunk(split) + j,
+                              layout)
         if emit_output:
             dv_ref[rows, :] = _dv_chunk(q, k_ref[rows, :], do, dstate, f).astype(dv_ref.dtype)
         return f.carry * dstate + decayed_outer(q, f.query_decay, do, precise=False)
@@ -203,14 +204,14 @@ def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
         entering_t, partials = rest
         return out, -partials, jnp.swapaxes(entering_t, -1, -2)
     batch, _, heads, dk = q.shape
-    dv, block_k, length = v.shape[-1], launch.block, layout.split_len
+    dv, block_k = v.shape[-1], launch.block
     layout = layout.with_chunk(launch.chunk)
     in_specs = specs.qk_specs(layout, block_k, blocked=True) + [
-        specs.rows_spec(length, dv, blocked=False),
-        specs.rows_spec(length, do.shape[-1], blocked=False),
+        specs.rows_spec(layout, dv, blocked=False),
+        specs.rows_spec(layout, do.shape[-1], blocked=False),
         specs.state_spec(block_k, dv, "dk")]
     grid = (batch, heads, dk // block_k, layout.splits)
-    out_specs = [specs.rows_spec(length, block_k, blocked=True)]
+    out_specs = [specs.rows_spec(layout, block_k, blocked=True)]
     out_shape = [jax.ShapeDtypeStruct(target.shape, target.dtype)]
     if decay_grad:
         out_specs.append(specs.partial_sum_spec())
@@ -257,13 +258,13 @@ def dkdv_walk(q, k, v, do, gamma, run, entry_run, exit_dstate, *, layout: specs.
     ``[dk, dv]``, then the decay-gradient partials if ``decay_grad`` and the ``dS``
     entering each split if ``emit_state``."""
     batch, _, heads, dk = q.shape
-    dv, length = v.shape[-1], layout.split_len
+    dv = v.shape[-1]
     layout = layout.with_chunk(launch.chunk)
     in_specs = specs.qk_specs(layout, dk, blocked=False) + [
-        specs.rows_spec(length, dv, blocked=False), specs.rows_spec(length, dv, blocked=False),
+        specs.rows_spec(layout, dv, blocked=False), specs.rows_spec(layout, dv, blocked=False),
         specs.state_spec(dk, dv, "dv")]
-    out_specs = [specs.rows_spec(length, dk, blocked=False),
-                 specs.rows_spec(length, dv, blocked=False)]
+    out_specs = [specs.rows_spec(layout, dk, blocked=False),
+                 specs.rows_spec(layout, dv, blocked=False)]
     out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
     if decay_grad:
         out_specs.append(specs.partial_sum_spec())

@@ -7,7 +7,7 @@ registers as float32.
 
 Two uses: ``emit_output`` writes ``O`` (the pass proper), and a state-only pass
 (no ``O``, zero start) gives each split's own contribution to the state, from which
-a short scan across splits makes the states entering them (kernel_vjp.py).
+a weighted sum across splits makes the states entering them (kernel_vjp.py).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *ref
         state, prev = carry
         rows = pl.ds(j * c, c)
         k, v = k_ref[rows, :], v_ref[rows, :]
-        length = chunk_length(split * layout.chunks_per_split + j, c, layout.seq_len)
+        length = chunk_length(layout.first_chunk(split) + j, c, layout.seq_len)
         f = chunk_factors(gamma, run_ref[rows], prev, length)
         if emit_output:
             q = q_ref[rows, :]

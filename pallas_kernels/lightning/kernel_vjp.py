@@ -1,11 +1,14 @@
-"""The Pallas kernels behind ``jax.custom_vjp``: padding, the scans across sequence
+"""The Pallas kernels behind ``jax.custom_vjp``: padding, the sums across sequence
 splits, and the assembly of the decay gradient.
 
 When the grid ``(batch, head, feature block)`` alone is too small to fill the GPU,
-the sequence is cut into splits: a state-only pass gives each split's contribution
-(in parallel), a short ``lax.scan`` over splits makes the state entering each one,
-then the output pass runs all splits in parallel. The backward pass does the same in
-reverse for ``dS``. With one split each pass is a single kernel.
+the sequence is cut into splits: a state-only pass gives each split's own contribution
+(in parallel), one weighted sum over the split boundaries (``_boundary_transfers``) makes
+the state entering each split, then the output pass runs all splits in parallel. The
+backward pass does the same in reverse for ``dS``. The state-only passes cover every
+split but one (the forward's last, the backward's first), in finer splits of their own
+(``state_layout``) so that they too fill the GPU. With one split each pass is a single
+kernel.
 
 The custom VJP sees which inputs are differentiated (``symbolic_zeros``): fixed decays
 (TNL's) skip the decay gradient, whose partial sums need the dQ and dK walks to read Q
@@ -28,7 +31,9 @@ from pallas_kernels.lightning.walk_specs import WalkLayout
 
 @dataclasses.dataclass(frozen=True)
 class _Static:
-    layout: WalkLayout
+    layout: WalkLayout                      # the output walks' sequence splits
+    state_layout: WalkLayout                # the state-only passes': each of those cut in
+                                            # `factor` (tuning.state_split_factor)
     config: tuning.KernelConfig             # with the decay fixed
     decay_grad_config: tuning.KernelConfig  # the backward's, for the decay gradient too
     interpret: bool
@@ -36,6 +41,10 @@ class _Static:
     @property
     def kwargs(self) -> dict:
         return dict(layout=self.layout, interpret=self.interpret)
+
+    @property
+    def factor(self) -> int:
+        return self.state_layout.splits // self.layout.splits
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -55,9 +64,10 @@ class _Residuals:
 
 
 def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk_size,
-                                interpret, chunks_per_split=None):
-    """Validated op inputs in, ``(o, final_state)`` out. ``chunks_per_split`` overrides
-    the split policy (tests use it to cover one split and many)."""
+                                interpret, chunks_per_split=None, state_split_factor=None):
+    """Validated op inputs in, ``(o, final_state)`` out. ``chunks_per_split`` and
+    ``state_split_factor`` override the split policies (tests use them to cover one split
+    and many)."""
     batch, seq, heads, dk = q.shape
     dv = v.shape[-1]
     dk_pad, dv_pad = tuning.padded_head_dim(dk), tuning.padded_head_dim(dv)
@@ -74,6 +84,15 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
     chunks_per_split = min(chunks_per_split, n_chunks)
     layout = WalkLayout(chunk=config.chunk, chunks_per_split=chunks_per_split,
                         splits=-(-n_chunks // chunks_per_split), seq_len=seq)
+    if state_split_factor is None:
+        state_split_factor = tuning.state_split_factor(
+            chunks_per_split, batch * heads * dv_pad // config.states.block, layout.splits,
+            config.states.lowering)
+    if chunks_per_split % state_split_factor:
+        raise ValueError(f"state_split_factor must divide the {chunks_per_split} chunks per "
+                         f"split, got {state_split_factor}")
+    state_layout = dataclasses.replace(layout, splits=layout.splits * state_split_factor,
+                                       chunks_per_split=chunks_per_split // state_split_factor)
 
     rows = layout.padded_len - seq
 
@@ -88,7 +107,8 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
                  [(0, 0), (0, 0), (0, dk_pad - dk), (0, dv_pad - dv)])
     gamma = decay.astype(jnp.float32).reshape(heads, 1)
     o, final = _attention(pad(q, dk_pad), pad(k, dk_pad), pad(v, dv_pad), gamma, run, s0,
-                          _Static(layout, config, decay_grad_config, interpret))
+                          _Static(layout, state_layout, config, decay_grad_config,
+                                  interpret))
     return o[:, :seq, :, :dv], final[:, :, :dk, :dv]
 
 
@@ -98,46 +118,71 @@ def _entry_runs(run, layout: WalkLayout):
     return jnp.concatenate([run[:, :1], split_ends[:, :-1]], axis=1)
 
 
-def _split_carries(gamma, run, entry_run, layout: WalkLayout):
-    """``(B, H, splits)``: ``λ^ℓ`` over each split, 0 where a run starts inside it."""
-    split_ends = run[:, layout.split_len - 1::layout.split_len][:, :layout.splits]
-    decays = jnp.exp(-gamma[:, :1] * layout.split_lengths()[None, :])  # (H, splits)
-    return jnp.where((split_ends == entry_run)[:, None, :], decays[None], 0.0)
+def _boundary_transfers(gamma, run, layout: WalkLayout) -> jax.Array:
+    """``(B, H, F+1, F+1)`` over the boundaries ``0 … F`` of the ``F`` splits: entry
+    ``[i, j]`` is the factor by which the state at boundary ``i`` reaches boundary ``j``,
+    ``λ`` to the real rows between (0 if a run starts between); 0 for ``i > j``."""
+    split_ends = run[:, layout.split_len - 1::layout.split_len]
+    resets = jnp.cumsum(split_ends != _entry_runs(run, layout), axis=1)
+    resets = jnp.pad(resets, [(0, 0), (1, 0)])  # (B, F+1): runs started before each boundary
+    rows = jnp.pad(jnp.cumsum(layout.split_lengths()), [(1, 0)])  # (F+1,)
+    boundary = jnp.arange(layout.splits + 1)
+    reaches = ((boundary[:, None] <= boundary[None, :])
+               & (resets[:, :, None] == resets[:, None, :]))
+    decay = jnp.exp(-gamma[:, :, None] * jnp.maximum(rows[None, :] - rows[:, None], 0.0))
+    return jnp.where(reaches[:, None], decay[None], 0.0)
 
 
-def _scan_splits(first, contributions, carries, *, reverse: bool):
-    """``x_{s+1} = carry_s · x_s + contribution_s`` across splits (backwards if
-    ``reverse``). Returns (the value entering each split ``(B, H, splits, ...)``, the
-    value after the last one)."""
-    def step(x, inputs):
-        contribution, carry = inputs
-        return carry[..., None, None] * x + contribution, x
-
-    last, entering = jax.lax.scan(step, first, (jnp.moveaxis(contributions, 2, 0),
-                                                jnp.moveaxis(carries, 2, 0)), reverse=reverse)
-    return jnp.moveaxis(entering, 0, 2), last
+def _weighted_sum(weights, values) -> jax.Array:
+    """``(B, H, P, I) × (B, H, I, dk, dv) → (B, H, P, dk, dv)``, in float32."""
+    return jnp.einsum("bhpi,bhixy->bhpxy", weights, values,
+                      precision=jax.lax.Precision.HIGHEST)
 
 
 def _forward(q, k, v, gamma, run, s0, static: _Static):
     """``(o, final state, the state entering each split, entry runs)``. With several
-    splits: each split but the last gives its own state (the last one's is not needed:
-    the output pass carries the state through it to the final state), a scan makes the
-    states entering every split, and the output pass runs all splits."""
-    layout, launch = static.layout, static.config.forward
+    splits: the state-only pass gives the own state of each state split before the last
+    output split (the output pass carries the state through that one to the final
+    state), a weighted sum makes the states entering the output splits, and the output
+    pass runs them all."""
+    layout, states = static.layout, static.state_layout
     entry_run = _entry_runs(run, layout)
     if layout.splits == 1:
         entry_states = s0[:, :, None]
     else:
-        leading = dataclasses.replace(layout, splits=layout.splits - 1)
-        (own,) = forward_walk(q, k, v, gamma, run, entry_run[:, :-1], None,
-                              emit_output=False, emit_state=True, launch=launch,
-                              layout=leading, interpret=static.interpret)
-        carries = _split_carries(gamma, run, entry_run[:, :-1], leading)
-        entering, last = _scan_splits(s0, own, carries, reverse=False)
-        entry_states = jnp.concatenate([entering, last[:, :, None]], axis=2)
+        leading = dataclasses.replace(states, splits=states.splits - static.factor)
+        (own,) = forward_walk(q, k, v, gamma, run, _entry_runs(run, states)[:, :leading.splits],
+                              None, emit_output=False, emit_state=True,
+                              launch=static.config.states, layout=leading,
+                              interpret=static.interpret)
+        # s0 sits at boundary 0 and split r's own state at boundary r + 1; the output
+        # splits start at every factor-th boundary.
+        to_starts = _boundary_transfers(gamma, run, states)[:, :, :leading.splits + 1,
+                                                             :-1:static.factor]
+        entry_states = (to_starts[:, :, 0, :, None, None] * s0[:, :, None]
+                        + _weighted_sum(jnp.swapaxes(to_starts[:, :, 1:], 2, 3), own))
     o, ends = forward_walk(q, k, v, gamma, run, entry_run, entry_states, emit_output=True,
-                           emit_state=True, launch=launch, **static.kwargs)
+                           emit_state=True, launch=static.config.forward, **static.kwargs)
     return o, ends[:, :, -1], entry_states, entry_run
+
+
+def _split_exit_dstates(q, k, do, gamma, run, dfinal, static: _Static, launch,
+                        with_initial: bool):
+    """``(dS leaving each output split, dS entering the sequence or None)``. The dS-only
+    pass gives the own dS of each state split; those of the first output split matter
+    only to the initial state's gradient, so they are walked only ``with_initial``."""
+    states, factor = static.state_layout, static.factor
+    first = 0 if with_initial else factor
+    tail = dataclasses.replace(states, splits=states.splits - first, first_split=first)
+    (own,) = dv_walk(q, k, do, gamma, run, _entry_runs(run, states)[:, first:], None,
+                     emit_output=False, emit_state=True, launch=launch, layout=tail,
+                     interpret=static.interpret)
+    # Split r's own dS sits at boundary r and dfinal at the last one; the output splits
+    # end at every factor-th boundary (with_initial: also the sequence's start, 0).
+    from_ends = _boundary_transfers(gamma, run, states)[:, :, first::factor, first:]
+    dstates = (from_ends[:, :, :, -1, None, None] * dfinal[:, :, None]
+               + _weighted_sum(from_ends[:, :, :, :-1], own))
+    return (dstates[:, :, 1:], dstates[:, :, 0]) if with_initial else (dstates, None)
 
 
 def _split_anchor_terms(entry_states, entering_dstates, layout: WalkLayout):
@@ -177,15 +222,14 @@ def _attention_bwd(static: _Static, res: _Residuals, cotangents):
     do = do.astype(q.dtype)
     layout, decay_grad = static.layout, res.decay_grad
     config = static.decay_grad_config if decay_grad else static.config
+    # The dS entering the sequence, if asked for: the dK walk's with the decay gradient,
+    # else the dS-only pass's with several splits, or the dV walk's with one.
     if layout.splits == 1:
-        exit_dstates = dfinal[:, :, None]
+        exit_dstates, d_s0 = dfinal[:, :, None], None
     else:
-        (own,) = dv_walk(q, k, do, gamma, run, entry_run, None, emit_output=False,
-                         emit_state=True, launch=config.dv, **static.kwargs)
-        carries = _split_carries(gamma, run, entry_run, layout)
-        exit_dstates, d_s0 = _scan_splits(dfinal, own, carries, reverse=True)
-    # The dS entering each split: the dK walk's with the decay gradient, else the dV
-    # walk's if there is one split (with several, the scan gave d_s0).
+        exit_dstates, d_s0 = _split_exit_dstates(
+            q, k, do, gamma, run, dfinal, static, config.states,
+            with_initial=res.initial_state_grad and not decay_grad)
     emit_d_s0 = layout.splits == 1 and res.initial_state_grad and not decay_grad
     dq, dgamma_q, _ = dq_or_dk_walk("dq", q, k, v, do, gamma, run, entry_run,
                                     res.entry_states, launch=config.dq,

@@ -58,11 +58,12 @@ def _tiles(dtype) -> tuple:
 
 
 def shared_memory_bytes(width: int, block: int, chunk: int, stages: int, itemsize: int,
-                        decay_grad: bool) -> int:
-    """Shared memory of one program: ``stages`` buffers of the chunk tiles, and per compute
-    warpgroup a 16-bit state slice, an output tile and a float32 staging tile, which
-    ``decay_grad`` walks share with the low half of their state slice."""
-    tiles = 2 * chunk * width + (2 if decay_grad else 1) * chunk * block
+                        decay_grad: bool, reads_a: bool = True) -> int:
+    """Shared memory of one program: ``stages`` buffers of the chunk tiles (A only if
+    ``reads_a``: not in state-only passes), and per compute warpgroup a 16-bit state slice,
+    an output tile and a float32 staging tile, which ``decay_grad`` walks share with the
+    low half of their state slice."""
+    tiles = (2 if reads_a else 1) * chunk * width + (2 if decay_grad else 1) * chunk * block
     per_stage = tiles * itemsize + 2 * chunk * 4
     staging = TILE * TILE * 4
     if decay_grad:
@@ -163,7 +164,7 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
         bi, split = row // splits, row % splits
 
         def chunk_of(j):
-            return split * per_split + (per_split - 1 - j if reverse else j)
+            return layout.first_chunk(split) + (per_split - 1 - j if reverse else j)
 
         def warpgroup_cols(wg):
             """This warpgroup's columns of C: in the row arrays, and in the C tile."""

@@ -47,8 +47,11 @@ class KernelConfig:
     forward: Launch    # the forward walk and the state-only pass of sequence splits
     dq: Launch
     dk: Launch
-    dv: Launch         # the dV walk and the dS-only pass of sequence splits
+    dv: Launch         # the dV walk
     fused_dkdv: Launch | None = None  # if set: dK and dV from one walk (whole state)
+    # The state-only passes of sequence splits (the forward's and the dS-only one);
+    # None: the forward's launch. They read two operands of three and write no rows.
+    states: Launch | None = None
 
     def __post_init__(self):
         if self.fused_dkdv and self.fused_dkdv.lowering != "triton":
@@ -61,7 +64,8 @@ class KernelConfig:
 
     @property
     def launches(self) -> tuple[Launch, ...]:
-        return tuple(x for x in (self.forward, self.dq, self.dk, self.dv, self.fused_dkdv) if x)
+        return tuple(x for x in (self.forward, self.dq, self.dk, self.dv, self.fused_dkdv,
+                                 self.states) if x)
 
     @property
     def chunk(self) -> int:
@@ -84,7 +88,7 @@ _TABLE: dict[tuple[int, int], KernelConfig] = {
                              dk=Launch(64, 8, 2, 64), dv=Launch(64, 8, 3, 64)),
 }
 
-WALKS = ("forward", "dq", "dk", "dv")
+WALKS = ("forward", "dq", "dk", "dv", "states")
 
 # Hopper, 16-bit inputs: the walks that run in Mosaic GPU (mosaic_walk.py), each chosen
 # alone as above; a walk not listed, or whose launch does not fit (``mosaic_fits``), keeps
@@ -92,17 +96,22 @@ WALKS = ("forward", "dq", "dk", "dv")
 # forward / dQ / dK / dV: d 128 0.68 / 0.79 / 0.81 / 0.70 ms against Triton's 1.13 / 1.50
 # / 1.65 / 1.29; dk 256 / dv 128 2.87 / 1.58 / 1.49 / 2.66 against 3.39 / 2.90 / 3.36 /
 # 4.30; d 256 5.59 / 5.60 / 5.45 / 5.27 against 6.57 / 7.67 / 8.61 / 8.62; d 64 0.36 /
-# 0.41 / 0.41 / 0.37 against 0.40 / 0.63 and 0.86 (fused dK/dV).
+# 0.41 / 0.41 / 0.37 against 0.40 / 0.63 and 0.86 (fused dK/dV). The state-only passes
+# pipeline no A tile, so deeper pipelines fit: d 128, 1 x 128K, 7 splits, 0.250 ms with 4
+# stages against 0.292 with 2.
 _HOPPER_TABLE: dict[tuple[int, int], dict[str, Launch]] = {
     (64, 64): dict(forward=Launch(64, 4, 4, 64, lowering="mosaic"),
                    dq=Launch(64, 4, 3, 64, lowering="mosaic"),
                    dk=Launch(64, 4, 4, 64, lowering="mosaic"),
-                   dv=Launch(64, 4, 3, 64, lowering="mosaic")),
-    (128, 128): {walk: Launch(128, 4, 2, 64, lowering="mosaic") for walk in WALKS},
+                   dv=Launch(64, 4, 3, 64, lowering="mosaic"),
+                   states=Launch(64, 4, 4, 64, lowering="mosaic")),
+    (128, 128): dict({walk: Launch(128, 4, 2, 64, lowering="mosaic") for walk in WALKS},
+                     states=Launch(128, 4, 4, 64, lowering="mosaic")),
     (256, 128): dict(forward=Launch(64, 4, 2, 64, lowering="mosaic"),
                      dq=Launch(128, 4, 2, 64, lowering="mosaic"),
                      dk=Launch(128, 4, 2, 64, lowering="mosaic"),
-                     dv=Launch(64, 4, 2, 64, lowering="mosaic")),
+                     dv=Launch(64, 4, 2, 64, lowering="mosaic"),
+                     states=Launch(64, 4, 2, 64, lowering="mosaic")),
     (256, 256): {walk: Launch(64, 4, 2, 64, lowering="mosaic") for walk in WALKS},
 }
 
@@ -112,7 +121,7 @@ _HOPPER_TABLE: dict[tuple[int, int], dict[str, Launch]] = {
 # fwd+bwd: 4 x 32K 3.70 ms at 2 splits against 3.80 at 4 and 3.95 at 8; 1 x 128K 3.73 at 8
 # splits against 3.97 at 16 and 4.33 at 32 (RESULTS.md).
 TARGET_PROGRAMS = {"triton": 264, "mosaic": 128}
-# A split walks at least this many chunks, so the scan across splits stays short.
+# A split walks at least this many chunks, so the sum across splits stays small.
 MIN_SPLIT_CHUNKS = 4
 
 
@@ -153,18 +162,20 @@ def kernel_config(dk: int, dv: int, chunk_size: int | None, itemsize: int = 2,
     cap = FLOAT32_MAX_BLOCK if wide else max(dk, dv)
     # Per walk: the width its block cuts, and the key width (of the rows it multiplies:
     # A and B in mosaic_walk.py).
-    widths = dict(forward=(dv, dk), dq=(dk, dv), dk=(dk, dv), dv=(dv, dk))
+    widths = dict(forward=(dv, dk), dq=(dk, dv), dk=(dk, dv), dv=(dv, dk), states=(dv, dk))
 
     def fit(launch: Launch, width: int) -> Launch:
         stages = min(launch.num_stages, FLOAT32_MAX_STAGES) if wide else launch.num_stages
         return dataclasses.replace(launch, block=min(launch.block or width, width, cap),
                                    num_stages=stages, chunk=chunk_size or launch.chunk)
 
-    launches = {walk: fit(getattr(config, walk), widths[walk][0]) for walk in WALKS}
+    launches = {walk: fit(getattr(config, walk) or config.forward, widths[walk][0])
+                for walk in WALKS}
     fused = config.fused_dkdv if max(dk, dv) <= cap else None
     for walk, launch in (_HOPPER_TABLE.get((dk, dv), {}) if mosaic else {}).items():
         launch = _deepest_fitting(fit(launch, widths[walk][0]), widths[walk][1], itemsize,
-                                  decay_grad=decay_grad and walk in ("dq", "dk"))
+                                  decay_grad=decay_grad and walk in ("dq", "dk"),
+                                  reads_a=walk != "states")
         if launch:
             launches[walk] = launch
             if walk in ("dk", "dv"):
@@ -172,23 +183,25 @@ def kernel_config(dk: int, dv: int, chunk_size: int | None, itemsize: int = 2,
     return KernelConfig(**launches, fused_dkdv=fused and fit(fused, max(dk, dv)))
 
 
-def mosaic_fits(launch: Launch, key_width: int, itemsize: int, decay_grad: bool = False) -> bool:
+def mosaic_fits(launch: Launch, key_width: int, itemsize: int, decay_grad: bool = False,
+                reads_a: bool = True) -> bool:
     """Whether the Mosaic GPU walk takes this launch: 16-bit inputs; the key width, chunk
     and block multiples of 64 (wgmma tiles), the block one or two compute warpgroups wide;
     chunks no longer than the key width (a chunk of C shares the 16-bit state's shared
-    memory); and the buffers within shared memory."""
+    memory); and the buffers within shared memory (``reads_a``: false for the state-only
+    passes, which pipeline two operands of three)."""
     return (itemsize == 2 and all(n % TILE == 0 for n in (key_width, launch.block, launch.chunk))
             and launch.block <= 2 * TILE and launch.chunk <= key_width
             and shared_memory_bytes(key_width, launch.block, launch.chunk, launch.num_stages,
-                                    itemsize, decay_grad) <= SHARED_MEMORY_BYTES)
+                                    itemsize, decay_grad, reads_a) <= SHARED_MEMORY_BYTES)
 
 
-def _deepest_fitting(launch: Launch, key_width: int, itemsize: int,
-                     decay_grad: bool) -> Launch | None:
+def _deepest_fitting(launch: Launch, key_width: int, itemsize: int, decay_grad: bool,
+                     reads_a: bool) -> Launch | None:
     """The launch with the most pipeline stages, up to its own, that ``mosaic_fits``."""
     for stages in range(launch.num_stages, 0, -1):
         candidate = dataclasses.replace(launch, num_stages=stages)
-        if mosaic_fits(candidate, key_width, itemsize, decay_grad):
+        if mosaic_fits(candidate, key_width, itemsize, decay_grad, reads_a):
             return candidate
     return None
 
@@ -200,3 +213,17 @@ def split_chunks(n_chunks: int, programs_per_split: int, lowering: str = "triton
     splits = 1 << (wanted - 1).bit_length()
     splits = min(splits, max(1, n_chunks // MIN_SPLIT_CHUNKS))
     return math.ceil(n_chunks / splits)
+
+
+def state_split_factor(chunks_per_split: int, programs_per_split: int, splits: int,
+                       lowering: str) -> int:
+    """How many splits of the state-only passes make one output split. Those passes cover
+    all output splits but one, so with few splits they would leave SMs idle (4 x 32K, d 128:
+    64 programs, 1.9 TB/s); halving their splits until one more halving would exceed a wave
+    restores the bandwidth (128 programs: 3.6 TB/s; 256: 3.4)."""
+    factor = 1
+    while (chunks_per_split % (2 * factor) == 0
+           and chunks_per_split // (2 * factor) >= MIN_SPLIT_CHUNKS
+           and programs_per_split * (splits - 1) * 2 * factor <= TARGET_PROGRAMS[lowering]):
+        factor *= 2
+    return factor

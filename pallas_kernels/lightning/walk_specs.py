@@ -22,12 +22,15 @@ from pallas_kernels.lightning.tuning import Launch
 @dataclasses.dataclass(frozen=True)
 class WalkLayout:
     """How the padded sequence is cut: ``splits × chunks_per_split × chunk`` rows, of
-    which the first ``seq_len`` are real."""
+    which the first ``seq_len`` are real. A walk over part of the sequence (a state-only
+    pass) covers splits ``first_split, …, first_split + splits − 1``; its outputs number
+    its own splits from 0."""
 
     chunk: int
     chunks_per_split: int
     splits: int
     seq_len: int
+    first_split: int = 0
 
     @property
     def split_len(self) -> int:
@@ -37,9 +40,13 @@ class WalkLayout:
     def padded_len(self) -> int:
         return self.splits * self.split_len
 
+    def first_chunk(self, split) -> jax.Array:
+        """The sequence's index of the first chunk of the walk's split ``split``."""
+        return (split + self.first_split) * self.chunks_per_split
+
     def split_lengths(self) -> jax.Array:
         """``(splits,)`` float32: the real rows of each split (the last may be short)."""
-        starts = jnp.arange(self.splits) * self.split_len
+        starts = (jnp.arange(self.splits) + self.first_split) * self.split_len
         return jnp.clip(self.seq_len - starts, 0, self.split_len).astype(jnp.float32)
 
     def with_chunk(self, chunk: int) -> "WalkLayout":
@@ -58,15 +65,19 @@ def entry_run_spec() -> pl.BlockSpec:
     return pl.BlockSpec((None, 1), lambda b, h, x, s: (b, s))
 
 
-def run_spec(split_len: int) -> pl.BlockSpec:
-    return pl.BlockSpec((None, split_len), lambda b, h, x, s: (b, s))
+def run_spec(layout: WalkLayout) -> pl.BlockSpec:
+    first = layout.first_split
+    return pl.BlockSpec((None, layout.split_len), lambda b, h, x, s: (b, s + first))
 
 
-def rows_spec(split_len: int, width: int, blocked: bool) -> pl.BlockSpec:
+def rows_spec(layout: WalkLayout, width: int, blocked: bool) -> pl.BlockSpec:
     """``(B, T, H, d)`` rows of the split; ``blocked`` takes feature block ``x``."""
+    first = layout.first_split
     if blocked:
-        return pl.BlockSpec((None, split_len, None, width), lambda b, h, x, s: (b, s, h, x))
-    return pl.BlockSpec((None, split_len, None, width), lambda b, h, x, s: (b, s, h, 0))
+        return pl.BlockSpec((None, layout.split_len, None, width),
+                            lambda b, h, x, s: (b, s + first, h, x))
+    return pl.BlockSpec((None, layout.split_len, None, width),
+                        lambda b, h, x, s: (b, s + first, h, 0))
 
 
 def state_spec(rows: int, cols: int, block_axis: str) -> pl.BlockSpec:
@@ -83,9 +94,8 @@ def partial_sum_spec() -> pl.BlockSpec:
 
 def qk_specs(layout: WalkLayout, width: int, blocked: bool) -> list[pl.BlockSpec]:
     """Specs of (gamma, entry_run, run, q, k): the inputs every kernel starts with."""
-    length = layout.split_len
-    return [gamma_spec(), entry_run_spec(), run_spec(length),
-            rows_spec(length, width, blocked), rows_spec(length, width, blocked)]
+    return [gamma_spec(), entry_run_spec(), run_spec(layout),
+            rows_spec(layout, width, blocked), rows_spec(layout, width, blocked)]
 
 
 def optional_refs(refs: Sequence, *present: bool) -> list:
@@ -123,16 +133,16 @@ def value_block_walk(kernel: Callable, q, k, x, gamma, run, entry_run, state_in,
     (``out_dtype``), the state leaving each split; all blocked like x.
     ``kernel(*refs, layout, has_state_in, emit_output, emit_state)``."""
     batch, _, heads, dk = q.shape
-    dv, length, block_v = x.shape[-1], layout.split_len, launch.block
+    dv, block_v = x.shape[-1], launch.block
     layout = layout.with_chunk(launch.chunk)
-    in_specs = qk_specs(layout, dk, blocked=False) + [rows_spec(length, block_v, blocked=True)]
+    in_specs = qk_specs(layout, dk, blocked=False) + [rows_spec(layout, block_v, blocked=True)]
     args = [gamma, entry_run, run, q, k, x]
     if state_in is not None:
         in_specs.append(state_spec(dk, block_v, "dv"))
         args.append(state_in)
     out_specs, out_shape = [], []
     if emit_output:
-        out_specs.append(rows_spec(length, block_v, blocked=True))
+        out_specs.append(rows_spec(layout, block_v, blocked=True))
         out_shape.append(jax.ShapeDtypeStruct(x.shape, out_dtype))
     if emit_state:
         out_specs.append(state_spec(dk, block_v, "dv"))
