@@ -83,6 +83,7 @@ def test_state_passes_split_finer_to_fill_a_wave():
     assert tuning.state_split_factor(256, 64, 2, "mosaic") == 2
     assert tuning.state_split_factor(256, 16, 8, "mosaic") == 1
     assert tuning.state_split_factor(8, 1, 2, "mosaic") == 2  # splits keep 4 chunks
+    assert tuning.state_split_factor(512, 128, 1, "mosaic") == 1  # no state-only passes
 
 
 @pytest.mark.parametrize("dk,dv", [(8, 8), (24, 12), (64, 32)])

@@ -77,23 +77,8 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
                              mosaic=interpret or tuning.has_wgmma(), decay_grad=decay_grad)
         for decay_grad in (False, True))
     assert config.chunk == decay_grad_config.chunk, "both backward launches pad alike"
-    n_chunks = -(-seq // config.chunk)
-    if chunks_per_split is None:
-        chunks_per_split = tuning.split_chunks(
-            n_chunks, batch * heads * dv_pad // config.forward.block, config.forward.lowering)
-    chunks_per_split = min(chunks_per_split, n_chunks)
-    layout = WalkLayout(chunk=config.chunk, chunks_per_split=chunks_per_split,
-                        splits=-(-n_chunks // chunks_per_split), seq_len=seq)
-    if state_split_factor is None:
-        state_split_factor = tuning.state_split_factor(
-            chunks_per_split, batch * heads * dv_pad // config.states.block, layout.splits,
-            config.states.lowering)
-    if chunks_per_split % state_split_factor:
-        raise ValueError(f"state_split_factor must divide the {chunks_per_split} chunks per "
-                         f"split, got {state_split_factor}")
-    state_layout = dataclasses.replace(layout, splits=layout.splits * state_split_factor,
-                                       chunks_per_split=chunks_per_split // state_split_factor)
-
+    layout, state_layout = split_layouts(config, batch, heads, seq, dv_pad,
+                                         chunks_per_split, state_split_factor)
     rows = layout.padded_len - seq
 
     def pad(x, width):
@@ -110,6 +95,30 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
                           _Static(layout, state_layout, config, decay_grad_config,
                                   interpret))
     return o[:, :seq, :, :dv], final[:, :, :dk, :dv]
+
+
+def split_layouts(config: tuning.KernelConfig, batch: int, heads: int, seq: int, dv: int,
+                  chunks_per_split: int | None = None,
+                  state_split_factor: int | None = None) -> tuple[WalkLayout, WalkLayout]:
+    """The sequence splits of the output walks and of the state-only passes, by the split
+    policies (tuning.split_chunks, tuning.state_split_factor) unless overridden; ``dv``
+    padded."""
+    n_chunks = -(-seq // config.chunk)
+    if chunks_per_split is None:
+        chunks_per_split = tuning.split_chunks(
+            n_chunks, batch * heads * dv // config.forward.block, config.forward.lowering)
+    chunks_per_split = min(chunks_per_split, n_chunks)
+    layout = WalkLayout(chunk=config.chunk, chunks_per_split=chunks_per_split,
+                        splits=-(-n_chunks // chunks_per_split), seq_len=seq)
+    if state_split_factor is None:
+        state_split_factor = tuning.state_split_factor(
+            chunks_per_split, batch * heads * dv // config.states.block, layout.splits,
+            config.states.lowering)
+    if chunks_per_split % state_split_factor:
+        raise ValueError(f"state_split_factor must divide the {chunks_per_split} chunks per "
+                         f"split, got {state_split_factor}")
+    return layout, dataclasses.replace(layout, splits=layout.splits * state_split_factor,
+                                       chunks_per_split=chunks_per_split // state_split_factor)
 
 
 def _entry_runs(run, layout: WalkLayout):

@@ -97,8 +97,10 @@ WALKS = ("forward", "dq", "dk", "dv", "states")
 # / 1.65 / 1.29; dk 256 / dv 128 2.87 / 1.58 / 1.49 / 2.66 against 3.39 / 2.90 / 3.36 /
 # 4.30; d 256 5.59 / 5.60 / 5.45 / 5.27 against 6.57 / 7.67 / 8.61 / 8.62; d 64 0.36 /
 # 0.41 / 0.41 / 0.37 against 0.40 / 0.63 and 0.86 (fused dK/dV). The state-only passes
-# pipeline no A tile, so deeper pipelines fit: d 128, 1 x 128K, 7 splits, 0.250 ms with 4
-# stages against 0.292 with 2.
+# pipeline no A tile, so deeper pipelines and wider blocks fit; at 1 x 128K: d 128 (7
+# splits) 0.250 ms with 4 stages against 0.292 with 2; dk 256 / dv 128 (6 of 8 splits)
+# 0.402 with block 128 against 0.609 with 64 (3 of 4); d 256 (2 of 4) 0.589 with 3
+# stages against 0.646 with 2.
 _HOPPER_TABLE: dict[tuple[int, int], dict[str, Launch]] = {
     (64, 64): dict(forward=Launch(64, 4, 4, 64, lowering="mosaic"),
                    dq=Launch(64, 4, 3, 64, lowering="mosaic"),
@@ -111,8 +113,9 @@ _HOPPER_TABLE: dict[tuple[int, int], dict[str, Launch]] = {
                      dq=Launch(128, 4, 2, 64, lowering="mosaic"),
                      dk=Launch(128, 4, 2, 64, lowering="mosaic"),
                      dv=Launch(64, 4, 2, 64, lowering="mosaic"),
-                     states=Launch(64, 4, 2, 64, lowering="mosaic")),
-    (256, 256): {walk: Launch(64, 4, 2, 64, lowering="mosaic") for walk in WALKS},
+                     states=Launch(128, 4, 2, 64, lowering="mosaic")),
+    (256, 256): dict({walk: Launch(64, 4, 2, 64, lowering="mosaic") for walk in WALKS},
+                     states=Launch(64, 4, 3, 64, lowering="mosaic")),
 }
 
 # Programs wanted in flight, per lowering of the forward walk: two Triton programs per
@@ -217,12 +220,13 @@ def split_chunks(n_chunks: int, programs_per_split: int, lowering: str = "triton
 
 def state_split_factor(chunks_per_split: int, programs_per_split: int, splits: int,
                        lowering: str) -> int:
-    """How many splits of the state-only passes make one output split. Those passes cover
-    all output splits but one, so with few splits they would leave SMs idle (4 x 32K, d 128:
+    """How many splits of the state-only passes make one output split (1 with one output
+    split: then there are no such passes). Those passes cover all output splits but one,
+    so with few splits they would leave SMs idle (4 x 32K, d 128:
     64 programs, 1.9 TB/s); halving their splits until one more halving would exceed a wave
     restores the bandwidth (128 programs: 3.6 TB/s; 256: 3.4)."""
     factor = 1
-    while (chunks_per_split % (2 * factor) == 0
+    while (splits > 1 and chunks_per_split % (2 * factor) == 0
            and chunks_per_split // (2 * factor) >= MIN_SPLIT_CHUNKS
            and programs_per_split * (splits - 1) * 2 * factor <= TARGET_PROGRAMS[lowering]):
         factor *= 2
