@@ -20,14 +20,17 @@ from benchmarks.kernel_bench import IMPL_ORDER, floor_ms, results_table  # noqa:
 
 
 def load(paths: list[str]) -> tuple[list[dict], float, int]:
-    rows, copy_rates, heads = [], [], 16
+    """Rows of every file; a row of a later file replaces the same measurement (impl,
+    head sizes, B × T) of an earlier one, so that a re-run supersedes."""
+    rows, copy_rates, heads = {}, [], 16
     for path in paths:
         with open(path) as f:
             data = json.load(f)
-        rows += [r for r in data["rows"] if "fwd_ms" in r]
+        rows.update({(r["impl"], r["dk"], r["dv"], r["B"], r["T"]): r
+                     for r in data["rows"] if "fwd_ms" in r})
         copy_rates.append(data["copy_TBps"])
         heads = data["heads"]
-    return rows, max(copy_rates), heads
+    return list(rows.values()), max(copy_rates), heads
 
 
 def series(rows, impl, dk, dv, key):
@@ -39,14 +42,16 @@ def series(rows, impl, dk, dv, key):
 def plot_all(rows, copy_tbps, heads, out):
     dims = sorted({(r["dk"], r["dv"]) for r in rows})
     fig, axes = plt.subplots(1, len(dims), figsize=(3.2 * len(dims), 2.8), squeeze=False)
+    colors = dict(zip(IMPL_ORDER, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, (dk, dv) in zip(axes[0], dims):
         for impl in IMPL_ORDER:
             t, ms = series(rows, impl, dk, dv, "fwdbwd_ms")
-            if t:
-                ax.plot(t, ms, marker="o", label=impl, lw=1)
+            if t:  # one color per impl in every panel
+                ax.plot(t, ms, marker="o", label=impl, lw=1, color=colors[impl])
         ax.set(xscale="log", yscale="log", title=f"dk {dk} / dv {dv}", xlabel="T (B·T = 128K)")
     axes[0][0].set_ylabel("fwd+bwd ms")
-    axes[0][-1].legend(fontsize=6)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=6)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "time_vs_T.png"), dpi=80)
 
