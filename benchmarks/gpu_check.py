@@ -103,6 +103,7 @@ CASES = [Case(*row) for row in [
     ("d64 bf16 no initial state", 2, 8192, 16, 64, 64, jnp.bfloat16, True, False),
     ("d128 bf16 1x32K splits no initial state", 1, 32768, 16, 128, 128, jnp.bfloat16, True, False),
     ("dk256/dv128 bf16 1x32K splits", 1, 32768, 16, 256, 128, jnp.bfloat16, True),
+    ("d256 bf16 1x32K splits", 1, 32768, 16, 256, 256, jnp.bfloat16, True),
     # 2 splits, each 2 splits of the state-only passes; the dS-only pass walks the first
     # split only for the initial state's gradient, with a fixed decay.
     ("d128 bf16 4x8K finer state splits", 4, 8192, 16, 128, 128, jnp.bfloat16, True),
