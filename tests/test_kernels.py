@@ -29,6 +29,14 @@ def reference_f64(q, k, v, decay, *, segment_ids=None, initial_state=None):
                                initial_state=as64(initial_state))
 
 
+def output_and_final_loss(fn, *, do, segment_ids):
+    """``(q, k, v, decay, s0) -> Σ o·do + Σ final_state`` of ``fn``, to differentiate."""
+    def f(q, k, v, d, s0):
+        o, final = fn(q, k, v, d, segment_ids=segment_ids, initial_state=s0)
+        return jnp.sum(o * do.astype(q.dtype)) + jnp.sum(final)
+    return f
+
+
 @pytest.mark.parametrize("chunks_per_split", [1, 3, None, 1000])
 def test_sequence_splits_give_the_same_answer(x64, rng, chunks_per_split):
     """1: a split per chunk; 3: uneven last split (padded chunks); 1000: one split."""
@@ -60,13 +68,7 @@ def test_state_passes_in_finer_splits(x64, rng, chunks_per_split, factor, learne
     q, k, v, decay, kw = attention_inputs(rng, 1, 100, 2, 16, 32, decay=[0.0, 0.4],
                                           segments=True, initial_state=True)
     do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
-
-    def loss(fn):
-        def f(q, k, v, d, s0):
-            o, final = fn(q, k, v, d, segment_ids=kw["segment_ids"], initial_state=s0)
-            return jnp.sum(o * do) + jnp.sum(final)
-        return f
-
+    loss = functools.partial(output_and_final_loss, do=do, segment_ids=kw["segment_ids"])
     argnums = (0, 1, 2, 3, 4) if learned_decay else (0, 1, 2, 4)
     args = (q, k, v, decay, kw["initial_state"])
     ours = functools.partial(kernels, chunks_per_split=chunks_per_split,
@@ -133,12 +135,7 @@ def test_feature_blocks_and_chunks_of_the_tuning_table(x64, rng, monkeypatch, fo
     q, k, v, decay, kw = attention_inputs(rng, 1, 50, 2, 32, 32, decay=[0.2, 3.0],
                                           segments=True, initial_state=True)
     do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
-
-    def loss(fn):
-        def f(q, k, v, d, s0):
-            o, final = fn(q, k, v, d, segment_ids=kw["segment_ids"], initial_state=s0)
-            return jnp.sum(o * do.astype(q.dtype)) + jnp.sum(final)
-        return f
+    loss = functools.partial(output_and_final_loss, do=do, segment_ids=kw["segment_ids"])
 
     args = (q, k, v, decay, kw["initial_state"])
     grads = jax.grad(loss(functools.partial(kernels, chunks_per_split=chunks_per_split,

@@ -44,7 +44,7 @@ class Launch:
 
 @dataclasses.dataclass(frozen=True)
 class KernelConfig:
-    forward: Launch    # the forward walk and the state-only pass of sequence splits
+    forward: Launch    # the forward walk
     dq: Launch
     dk: Launch
     dv: Launch         # the dV walk
@@ -222,9 +222,9 @@ def state_split_factor(chunks_per_split: int, programs_per_split: int, splits: i
                        lowering: str) -> int:
     """How many splits of the state-only passes make one output split (1 with one output
     split: then there are no such passes). Those passes cover all output splits but one,
-    so with few splits they would leave SMs idle (4 x 32K, d 128:
-    64 programs, 1.9 TB/s); halving their splits until one more halving would exceed a wave
-    restores the bandwidth (128 programs: 3.6 TB/s; 256: 3.4)."""
+    so with few splits they leave SMs idle (4 x 32K, d 128: 64 programs, 1.9 TB/s).
+    Their splits are halved while the programs still fit one wave (there: 128 programs,
+    3.6 TB/s; 256 gave 3.4)."""
     factor = 1
     while (splits > 1 and chunks_per_split % (2 * factor) == 0
            and chunks_per_split // (2 * factor) >= MIN_SPLIT_CHUNKS
