@@ -233,13 +233,13 @@ def _attention_bwd(static: _Static, res: _Residuals, cotangents):
     config = static.decay_grad_config if decay_grad else static.config
     # The dS entering the sequence, if asked for: the dK walk's with the decay gradient,
     # else the dS-only pass's with several splits, or the dV walk's with one.
+    d_s0_from_dv = res.initial_state_grad and not decay_grad
     if layout.splits == 1:
         exit_dstates, d_s0 = dfinal[:, :, None], None
     else:
-        exit_dstates, d_s0 = _split_exit_dstates(
-            q, k, do, gamma, run, dfinal, static, config.states,
-            with_initial=res.initial_state_grad and not decay_grad)
-    emit_d_s0 = layout.splits == 1 and res.initial_state_grad and not decay_grad
+        exit_dstates, d_s0 = _split_exit_dstates(q, k, do, gamma, run, dfinal, static,
+                                                 config.states, with_initial=d_s0_from_dv)
+    emit_d_s0 = layout.splits == 1 and d_s0_from_dv
     dq, dgamma_q, _ = dq_or_dk_walk("dq", q, k, v, do, gamma, run, entry_run,
                                     res.entry_states, launch=config.dq,
                                     decay_grad=decay_grad, **static.kwargs)
