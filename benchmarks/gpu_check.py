@@ -96,7 +96,7 @@ CASES = [Case(*row) for row in [
     ("d128 f32 ragged T", 2, 5000, 16, 128, 128, jnp.float32, True),
     ("d128 f32 1x32K splits", 1, 32768, 16, 128, 128, jnp.float32, True),
     ("d128 f32 16x1K one split", 16, 1024, 16, 128, 128, jnp.float32, True),
-    # bf16 on Hopper runs the Mosaic GPU walks (tuning._HOPPER_TABLE); float32 runs Triton.
+    # bf16 on Hopper runs the Mosaic GPU walks (tuning.py's Hopper table); float32 runs Triton.
     ("d128 bf16", 2, 8192, 16, 128, 128, jnp.bfloat16, True),
     ("dk256/dv128 bf16", 2, 8192, 16, 256, 128, jnp.bfloat16, True),
     ("d256 bf16", 2, 8192, 16, 256, 256, jnp.bfloat16, True),

@@ -18,10 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.kernel_bench import fwd_bwd, ours, timed_ms
-from pallas_kernels.lightning import tuning
-from pallas_kernels.lightning.backward import dq_or_dk_walk, dv_walk
-from pallas_kernels.lightning.forward import forward_walk
-from pallas_kernels.lightning.kernel_vjp import split_layouts
+from pallas_kernels.lightning import passes, tuning
+from pallas_kernels.lightning.splits import split_layouts
 
 
 def pass_times(q, k, v, do, heads: int) -> tuple[dict[str, float], int]:
@@ -40,25 +38,25 @@ def pass_times(q, k, v, do, heads: int) -> tuple[dict[str, float], int]:
     times = {"op fwd": timed_ms(jax.jit(op), q, k, v),
              "op fwd+bwd": timed_ms(jax.jit(fwd_bwd(op, learned)), q, k, v, do)}
     walks = {
-        "output pass": lambda q, k, v, do, g, r, e, s: forward_walk(
+        "output pass": lambda q, k, v, do, g, r, e, s: passes.forward(
             q, k, v, g, r, e[:, :layout.splits], s, emit_output=True, emit_state=True,
             launch=config.forward, **kw),
-        "dQ walk": lambda q, k, v, do, g, r, e, s: dq_or_dk_walk(
-            "dq", q, k, v, do, g, r, e[:, :layout.splits], s, launch=config.dq,
+        "dQ walk": lambda q, k, v, do, g, r, e, s: passes.dq(
+            q, k, v, do, g, r, e[:, :layout.splits], s, launch=config.dq,
             decay_grad=False, **kw),
-        "dK walk": lambda q, k, v, do, g, r, e, s: dq_or_dk_walk(
-            "dk", q, k, v, do, g, r, e[:, :layout.splits], s, launch=config.dk,
+        "dK walk": lambda q, k, v, do, g, r, e, s: passes.dk(
+            q, k, v, do, g, r, e[:, :layout.splits], s, launch=config.dk,
             decay_grad=False, **kw),
-        "dV walk": lambda q, k, v, do, g, r, e, s: dv_walk(
+        "dV walk": lambda q, k, v, do, g, r, e, s: passes.dv(
             q, k, do, g, r, e[:, :layout.splits], s, emit_output=True, emit_state=False,
             launch=config.dv, **kw)}
     if layout.splits > 1:
         leading = dataclasses.replace(states, splits=states.splits - factor)
         tail = dataclasses.replace(leading, first_split=factor)
-        walks["state pass"] = lambda q, k, v, do, g, r, e, s: forward_walk(
+        walks["state pass"] = lambda q, k, v, do, g, r, e, s: passes.forward(
             q, k, v, g, r, e[:, :leading.splits], None, emit_output=False, emit_state=True,
             launch=config.states, layout=leading, interpret=False)
-        walks["dS pass"] = lambda q, k, v, do, g, r, e, s: dv_walk(
+        walks["dS pass"] = lambda q, k, v, do, g, r, e, s: passes.dv(
             q, k, do, g, r, e[:, factor:], None, emit_output=False, emit_state=True,
             launch=config.states, layout=tail, interpret=False)
     for name, walk in walks.items():

@@ -14,6 +14,7 @@ per sequence split (and at the split policy's choice), to tune ``split_chunks``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
 
@@ -21,11 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.kernel_bench import timed_ms
-from pallas_kernels.lightning.backward import dkdv_walk, dq_or_dk_walk, dv_walk
-from pallas_kernels.lightning.forward import forward_walk
-from pallas_kernels.lightning.kernel_vjp import lightning_attention_kernels
-from pallas_kernels.lightning.tuning import LOWERINGS, Launch
-from pallas_kernels.lightning.walk_specs import WalkLayout
+from pallas_kernels import lightning_attention
+from pallas_kernels.lightning import passes, tuning
+from pallas_kernels.lightning.launch import LOWERINGS, Launch
+from pallas_kernels.lightning.layout import WalkLayout
 
 
 def kernel_calls(batch: int, seq: int, heads: int, chunk: int, interpret: bool) -> dict:
@@ -37,18 +37,19 @@ def kernel_calls(batch: int, seq: int, heads: int, chunk: int, interpret: bool) 
     entry_run = jnp.zeros((batch, 1), jnp.int32)
     walk = dict(gamma=gamma, run=run, entry_run=entry_run, layout=layout, interpret=interpret)
     return {
-        "fwd": (lambda c, q, k, v, do, s: forward_walk(
-            q, k, v, entry_state=s, launch=c, emit_output=True, emit_state=True, **walk),
+        "fwd": (lambda c, q, k, v, do, s: passes.forward(
+            q, k, v, entry_states=s, launch=c, emit_output=True, emit_state=True, **walk),
             "dv"),
-        "dq": (lambda c, q, k, v, do, s: dq_or_dk_walk(
-            "dq", q, k, v, do, state=s, launch=c, **walk), "dk"),
-        "dk": (lambda c, q, k, v, do, s: dq_or_dk_walk(
-            "dk", q, k, v, do, state=s, launch=c, **walk), "dk"),
-        "dv": (lambda c, q, k, v, do, s: dv_walk(
-            q, k, do, exit_dstate=s, launch=c, emit_output=True, emit_state=True, **walk),
+        "dq": (lambda c, q, k, v, do, s: passes.dq(
+            q, k, v, do, entry_states=s, launch=c, decay_grad=False, **walk), "dk"),
+        "dk": (lambda c, q, k, v, do, s: passes.dk(
+            q, k, v, do, exit_dstates=s, launch=c, decay_grad=False, **walk), "dk"),
+        "dv": (lambda c, q, k, v, do, s: passes.dv(
+            q, k, do, exit_dstates=s, launch=c, emit_output=True, emit_state=True, **walk),
             "dv"),
-        "dkdv_fused": (lambda c, q, k, v, do, s: dkdv_walk(
-            q, k, v, do, exit_dstate=s, launch=c, emit_state=True, **walk), None),
+        "dkdv_fused": (lambda c, q, k, v, do, s: passes.dkdv(
+            q, k, v, do, exit_dstates=s, launch=c, decay_grad=False, emit_state=True, **walk),
+            None),
     }
 
 
@@ -57,10 +58,12 @@ def op_forward_and_backward(chunks_per_split: int | None, interpret: bool):
     of chunks per sequence split (None: the split policy's)."""
     def op(q, k, v):
         decay = jnp.linspace(0.05, 1.0, q.shape[2], dtype=jnp.float32)
-        o, _ = lightning_attention_kernels(q, k, v, decay, run_ids=None, initial_state=None,
-                                           chunk_size=None, interpret=interpret,
-                                           chunks_per_split=chunks_per_split)
-        return o
+        dk, dv = (tuning.padded_head_dim(x.shape[-1]) for x in (q, v))
+        config = tuning.kernel_config(dk, dv, None, itemsize=2,
+                                      mosaic=interpret or tuning.has_wgmma())
+        return lightning_attention(
+            q, k, v, decay, backend="interpret" if interpret else "pallas",
+            kernel_config=dataclasses.replace(config, chunks_per_split=chunks_per_split))
 
     def run(q, k, v, do):
         o, vjp = jax.vjp(op, q, k, v)

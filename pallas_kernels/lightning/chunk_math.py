@@ -1,13 +1,15 @@
-"""In-kernel math shared by the forward and backward kernels: one chunk of the
-Lightning Attention-2 split (DESIGN.md, "The math"), written once.
+"""One chunk of the Lightning Attention-2 split (docs/DESIGN.md, "The math"), written
+once for every lowering: the decay factors (Triton, Mosaic GPU and the ``xla`` backend)
+and the products on values that the Triton walks share.
 
 A chunk has ``C`` rows at offsets ``a, b ∈ [0, C)``; ``ℓ`` of them are real (the last
 chunk of a row may be short; padded rows carry zeros). ``run`` holds the chunk's run
 ids (non-decreasing, padded rows repeat the last real one), ``prev`` the run id of the
 row before the chunk. Every factor is ``exp(-γ·n)`` with ``n >= 0``.
 
-These helpers work on values (not refs) so that either lowering (Triton, Mosaic GPU)
-or the interpreter can use them.
+These helpers work on values (not refs), and the factors on positions of any dtype
+(integers in Triton and ``xla``, float32 vectors in a Mosaic GPU register layout), so
+that every lowering and the interpreter use the same code.
 """
 from __future__ import annotations
 
@@ -39,6 +41,38 @@ class ChunkFactors:
     last_run: jax.Array     # ()     run id of the chunk's last row: `prev` of the next chunk
 
 
+def decay_power(gamma: jax.Array, steps: jax.Array) -> jax.Array:
+    """``λ^steps = exp(-γ·steps)``, ``steps >= 0`` (no inverse powers), in γ's dtype."""
+    return jnp.exp(-gamma * steps.astype(gamma.dtype))
+
+
+def causal_decay(gamma: jax.Array, dist: jax.Array, same_run: jax.Array | None = None):
+    """The intra-chunk mask: ``λ^dist`` where ``dist = a − b >= 0`` (and, if given,
+    ``same_run``), else 0. Backward walks in reverse pass ``b − a``."""
+    keep = dist >= 0 if same_run is None else (dist >= 0) & same_run
+    return jnp.where(keep, decay_power(gamma, jnp.maximum(dist, 0)), 0.0)
+
+
+def query_decay(gamma: jax.Array, pos: jax.Array, run: jax.Array, prev: jax.Array):
+    """``λ^(a+1)`` for rows ``a`` continuing the run of the row before the chunk
+    (``prev``), else 0: how the carried state reaches each row."""
+    return jnp.where(run == prev, decay_power(gamma, pos + 1), 0.0)
+
+
+def key_decay(gamma: jax.Array, pos: jax.Array, run: jax.Array, last: jax.Array,
+              length: jax.Array):
+    """``λ^(ℓ-1-b)`` for real rows ``b`` of the chunk's last run (``last``), else 0:
+    how each key reaches the state at the chunk's end."""
+    return jnp.where((pos < length) & (run == last),
+                     decay_power(gamma, jnp.maximum(length - 1 - pos, 0)), 0.0)
+
+
+def carry_decay(gamma: jax.Array, last: jax.Array, prev: jax.Array, length: jax.Array):
+    """``λ^ℓ`` if no run starts inside the chunk (``last == prev``), else 0: how the
+    carried state crosses the chunk."""
+    return jnp.where(last == prev, decay_power(gamma, length), 0.0)
+
+
 def chunk_factors(gamma: jax.Array, run: jax.Array, prev: jax.Array,
                   length: jax.Array) -> ChunkFactors:
     """``gamma`` () float32, ``run`` (C,) int32, ``prev`` () int32, ``length`` () int32."""
@@ -46,15 +80,11 @@ def chunk_factors(gamma: jax.Array, run: jax.Array, prev: jax.Array,
     pos = jnp.arange(c, dtype=jnp.int32)
     dist = pos[:, None] - pos[None, :]
     same_run = run[:, None] == run[None, :]
-    intra = jnp.where((dist >= 0) & same_run,
-                      jnp.exp(-gamma * jnp.maximum(dist, 0).astype(jnp.float32)), 0.0)
-    query_decay = jnp.where(run == prev, jnp.exp(-gamma * (pos + 1).astype(jnp.float32)), 0.0)
+    intra = causal_decay(gamma, dist, same_run)
+    query = query_decay(gamma, pos, run, prev)
     last_run = jnp.max(run)
-    steps_to_end = jnp.maximum(length - 1 - pos, 0).astype(jnp.float32)
-    key_decay = jnp.where((pos < length) & (run == last_run),
-                          jnp.exp(-gamma * steps_to_end), 0.0)
-    carry = jnp.where(last_run == prev, jnp.exp(-gamma * length.astype(jnp.float32)), 0.0)
-    return ChunkFactors(intra, query_decay, key_decay, carry, last_run)
+    return ChunkFactors(intra, query, key_decay(gamma, pos, run, last_run, length),
+                        carry_decay(gamma, last_run, prev, length), last_run)
 
 
 def chunk_length(chunk_index: jax.Array, chunk: int, seq_len: int) -> jax.Array:

@@ -1,11 +1,14 @@
 """The public op: ``lightning_attention`` (prefill/training) and
-``lightning_attention_step`` (decode), with argument checks and backend choice."""
+``lightning_attention_step`` (decode): argument checks, backend choice, dispatch to the
+``xla`` backend (xla_backend.py) or the Pallas kernels (kernel_vjp.py)."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.lightning import reference, validation
+from pallas_kernels.lightning import kernel_vjp, validation, xla_backend
+from pallas_kernels.lightning.launch import KernelConfig
+from pallas_kernels.lightning.runs import run_ids_from_segments
 
 DEFAULT_XLA_CHUNK = 64
 
@@ -21,6 +24,7 @@ def lightning_attention(
     return_final_state: bool = False,
     chunk_size: int | None = None,
     backend: str | None = None,
+    kernel_config: KernelConfig | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Causal linear attention with per-head decay ``λ = exp(-decay)``.
 
@@ -39,6 +43,9 @@ def lightning_attention(
       backend: ``"pallas"`` (GPU), ``"interpret"`` (the same kernels, interpreted, any
         platform), ``"xla"`` (pure-jnp chunked form), or ``None``: pallas on GPU, xla
         elsewhere. A backend never falls back to another.
+      kernel_config: the kernels' launches (lowering, blocks, chunks, pipelines) and
+        sequence splits, for the ``pallas`` and ``interpret`` backends; ``None`` takes
+        the tuned tables and split policies (tuning.py). Excludes ``chunk_size``.
 
     Returns:
       ``o`` ``(batch, seq, heads, dv)`` in ``q.dtype``, or ``(o, final_state)``.
@@ -53,21 +60,22 @@ def lightning_attention(
         validation.check_state("initial_state", initial_state, batch, heads, dk, dv)
     validation.check_chunk_size(chunk_size)
     backend = validation.resolve_backend(backend)
+    validation.check_kernel_config(kernel_config, backend, chunk_size)
 
-    run_ids = None if segment_ids is None else reference.run_ids_from_segments(segment_ids)
+    run_ids = None if segment_ids is None else run_ids_from_segments(segment_ids)
     if initial_state is not None:
         initial_state = initial_state.astype(jnp.promote_types(initial_state.dtype, jnp.float32))
     decay = decay.astype(jnp.promote_types(decay.dtype, jnp.float32))
 
     if backend == "xla":
-        o, final = reference.chunked(q, k, v, decay, run_ids=run_ids, initial_state=initial_state,
-                                     chunk_size=chunk_size or DEFAULT_XLA_CHUNK)
+        o, final = xla_backend.chunked(q, k, v, decay, run_ids=run_ids,
+                                       initial_state=initial_state,
+                                       chunk_size=chunk_size or DEFAULT_XLA_CHUNK)
     else:
-        from pallas_kernels.lightning import kernel_vjp
-
         o, final = kernel_vjp.lightning_attention_kernels(
             q, k, v, decay, run_ids=run_ids, initial_state=initial_state,
-            chunk_size=chunk_size, interpret=backend == "interpret")
+            chunk_size=chunk_size, interpret=backend == "interpret",
+            kernel_config=kernel_config)
     return (o, final) if return_final_state else o
 
 
@@ -87,4 +95,4 @@ def lightning_attention_step(
     batch, heads, dk = q.shape
     validation.check_decay(decay, heads)
     validation.check_state("state", state, batch, heads, dk, v.shape[-1])
-    return reference.step(q, k, v, decay, state)
+    return xla_backend.step(q, k, v, decay, state)

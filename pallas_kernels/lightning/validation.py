@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels.lightning.launch import KernelConfig
+
 BACKENDS = ("pallas", "interpret", "xla")
 
 
@@ -91,3 +93,19 @@ def resolve_backend(backend: str | None) -> str:
             f"backend='pallas' needs a GPU, but JAX's default backend is {platform!r}; "
             "use backend='interpret' (the same kernels, interpreted) or backend='xla'")
     return backend
+
+
+def check_kernel_config(kernel_config, backend: str, chunk_size) -> None:
+    """A :class:`KernelConfig` or None; only for the kernels, and not with ``chunk_size``
+    (the config's launches carry their chunks)."""
+    if kernel_config is None:
+        return
+    if not isinstance(kernel_config, KernelConfig):
+        raise TypeError(f"kernel_config must be a KernelConfig or None, got "
+                        f"{type(kernel_config).__name__}")
+    if backend == "xla":
+        raise ValueError("kernel_config applies to the 'pallas' and 'interpret' backends, "
+                         "got backend='xla'")
+    if chunk_size is not None:
+        raise ValueError(f"give chunk_size or kernel_config, not both (chunk_size={chunk_size}: "
+                         "the config's launches carry their chunks)")

@@ -1,10 +1,12 @@
-"""The three references (quadratic, chunked, recurrent) agree in float64."""
+"""The two oracles (quadratic, recurrent) and the ``xla`` backend's chunked form agree
+in float64."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pallas_kernels.lightning import reference
-from attention_inputs import attention_inputs, rel_err
+from pallas_kernels.lightning import reference, xla_backend
+from pallas_kernels.lightning.runs import run_ids_from_segments
+from tests.kernels.attention_inputs import attention_inputs, rel_err
 
 DECAYS = [0.0, 0.05, 1.0, 8.0]
 
@@ -18,12 +20,12 @@ def test_three_forms_agree(x64, rng, seq, dk_factor, features):
     q, k, v, decay, kw = attention_inputs(
         rng, 2, seq, len(DECAYS), dk_factor * dv, dv, decay=DECAYS, dtype=jnp.float64,
         segments=with_features, initial_state=with_features)
-    run_ids = (reference.run_ids_from_segments(kw["segment_ids"]) if with_features else None)
+    run_ids = (run_ids_from_segments(kw["segment_ids"]) if with_features else None)
     s0 = kw.get("initial_state")
     s0 = None if s0 is None else s0.astype(jnp.float64)
     o_ref, s_ref = reference.quadratic(q, k, v, decay, run_ids=run_ids, initial_state=s0)
     assert o_ref.dtype == jnp.float64
-    for form in (reference.recurrent, lambda *a, **k: reference.chunked(*a, chunk_size=16, **k)):
+    for form in (reference.recurrent, lambda *a, **k: xla_backend.chunked(*a, chunk_size=16, **k)):
         o, s = form(q, k, v, decay, run_ids=run_ids, initial_state=s0)
         assert rel_err(o, o_ref) < 1e-12
         assert rel_err(s, s_ref) < 1e-12
@@ -48,7 +50,7 @@ def test_segments_isolate_documents(x64, rng):
     q, k, v, decay, _ = attention_inputs(rng, 1, 20, 2, 4, 4, decay=[0.1, 0.7],
                                          dtype=jnp.float64)
     seg = jnp.asarray([[5] * 6 + [2] * 9 + [5] * 5])
-    o, _ = reference.chunked(q, k, v, decay, run_ids=reference.run_ids_from_segments(seg),
+    o, _ = xla_backend.chunked(q, k, v, decay, run_ids=run_ids_from_segments(seg),
                              chunk_size=16)
     for lo, hi in [(0, 6), (6, 15), (15, 20)]:
         o_doc, _ = reference.quadratic(q[:, lo:hi], k[:, lo:hi], v[:, lo:hi], decay)
@@ -57,7 +59,7 @@ def test_segments_isolate_documents(x64, rng):
 
 def test_large_decay_is_finite(rng):
     q, k, v, decay, _ = attention_inputs(rng, 1, 200, 1, 8, 8, decay=[30.0])
-    o, s = reference.chunked(q, k, v, decay, chunk_size=64)
+    o, s = xla_backend.chunked(q, k, v, decay, chunk_size=64)
     assert np.isfinite(np.asarray(o)).all() and np.isfinite(np.asarray(s)).all()
     # With λ = e^-30 only the diagonal survives: o_t ≈ (q_t·k_t) v_t.
     diag = jnp.einsum("bthd,bthd->bth", q, k)[..., None] * v

@@ -7,20 +7,16 @@ import jax.numpy as jnp
 import pytest
 
 from pallas_kernels import lightning_attention, lightning_attention_step
-from pallas_kernels.lightning import reference
-from attention_inputs import assert_grads_close, attention_inputs, rel_err
+from tests.kernels.attention_inputs import (
+    assert_grads_close,
+    attention_inputs,
+    quadratic_reference,
+    rel_err,
+)
 
 BACKENDS = ["xla", "interpret"]
 DECAYS = [0.0, 0.05, 1.0, 8.0]
 F32_TOL, BF16_TOL = 1e-4, 1e-2
-
-
-def quadratic_f64(q, k, v, decay, segment_ids=None, initial_state=None):
-    """The reference in float64 (needs the x64 fixture)."""
-    run_ids = None if segment_ids is None else reference.run_ids_from_segments(segment_ids)
-    as64 = lambda x: None if x is None else jnp.asarray(x, jnp.float64)
-    return reference.quadratic(as64(q), as64(k), as64(v), as64(decay), run_ids=run_ids,
-                               initial_state=as64(initial_state))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -33,7 +29,7 @@ def test_forward_matches_reference(x64, rng, backend, seq, dk, dv, features):
                                    backend=backend, **kw)
     assert o.dtype == q.dtype and o.shape == v.shape
     assert final.dtype == jnp.float32 and final.shape == (2, len(DECAYS), dk, dv)
-    o_ref, final_ref = quadratic_f64(q, k, v, decay, **kw)
+    o_ref, final_ref = quadratic_reference(q, k, v, decay, **kw)
     assert rel_err(o, o_ref) < F32_TOL
     assert rel_err(final, final_ref) < F32_TOL
 
@@ -45,7 +41,7 @@ def test_bfloat16(x64, rng, backend):
     o, final = lightning_attention(q, k, v, decay, return_final_state=True, chunk_size=16,
                                    backend=backend, **kw)
     assert o.dtype == jnp.bfloat16
-    o_ref, final_ref = quadratic_f64(q, k, v, decay, **kw)
+    o_ref, final_ref = quadratic_reference(q, k, v, decay, **kw)
     assert rel_err(o, o_ref) < BF16_TOL
     assert rel_err(final, final_ref) < BF16_TOL
 
@@ -65,7 +61,7 @@ def test_gradients_match_reference_vjp(x64, rng, backend, seq, dk, dv, features)
                                    return_final_state=True, chunk_size=16, backend=backend)
 
     def ref(q, k, v, decay, s0):
-        return quadratic_f64(q, k, v, decay, segment_ids, s0)
+        return quadratic_reference(q, k, v, decay, segment_ids=segment_ids, initial_state=s0)
 
     _, vjp = jax.vjp(op, q, k, v, decay, s0)
     grads = vjp((do, ds))

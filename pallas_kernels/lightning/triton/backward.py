@@ -1,4 +1,5 @@
-"""Backward kernels, the chunked form differentiated (DESIGN.md):
+"""Triton backward kernels, the chunked form differentiated (docs/DESIGN.md, "The
+backward"):
 
 * dQ walks forward with the state ``S`` (recomputed from the split's entry state):
   ``dQ = ((dO Vᵀ) ⊙ intra) K + diag(query_decay) dO Sᵀ``;
@@ -9,8 +10,8 @@
   gives each split's own contribution, summed across splits. For small heads
   (the tuning row's ``fused_dkdv``) one walk holding the whole ``dS`` gives both.
 
-The decay gradient is assembled from per-program partial sums (see
-``kernel_vjp._attention_bwd``): with ``x_a = q_a·dq_a``, ``y_b = k_b·dk_b`` and the
+The decay gradient is assembled from per-program partial sums (kernel_vjp.py;
+docs/DESIGN.md, "The decay gradient"): with ``x_a = q_a·dq_a``, ``y_b = k_b·dk_b`` and the
 state-crossing parts ``X = Σ q·dq_inter``, ``Y = Σ k·dk_state`` of global chunk ``g`` in
 sequence split ``s`` (rows ``[s·L, e_s)``, ``e_s`` capped at ``T``),
 
@@ -37,7 +38,6 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels.lightning import walk_specs as specs
 from pallas_kernels.lightning.chunk_math import (
     boundary_weight,
     chunk_factors,
@@ -48,8 +48,9 @@ from pallas_kernels.lightning.chunk_math import (
     state_product,
     weighted_row_sum,
 )
-from pallas_kernels.lightning.mosaic_walk import mosaic_walk
-from pallas_kernels.lightning.tuning import Launch
+from pallas_kernels.lightning.launch import Launch
+from pallas_kernels.lightning.layout import WalkLayout
+from pallas_kernels.lightning.triton import specs
 
 
 def _run_before(run_ref, entry_run, j, c):
@@ -58,12 +59,12 @@ def _run_before(run_ref, entry_run, j, c):
     return jnp.where(j == 0, entry_run, jnp.max(previous_chunk))
 
 
-def _boundary_weight(g, layout: specs.WalkLayout):
+def _boundary_weight(g, layout: WalkLayout):
     return boundary_weight(g, layout.chunk, layout.split_len, layout.seq_len)
 
 
 def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, state_ref,
-               dq_ref, *refs, layout: specs.WalkLayout, decay_grad: bool):
+               dq_ref, *refs, layout: WalkLayout, decay_grad: bool):
     """The dQ walk; ``decay_grad``: also the decay-gradient partial (reading Q for it)."""
     (dgamma_ref,) = specs.optional_refs(refs, decay_grad)
     c = layout.chunk
@@ -94,7 +95,7 @@ def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, s
         dgamma_ref[...] = jnp.full((1,), partial, jnp.float32)
 
 
-def _dk_chunk(q, k, v, do, dstate, f, g, layout: specs.WalkLayout, decay_grad: bool):
+def _dk_chunk(q, k, v, do, dstate, f, g, layout: WalkLayout, decay_grad: bool):
     """dK of one chunk and (``decay_grad``) its decay-gradient partial, else 0."""
     dp = dot(do, v.T) * f.intra
     dk_state = f.key_decay[:, None] * state_product(v, dstate.T, decay_grad)
@@ -114,14 +115,14 @@ def _dv_chunk(q, k, do, dstate, f):
             + dot(row_weights(k, f.key_decay), dstate.astype(k.dtype)))
 
 
-def _backward_factors(gamma, run_ref, entry_run, j, g, layout: specs.WalkLayout):
+def _backward_factors(gamma, run_ref, entry_run, j, g, layout: WalkLayout):
     c = layout.chunk
     return chunk_factors(gamma, run_ref[pl.ds(j * c, c)], _run_before(run_ref, entry_run, j, c),
                          chunk_length(g, c, layout.seq_len))
 
 
 def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, dstate_ref,
-               dk_ref, *refs, layout: specs.WalkLayout, with_dv: bool, decay_grad: bool,
+               dk_ref, *refs, layout: WalkLayout, with_dv: bool, decay_grad: bool,
                emit_state: bool):
     """The dK walk; ``with_dv``: the fused walk over the whole ``dk × dv`` state, which
     writes dV too and reads q, k, v and dO once (the split walks read each
@@ -155,7 +156,7 @@ def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, d
 
 
 def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
-               layout: specs.WalkLayout, has_state_in: bool, emit_output: bool,
+               layout: WalkLayout, has_state_in: bool, emit_output: bool,
                emit_state: bool):
     dstate_in_ref, dv_ref, dstate_out_ref = specs.optional_refs(
         refs, has_state_in, emit_output, emit_state)
@@ -181,28 +182,14 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
 
 
 def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
-                  layout: specs.WalkLayout, launch: Launch, interpret: bool,
+                  layout: WalkLayout, launch: Launch, interpret: bool,
                   decay_grad: bool) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """``which="dq"``: ``state`` = states entering each split; ``"dk"``: gradients of the
     states leaving each split. Returns dq or dk, and with ``decay_grad`` the
     decay-gradient partials and, for dk, the ``dS`` entering each split as the walk carries
-    it (kernel_vjp._split_anchor_terms), else None for both. A Mosaic GPU launch runs
-    mosaic_walk.py with roles ``(dO, V, K)`` or, backward, ``(V, dO, Q)``."""
+    it (splits.split_anchor_terms), else None for both."""
     target = q if which == "dq" else k
     emit_state = decay_grad and which == "dk"
-    if launch.lowering == "mosaic":
-        rows, reverse = ((do, v, k), False) if which == "dq" else ((v, do, q), True)
-        out, *rest = mosaic_walk(
-            *rows, gamma, run, jnp.swapaxes(state, -1, -2), reverse=reverse,
-            decay_grad_rows=target if decay_grad else None, out_dtype=target.dtype,
-            emit_output=True, emit_state=emit_state, layout=layout, launch=launch,
-            interpret=interpret)
-        if not decay_grad:
-            return out, None, None
-        if which == "dq":
-            return out, rest[0], None
-        entering_t, partials = rest
-        return out, -partials, jnp.swapaxes(entering_t, -1, -2)
     batch, _, heads, dk = q.shape
     dv, block_k = v.shape[-1], launch.block
     layout = layout.with_chunk(launch.chunk)
@@ -232,17 +219,11 @@ def dq_or_dk_walk(which: str, q, k, v, do, gamma, run, entry_run, state, *,
     return out, partials, rest.pop(0) if emit_state else None
 
 
-def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkLayout,
+def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: WalkLayout,
             launch: Launch, interpret: bool, emit_output: bool, emit_state: bool,
             dv_dtype=None) -> list[jax.Array]:
     """``exit_dstate``: gradients of the states leaving each split, or None (zero).
-    Returns ``[dv]``, ``[dS entering each split]`` or both, as asked. A Mosaic GPU
-    launch runs mosaic_walk.py with roles ``(K, Q, dO)``, backward."""
-    if launch.lowering == "mosaic":
-        return mosaic_walk(k, q, do, gamma, run, exit_dstate, reverse=True,
-                           out_dtype=dv_dtype or do.dtype, emit_output=emit_output,
-                           emit_state=emit_state, layout=layout, launch=launch,
-                           interpret=interpret)
+    Returns ``[dv]``, ``[dS entering each split]`` or both, as asked."""
     name = "lightning_bwd_dv" if emit_output else "lightning_bwd_split_dstates"
     return specs.value_block_walk(
         _dv_kernel, q, k, do, gamma, run, entry_run, exit_dstate,
@@ -251,7 +232,7 @@ def dv_walk(q, k, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkL
         interpret=interpret, name=name)
 
 
-def dkdv_walk(q, k, v, do, gamma, run, entry_run, exit_dstate, *, layout: specs.WalkLayout,
+def dkdv_walk(q, k, v, do, gamma, run, entry_run, exit_dstate, *, layout: WalkLayout,
               launch: Launch, interpret: bool, decay_grad: bool,
               emit_state: bool) -> list[jax.Array]:
     """The fused dK/dV walk, one program per ``(batch, head, split)``. Returns

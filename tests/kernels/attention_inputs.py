@@ -1,14 +1,27 @@
-"""Random inputs for the attention tests (never zeros) and the relative-error measure."""
+"""Random inputs for the attention tests (never zeros), the relative-error measure, and
+the quadratic reference on segment ids."""
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+
+from pallas_kernels.lightning import reference
+from pallas_kernels.lightning.runs import run_ids_from_segments
 
 
 def rel_err(out, ref) -> float:
     """‖out − ref‖ / ‖ref‖, in float64."""
     out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def quadratic_reference(q, k, v, decay, *, segment_ids=None, initial_state=None,
+                        dtype=jnp.float64):
+    """The quadratic oracle in ``dtype`` (float64 needs the x64 fixture)."""
+    run_ids = None if segment_ids is None else run_ids_from_segments(segment_ids)
+    cast = lambda x: None if x is None else jnp.asarray(x, dtype)
+    return reference.quadratic(cast(q), cast(k), cast(v), cast(decay), run_ids=run_ids,
+                               initial_state=cast(initial_state))
 
 
 def random_segments(rng, batch: int, seq: int, max_runs: int = 4) -> np.ndarray:

@@ -3,9 +3,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from pallas_kernels import lightning_attention, lightning_attention_step
+from pallas_kernels import KernelConfig, Launch, lightning_attention, lightning_attention_step
 
 B, T, H, DK, DV = 2, 10, 3, 8, 4
+CONFIG = KernelConfig(forward=Launch(chunk=16), dq=Launch(chunk=16), dk=Launch(chunk=16),
+                      dv=Launch(chunk=16))
 
 
 @pytest.fixture
@@ -47,6 +49,12 @@ CASES = [
     ("unknown backend", dict(backend="cuda"), ValueError, "backend must be one of"),
     ("chunk_size not power of two", dict(chunk_size=48), ValueError, "chunk_size must be a power"),
     ("chunk_size too small", dict(chunk_size=8), ValueError, "chunk_size must be a power"),
+    ("kernel_config not a config", dict(kernel_config={"forward": Launch()}, backend="interpret"),
+     TypeError, "kernel_config must be a KernelConfig or None, got dict"),
+    ("kernel_config with xla", dict(kernel_config=CONFIG), ValueError,
+     "kernel_config applies to the 'pallas' and 'interpret' backends"),
+    ("kernel_config and chunk_size", dict(kernel_config=CONFIG, chunk_size=16, backend="interpret"),
+     ValueError, "give chunk_size or kernel_config, not both"),
 ]
 
 

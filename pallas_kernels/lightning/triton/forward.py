@@ -1,13 +1,13 @@
 """Forward kernel: walk the chunks of a split in order, carrying the state.
 
 Per chunk: ``O = ((Q Kᵀ) ⊙ intra) V + diag(query_decay) Q S`` and
-``S ← carry · S + (diag(key_decay) K)ᵀ V`` (chunk_math.py). One program per
+``S ← carry · S + (diag(key_decay) K)ᵀ V`` (chunk_math.py; docs/DESIGN.md, "The math"). One program per
 ``(batch, head, dv block, split)`` keeps its ``dk × block`` slice of ``S`` in
 registers as float32.
 
 Two uses: ``emit_output`` writes ``O`` (the pass proper), and a state-only pass
 (no ``O``, zero start) gives each split's own contribution to the state, from which
-a weighted sum across splits makes the states entering them (kernel_vjp.py).
+a weighted sum across splits makes the states entering them (splits.py).
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels.lightning import walk_specs as specs
 from pallas_kernels.lightning.chunk_math import chunk_factors, chunk_length, decayed_outer, dot
-from pallas_kernels.lightning.mosaic_walk import mosaic_walk
-from pallas_kernels.lightning.tuning import Launch
+from pallas_kernels.lightning.launch import Launch
+from pallas_kernels.lightning.layout import WalkLayout
+from pallas_kernels.lightning.triton import specs
 
 
 def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *refs,
-                    layout: specs.WalkLayout, has_state_in: bool, emit_output: bool,
+                    layout: WalkLayout, has_state_in: bool, emit_output: bool,
                     emit_state: bool):
     state_in_ref, o_ref, state_out_ref = specs.optional_refs(
         refs, has_state_in, emit_output, emit_state)
@@ -52,17 +52,12 @@ def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *ref
         state_out_ref[...] = state
 
 
-def forward_walk(q, k, v, gamma, run, entry_run, entry_state, *, layout: specs.WalkLayout,
+def forward_walk(q, k, v, gamma, run, entry_run, entry_state, *, layout: WalkLayout,
                  launch: Launch, interpret: bool, emit_output: bool,
                  emit_state: bool) -> list[jax.Array]:
     """Padded inputs: ``q, k (B, Tp, H, dk)``, ``v (B, Tp, H, dv)``, ``gamma (H, 1)``,
     ``run (B, Tp)``, ``entry_run (B, splits)``, ``entry_state (B, H, splits, dk, dv)`` or
-    None (zero). Returns ``[o]``, ``[end_state]`` or both, as asked. A Mosaic GPU launch
-    runs mosaic_walk.py with roles ``(Q, K, V)`` instead."""
-    if launch.lowering == "mosaic":
-        return mosaic_walk(q, k, v, gamma, run, entry_state, reverse=False, layout=layout,
-                           launch=launch, interpret=interpret, emit_output=emit_output,
-                           emit_state=emit_state)
+    None (zero). Returns ``[o]``, ``[end_state]`` or both, as asked."""
     name = "lightning_fwd" if emit_output else "lightning_fwd_split_states"
     return specs.value_block_walk(
         _forward_kernel, q, k, v, gamma, run, entry_run, entry_state, out_dtype=q.dtype,
