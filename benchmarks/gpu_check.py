@@ -9,6 +9,7 @@ split); decays learned (differentiated) and fixed (TNL's: the backward skips the
 gradient). Exits non-zero on any failure.
 
     python benchmarks/gpu_check.py
+    python benchmarks/gpu_check.py --shard 0/4 & ... --shard 3/4   # four processes
 """
 from __future__ import annotations
 
@@ -114,15 +115,18 @@ CASES = [Case(*row) for row in [
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run cases whose label contains this")
+    parser.add_argument("--shard", default="0/1",
+                        help="i/n: every n-th case from the i-th, to spread cases over processes")
     args = parser.parse_args()
+    shard, shards = map(int, args.shard.split("/"))
     print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}")
     rng = np.random.default_rng(0)
     failures = 0
     header = f"{'case':28s} " + " ".join(f"{n:>14s}" for n in NAMES) + "  result"
     print(header)
-    for case in CASES:
+    for index, case in enumerate(CASES):
         label = case.label
-        if args.only not in label:
+        if args.only not in label or index % shards != shard:
             continue
         tol = F32_TOL if case.dtype == jnp.float32 else BF16_TOL
         start = time.perf_counter()

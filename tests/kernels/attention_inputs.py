@@ -2,6 +2,9 @@
 the quadratic reference on segment ids."""
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -15,9 +18,11 @@ def rel_err(out, ref) -> float:
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
 
 
+@functools.partial(jax.jit, static_argnames="dtype")
 def quadratic_reference(q, k, v, decay, *, segment_ids=None, initial_state=None,
                         dtype=jnp.float64):
-    """The quadratic oracle in ``dtype`` (float64 needs the x64 fixture)."""
+    """The quadratic oracle in ``dtype`` (float64 needs the x64 fixture), compiled once
+    per shape (op by op, its many small ops would each compile)."""
     run_ids = None if segment_ids is None else run_ids_from_segments(segment_ids)
     cast = lambda x: None if x is None else jnp.asarray(x, dtype)
     return reference.quadratic(cast(q), cast(k), cast(v), cast(decay), run_ids=run_ids,

@@ -66,53 +66,46 @@ def pallas_call_outputs(jaxpr) -> dict[str, list[int]]:
     return found
 
 
-@pytest.mark.parametrize("chunks_per_split", [1, 3, None])
-def test_sequence_splits_give_the_same_answer(x64, rng, chunks_per_split):
-    """1: a split per chunk; 3: uneven last split (padded chunks); None: the policy's
-    (one split here)."""
+@pytest.mark.parametrize("chunks_per_split,factor,learned_decay", [
+    (1, None, True), (2, 2, True), (3, 3, False)])
+def test_sequence_splits_give_the_same_answer(x64, rng, chunks_per_split, factor,
+                                              learned_decay):
+    """Output, final state and every gradient (cotangents on both outputs) with a split
+    per chunk, and output splits of 2 and 3 chunks
+    (uneven, the last padded) whose state-only passes run in splits of one chunk (the
+    last all padding). A learned decay: the dS-only pass skips the first output split,
+    the dK walk gives its dS; a fixed one: the pass walks it too, for the initial
+    state's gradient."""
     q, k, v, decay, kw = attention_inputs(rng, 1, 100, 2, 16, 32, decay=[0.0, 0.4],
                                           segments=True, initial_state=True)
     do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
     ds = jnp.asarray(rng.standard_normal(kw["initial_state"].shape), jnp.float32)
-    seg = kw["segment_ids"]
+    seg, s0 = kw["segment_ids"], kw["initial_state"]
+    primals = (q, k, v, decay, s0) if learned_decay else (q, k, v, s0)
 
-    def run(fn):
-        def f(q, k, v, decay, s0):
-            return fn(q, k, v, decay, segment_ids=seg, initial_state=s0)
-        outs, vjp = jax.vjp(f, q, k, v, decay, kw["initial_state"])
+    def run(fn, primals):
+        def f(*primals):
+            q, k, v, *rest = primals
+            d, s0 = rest if learned_decay else (decay.astype(q.dtype), rest[0])
+            return fn(q, k, v, d, segment_ids=seg, initial_state=s0)
+        outs, vjp = jax.vjp(f, *primals)
         return outs, vjp((do.astype(outs[0].dtype), ds.astype(outs[1].dtype)))
 
-    # Under jit: the interpreted kernels run compiled (3x faster than op by op).
-    (o, s), grads = jax.jit(lambda: run(functools.partial(
-        kernels, chunks_per_split=chunks_per_split)))()
-    (o_ref, s_ref), grads_ref = run(quadratic_reference)
-    assert rel_err(o, o_ref) < F32_TOL and rel_err(s, s_ref) < F32_TOL
-    assert_grads_close(grads, grads_ref, seq=q.shape[1], initial_state=kw["initial_state"],
-                       tol=F32_TOL)
-
-
-@pytest.mark.parametrize("chunks_per_split,factor,learned_decay", [(2, 2, True), (3, 3, False)])
-def test_state_passes_in_finer_splits(x64, rng, chunks_per_split, factor, learned_decay):
-    """The state-only passes in splits of one chunk under output splits of 2 and 3, the
-    last state splits all padding: a learned decay (the dS-only pass skips the first output
-    split, its dS comes from the dK walk) and a fixed one (the pass walks it too, for the
-    initial state's gradient)."""
-    q, k, v, decay, kw = attention_inputs(rng, 1, 100, 2, 16, 32, decay=[0.0, 0.4],
-                                          segments=True, initial_state=True)
-    do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
-    loss = functools.partial(output_and_final_loss, do=do, segment_ids=kw["segment_ids"])
-    argnums = (0, 1, 2, 3, 4) if learned_decay else (0, 1, 2, 4)
-    args = (q, k, v, decay, kw["initial_state"])
     ours = functools.partial(kernels, chunks_per_split=chunks_per_split,
                              state_split_factor=factor)
-    grads = jax.jit(jax.grad(loss(ours), argnums))(*args)
-    grads_ref = jax.grad(loss(quadratic_reference), argnums)(
-        *(jnp.asarray(x, jnp.float64) for x in args))
-    for g, g_ref in zip(grads, grads_ref):
-        assert rel_err(g, g_ref) < F32_TOL
+    # Under jit: the interpreted kernels run compiled (3x faster than op by op).
+    (o, s), grads = jax.jit(functools.partial(run, ours))(primals)
+    (o_ref, s_ref), grads_ref = run(quadratic_reference,
+                                    tuple(jnp.asarray(x, jnp.float64) for x in primals))
+    assert rel_err(o, o_ref) < F32_TOL and rel_err(s, s_ref) < F32_TOL
+    if learned_decay:
+        assert_grads_close(grads, grads_ref, seq=q.shape[1], initial_state=s0, tol=F32_TOL)
+    else:
+        for g, g_ref in zip(grads, grads_ref):
+            assert rel_err(g, g_ref) < F32_TOL
 
 
-@pytest.mark.parametrize("dk,dv", [(8, 8), (24, 12), (64, 32)])
+@pytest.mark.parametrize("dk,dv", [(8, 24), (40, 12)])
 def test_head_sizes_padded_inside(x64, rng, dk, dv):
     q, k, v, decay, _ = attention_inputs(rng, 2, 33, 2, dk, dv, decay=[0.1, 2.0])
     o, s = jax.jit(kernels)(q, k, v, decay)
@@ -133,9 +126,7 @@ def test_decay_gradient_without_decay_over_many_chunks(x64, rng):
 
 @pytest.mark.parametrize("forward,dq,dk,dv,fused,chunks_per_split", [
     ((16, 16), (32, 32), (16, 32), (32, 16), False, None),
-    ((32, 32), (16, 16), (32, 16), (16, 32), False, 2),
-    ((16, 16), (16, 32), (16, 16), (16, 16), True, None),
-    ((32, 16), (32, 32), (32, 16), (32, 16), True, 2)])
+    ((32, 16), (16, 32), (32, 16), (16, 32), True, 2)])
 def test_feature_blocks_and_chunks_of_a_kernel_config(x64, rng, forward, dq, dk, dv, fused,
                                                       chunks_per_split):
     """``(block, chunk)`` per walk: the state split across programs in dk and dv, and
@@ -177,10 +168,10 @@ def test_decay_gradient_with_an_initial_state_is_anchored_per_split(x64, rng):
     assert rel_err(g, g_ref) < F32_TOL
 
 
-@pytest.mark.parametrize("seq", [37, 200])
-def test_decay_gradient_in_training_holds_the_plain_bound(x64, rng, seq):
-    """Packed documents, no initial state: every gradient within 1e-4, decay included."""
-    q, k, v, decay, kw = attention_inputs(rng, 2, seq, 4, 16, 16, decay=[0.0, 0.05, 1.0, 8.0],
+def test_decay_gradient_in_training_holds_the_plain_bound(x64, rng):
+    """Packed documents, no initial state, ragged T in three splits (the policy's): every
+    gradient within 1e-4, decay included."""
+    q, k, v, decay, kw = attention_inputs(rng, 2, 200, 4, 16, 16, decay=[0.0, 0.05, 1.0, 8.0],
                                           segments=True)
     do = jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
     seg = kw["segment_ids"]
@@ -222,10 +213,9 @@ def test_fixed_decay_skips_the_decay_gradient(x64, rng, fused_dkdv):
     key_outputs = 2 if fused_dkdv else 1  # dk (and dv)
     assert outputs["fixed"] == ([1], [key_outputs])
     assert outputs["learned"] == ([2], [key_outputs + 2])
+    # The gradients with the decay differentiated: test_feature_blocks_and_chunks_...
     fixed = jax.jit(jax.grad(ours, argnums=(0, 1, 2)))(*args)
-    learned = jax.jit(jax.grad(ours, argnums=(0, 1, 2, 3)))(*args)
-    grads_ref = jax.grad(loss(quadratic_reference), argnums=(0, 1, 2, 3))(
+    grads_ref = jax.grad(loss(quadratic_reference), argnums=(0, 1, 2))(
         *(jnp.asarray(x, jnp.float64) for x in args))
-    for grads in (fixed, learned):
-        for g, g_ref in zip(grads, grads_ref):
-            assert rel_err(g, g_ref) < F32_TOL
+    for g, g_ref in zip(fixed, grads_ref):
+        assert rel_err(g, g_ref) < F32_TOL

@@ -1,7 +1,5 @@
 """The Mosaic GPU walks (mosaic/) in Mosaic GPU's interpreter, through the op: forward
 and backward against the quadratic reference, bf16."""
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import pytest
@@ -34,43 +32,44 @@ def reference_f32(q, k, v, decay, **kwargs):
     return quadratic_reference(q, k, v, decay, dtype=jnp.float32, **kwargs)
 
 
-@pytest.mark.parametrize("dk,dv,chunks_per_split,factor", [(64, 128, None, None),
-                                                          (128, 64, 2, 2)])
-def test_mosaic_walks_through_the_op(rng, dk, dv, chunks_per_split, factor):
-    """Every walk in Mosaic GPU, bf16: ragged T (5 chunks, the last short), packed
-    documents, an initial state; one and two compute warpgroups (64 and 128 columns);
-    one sequence split and several (state-only passes in splits of one chunk, the last
-    all padding, sums across splits, output passes)."""
-    config = mosaic_config(chunks_per_split=chunks_per_split, state_split_factor=factor)
-    q, k, v, decay, kw = attention_inputs(rng, 1, 300, 2, dk, dv, decay=[0.05, 1.5],
+def test_mosaic_walks_with_a_fixed_decay(rng):
+    """Every walk in Mosaic GPU with the decay fixed (TNL's), bf16 against the bf16 bound:
+    ragged T (3 chunks, the last short), packed documents, an initial state, two heads
+    of their own decays; two sequence splits, the state-only passes in splits of one
+    chunk (the last all padding), the dS-only pass walking the first split too (for the
+    initial state). One compute warpgroup per walk: the walk's code does not depend on
+    its roles, and test_mosaic_walks_in_exact_arithmetic runs two."""
+    config = mosaic_config(chunks_per_split=2, state_split_factor=2)
+    q, k, v, decay, kw = attention_inputs(rng, 1, 150, 2, 64, 64, decay=[0.05, 1.5],
                                           dtype=jnp.bfloat16, segments=True,
                                           initial_state=True)
     do = jnp.asarray(rng.standard_normal(v.shape), jnp.bfloat16)
 
     def loss(fn):
-        def f(q, k, v, decay, s0):
+        def f(q, k, v, s0):
             o, final = fn(q, k, v, decay, segment_ids=kw["segment_ids"], initial_state=s0)
             return jnp.sum(o.astype(jnp.float32) * do) + jnp.sum(final), (o, final)
         return f
 
     ours = lambda *args, **kwargs: interpret(*args, config, **kwargs)
-    args = (q, k, v, decay, kw["initial_state"])
-    grads, (o, final) = jax.grad(loss(ours), argnums=range(5), has_aux=True)(*args)
-    grads_ref, (o_ref, final_ref) = jax.grad(loss(reference_f32), argnums=range(5),
+    args = (q, k, v, kw["initial_state"])
+    grads, (o, final) = jax.jit(jax.grad(loss(ours), argnums=range(4), has_aux=True))(*args)
+    grads_ref, (o_ref, final_ref) = jax.grad(loss(reference_f32), argnums=range(4),
                                              has_aux=True)(*args)
     assert o.dtype == jnp.bfloat16
     assert rel_err(o, o_ref) < BF16_TOL and rel_err(final, final_ref) < BF16_TOL
-    for name, g, g_ref in zip(["q", "k", "v", "decay", "initial_state"], grads, grads_ref):
+    for name, g, g_ref in zip(["q", "k", "v", "initial_state"], grads, grads_ref):
         assert rel_err(g, g_ref) < BF16_TOL, name
 
 
-@pytest.mark.parametrize("dk,dv,chunks_per_split", [(64, 128, None), (128, 64, 2)])
-def test_mosaic_decay_gradient_in_exact_arithmetic(rng, dk, dv, chunks_per_split):
+def test_mosaic_walks_in_exact_arithmetic(rng):
     """γ = 0 with sparse ternary rows and an integer initial state: every product is exact
-    in bf16 with float32 sums, so the decay-gradient partials of the dQ and dK walks
-    (positions, split-anchored boundary terms, segments) must match the reference."""
-    config = mosaic_config(chunks_per_split=chunks_per_split)
-    batch, seq, heads = 1, 300, 2
+    in bf16 with float32 sums, so the output, the final state and every gradient,
+    the decay's included, must match the reference: the decay-gradient partials of dQ
+    and dK walks of two compute warpgroups (positions, split-anchored boundary terms,
+    segments), the dS the dK walk carries across two sequence splits, ragged T."""
+    config = mosaic_config(chunks_per_split=2)
+    batch, seq, heads, dk, dv = 1, 150, 1, 128, 64
 
     def ternary(width):
         values = rng.choice([-1.0, 0.0, 1.0], size=(batch, seq, heads, width), p=[0.05, 0.9, 0.05])
@@ -80,29 +79,32 @@ def test_mosaic_decay_gradient_in_exact_arithmetic(rng, dk, dv, chunks_per_split
     s0 = jnp.asarray(rng.integers(-2, 3, (batch, heads, dk, dv)), jnp.float32)
     segment_ids = jnp.asarray(random_segments(rng, batch, seq))
 
-    def loss(attention):
-        return lambda decay: jnp.sum(attention(q, k, v, decay, segment_ids=segment_ids,
-                                               initial_state=s0)[0].astype(jnp.float32) * do)
+    def loss(fn):
+        def f(q, k, v, decay, s0):
+            o, final = fn(q, k, v, decay, segment_ids=segment_ids, initial_state=s0)
+            return jnp.sum(o.astype(jnp.float32) * do) + jnp.sum(final), (o, final)
+        return f
 
     ours = lambda *args, **kwargs: interpret(*args, config, **kwargs)
-    decay = jnp.zeros((heads,), jnp.float32)
-    assert rel_err(jax.grad(loss(ours))(decay), jax.grad(loss(reference_f32))(decay)) < 1e-6
+    args = (q, k, v, jnp.zeros((heads,), jnp.float32), s0)
+    grads, outs = jax.jit(jax.grad(loss(ours), argnums=range(5), has_aux=True))(*args)
+    grads_ref, outs_ref = jax.grad(loss(reference_f32), argnums=range(5), has_aux=True)(*args)
+    names = ["o", "final", "q", "k", "v", "decay", "initial_state"]
+    for name, x, x_ref in zip(names, (*outs, *grads), (*outs_ref, *grads_ref)):
+        assert rel_err(x, x_ref) < 1e-6, name
 
 
-@pytest.mark.parametrize("lowering,chunks_per_split", [("mosaic", None), ("mosaic", 4),
-                                                      ("triton", None)])
-def test_bf16_decay_gradient_of_each_head_holds_the_bf16_bound(rng, lowering,
-                                                               chunks_per_split):
-    """A long memory (γ = 0, 0.02) over 10 chunks with an initial state, where the
-    position-weighted sums cancel most: each head's decay gradient within 1e-2 needs the
-    dQ and dK walks to hold the state and its updates at float32 precision (hi/lo
-    16-bit pairs, chunk_math.split16; with one rounding it was 6% off) and to cancel
-    against the dS they carry."""
-    config = dataclasses.replace(
-        tuning.kernel_config(64, 64, 64, itemsize=2, mosaic=lowering == "mosaic"),
-        chunks_per_split=chunks_per_split)
+@pytest.mark.parametrize("lowering", ["mosaic", "triton"])
+def test_bf16_decay_gradient_holds_the_bf16_bound(rng, lowering):
+    """No decay over 10 chunks with an initial state, where the position-weighted sums
+    cancel most: the decay gradient within 1e-2 needs the dQ and dK walks to hold the
+    state and its updates at float32 precision (hi/lo 16-bit pairs, chunk_math.split16;
+    with one rounding it is 120% off here, and within the bound at 6 chunks, so the
+    test keeps 10) and to cancel against the dS they carry. One split: the cancelling
+    sums span the whole row."""
+    config = tuning.kernel_config(64, 64, 64, itemsize=2, mosaic=lowering == "mosaic")
     assert {x.lowering for x in config.launches} == {lowering}
-    q, k, v, decay, kw = attention_inputs(rng, 1, 640, 2, 64, 64, decay=[0.0, 0.02],
+    q, k, v, decay, kw = attention_inputs(rng, 1, 640, 1, 64, 64, decay=[0.0],
                                           dtype=jnp.bfloat16, initial_state=True)
     do = jnp.asarray(rng.standard_normal(v.shape), jnp.bfloat16)
 
@@ -112,5 +114,6 @@ def test_bf16_decay_gradient_of_each_head_holds_the_bf16_bound(rng, lowering,
                                      .astype(jnp.float32) * do)
 
     ours = lambda *args, **kwargs: interpret(*args, config, **kwargs)
-    g, g_ref = jax.grad(loss(ours))(decay), jax.grad(loss(reference_f32))(decay)
-    assert float(jnp.max(jnp.abs(g - g_ref) / jnp.abs(g_ref))) < BF16_TOL
+    g = jax.jit(jax.grad(loss(ours)))(decay)
+    g_ref = jax.grad(loss(reference_f32))(decay)
+    assert rel_err(g, g_ref) < BF16_TOL
