@@ -95,7 +95,8 @@ def chunk_length(chunk_index: jax.Array, chunk: int, seq_len: int) -> jax.Array:
 def boundary_weight(chunk_index: jax.Array, chunk: int, split_len: int,
                     seq_len: int) -> jax.Array:
     """``e_s − 1 − g·C``: global chunk ``g``'s distance from the last real row of its
-    sequence split, the weight of its state-crossing decay-gradient terms (backward.py)."""
+    sequence split, the weight of its state-crossing decay-gradient terms
+    (docs/DESIGN.md, "The decay gradient")."""
     split_end = jnp.minimum(seq_len, (chunk_index * chunk // split_len + 1) * split_len)
     return (split_end - 1 - chunk_index * chunk).astype(jnp.float32)
 
@@ -103,7 +104,7 @@ def boundary_weight(chunk_index: jax.Array, chunk: int, split_len: int,
 def split16(x: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
     """A float32 ``x`` as a pair of ``dtype`` values, ``x ≈ high + low`` to float32's
     precision: products of both halves keep what one 16-bit rounding would lose. The
-    decay gradient's cancelling sums need it (backward.py); the outputs do not."""
+    decay gradient's cancelling sums need it (docs/DESIGN.md); the outputs do not."""
     high = x.astype(dtype)
     return high, (x - high.astype(jnp.float32)).astype(dtype)
 

@@ -56,7 +56,7 @@ class KernelConfig:
     def __post_init__(self):
         if self.fused_dkdv and self.fused_dkdv.lowering != "triton":
             raise ValueError("the fused dK/dV walk has no Mosaic GPU lowering")
-        # The decay gradient pairs the dQ and dK partial sums chunk by chunk (DESIGN.md).
+        # The decay gradient pairs the dQ and dK partial sums chunk by chunk (docs/DESIGN.md).
         key_chunk = (self.fused_dkdv or self.dk).chunk
         if self.dq.chunk != key_chunk:
             raise ValueError(f"the dQ and dK walks need one chunk length, got {self.dq.chunk} "

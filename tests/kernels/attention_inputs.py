@@ -66,8 +66,8 @@ def assert_grads_close(grads, grads_ref, *, seq: int, initial_state=None,
     The kernels' decay gradient anchors positions at the end of each sequence split, so
     with an initial state it sums ``L·⟨S, dS⟩`` per split and position-weighted terms that
     cancel it: its float32 error is relative to that as well as to the result
-    (backward.py). For one split (``L = T``) that is ``T·|⟨S_0, dS_0⟩|``, the extra
-    scale allowed here.
+    (docs/DESIGN.md, "The decay gradient"). For one split (``L = T``) that is
+    ``T·|⟨S_0, dS_0⟩|``, the extra scale allowed here.
     """
     names = ["q", "k", "v", "decay", "initial_state"]
     for name, g, g_ref in zip(names, grads, grads_ref):

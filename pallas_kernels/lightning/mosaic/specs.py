@@ -57,8 +57,9 @@ def chunk_tiles(plan: WalkPlan, program: Program, operands: Operands,
         in_specs.append(chunk_spec(plan.block, group))
         gmem.append(rows_of(operands.x))
     split = program.split
-    in_specs += [plgpu.BlockSpec((chunk,), lambda j: (plan.chunk_of(split, j),)),
-                 plgpu.BlockSpec((chunk,), lambda j: (jnp.maximum(plan.chunk_of(split, j) - 1, 0),))]
+    in_specs += [
+        plgpu.BlockSpec((chunk,), lambda j: (plan.chunk_of(split, j),)),
+        plgpu.BlockSpec((chunk,), lambda j: (jnp.maximum(plan.chunk_of(split, j) - 1, 0),))]
     gmem += [run_ref.at[program.batch], run_ref.at[program.batch]]
     return in_specs, gmem
 

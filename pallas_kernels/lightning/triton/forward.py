@@ -1,9 +1,9 @@
-"""Forward kernel: walk the chunks of a split in order, carrying the state.
+"""Triton forward kernel: walk the chunks of a split in order, carrying the state.
 
 Per chunk: ``O = ((Q Kᵀ) ⊙ intra) V + diag(query_decay) Q S`` and
-``S ← carry · S + (diag(key_decay) K)ᵀ V`` (chunk_math.py; docs/DESIGN.md, "The math"). One program per
-``(batch, head, dv block, split)`` keeps its ``dk × block`` slice of ``S`` in
-registers as float32.
+``S ← carry · S + (diag(key_decay) K)ᵀ V`` (chunk_math.py; docs/DESIGN.md, "The math").
+One program per ``(batch, head, dv block, split)`` keeps its ``dk × block`` slice of
+``S`` in registers as float32.
 
 Two uses: ``emit_output`` writes ``O`` (the pass proper), and a state-only pass
 (no ``O``, zero start) gives each split's own contribution to the state, from which
