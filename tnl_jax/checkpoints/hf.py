@@ -12,7 +12,7 @@ Keys and PyTorch layouts (``[out, in]``, transposed here to ``[in, out]``)::
     model.layers.{l}.channel_mixer.l3.weight           [d, glu]
     lm_head.weight                                     [V, d]   (tied: equal to the embedding)
 
-The decay rates are not stored: they follow from the config (``tnl_jax.decay``).
+The decay rates are not stored: they follow from the config (``tnl_jax.model.decay``).
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tnl_jax.config import ModelConfig
-from tnl_jax.model import LanguageModel, create_model, layer_runs
+from tnl_jax.model.config import ModelConfig
+from tnl_jax.model.language_model import LanguageModel, layer_runs, model_with_params
 
 # config.json keys that carry no model information for us.
 HF_BOOKKEEPING = ("architectures", "auto_map", "model_type", "torch_dtype", "dtype",
@@ -200,14 +200,7 @@ def load_hf(path: str | Path, dtype: jnp.dtype = jnp.bfloat16, **overrides: Any)
     cfg = config_from_hf(json.loads(config_path.read_text()),
                          **{"dtype": name, "param_dtype": name, **overrides})
     pure = params_from_hf(read_hf_tensors(path), cfg, jnp.dtype(dtype))
-    return model_from_pure(cfg, pure)
-
-
-def model_from_pure(cfg: ModelConfig, pure: dict) -> LanguageModel:
-    """A model of ``cfg`` holding the arrays of ``pure`` (no random init is spent)."""
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: create_model(cfg, nnx.Rngs(0))))
-    nnx.replace_by_pure_dict(state, pure)
-    return nnx.merge(graphdef, state)
+    return model_with_params(cfg, pure)
 
 
 def save_hf(model: LanguageModel, directory: str | Path) -> None:

@@ -1,4 +1,5 @@
-"""Orbax checkpoints of a run: train state, data iterator and config, together.
+"""Orbax checkpoints of a run: train state, data iterator and config, together, in the
+layout ``tnl_jax.checkpoints.run_dir`` describes (and reads back for inference).
 
 Saves are asynchronous (the step loop continues while files are written) and
 atomic (Orbax writes a temporary directory and renames it when complete); a
@@ -17,25 +18,26 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from tnl_jax.checkpoints.run_dir import CHECKPOINTS_DIR, CONFIG_ITEM, DATA_ITEM, STATE_ITEM
 from tnl_jax.data import IteratorCheckpoint
 
 
 class RunCheckpoints:
     """The checkpoints under `{run_dir}/checkpoints`, newest `keep` kept."""
 
-    def __init__(self, directory: Path, keep: int):
+    def __init__(self, run_dir: Path, keep: int):
         self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
+            Path(run_dir).absolute() / CHECKPOINTS_DIR,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, enable_async_checkpointing=True, cleanup_tmp_directories=True))
 
     def save(self, step: int, state: Any, iterator: grain.DatasetIterator,
              config: dict[str, Any]) -> None:
         """Starts writing step `step`; returns before the files are complete."""
-        self.manager.save(step, force=True, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(IteratorCheckpoint(iterator)),
-            config=ocp.args.JsonSave(config)))
+        self.manager.save(step, force=True, args=ocp.args.Composite(**{
+            STATE_ITEM: ocp.args.StandardSave(state),
+            DATA_ITEM: grain.checkpoint.CheckpointSave(IteratorCheckpoint(iterator)),
+            CONFIG_ITEM: ocp.args.JsonSave(config)}))
 
     def restore_latest(self, like: Any, iterator: grain.DatasetIterator
                        ) -> tuple[int, Any] | None:
@@ -48,10 +50,10 @@ class RunCheckpoints:
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract),
-                    data=grain.checkpoint.CheckpointRestore(IteratorCheckpoint(iterator))))
-                return step, restored["state"]
+                restored = self.manager.restore(step, args=ocp.args.Composite(**{
+                    STATE_ITEM: ocp.args.StandardRestore(abstract),
+                    DATA_ITEM: grain.checkpoint.CheckpointRestore(IteratorCheckpoint(iterator))}))
+                return step, restored[STATE_ITEM]
             except Exception as error:  # Any unreadable checkpoint: try the one before.
                 warnings.warn(f"checkpoint at step {step} in {self.manager.directory} cannot be "
                               f"restored ({type(error).__name__}: {error}); trying an older one")

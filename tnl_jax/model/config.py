@@ -1,21 +1,32 @@
 """The model configuration: field names follow the published TransNormerLLM
 ``config.json`` (so a Hugging Face config loads as is), plus the fields this codebase
-adds (backend, dtypes, architecture, remat). Preset files in ``configs/`` keep these
-fields under a top-level ``model:`` mapping."""
+adds (backend, dtypes, architecture, remat). The preset files (``tnl_jax/presets``)
+keep these fields under a top-level ``model:`` mapping."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import yaml
 
+from pallas_kernels import BACKENDS
+from tnl_jax import presets
+from tnl_jax.config_keys import unknown_key_error
+
 ARCHITECTURES = ("tnl", "softmax", "hybrid")
-BACKENDS = (None, "xla", "interpret", "pallas")
-REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable",
-                  "checkpoint_dots", "checkpoint_dots_with_no_batch_dims")
+ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
+# What the scanned layer stacks save for the backward pass (``remat``); "none" saves all.
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "checkpoint_dots": jax.checkpoint_policies.checkpoint_dots,
+    "checkpoint_dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,10 +94,11 @@ class ModelConfig:
             fail(f"architecture={self.architecture!r}, expected one of {ARCHITECTURES}")
         if self.architecture == "hybrid" and self.softmax_every < 1:
             fail(f"softmax_every={self.softmax_every} must be >= 1")
-        if self.attention_backend not in BACKENDS:
-            fail(f"attention_backend={self.attention_backend!r}, expected one of {BACKENDS}")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            fail(f"attention_backend={self.attention_backend!r}, expected one of "
+                 f"{ATTENTION_BACKENDS}")
         if self.remat not in REMAT_POLICIES:
-            fail(f"remat={self.remat!r}, expected one of {REMAT_POLICIES}")
+            fail(f"remat={self.remat!r}, expected one of {tuple(REMAT_POLICIES)}")
         if self.decay_learnable and not self.use_decay:
             fail("decay_learnable=True needs use_decay=True")
         for name in ("dtype", "param_dtype"):
@@ -139,9 +151,7 @@ class ModelConfig:
         valid = cls.field_names()
         for key in values:
             if key not in valid and key not in ignore:
-                near = difflib.get_close_matches(key, valid, n=1)
-                hint = f"; did you mean {near[0]!r}?" if near else ""
-                raise ValueError(f"unknown model config key {key!r}{hint}")
+                raise unknown_key_error(key, valid, "model config")
         return cls(**{k: v for k, v in values.items() if k in valid})
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,9 +164,10 @@ class ModelConfig:
         return self.from_dict({**self.to_dict(), **changes})
 
 
-def load_model_config(path: str | Path) -> ModelConfig:
-    """The ``model:`` mapping of a preset YAML file (other top-level keys belong to
-    training and are left alone)."""
+def load_model_config(preset: str | Path) -> ModelConfig:
+    """The ``model:`` mapping of a preset, by name (``"tnl-1b"``) or YAML path (other
+    top-level keys belong to training and are left alone)."""
+    path = presets.resolve(preset)
     with open(path) as f:
         document = yaml.safe_load(f) or {}
     if "model" not in document:

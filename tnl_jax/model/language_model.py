@@ -4,30 +4,28 @@ is false). One class serves TNL, the softmax baseline and the hybrid: the layers
 grouped into runs of one kind (``ModelConfig.layer_kinds``), each run a stack whose
 parameters carry a leading ``'layers'`` axis, created with ``nnx.vmap`` and run with
 ``nnx.scan`` (optionally rematerialised), so compile time does not grow with depth.
-Published TNL: a run of one LRPE layer (layer 0), then a run of ``L − 1`` layers.
+Each layer's fixed decay rates are stacked the same way (a ``FixedDecay`` variable
+per layer, different in every layer). Published TNL: a run of one LRPE layer
+(layer 0), then a run of ``L − 1`` layers.
+
+``ModelConfig`` is read here only: the blocks themselves take plain keyword arguments.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tnl_jax.config import ModelConfig
-from tnl_jax.decay import layer_decays
-from tnl_jax.decoder_layer import DecoderLayer
-from tnl_jax.norms import SRMSNorm
-from tnl_jax.params import create_param, normal
-
-REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "checkpoint_dots": jax.checkpoint_policies.checkpoint_dots,
-    "checkpoint_dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
+from tnl_jax.model.config import REMAT_POLICIES, ModelConfig
+from tnl_jax.model.decay import layer_decays
+from tnl_jax.model.decoder_layer import DecoderLayer
+from tnl_jax.model.norms import SRMSNorm
+from tnl_jax.model.params import create_param, normal
+from tnl_jax.model.positions import default_positions
 
 
 def layer_runs(kinds: list[str]) -> list[tuple[str, int, int]]:
@@ -47,49 +45,53 @@ def fixed_decays(cfg: ModelConfig) -> np.ndarray:
     return decays if cfg.use_decay else np.zeros_like(decays)
 
 
-def positions_in_segments(segment_ids: jax.Array) -> jax.Array:
-    """Position of each token inside its contiguous run of ``segment_ids``."""
-    seq = segment_ids.shape[1]
-    index = jnp.arange(seq, dtype=jnp.int32)[None]
-    starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool),
-                              segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
-    run_start = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
-    return index - run_start
+def layer_arguments(cfg: ModelConfig, kind: str) -> dict[str, Any]:
+    """``DecoderLayer``'s keyword arguments for a layer of ``kind`` (but its decay)."""
+    args = dict(num_heads=cfg.decoder_attention_heads, in_features=cfg.decoder_embed_dim,
+                mlp_features=cfg.mlp_dim, init_std=cfg.init_std, dtype=cfg.compute_dtype,
+                param_dtype=cfg.weight_dtype)
+    if kind == "softmax":
+        return {**args, "attention": "softmax", "rope_theta": cfg.rope_theta}
+    return {**args, "attention": "linear", "use_lrpe": kind == "lrpe",
+            "learn_decay": cfg.decay_learnable, "backend": cfg.attention_backend,
+            "chunk_size": cfg.chunk_size}
 
 
 class LayerStack(nnx.Module):
-    """``n`` identical layers with parameters stacked on a leading ``'layers'`` axis."""
+    """``len(decays)`` identical layers with their state stacked on a leading axis
+    (``'layers'`` for the parameters); ``decays (n, H)``, or ``None`` for softmax."""
 
-    def __init__(self, cfg: ModelConfig, kind: str, decay_init: np.ndarray, rngs: nnx.Rngs):
-        @nnx.split_rngs(splits=len(decay_init))
+    def __init__(self, layer_args: dict[str, Any], count: int, decays: np.ndarray | None,
+                 remat: str, rngs: nnx.Rngs):
+        @nnx.split_rngs(splits=count)
         @nnx.vmap(in_axes=(0, 0), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-        def create(rngs: nnx.Rngs, decay: jax.Array) -> DecoderLayer:
-            return DecoderLayer(cfg, kind, decay, rngs)
+        def create(rngs: nnx.Rngs, decay: jax.Array | None) -> DecoderLayer:
+            return DecoderLayer(**layer_args, decay=decay, rngs=rngs)
 
-        self.layers = create(rngs, jnp.asarray(decay_init))
-        self.remat = cfg.remat
+        self.layers = create(rngs, None if decays is None else jnp.asarray(decays))
+        self.remat_policy = REMAT_POLICIES[remat]
+        self.remat = remat != "none"
 
-    def __call__(self, x, decays, segment_ids, positions):
-        def body(layer: DecoderLayer, x, decay):
-            return layer(x, decay, segment_ids, positions)
+    def __call__(self, x, segment_ids, positions):
+        def body(layer: DecoderLayer, x):
+            return layer(x, segment_ids, positions)
 
-        if self.remat != "none":
-            body = nnx.remat(body, policy=REMAT_POLICIES[self.remat])
-        return nnx.scan(body, in_axes=(0, nnx.Carry, 0), out_axes=nnx.Carry)(self.layers, x, decays)
+        if self.remat:
+            body = nnx.remat(body, policy=self.remat_policy)
+        return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.layers, x)
 
-    def prefill(self, x, decays, segment_ids, positions, cache_size: int):
-        def body(layer: DecoderLayer, x, decay):
-            return layer(x, decay, segment_ids, positions, cache_size=cache_size)
+    def prefill(self, x, segment_ids, positions, cache_size: int):
+        def body(layer: DecoderLayer, x):
+            return layer(x, segment_ids, positions, cache_size=cache_size)
+
+        return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=(nnx.Carry, 0))(self.layers, x)
+
+    def step(self, x, positions, cache, index, kv_valid):
+        def body(layer: DecoderLayer, x, layer_cache):
+            return layer.step(x, layer_cache, positions, index=index, kv_valid=kv_valid)
 
         return nnx.scan(body, in_axes=(0, nnx.Carry, 0), out_axes=(nnx.Carry, 0))(
-            self.layers, x, decays)
-
-    def step(self, x, decays, positions, cache, index, kv_valid):
-        def body(layer: DecoderLayer, x, decay, layer_cache):
-            return layer.step(x, decay, positions, layer_cache, index, kv_valid)
-
-        return nnx.scan(body, in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0))(
-            self.layers, x, decays, cache)
+            self.layers, x, cache)
 
 
 class LanguageModel(nnx.Module):
@@ -113,16 +115,14 @@ class LanguageModel(nnx.Module):
                                          embed_init)
         decays = fixed_decays(cfg)
         self.runs = tuple(layer_runs(cfg.layer_kinds()))
-        self.stacks = nnx.List([LayerStack(cfg, kind, decays[start:stop], rngs)
-                                for kind, start, stop in self.runs])
+        self.stacks = nnx.List([
+            LayerStack(layer_arguments(cfg, kind), stop - start,
+                       None if kind == "softmax" else decays[start:stop], cfg.remat, rngs)
+            for kind, start, stop in self.runs])
         self.final_norm = SRMSNorm()
         self.lm_head = None if cfg.tie_word_embeddings else create_param(
             rngs.params(), (d, vocab), ("embed", "vocab"), dtype, normal(cfg.init_std))
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(d)
-
-    def _run_decays(self) -> list[jax.Array]:
-        decays = fixed_decays(self.cfg)
-        return [jnp.asarray(decays[start:stop]) for _, start, stop in self.runs]
 
     def embed(self, input_ids: jax.Array) -> jax.Array:
         table = self.embed_tokens[...]
@@ -140,17 +140,14 @@ class LanguageModel(nnx.Module):
 
     def _inputs(self, input_ids, segment_ids, positions):
         if positions is None:
-            if segment_ids is None:
-                positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
-            else:
-                positions = positions_in_segments(segment_ids)
+            positions = default_positions(*input_ids.shape, segment_ids)
         return self.embed(input_ids), positions
 
     def __call__(self, input_ids: jax.Array, segment_ids: jax.Array | None = None,
                  positions: jax.Array | None = None) -> jax.Array:
         x, positions = self._inputs(input_ids, segment_ids, positions)
-        for stack, decays in zip(self.stacks, self._run_decays()):
-            x = stack(x, decays, segment_ids, positions)
+        for stack in self.stacks:
+            x = stack(x, segment_ids, positions)
         return self.logits(x)
 
     def prefill(self, input_ids: jax.Array, segment_ids: jax.Array | None,
@@ -162,8 +159,8 @@ class LanguageModel(nnx.Module):
         ``(n, B, cache_size, H, e)``."""
         x, positions = self._inputs(input_ids, segment_ids, positions)
         caches = []
-        for stack, decays in zip(self.stacks, self._run_decays()):
-            x, cache = stack.prefill(x, decays, segment_ids, positions, cache_size)
+        for stack in self.stacks:
+            x, cache = stack.prefill(x, segment_ids, positions, cache_size)
             caches.append(cache)
         return self.logits(x[:, -1]), caches
 
@@ -174,8 +171,8 @@ class LanguageModel(nnx.Module):
         (softmax layers only). Returns ``(logits (B, V), caches)``."""
         x = self.embed(token_ids)
         new_caches = []
-        for stack, decays, cache in zip(self.stacks, self._run_decays(), caches):
-            x, cache = stack.step(x, decays, positions, cache, index, kv_valid)
+        for stack, cache in zip(self.stacks, caches):
+            x, cache = stack.step(x, positions, cache, index, kv_valid)
             new_caches.append(cache)
         return self.logits(x), new_caches
 
@@ -185,28 +182,15 @@ def create_model(cfg: ModelConfig, rngs: nnx.Rngs) -> LanguageModel:
     return LanguageModel(cfg, rngs)
 
 
-def count_params(cfg: ModelConfig) -> int:
-    """Parameter count, from shapes only (nothing is allocated)."""
-    model = nnx.eval_shape(lambda: create_model(cfg, nnx.Rngs(0)))
-    return sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+def model_with_params(cfg: ModelConfig, params: dict) -> LanguageModel:
+    """A model of ``cfg`` holding the arrays ``params`` (the ``nnx.to_pure_dict`` tree of
+    its ``nnx.Param`` state). No random init is spent: the parameters are only traced,
+    and the other state (each layer's fixed decay) is computed from ``cfg``."""
+    def split():
+        return nnx.split(create_model(cfg, nnx.Rngs(0)), nnx.Param, ...)
 
-
-def count_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward = 3 × forward), attention included.
-
-    Matrix products count 2 FLOPs per multiply-add. A lightning layer counts what the
-    chunked op computes, per head and token with chunk ``C``: a full ``C``-wide tile
-    for ``q kᵀ`` and for its product with ``v``, plus ``q S`` and ``kᵀ v`` against the
-    ``dk × e`` state. A softmax layer counts its causal half: ``2 · d · seq_len``.
-    """
-    d, heads, e = cfg.decoder_embed_dim, cfg.decoder_attention_heads, cfg.head_dim
-    chunk = min(cfg.chunk_size or 64, seq_len)
-    forward = 2 * d * cfg.vocab_size  # head
-    for kind in cfg.layer_kinds():
-        forward += 2 * 3 * d * cfg.mlp_dim
-        if kind == "softmax":
-            forward += 2 * 4 * d * d + 2 * d * seq_len
-        else:
-            dk = 2 * e if kind == "lrpe" else e
-            forward += 2 * 5 * d * d + heads * (2 * chunk * (dk + e) + 4 * dk * e)
-    return 3.0 * forward
+    graphdef, param_state, _ = nnx.split(nnx.eval_shape(lambda: create_model(cfg, nnx.Rngs(0))),
+                                         nnx.Param, ...)
+    rest = jax.jit(lambda: split()[2])()  # The unused random parameters are compiled away.
+    nnx.replace_by_pure_dict(param_state, params)
+    return nnx.merge(graphdef, param_state, rest)

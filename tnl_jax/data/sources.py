@@ -15,7 +15,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from tnl_jax import data_mqar
+from tnl_jax.data import mqar
 
 TEXT_SECTION_BYTES = 1 << 20  # Large text files are cut at newlines into documents this big.
 
@@ -124,7 +124,7 @@ def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float
         root = Path(sysconfig.get_paths()["stdlib"])
         return text_documents(stdlib_files(), split, tokenizer, eval_fraction, root)
     if source == "mqar":
-        return data_mqar.documents(split, seq_len)
+        return mqar.documents(split, seq_len)
     paths = _expand(source)
     suffixes = {Path(p).suffix for p in paths}
     if suffixes == {".npy"}:

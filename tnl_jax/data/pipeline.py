@@ -8,26 +8,26 @@ Sources give a `grain.MapDataset` of documents (1-D int32 token arrays):
 - a glob of text files, tokenised by the configured tokenizer (bytes, SentencePiece
   or `tokenizers`); a hash of the path holds out files the same way;
 - a glob of `.array_record` files, one document (int32 tokens) per record;
-- a glob of `.npy` token streams (memory-mapped, see `data_sources.py`);
-- `"mqar"`: the synthetic recall task of `data_mqar.py`.
+- a glob of `.npy` token streams (memory-mapped, see `sources.py`);
+- `"mqar"`: the synthetic recall task of `mqar.py`.
 
 Documents are packed into rows of `seq_len + 1` tokens with Grain's
 `ConcatThenSplitIterDataset` (no padding; a long document continues in the next
 row as a new segment). Inputs are the first `seq_len` tokens, targets the last:
 a target counts in the loss only when it lies in the same segment as its input,
 so the loss never crosses a document boundary. Segment ids are 1-based, 0 is
-padding; positions restart at 0 in every segment.
+padding; positions restart at 0 in every segment. The iterator's position is saved
+with `iterator_state.IteratorCheckpoint`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import grain
 import numpy as np
 
-from tnl_jax import data_sources
+from tnl_jax.data import sources
 
 
 BATCH_KEYS = ("input_ids", "targets", "segment_ids", "positions", "loss_mask")
@@ -49,7 +49,7 @@ class DataSpec:
 
 def documents(spec: DataSpec, split: str) -> grain.MapDataset:
     """This process's share of the documents of `split` ('train' or 'eval')."""
-    docs = data_sources.open_documents(spec.source, split, spec.tokenizer,
+    docs = sources.open_documents(spec.source, split, spec.tokenizer,
                                        spec.eval_fraction, spec.seq_len)
     return docs[spec.process_index::spec.process_count]
 
@@ -111,39 +111,3 @@ def eval_batches(spec: DataSpec, count: int) -> list[dict[str, np.ndarray]]:
             break
     return batches
 
-
-def _restore_tuples(state: Any) -> Any:
-    """Undoes JSON's tuple -> list on Grain's ConcatThenSplit state.
-
-    grain 0.2.18 compares `remainder_slices` entries with the tuple `(-1, -1)`;
-    after a JSON round trip they are lists, the comparison fails, and a restored
-    iterator reads one document too many. (Found by this package's resume test.)
-    """
-    if isinstance(state, dict):
-        return {k: ({f: tuple(v) for f, v in value.items()} if k == "remainder_slices"
-                    else _restore_tuples(value)) for k, value in state.items()}
-    if isinstance(state, list):
-        return [_restore_tuples(v) for v in state]
-    return state
-
-
-class IteratorCheckpoint:
-    """What `grain.checkpoint.CheckpointSave/Restore` see of the training iterator.
-
-    Saving: the state is captured when this object is made, because Orbax may
-    write it after the loop has moved on. Restoring: the JSON is repaired (see
-    `_restore_tuples`) before the live iterator is moved.
-    """
-
-    def __init__(self, iterator: grain.DatasetIterator):
-        self._iterator = iterator
-        self._state = json.dumps(iterator.get_state(), indent=1).encode()
-
-    def get_state(self) -> bytes:
-        return self._state
-
-    def set_state(self, state: bytes) -> None:
-        self._iterator.set_state(_restore_tuples(json.loads(state)))
-
-    def start_prefetch(self) -> None:
-        """Called by Grain's handler after a restore; the iterator prefetches on its own."""

@@ -9,7 +9,6 @@ before any compilation, naming the nearest valid key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from tnl_jax.config import ModelConfig
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tnl-tiny.yaml"
+from tnl_jax import presets
+from tnl_jax.config_keys import unknown_key_error
+from tnl_jax.model.config import ModelConfig
 
 
 @dataclasses.dataclass
@@ -62,16 +61,13 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
-    # Start from a converted published checkpoint (a directory written by tnl_jax.convert).
+    # Start from the weights of a directory: a training run (its newest checkpoint), a
+    # converted (tnl-convert) or a Hugging Face one. Its model config is the run's unless
+    # --config names a preset or file with a `model:` mapping.
     init_from: str | None = None
     # The sample printed at the end.
     sample_prompt: str = "def "
     sample_tokens: int = 200
-
-
-def _nearest(key: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
-    return f" (nearest valid key: '{match[0]}')" if match else ""
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -141,7 +137,7 @@ def _with_values(obj: Any, values: dict[str, Any], prefix: str = "") -> Any:
     for key, value in values.items():
         if key not in types_:
             valid = [prefix + k for k in all_keys_of(type(obj))]
-            raise ValueError(f"unknown config key '{prefix + key}'" + _nearest(prefix + key, valid))
+            raise unknown_key_error(prefix + key, valid)
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -195,12 +191,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 
 
-def load(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """The config of a preset file (default: tnl-tiny) with `key=value` overrides applied."""
-    path = Path(path) if path else DEFAULT_CONFIG
-    data = yaml.safe_load(path.read_text()) or {}
-    cfg = apply(TrainConfig(), data)
-    return apply(cfg, dict(parse_override(o) for o in overrides))
+def load(preset: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """The config of a preset (a name like `tnl-1b` or a YAML path; default: tnl-tiny)
+    with `key=value` overrides applied.
+
+    With `init_from`, the model config is the one stored in that directory (then
+    `model.*` overrides), unless `preset` is given and has a `model:` mapping.
+    """
+    data = yaml.safe_load(presets.resolve(preset).read_text()) or {}
+    values = dict(parse_override(o) for o in overrides)
+    init_from = values.get("init_from", data.get("init_from"))
+    if init_from and (preset is None or "model" not in data):
+        from tnl_jax.checkpoints.loader import load_model_config  # Only then: --help stays instant.
+        data = {**data, "model": load_model_config(init_from).to_dict()}
+    return apply(apply(TrainConfig(), data), values)
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

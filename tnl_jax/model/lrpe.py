@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tnl_jax.params import create_param
+from tnl_jax.model.params import create_param
 
 
 def lrpe_theta_init(heads: int, head_dim: int) -> np.ndarray:
@@ -31,11 +31,15 @@ def apply_lrpe(x: jax.Array, theta: jax.Array, positions: jax.Array) -> jax.Arra
 
 
 class Lrpe(nnx.Module):
-    """Learned per-head frequencies ``theta (H, 1, e)`` (the published layout)."""
+    """Learned per-head frequencies ``theta (H, 1, e)`` (the published layout).
 
-    def __init__(self, heads: int, head_dim: int, param_dtype: jnp.dtype, rngs: nnx.Rngs):
-        init = lambda key, shape, dtype: jnp.asarray(lrpe_theta_init(heads, head_dim), dtype)
-        self.theta = create_param(rngs.params(), (heads, 1, head_dim), ("heads", None, None),
+    ``Lrpe(num_heads, head_dim, rngs=...)(x (B, T, H, e), positions (B, T))``.
+    """
+
+    def __init__(self, num_heads: int, head_dim: int, *,
+                 param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        init = lambda key, shape, dtype: jnp.asarray(lrpe_theta_init(num_heads, head_dim), dtype)
+        self.theta = create_param(rngs.params(), (num_heads, 1, head_dim), ("heads", None, None),
                                   param_dtype, init)
 
     def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:

@@ -9,12 +9,11 @@ positions (LRPE, RoPE) count from 0 at each prompt's first token and continue as
 cache of ``P + max_new_tokens`` slots and attend only to the slots of their own row's
 prompt and new tokens; linear layers keep their ``(B, H, dk, e)`` float32 state.
 
-``python -m tnl_jax.generate --checkpoint DIR --prompt "..."`` loads a Hugging Face
-TNL directory (``config.json``) or a directory written by ``tnl_jax.convert``.
+``tnl-generate --checkpoint DIR --prompt "..."`` (``tnl_jax/cli/generate.py``) samples
+from a training run, a converted or a Hugging Face directory.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 from typing import Sequence
 
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tnl_jax.model import LanguageModel
+from tnl_jax.model.language_model import LanguageModel
 
 
 def left_pad(prompts: Sequence[Sequence[int]] | np.ndarray, pad_id: int):
@@ -140,46 +139,3 @@ def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperatu
                                top_k=top_k, eos_id=eos_id, return_logits=return_logits)
     return (tokens, logits) if return_logits else tokens
 
-
-def load_checkpoint(directory: str, dtype=jnp.bfloat16) -> LanguageModel:
-    """A Hugging Face TNL directory (has ``config.json``) or a ``tnl_jax.convert`` output."""
-    from pathlib import Path
-
-    from tnl_jax import convert, hf
-    if (Path(directory) / "config.json").exists():
-        return hf.load_hf(directory, dtype=dtype)
-    return convert.load_model(directory, dtype=dtype)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    from pathlib import Path
-
-    from tnl_jax.tokenizers import get_tokenizer
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="HF TNL directory or convert output")
-    parser.add_argument("--prompt", required=True)
-    parser.add_argument("--tokenizer", default=None,
-                        help="'bytes', a tokenizer.model or tokenizer.json path; default: the "
-                             "checkpoint's tokenizer.model / tokenizer.json, else bytes")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="bfloat16")
-    args = parser.parse_args(argv)
-    tokenizer_spec = args.tokenizer
-    if tokenizer_spec is None:
-        found = [Path(args.checkpoint) / n for n in ("tokenizer.model", "tokenizer.json")]
-        tokenizer_spec = next((str(p) for p in found if p.exists()), "bytes")
-    tokenizer = get_tokenizer(tokenizer_spec)
-    model = load_checkpoint(args.checkpoint, dtype=jnp.dtype(args.dtype))
-    prompt = [tokenizer.bos_id, *tokenizer.encode(args.prompt)] if tokenizer.bos_id is not None \
-        else tokenizer.encode(args.prompt)
-    tokens = generate(model, [prompt], args.max_new_tokens, temperature=args.temperature,
-                      top_k=args.top_k, top_p=args.top_p, seed=args.seed, eos_id=tokenizer.eos_id)
-    print(args.prompt + tokenizer.decode([int(t) for t in np.asarray(tokens)[0]]))
-
-
-if __name__ == "__main__":
-    main()

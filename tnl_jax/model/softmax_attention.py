@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tnl_jax.config import ModelConfig
-from tnl_jax.params import create_param, normal
+from tnl_jax.model.params import create_param, normal
+from tnl_jax.model.positions import default_positions
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
@@ -32,16 +32,21 @@ def attention_implementation(dtype: jnp.dtype, head_dim: int) -> str:
 
 
 class SoftmaxAttention(nnx.Module):
-    """Causal multi-head softmax attention with RoPE, weights ``(d, 3, d)`` and ``(d, d)``."""
+    """``SoftmaxAttention(num_heads, in_features, rngs=...)``: causal multi-head softmax
+    attention with RoPE, weights ``(d, 3, d)`` and ``(d, d)``."""
 
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        d, dtype = cfg.decoder_embed_dim, cfg.weight_dtype
-        init = normal(cfg.init_std)
-        self.qkv_proj = create_param(rngs.params(), (d, 3, d), ("embed", None, "heads"), dtype, init)
-        self.out_proj = create_param(rngs.params(), (d, d), ("heads", "embed"), dtype, init)
-        self.heads = cfg.decoder_attention_heads
-        self.rope_theta = cfg.rope_theta
-        self.dtype = cfg.compute_dtype
+    def __init__(self, num_heads: int, in_features: int, *, rope_theta: float = 10000.0,
+                 init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
+                 param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        d, init = in_features, normal(init_std)
+        if d % num_heads:
+            raise ValueError(f"in_features={d} is not divisible by num_heads={num_heads}")
+        self.qkv_proj = create_param(rngs.params(), (d, 3, d), ("embed", None, "heads"),
+                                     param_dtype, init)
+        self.out_proj = create_param(rngs.params(), (d, d), ("heads", "embed"), param_dtype, init)
+        self.heads = num_heads
+        self.rope_theta = rope_theta
+        self.dtype = jnp.dtype(dtype)
 
     def _project(self, x: jax.Array, positions: jax.Array):
         qkv = jnp.einsum("btd,dfo->btfo", x.astype(self.dtype),
@@ -52,10 +57,13 @@ class SoftmaxAttention(nnx.Module):
     def _output(self, o: jax.Array) -> jax.Array:
         return o.reshape(*o.shape[:-2], -1) @ self.out_proj[...].astype(self.dtype)
 
-    def __call__(self, x: jax.Array, segment_ids: jax.Array | None, positions: jax.Array,
-                 *, cache_size: int | None = None):
+    def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None, *, cache_size: int | None = None):
         """x ``(B, T, d)``; with ``cache_size`` also returns the ``(k, v)`` cache,
-        ``(B, cache_size, H, e)`` each, holding this call's keys in its first T slots."""
+        ``(B, cache_size, H, e)`` each, holding this call's keys in its first T slots.
+        ``positions (B, T)`` (RoPE) default to the position inside each segment."""
+        if positions is None:
+            positions = default_positions(x.shape[0], x.shape[1], segment_ids)
         q, k, v = self._project(x, positions)
         mask = None
         if segment_ids is not None:
@@ -69,7 +77,7 @@ class SoftmaxAttention(nnx.Module):
         pad = ((0, 0), (0, cache_size - x.shape[1]), (0, 0), (0, 0))
         return y, (jnp.pad(k, pad), jnp.pad(v, pad))
 
-    def step(self, x: jax.Array, positions: jax.Array, cache, index: jax.Array,
+    def step(self, x: jax.Array, cache, positions: jax.Array, *, index: jax.Array,
              kv_valid: jax.Array):
         """x ``(B, d)``: writes this token's key/value at slot ``index`` and attends to
         the slots where ``kv_valid (B, S)`` is true."""
