@@ -1,9 +1,19 @@
-"""Shared fixtures: float64 on demand, and a fresh random generator per test."""
+"""Shared fixtures: float64 on demand, a fresh random generator per test, and the one
+small model with random weights."""
 import zlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
+
+from tnl_jax import ModelConfig, create_model
+
+# The small model of the model, generation and checkpoint tests.
+SMALL_MODEL = dict(vocab_size=61, decoder_embed_dim=32, decoder_layers=3,
+                   decoder_attention_heads=4, glu_dim=48, pad_token_id=0,
+                   attention_backend="xla", chunk_size=16)
 
 
 @pytest.fixture
@@ -19,3 +29,20 @@ def rng(request):
     """A generator seeded from the test's name: fresh inputs per test, the same every run
     (crc32, not the per-process salted ``hash``)."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def random_model(seed: int = 0, std: float = 0.3, **changes) -> nnx.Module:
+    """``SMALL_MODEL`` with ``changes``, every parameter drawn from ``N(0, std²)``:
+    larger than the 0.02 init, so that every path visibly matters."""
+    model = create_model(ModelConfig(**{**SMALL_MODEL, **changes}), nnx.Rngs(seed))
+    rng = np.random.default_rng(seed)
+    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
+    nnx.update(model, jax.tree.unflatten(
+        treedef, [jnp.asarray(rng.normal(0, std, x.shape), x.dtype) for x in leaves]))
+    return model
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    """``small_model(seed=0, std=0.3, **config_changes)``: a new small random model."""
+    return random_model

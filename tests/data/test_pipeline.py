@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from tnl_jax import data, data_mqar, data_sources
+from tnl_jax import data
+from tnl_jax.data import mqar as data_mqar
+from tnl_jax.data import sources as data_sources
 from tnl_jax.tokenizers import get_tokenizer
 
 

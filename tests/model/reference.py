@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tnl_jax.decay import layer_decays
+from tnl_jax.model.decay import layer_decays
 
 
 def srms(x):
