@@ -1,5 +1,7 @@
-"""Shared fixtures: float64 on demand, a fresh random generator per test, and the one
-small model with random weights."""
+"""Shared fixtures: float64 on demand, a fresh random generator per test, the one
+small model with random weights, a finished tiny training run."""
+import os
+import tempfile
 import zlib
 
 import jax
@@ -9,6 +11,15 @@ import pytest
 from flax import nnx
 
 from tnl_jax import ModelConfig, create_model
+
+def pytest_configure(config):
+    """A compilation cache for this test session (and the processes it starts): the
+    same tiny training step is compiled by many tests, and compiling is most of their
+    time. Fresh per session, so nothing carries over between runs."""
+    cache = tempfile.mkdtemp(prefix="tnl-jax-test-compilation-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    jax.config.update("jax_compilation_cache_dir", cache)
+
 
 # The small model of the model, generation and checkpoint tests.
 SMALL_MODEL = dict(vocab_size=61, decoder_embed_dim=32, decoder_layers=3,
@@ -46,3 +57,14 @@ def random_model(seed: int = 0, std: float = 0.3, **changes) -> nnx.Module:
 def small_model():
     """``small_model(seed=0, std=0.3, **config_changes)``: a new small random model."""
     return random_model
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished 4-step training run of a tiny model (tests.training.runs.TINY):
+    its run directory, which generation and init_from read."""
+    from tests.training.runs import tiny_config
+    from tnl_jax.training.loop import main as train
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    train(tiny_config(run_dir, "steps=4", "checkpoint_every=2"))
+    return run_dir

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from tnl_jax.checkpoints import saved_shapes
 from tnl_jax.checkpoints.hf import load_hf
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.tokenizers import TOKENIZER_FILES
@@ -61,5 +62,6 @@ def load_config(directory: str | Path) -> ModelConfig:
 def read_params(directory: str | Path, abstract: dict) -> dict:
     """The stored parameters in the shapes, dtypes and shardings of ``abstract`` (a pure
     dict of ``jax.ShapeDtypeStruct``); another shape raises ``ValueError``."""
+    saved_shapes.check(Path(directory).absolute() / PARAMS_DIR, abstract)
     with ocp.StandardCheckpointer() as checkpointer:
         return checkpointer.restore(Path(directory).absolute() / PARAMS_DIR, abstract)

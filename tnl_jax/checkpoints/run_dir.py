@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
+
+from tnl_jax.checkpoints import saved_shapes
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_ITEM, DATA_ITEM, CONFIG_ITEM = "state", "data", "config"
@@ -38,17 +41,21 @@ def _item(directory: str | Path, item: str) -> Path:
 
 def read_config(directory: str | Path) -> dict[str, Any]:
     """The run config saved with the newest checkpoint (a nested dict)."""
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
-        return checkpointer.restore(_item(directory, CONFIG_ITEM))
+    return ocp.JsonCheckpointHandler().restore(epath.Path(_item(directory, CONFIG_ITEM)))
 
 
 def read_params(directory: str | Path, abstract: nnx.State) -> dict:
     """The newest checkpoint's parameters (not the optimizer state) as a pure dict, in
     the shapes, dtypes and shardings of ``abstract`` (an ``nnx.State`` of
     ``jax.ShapeDtypeStruct``, the tree the run saved)."""
+    saved_shapes.check(_item(directory, STATE_ITEM), nnx.to_pure_dict(abstract), "params")
     item = {"params": abstract}
     args = ocp.args.PyTreeRestore(item=item, partial_restore=True,
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(item))
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(_item(directory, STATE_ITEM), args=args)["params"]
-    return nnx.to_pure_dict(restored)
+    handler = ocp.PyTreeCheckpointHandler()  # Not a Checkpointer: no step metadata here.
+    try:
+        restored = handler.restore(epath.Path(_item(directory, STATE_ITEM)), args=args)
+    finally:
+        handler.close()
+    return nnx.to_pure_dict(restored["params"])
+

@@ -6,30 +6,30 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tnl_jax import optim, train
+from tests.training.runs import losses, tiny_config
 from tnl_jax.model import create_model
-from train_helpers import losses, tiny_config
+from tnl_jax.training import loop, optim
 
 
 def test_run_logs_metrics_plot_and_sample(tmp_path, capsys):
-    record = train.main(tiny_config(tmp_path, "steps=6", "eval_every=3", "sample_tokens=16",
-                                    "checkpoint_every=100"))
+    record = loop.main(tiny_config(tmp_path, "steps=4", "eval_every=2", "sample_tokens=16",
+                                   "checkpoint_every=100"))
     out = capsys.readouterr().out
     records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 7))
+    assert [r["step"] for r in records] == list(range(1, 5))
     for r in records[1:]:
         assert {"loss", "grad_norm", "lr", "tokens_per_s", "mfu"} <= set(r)
         assert r["tokens_per_s"] > 0 and 0 < r["mfu"] and np.isfinite(r["grad_norm"])
-    assert "eval_loss" in records[2] and "eval_loss" in records[5]
-    assert records[-1]["loss"] < records[0]["loss"] and record["step"] == 6
+    assert "eval_loss" in records[1] and "eval_loss" in records[3]
+    assert records[-1]["loss"] < records[0]["loss"] and record["step"] == 4
     assert (tmp_path / "loss.png").stat().st_size > 1000
-    assert "sample: def " in out and "held-out loss at step 6" in out
+    assert "sample: def " in out and "held-out loss at step 4" in out
     assert "peak device memory" in out
 
 
 def test_gradient_accumulation_matches_one_batch(tmp_path):
-    train.main(tiny_config(tmp_path / "a", "steps=3", "grad_accum=1", "checkpoint_every=100"))
-    train.main(tiny_config(tmp_path / "b", "steps=3", "grad_accum=2", "checkpoint_every=100"))
+    loop.main(tiny_config(tmp_path / "a", "steps=2", "grad_accum=1", "checkpoint_every=100"))
+    loop.main(tiny_config(tmp_path / "b", "steps=2", "grad_accum=2", "checkpoint_every=100"))
     a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
     np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5)
 
@@ -45,6 +45,7 @@ def test_weight_decay_only_on_projection_matrices():
     decided = dict(jax.tree.leaves(masks, is_leaf=lambda x: isinstance(x, tuple)))
     assert not any(v for k, v in decided.items() if "embed_tokens" in k or "theta" in k)
     assert any(v for k, v in decided.items() if "qkvu" in k)
+    assert not any("decay" in k for k in decided)  # Fixed decays are no parameters.
     assert sum(decided.values()) >= 4
     assert tx.init(params) is not None
 
@@ -64,22 +65,17 @@ def test_other_data_sources_train(tmp_path, source):
         stream[rng.integers(0, 5000, 40)] = 258  # EOS of the byte tokenizer.
         np.save(tmp_path / "shard0.npy", stream)
         source = str(tmp_path / "*.npy")
-    record = train.main(tiny_config(tmp_path / "run", f"data={source}", "steps=3",
-                                    "eval_every=3", "checkpoint_every=100"))
+    record = loop.main(tiny_config(tmp_path / "run", f"data={source}", "steps=2",
+                                   "eval_every=2", "checkpoint_every=100"))
     assert np.isfinite(record["loss"]) and np.isfinite(record["eval_loss"])
 
 
-def test_init_from_a_published_checkpoint(tmp_path):
-    from tnl_jax import hf, sharding
-    cfg = tiny_config(tmp_path)
-    published = create_model(cfg.model, nnx.Rngs(7))
-    hf.save_hf(published, tmp_path / "hf")
-    mesh = sharding.make_mesh()
-    _, params, _, shardings = train.initial_params(cfg, mesh)
-    loaded = train.load_pretrained(str(tmp_path / "hf"), params, shardings)
-    want = nnx.to_pure_dict(nnx.state(published, nnx.Param))
-    jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(loaded), want)
-    wrong = tiny_config(tmp_path, "model.decoder_layers=1")
-    _, other, _, other_shardings = train.initial_params(wrong, mesh)
-    with pytest.raises(ValueError, match="do not match the model config"):
-        train.load_pretrained(str(tmp_path / "hf"), other, other_shardings)
+@pytest.mark.parametrize("name", ["tokenizer.model", "tokenizer.json"])
+def test_the_run_keeps_a_copy_of_its_tokenizer(tmp_path, name):
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / name).write_text("a tokenizer file")
+    loop.keep_tokenizer(tiny_config(tmp_path / "run", f"tokenizer={tmp_path / 'tok'}"),
+                        tmp_path / "run")
+    assert (tmp_path / "run" / name).read_text() == "a tokenizer file"
+    loop.keep_tokenizer(tiny_config(tmp_path / "bytes"), tmp_path / "bytes")
+    assert not (tmp_path / "bytes").exists()

@@ -4,10 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tnl_jax import train_config
-from tnl_jax.metrics import read_metrics
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
+from tnl_jax.training import config as train_config
+from tnl_jax.training.metrics import read_metrics
 
 TINY = ["model.decoder_embed_dim=32", "model.decoder_layers=2", "model.decoder_attention_heads=2",
         "model.glu_dim=64", "seq_len=64", "batch_size=4", "eval_batches=1", "sample_tokens=0",
@@ -19,6 +18,7 @@ def tiny_config(run_dir, *overrides: str) -> train_config.TrainConfig:
 
 
 def train_command(run_dir, *overrides: str) -> list[str]:
+    """`python train.py` of the checkout, the way the README runs it."""
     return [sys.executable, str(ROOT / "train.py"), *TINY, f"run_dir={run_dir}", *overrides]
 
 
@@ -30,9 +30,8 @@ def run_env(devices: int = 1) -> dict[str, str]:
 
 
 def run_training(run_dir, *overrides: str, devices: int = 1, timeout: int = 120):
-    out = subprocess.run(train_command(run_dir, *overrides), cwd=ROOT, env=run_env(devices),
-                         capture_output=True, text=True, timeout=timeout)
-    return out
+    return subprocess.run(train_command(run_dir, *overrides), cwd=Path(run_dir).parent,
+                          env=run_env(devices), capture_output=True, text=True, timeout=timeout)
 
 
 def losses(run_dir) -> dict[int, float]:

@@ -1,13 +1,9 @@
-"""The training CLI and config: typed dotted overrides, helpful errors, --help."""
-import subprocess
-import sys
-from pathlib import Path
-
+"""The training config: presets by name or path, typed dotted overrides, helpful errors,
+the model config of `init_from`."""
 import pytest
 
-from tnl_jax import train_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from tnl_jax import presets
+from tnl_jax.training import config as train_config
 
 
 def test_dotted_overrides_are_typed():
@@ -40,28 +36,20 @@ def test_bad_overrides_name_the_problem(override, message):
         train_config.load(None, [override])
 
 
-def test_every_preset_loads():
-    presets = sorted((ROOT / "configs").glob("*.yaml"))
-    assert len(presets) >= 2
-    for preset in presets:
-        cfg = train_config.load(preset)
+def test_every_preset_loads_by_name_and_by_path():
+    assert {"tnl-tiny", "tnl-385m", "tnl-1b", "tnl-3b", "tnl-7b", "tnl-15b"} <= set(presets.names())
+    for name in presets.names():
+        cfg = train_config.load(name)
+        assert cfg == train_config.load(str(presets.directory() / f"{name}.yaml"))
         assert cfg.steps > 0 and cfg.batch_size > 0 and cfg.model.vocab_size > 0
+    assert train_config.load(None) == train_config.load("tnl-tiny")
+    with pytest.raises(FileNotFoundError, match="presets: .*tnl-1b"):
+        train_config.load("tnl-1c")
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-
-
-def test_help_lists_every_key_with_its_default():
-    out = _cli("--help")
-    assert out.returncode == 0, out.stderr
-    for key in train_config.all_keys_of(train_config.TrainConfig):
-        assert f"  {key} " in out.stdout, key
-    assert "model.decoder_layers" in out.stdout and "batch_size" in out.stdout
-
-
-def test_unknown_key_fails_fast_with_the_nearest():
-    out = _cli("model.decoder_layer=2")
-    assert out.returncode == 2
-    assert "model.decoder_layers" in out.stderr
+def test_init_from_brings_its_model_config(tiny_run):
+    cfg = train_config.load(None, [f"init_from={tiny_run}", "model.remat=full"])
+    assert (cfg.model.decoder_embed_dim, cfg.model.decoder_layers) == (32, 2)  # The run's.
+    assert cfg.model.remat == "full"  # model.* overrides still apply.
+    named = train_config.load("tnl-tiny", [f"init_from={tiny_run}"])
+    assert named.model.decoder_embed_dim == 256  # --config names the model.

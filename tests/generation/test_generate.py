@@ -6,20 +6,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tnl_jax.generate import generate, sample_token
-from random_model import random_model as random_weights_model
+from tests.conftest import SMALL_MODEL
+from tnl_jax.generation import generate, sample_token
 
-SMALL = dict(vocab_size=61, decoder_embed_dim=32, decoder_layers=3, decoder_attention_heads=4,
-             glu_dim=48, pad_token_id=0, attention_backend="xla", chunk_size=16)
-
-
-def random_model(seed, **changes):
-    return random_weights_model({**SMALL, **changes}, seed, std=0.3)
+VOCAB = SMALL_MODEL["vocab_size"]
 
 
 @pytest.fixture(scope="module")
-def tnl_model():
-    return random_model(0)
+def tnl_model(small_model):
+    return small_model(0)
 
 
 def assert_decode_matches_forward(model, prompts, new_tokens):
@@ -39,19 +34,19 @@ def assert_decode_matches_forward(model, prompts, new_tokens):
 
 def test_ragged_prompts_decode_like_full_forward(tnl_model, rng):
     # Rows of different lengths (left-padded inside); LRPE positions continue per row.
-    prompts = [list(rng.integers(1, 61, n)) for n in (5, 19, 1)]
+    prompts = [list(rng.integers(1, VOCAB, n)) for n in (5, 19, 1)]
     assert_decode_matches_forward(tnl_model, prompts, 7)
 
 
 @pytest.mark.parametrize("architecture", ["softmax", "hybrid"])
-def test_baselines_decode_like_full_forward(architecture, rng):
-    model = random_model(1, architecture=architecture, softmax_every=2)
-    prompts = [list(rng.integers(1, 61, n)) for n in (4, 11)]
+def test_baselines_decode_like_full_forward(architecture, rng, small_model):
+    model = small_model(1, architecture=architecture, softmax_every=2)
+    prompts = [list(rng.integers(1, VOCAB, n)) for n in (4, 11)]
     assert_decode_matches_forward(model, prompts, 5)
 
 
 def test_eos_stops_a_row(tnl_model, rng):
-    prompts = [list(rng.integers(1, 61, 6)), list(rng.integers(1, 61, 6))]
+    prompts = [list(rng.integers(1, VOCAB, 6)), list(rng.integers(1, VOCAB, 6))]
     free = np.asarray(generate(tnl_model, prompts, 6, temperature=0))
     eos = int(free[0, 1])
     stopped = np.asarray(generate(tnl_model, prompts, 6, temperature=0, eos_id=eos))
@@ -61,7 +56,7 @@ def test_eos_stops_a_row(tnl_model, rng):
 
 
 def test_sampling_is_seeded_and_filters_apply(tnl_model, rng):
-    prompts = [list(rng.integers(1, 61, 8))]
+    prompts = [list(rng.integers(1, VOCAB, 8))]
     greedy = np.asarray(generate(tnl_model, prompts, 8, temperature=0))
     a = np.asarray(generate(tnl_model, prompts, 8, temperature=1.5, seed=3))
     b = np.asarray(generate(tnl_model, prompts, 8, temperature=1.5, seed=3))
