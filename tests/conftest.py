@@ -1,6 +1,10 @@
 """Shared fixtures: float64 on demand, a fresh random generator per test, the one
 small model with random weights, a finished tiny training run."""
+import contextlib
+import dataclasses
+import io
 import os
+import pathlib
 import tempfile
 import zlib
 
@@ -61,10 +65,20 @@ def small_model():
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A finished 4-step training run of a tiny model (tests.training.runs.TINY):
-    its run directory, which generation and init_from read."""
-    from tests.training.runs import tiny_config
+    """A finished 4-step training run of a tiny model (``tests.training.runs.TINY``),
+    evaluated every 2 steps, checkpointed every 2, ending with a sample. The loop,
+    generation and ``init_from`` tests read its directory."""
+    from tests.training.runs import TINY_RUN, tiny_config
     from tnl_jax.training.loop import main as train
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
-    train(tiny_config(run_dir, "steps=4", "checkpoint_every=2"))
-    return run_dir
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        record = train(tiny_config(run_dir, *TINY_RUN))
+    return TinyRun(run_dir, printed.getvalue(), record)
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyRun:
+    dir: pathlib.Path  # The run directory.
+    output: str  # What the run printed.
+    record: dict  # Its last metrics record.

@@ -34,7 +34,7 @@ def published_logits(columns: int):
 
 
 def test_directory_kinds(tiny_run, converted_dir, tmp_path):
-    kinds = [loader.directory_kind(d) for d in (tiny_run, converted_dir, PUBLISHED)]
+    kinds = [loader.directory_kind(d) for d in (tiny_run.dir, converted_dir, PUBLISHED)]
     assert kinds == ["run", "converted", "hf"]
     with pytest.raises(FileNotFoundError, match="no checkpoints/.*model_config.json.*config.json"):
         loader.directory_kind(tmp_path)
@@ -64,12 +64,12 @@ def test_params_restore_into_a_fresh_model(converted_dir):
 
 
 def test_a_training_run_loads_its_newest_checkpoint(tiny_run):
-    cfg = loader.load_model_config(tiny_run)
+    cfg = loader.load_model_config(tiny_run.dir)
     assert (cfg.decoder_embed_dim, cfg.decoder_layers) == (32, 2)
-    assert loader.tokenizer_spec(tiny_run) == "bytes"
-    model = loader.load_model(tiny_run, dtype=jnp.float32)
+    assert loader.tokenizer_spec(tiny_run.dir) == "bytes"
+    model = loader.load_model(tiny_run.dir, dtype=jnp.float32)
     with ocp.StandardCheckpointer() as checkpointer:
-        saved = checkpointer.restore(tiny_run / "checkpoints" / "4" / "state")["params"]
+        saved = checkpointer.restore(tiny_run.dir / "checkpoints" / "4" / "state")["params"]
     want = jax.tree.leaves(saved)
     got = jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     assert len(got) == len(want) > 0
@@ -84,7 +84,7 @@ def test_init_from(tmp_path, tiny_run, kind):
         source = tmp_path / "hf"
         hf.save_hf(create_model(cfg.model, nnx.Rngs(7)), source)
     else:
-        source = tiny_run
+        source = tiny_run.dir
     want = nnx.to_pure_dict(nnx.state(loader.load_model(source, dtype=jnp.float32), nnx.Param))
     mesh = sharding.make_mesh()
     _, params, _, _ = loop.initial_params(tiny_config(tmp_path, f"init_from={source}"), mesh)

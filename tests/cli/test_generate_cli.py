@@ -26,7 +26,7 @@ def test_convert_copies_the_tokenizer(converted_dir, capsys):
 
 @pytest.mark.parametrize("kind", ["run", "converted", "hf"])
 def test_generate_from_each_kind_of_directory(kind, tiny_run, converted_dir, capsys):
-    directory = {"run": tiny_run, "converted": converted_dir, "hf": PUBLISHED}[kind]
+    directory = {"run": tiny_run.dir, "converted": converted_dir, "hf": PUBLISHED}[kind]
     # The converted directory's tokenizer file is a stand-in: use bytes there.
     extra = ["--tokenizer", "bytes"] if kind == "converted" else []
     generate_cli.main(["--checkpoint", str(directory), "--prompt", "def f", "--max-new-tokens",

@@ -11,6 +11,8 @@ from tnl_jax.training.metrics import read_metrics
 TINY = ["model.decoder_embed_dim=32", "model.decoder_layers=2", "model.decoder_attention_heads=2",
         "model.glu_dim=64", "seq_len=64", "batch_size=4", "eval_batches=1", "sample_tokens=0",
         "warmup=2", "lr=3e-3", "eval_every=0", "shuffle_window=16"]
+# The shared finished run (the `tiny_run` fixture of tests/conftest.py).
+TINY_RUN = ["steps=4", "checkpoint_every=2", "eval_every=2", "sample_tokens=16"]
 
 
 def tiny_config(run_dir, *overrides: str) -> train_config.TrainConfig:

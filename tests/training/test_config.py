@@ -48,8 +48,8 @@ def test_every_preset_loads_by_name_and_by_path():
 
 
 def test_init_from_brings_its_model_config(tiny_run):
-    cfg = train_config.load(None, [f"init_from={tiny_run}", "model.remat=full"])
+    cfg = train_config.load(None, [f"init_from={tiny_run.dir}", "model.remat=full"])
     assert (cfg.model.decoder_embed_dim, cfg.model.decoder_layers) == (32, 2)  # The run's.
     assert cfg.model.remat == "full"  # model.* overrides still apply.
-    named = train_config.load("tnl-tiny", [f"init_from={tiny_run}"])
+    named = train_config.load("tnl-tiny", [f"init_from={tiny_run.dir}"])
     assert named.model.decoder_embed_dim == 256  # --config names the model.

@@ -6,32 +6,30 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.training.runs import losses, tiny_config
+from tests.training.runs import TINY_RUN, losses, tiny_config
 from tnl_jax.model import create_model
 from tnl_jax.training import loop, optim
 
 
-def test_run_logs_metrics_plot_and_sample(tmp_path, capsys):
-    record = loop.main(tiny_config(tmp_path, "steps=4", "eval_every=2", "sample_tokens=16",
-                                   "checkpoint_every=100"))
-    out = capsys.readouterr().out
-    records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+def test_run_logs_metrics_plot_and_sample(tiny_run):
+    records = [json.loads(l) for l in (tiny_run.dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 5))
     for r in records[1:]:
         assert {"loss", "grad_norm", "lr", "tokens_per_s", "mfu"} <= set(r)
         assert r["tokens_per_s"] > 0 and 0 < r["mfu"] and np.isfinite(r["grad_norm"])
     assert "eval_loss" in records[1] and "eval_loss" in records[3]
-    assert records[-1]["loss"] < records[0]["loss"] and record["step"] == 4
-    assert (tmp_path / "loss.png").stat().st_size > 1000
-    assert "sample: def " in out and "held-out loss at step 4" in out
-    assert "peak device memory" in out
+    assert records[-1]["loss"] < records[0]["loss"] and tiny_run.record["step"] == 4
+    assert (tiny_run.dir / "loss.png").stat().st_size > 1000
+    assert "sample: def " in tiny_run.output and "held-out loss at step 4" in tiny_run.output
+    assert "peak device memory" in tiny_run.output
 
 
-def test_gradient_accumulation_matches_one_batch(tmp_path):
-    loop.main(tiny_config(tmp_path / "a", "steps=2", "grad_accum=1", "checkpoint_every=100"))
-    loop.main(tiny_config(tmp_path / "b", "steps=2", "grad_accum=2", "checkpoint_every=100"))
-    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
-    np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5)
+def test_gradient_accumulation_matches_one_batch(tmp_path, tiny_run):
+    loop.main(tiny_config(tmp_path, *TINY_RUN, "grad_accum=2", "sample_tokens=0"))
+    one_batch, accumulated = losses(tiny_run.dir), losses(tmp_path)
+    assert sorted(one_batch) == sorted(accumulated) == [1, 2, 3, 4]
+    np.testing.assert_allclose([accumulated[s] for s in one_batch], list(one_batch.values()),
+                               rtol=1e-5)
 
 
 def test_weight_decay_only_on_projection_matrices():

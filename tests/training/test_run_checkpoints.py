@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import time
+import types
 
 import pytest
 
@@ -34,11 +35,12 @@ def _wait_for_step(run_dir, step, proc, timeout=120):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    """The reference: the same run, never stopped (its directory and losses)."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
     loop.main(tiny_config(run_dir, *RUN))
     result = losses(run_dir)
     assert sorted(result) == list(range(1, STEPS + 1))
-    return result
+    return types.SimpleNamespace(dir=run_dir, losses=result)
 
 
 def test_kill_9_then_rerun_reproduces_every_loss(tmp_path, uninterrupted, capsys):
@@ -49,7 +51,7 @@ def test_kill_9_then_rerun_reproduces_every_loss(tmp_path, uninterrupted, capsys
     assert max(losses(tmp_path)) < STEPS
     loop.main(tiny_config(tmp_path, *RUN))
     assert "resumed from step" in capsys.readouterr().out
-    assert losses(tmp_path) == uninterrupted  # Exactly equal, every step.
+    assert losses(tmp_path) == uninterrupted.losses  # Exactly equal, every step.
 
 
 def test_sigterm_saves_then_exits(tmp_path, uninterrupted, capsys):
@@ -63,28 +65,30 @@ def test_sigterm_saves_then_exits(tmp_path, uninterrupted, capsys):
     assert (tmp_path / "checkpoints" / str(stopped_at)).is_dir()
     loop.main(tiny_config(tmp_path, *RUN))
     assert f"resumed from step {stopped_at}" in capsys.readouterr().out
-    assert losses(tmp_path) == uninterrupted
+    assert losses(tmp_path) == uninterrupted.losses
 
 
-def test_corrupt_latest_checkpoint_falls_back(tmp_path):
-    loop.main(tiny_config(tmp_path, "steps=4", "checkpoint_every=2"))
-    first = losses(tmp_path)
-    state_dir = tmp_path / "checkpoints" / "4" / "state"
-    for f in state_dir.rglob("*"):
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted.dir, run_dir)
+    for f in (run_dir / "checkpoints" / str(STEPS) / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="checkpoint at step 4 .* cannot be restored"):
-        loop.main(tiny_config(tmp_path, "steps=4", "checkpoint_every=2"))
-    assert losses(tmp_path) == first  # Steps 3-4 recomputed from step 2, identically.
-    assert len(list((tmp_path / "checkpoints.unreadable").iterdir())) == 1
+    with pytest.warns(UserWarning, match=f"checkpoint at step {STEPS} .* cannot be restored"):
+        loop.main(tiny_config(run_dir, *RUN))
+    assert losses(run_dir) == uninterrupted.losses  # Recomputed from step 9, identically.
+    assert len(list((run_dir / "checkpoints.unreadable").iterdir())) == 1
 
 
-def test_partial_checkpoint_directory_is_ignored(tmp_path):
-    loop.main(tiny_config(tmp_path, "steps=2", "checkpoint_every=2"))
-    shutil.copytree(tmp_path / "checkpoints" / "2",
-                    tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-123")
-    record = loop.main(tiny_config(tmp_path, "steps=3", "checkpoint_every=2"))
-    assert record["step"] == 3 and sorted(losses(tmp_path)) == [1, 2, 3]
+def test_partial_checkpoint_directory_is_ignored(tmp_path, uninterrupted):
+    """A save that was cut short (Orbax's temporary name) is never restored."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted.dir, run_dir)
+    checkpoints = run_dir / "checkpoints"
+    (checkpoints / str(STEPS)).rename(checkpoints / f"{STEPS}.orbax-checkpoint-tmp-123")
+    record = loop.main(tiny_config(run_dir, *RUN))
+    assert record["step"] == STEPS and losses(run_dir) == uninterrupted.losses
+    assert not (checkpoints / f"{STEPS}.orbax-checkpoint-tmp-123").exists()
 
 
 def test_non_finite_loss_stops_naming_the_step(tmp_path):
