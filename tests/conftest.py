@@ -5,6 +5,7 @@ import dataclasses
 import io
 import os
 import pathlib
+import sys
 import tempfile
 import zlib
 
@@ -14,7 +15,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests import attention_inputs
 from tnl_jax import ModelConfig, create_model
+
+# The kernel tests still import their helpers as a top-level module (`from
+# attention_inputs import ...`), which tests/__init__.py ended; this alias keeps them
+# running until they import `tests.attention_inputs` (or their own tests/kernels/ helpers).
+sys.modules.setdefault("attention_inputs", attention_inputs)
 
 def pytest_configure(config):
     """A compilation cache for this test session (and the processes it starts): the
