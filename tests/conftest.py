@@ -5,6 +5,7 @@ import dataclasses
 import io
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import zlib
@@ -23,6 +24,9 @@ from tnl_jax import ModelConfig, create_model
 # running until they import `tests.attention_inputs` (or their own tests/kernels/ helpers).
 sys.modules.setdefault("attention_inputs", attention_inputs)
 
+CACHE_KEY = pytest.StashKey[str]()
+
+
 def pytest_configure(config):
     """A compilation cache for this test session (and the processes it starts): the
     same tiny training step is compiled by many tests, and compiling is most of their
@@ -30,6 +34,12 @@ def pytest_configure(config):
     cache = tempfile.mkdtemp(prefix="tnl-jax-test-compilation-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
     jax.config.update("jax_compilation_cache_dir", cache)
+    config.stash[CACHE_KEY] = cache
+
+
+def pytest_unconfigure(config):
+    if CACHE_KEY in config.stash:
+        shutil.rmtree(config.stash[CACHE_KEY], ignore_errors=True)
 
 
 # The small model of the model, generation and checkpoint tests.
