@@ -21,9 +21,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from tnl_jax.config import ModelConfig, load_model_config
-from tnl_jax.generate import generate
-from tnl_jax.model import create_model
+from tnl_jax import ModelConfig, create_model, generate, load_model_config
 
 
 def timed(fn, repeats: int) -> float:
@@ -44,7 +42,7 @@ def build(cfg: ModelConfig, dtype: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/tnl-1b.yaml")
+    parser.add_argument("--config", default="tnl-1b", help="preset name or YAML file")
     parser.add_argument("--small", action="store_true", help="tiny model and lengths (CPU smoke test)")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--batch", type=int, default=1)

@@ -1,7 +1,7 @@
 """Bytes, SentencePiece and `tokenizers` tokenizers, built tiny in the test."""
 import pytest
 
-from tnl_jax.config import ModelConfig
+from tnl_jax import ModelConfig
 from tnl_jax.tokenizers import get_tokenizer
 
 TEXT = "Lightning attention keeps training speed constant. Ünïcode ✓ too.\n"

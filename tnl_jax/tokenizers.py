@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from tnl_jax.config import ModelConfig
+from tnl_jax.model.config import ModelConfig
+
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")  # What a checkpoint directory may hold.
 
 
 class Tokenizer(Protocol):
@@ -84,7 +86,7 @@ def get_tokenizer(kind_or_path: str = "bytes", model_cfg: ModelConfig | None = N
     else:
         path = Path(kind_or_path)
         if path.is_dir():
-            found = [p for p in (path / "tokenizer.model", path / "tokenizer.json") if p.exists()]
+            found = [path / name for name in TOKENIZER_FILES if (path / name).exists()]
             if not found:
                 raise FileNotFoundError(f"{path}: no tokenizer.model or tokenizer.json")
             path = found[0]

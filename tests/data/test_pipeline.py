@@ -1,0 +1,139 @@
+"""The Grain pipeline: packing, loss masks at document boundaries, splits, resumable state."""
+import numpy as np
+import pytest
+
+from tnl_jax import data
+from tnl_jax.data import mqar as data_mqar
+from tnl_jax.data import sources as data_sources
+from tnl_jax.tokenizers import get_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return get_tokenizer("bytes")
+
+
+def spec_for(source, tokenizer, **changes):
+    values = dict(source=source, seq_len=32, batch_size=4, seed=0, tokenizer=tokenizer,
+                  eval_fraction=0.25)
+    return data.DataSpec(**{**values, **changes})
+
+
+def write_docs(tmp_path, texts):
+    for i, text in enumerate(texts):
+        (tmp_path / f"doc{i:02d}.txt").write_text(text)
+    return str(tmp_path / "*.txt")
+
+
+def test_stdlib_corpus_is_sorted_and_split(tokenizer):
+    files = data_sources.stdlib_files()
+    assert len(files) > 100 and files == sorted(files)
+    assert not any("site-packages" in f.parts for f in files)
+    spec = spec_for("stdlib", tokenizer, eval_fraction=0.02)
+    train, held_out = data.documents(spec, "train"), data.documents(spec, "eval")
+    assert len(train) + len(held_out) == len(files) and 0 < len(held_out) < len(files) // 10
+
+
+def test_packing_masks_targets_across_documents(tmp_path, tokenizer):
+    pattern = write_docs(tmp_path, [f"document {i}: " + "x" * (5 + 7 * i) for i in range(12)])
+    batch = next(data.train_batches(spec_for(pattern, tokenizer, eval_fraction=0.0)))
+    assert set(batch) == set(data.BATCH_KEYS)
+    assert batch["input_ids"].shape == (4, 32)
+    seg, mask, pos = batch["segment_ids"], batch["loss_mask"], batch["positions"]
+    assert seg.min() >= 1 and (np.diff(seg, axis=1) >= 0).all()
+    # A target is in the loss exactly when it continues its input's document.
+    np.testing.assert_array_equal(batch["targets"][:, :-1], batch["input_ids"][:, 1:])
+    np.testing.assert_array_equal(mask[:, :-1], (seg[:, 1:] == seg[:, :-1]).astype(np.float32))
+    boundaries = np.argwhere(np.diff(seg, axis=1) != 0)
+    assert len(boundaries) > 0
+    for row, col in boundaries:
+        assert mask[row, col] == 0 and pos[row, col + 1] == 0
+        assert batch["input_ids"][row, col + 1] == tokenizer.bos_id  # a new document
+
+
+@pytest.mark.parametrize("skip", [0, 1, 3, 7])
+def test_every_iterator_position_resumes_exactly(tmp_path, tokenizer, skip):
+    pattern = write_docs(tmp_path, [f"text {i} " * (3 + i) for i in range(20)])
+    spec = spec_for(pattern, tokenizer, shuffle_window=8)
+    it = data.train_batches(spec)
+    for _ in range(skip):
+        next(it)
+    state = data.IteratorCheckpoint(it).get_state()
+    expected = [next(it)["input_ids"] for _ in range(4)]
+    resumed = data.train_batches(spec)
+    data.IteratorCheckpoint(resumed).set_state(state)
+    for want in expected:
+        np.testing.assert_array_equal(next(resumed)["input_ids"], want)
+
+
+def test_iterator_state_resumes_exactly(tmp_path, tokenizer):
+    pattern = write_docs(tmp_path, [f"text {i} " * (3 + i) for i in range(20)])
+    spec = spec_for(pattern, tokenizer)
+    it = data.train_batches(spec)
+    for _ in range(3):
+        next(it)
+    state = data.IteratorCheckpoint(it).get_state()  # JSON bytes, as checkpointed.
+    expected = [next(it) for _ in range(5)]  # Crosses an epoch boundary.
+    resumed = data.train_batches(spec)
+    data.IteratorCheckpoint(resumed).set_state(state)
+    for want in expected:
+        got = next(resumed)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_processes_read_disjoint_shards(tmp_path, tokenizer):
+    pattern = write_docs(tmp_path, [f"doc {i}" for i in range(10)])
+    shards = [data.documents(spec_for(pattern, tokenizer, eval_fraction=0.0, process_index=i,
+                                      process_count=3), "train") for i in range(3)]
+    texts = [tuple(shard[j]["tokens"]) for shard in shards for j in range(len(shard))]
+    assert sorted(len(s) for s in shards) == [3, 3, 4] and len(set(texts)) == 10
+
+
+def test_npy_streams_split_at_eos(tmp_path, tokenizer):
+    eos = tokenizer.eos_id
+    stream = np.array([5, 6, 7, eos, 8, 9, eos, 10, 11, 12, 13, eos], np.int32)
+    np.save(tmp_path / "shard.npy", stream)
+    docs = data_sources.npy_documents([str(tmp_path / "shard.npy")], "train", eos, 0.0)
+    assert [list(docs[i]["tokens"]) for i in range(len(docs))] == [
+        [5, 6, 7, eos], [8, 9, eos], [10, 11, 12, 13, eos]]
+
+
+def test_array_record_documents(tmp_path, tokenizer):
+    from array_record.python.array_record_module import ArrayRecordWriter
+    path = str(tmp_path / "docs.array_record")
+    writer = ArrayRecordWriter(path, "group_size:1")
+    documents = [np.arange(i, i + 3 + i, dtype=np.int32) for i in range(6)]
+    for doc in documents:
+        writer.write(doc.tobytes())
+    writer.close()
+    docs = data.documents(spec_for(path, tokenizer, eval_fraction=0.0), "train")
+    assert [list(docs[i]["tokens"]) for i in range(len(docs))] == [list(d) for d in documents]
+    batch = next(data.train_batches(spec_for(path, tokenizer, eval_fraction=0.0, seq_len=8,
+                                             batch_size=2)))
+    assert batch["input_ids"].shape == (2, 8)
+
+
+def test_long_text_files_are_cut_into_sections(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_sources, "TEXT_SECTION_BYTES", 16)
+    lines = [f"line {i:03d}\n" for i in range(40)]
+    path = tmp_path / "long.txt"
+    path.write_text("".join(lines))
+    sections = data_sources._text_sections(path)
+    pieces = [data_sources._read_section(*s) for s in sections]
+    assert len(pieces) > 5 and b"".join(pieces) == path.read_bytes()
+
+
+def test_mqar_rows_weigh_answers_only(tokenizer):
+    doc = data_mqar.document("train", 3, pairs=4)
+    tokens, weights = doc["tokens"], doc["weights"]
+    lookup = dict(zip(tokens[:8:2], tokens[1:8:2]))
+    for q, a in zip(tokens[8::2], tokens[9::2]):
+        assert lookup[q] == a
+    assert weights.sum() == 4 and (weights[9::2] == 1).all()
+    batch = next(data.train_batches(spec_for("mqar", tokenizer, seq_len=40)))
+    mask = batch["loss_mask"]
+    assert mask.sum() == 4 * data_mqar.pairs_for(40)
+    answers = batch["targets"][mask > 0]
+    assert ((answers >= 128) & (answers < 192)).all()
+    assert (mask[:, -1] == 0).all()  # First-fit padding ends each row; it is no target.

@@ -1,0 +1,81 @@
+"""Generation: prefill + O(1) decode reproduce the full forward's logits, ragged
+prompts, EOS, sampling filters."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests.conftest import SMALL_MODEL
+from tnl_jax.generation import generate, sample_token
+
+VOCAB = SMALL_MODEL["vocab_size"]
+
+
+@pytest.fixture(scope="module")
+def tnl_model(small_model):
+    return small_model(0)
+
+
+def assert_decode_matches_forward(model, prompts, new_tokens):
+    tokens, logits = generate(model, prompts, new_tokens, temperature=0, return_logits=True)
+    assert tokens.shape == (len(prompts), new_tokens)
+    assert logits.shape == (len(prompts), new_tokens, model.cfg.vocab_size)
+    # One forward over the rows, right-padded: padding after a row cannot change it.
+    rows = [p + [int(t) for t in tokens[b]] for b, p in enumerate(prompts)]
+    width = max(map(len, rows))
+    batch = jnp.asarray([r + [0] * (width - len(r)) for r in rows])
+    full = np.asarray(nnx.jit(lambda m, ids: m(ids))(model, batch))
+    for b, prompt in enumerate(prompts):
+        want = full[b, len(prompt) - 1:len(rows[b]) - 1]
+        np.testing.assert_allclose(logits[b], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+        np.testing.assert_array_equal(tokens[b], want.argmax(-1))
+
+
+def test_ragged_prompts_decode_like_full_forward(tnl_model, rng):
+    # Rows of different lengths (left-padded inside); LRPE positions continue per row.
+    prompts = [list(rng.integers(1, VOCAB, n)) for n in (5, 19, 1)]
+    assert_decode_matches_forward(tnl_model, prompts, 7)
+
+
+@pytest.mark.parametrize("architecture", ["softmax", "hybrid"])
+def test_baselines_decode_like_full_forward(architecture, rng, small_model):
+    model = small_model(1, architecture=architecture, softmax_every=2)
+    prompts = [list(rng.integers(1, VOCAB, n)) for n in (4, 11)]
+    assert_decode_matches_forward(model, prompts, 5)
+
+
+def test_eos_stops_a_row(tnl_model, rng):
+    prompts = [list(rng.integers(1, VOCAB, 6)), list(rng.integers(1, VOCAB, 6))]
+    free = np.asarray(generate(tnl_model, prompts, 6, temperature=0))
+    eos = int(free[0, 1])
+    stopped = np.asarray(generate(tnl_model, prompts, 6, temperature=0, eos_id=eos))
+    first = list(free[0]).index(eos)
+    np.testing.assert_array_equal(stopped[0, :first + 1], free[0, :first + 1])
+    assert np.all(stopped[0, first:] == eos)
+
+
+def test_sampling_is_seeded_and_filters_apply(tnl_model, rng):
+    prompts = [list(rng.integers(1, VOCAB, 8))]
+    greedy = np.asarray(generate(tnl_model, prompts, 8, temperature=0))
+    a = np.asarray(generate(tnl_model, prompts, 8, temperature=1.5, seed=3))
+    b = np.asarray(generate(tnl_model, prompts, 8, temperature=1.5, seed=3))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(generate(tnl_model, prompts, 8, top_k=1, seed=5), greedy)
+    np.testing.assert_array_equal(generate(tnl_model, prompts, 8, top_p=1e-6, seed=5), greedy)
+
+
+def test_sample_token_filters(rng):
+    logits = jnp.asarray(rng.normal(size=(2, 50)), jnp.float32)
+    order = np.argsort(-np.asarray(logits), axis=-1)
+    keys = jax.random.split(jax.random.key(0), 200)
+    drawn = np.asarray(jax.vmap(lambda k: sample_token(logits, k, 1.0, 3, None))(keys)).T
+    for b in range(2):
+        assert set(drawn[b]) <= set(order[b, :3]) and len(set(drawn[b])) > 1
+    probs = np.asarray(jax.nn.softmax(logits, -1))
+    top_p = 0.5
+    drawn = np.asarray(jax.vmap(lambda k: sample_token(logits, k, 1.0, None, top_p))(keys)).T
+    for b in range(2):
+        mass_before = np.cumsum(probs[b, order[b]]) - probs[b, order[b]]
+        allowed = set(order[b][mass_before < top_p])
+        assert set(drawn[b]) <= allowed

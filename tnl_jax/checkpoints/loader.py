@@ -1,0 +1,114 @@
+"""One loader for every directory this package writes or reads:
+
+* a training ``run_dir`` (``checkpoints/``): the newest checkpoint's parameters, the
+  saved model config, the tokenizer the run used;
+* a converted directory (``model_config.json``, ``tnl-convert``'s output);
+* a Hugging Face TNL directory (``config.json``).
+
+``load_model`` is for inference, ``load_params`` for training's ``init_from``,
+``load_model_config`` and ``tokenizer_spec`` for both.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tnl_jax.checkpoints import converted, hf, run_dir
+from tnl_jax.model.config import ModelConfig
+from tnl_jax.model.language_model import LanguageModel, create_model, model_with_params
+from tnl_jax.tokenizers import TOKENIZER_FILES
+
+
+def directory_kind(directory: str | Path) -> str:
+    """``"run"``, ``"converted"`` or ``"hf"``; anything else raises naming what is missing."""
+    if run_dir.is_run_dir(directory):
+        return "run"
+    if converted.is_converted(directory):
+        return "converted"
+    if (Path(directory) / "config.json").exists():
+        return "hf"
+    raise FileNotFoundError(
+        f"{directory}: not a training run (no {run_dir.CHECKPOINTS_DIR}/), a converted "
+        f"checkpoint (no {converted.CONFIG_FILE}) or a Hugging Face one (no config.json)")
+
+
+def load_model_config(directory: str | Path) -> ModelConfig:
+    """The config of the model stored in ``directory``."""
+    kind = directory_kind(directory)
+    if kind == "run":
+        return ModelConfig.from_dict(run_dir.read_config(directory)["model"])
+    if kind == "converted":
+        return converted.load_config(directory)
+    return hf.config_from_hf(json.loads((Path(directory) / "config.json").read_text()))
+
+
+def _fit(pure: dict, abstract: dict) -> dict:
+    """``pure``'s arrays in the shapes, dtypes and shardings of ``abstract``."""
+    def fit(path, array, want):
+        if tuple(array.shape) != tuple(want.shape):
+            raise ValueError(f"parameter {jax.tree_util.keystr(path)} has shape "
+                             f"{tuple(array.shape)}, expected {tuple(want.shape)}")
+        array = jnp.asarray(np.asarray(array, np.float32), want.dtype)
+        return array if want.sharding is None else jax.device_put(array, want.sharding)
+
+    return jax.tree_util.tree_map_with_path(fit, pure, abstract)
+
+
+def read_params(directory: str | Path, abstract: nnx.State) -> dict:
+    """The parameters stored in ``directory`` as a pure dict, as ``abstract`` (an
+    ``nnx.State`` of ``jax.ShapeDtypeStruct``) describes them: shapes, dtypes,
+    shardings. ``ValueError`` when they do not have its shapes."""
+    kind = directory_kind(directory)
+    if kind == "run":
+        return run_dir.read_params(directory, abstract)
+    if kind == "converted":
+        return converted.read_params(directory, nnx.to_pure_dict(abstract))
+    cfg = load_model_config(directory)
+    tensors = hf.read_hf_tensors(directory)
+    return _fit(hf.params_from_hf(tensors, cfg, jnp.float32), nnx.to_pure_dict(abstract))
+
+
+def _abstract(params: nnx.State, dtype: jnp.dtype | None = None) -> nnx.State:
+    """``params`` as ``jax.ShapeDtypeStruct`` (with their shardings, if any)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape, dtype or x.dtype, sharding=getattr(x, "sharding", None)), params)
+
+
+def load_model(directory: str | Path, dtype: jnp.dtype = jnp.bfloat16,
+               **overrides: Any) -> LanguageModel:
+    """The model stored in ``directory``, weights and compute in ``dtype``; ``overrides``
+    set other config fields (e.g. ``attention_backend='xla'``)."""
+    name = jnp.dtype(dtype).name
+    cfg = load_model_config(directory).replace(dtype=name, param_dtype=name, **overrides)
+    params = nnx.state(nnx.eval_shape(lambda: create_model(cfg, nnx.Rngs(0))), nnx.Param)
+    return model_with_params(cfg, read_params(directory, _abstract(params, jnp.dtype(dtype))))
+
+
+def load_params(directory: str | Path, like: nnx.State) -> nnx.State:
+    """The parameters stored in ``directory`` in the shapes, dtypes and shardings of
+    ``like`` (an ``nnx.State`` of ``nnx.Param``, e.g. a fresh model's)."""
+    try:
+        pure = read_params(directory, _abstract(like))
+    except ValueError as error:
+        raise ValueError(f"{directory}: its parameters do not match the model config "
+                         f"({load_model_config(directory)}): {error}") from error
+    state = jax.tree.map(lambda x: x, like)
+    nnx.replace_by_pure_dict(state, pure)
+    return state
+
+
+def tokenizer_spec(directory: str | Path) -> str:
+    """The tokenizer that goes with ``directory``: its ``tokenizer.model`` /
+    ``tokenizer.json``, else a run's configured tokenizer, else ``"bytes"``."""
+    for name in TOKENIZER_FILES:
+        if (Path(directory) / name).exists():
+            return str(Path(directory) / name)
+    if directory_kind(directory) == "run":
+        return run_dir.read_config(directory).get("tokenizer", "bytes")
+    return "bytes"

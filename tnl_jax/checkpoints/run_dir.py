@@ -1,0 +1,61 @@
+"""What a training run leaves in its ``run_dir``, read back without the training code.
+
+    run_dir/checkpoints/<step>/state/    Orbax: {"params", "opt_state", "step"}
+    run_dir/checkpoints/<step>/data/     the data iterator's position
+    run_dir/checkpoints/<step>/config/   the run's TrainConfig as JSON (model: ModelConfig)
+    run_dir/tokenizer.model|json         a copy of the run's tokenizer file, if it had one
+
+``tnl_jax.training.run_checkpoints`` writes this layout with these names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+
+from tnl_jax.checkpoints import saved_shapes
+
+CHECKPOINTS_DIR = "checkpoints"
+STATE_ITEM, DATA_ITEM, CONFIG_ITEM = "state", "data", "config"
+
+
+def is_run_dir(directory: str | Path) -> bool:
+    return (Path(directory) / CHECKPOINTS_DIR).is_dir()
+
+
+def latest_step(directory: str | Path) -> int:
+    """The newest complete checkpoint's step (Orbax names unfinished ones ``<step>.…tmp…``)."""
+    root = Path(directory) / CHECKPOINTS_DIR
+    steps = [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
+    if not steps:
+        raise FileNotFoundError(f"{directory}: no complete checkpoint in {root}")
+    return max(steps)
+
+
+def _item(directory: str | Path, item: str) -> Path:
+    return Path(directory).absolute() / CHECKPOINTS_DIR / str(latest_step(directory)) / item
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """The run config saved with the newest checkpoint (a nested dict)."""
+    return ocp.JsonCheckpointHandler().restore(epath.Path(_item(directory, CONFIG_ITEM)))
+
+
+def read_params(directory: str | Path, abstract: nnx.State) -> dict:
+    """The newest checkpoint's parameters (not the optimizer state) as a pure dict, in
+    the shapes, dtypes and shardings of ``abstract`` (an ``nnx.State`` of
+    ``jax.ShapeDtypeStruct``, the tree the run saved)."""
+    saved_shapes.check(_item(directory, STATE_ITEM), nnx.to_pure_dict(abstract), "params")
+    item = {"params": abstract}
+    args = ocp.args.PyTreeRestore(item=item, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(item))
+    handler = ocp.PyTreeCheckpointHandler()  # Not a Checkpointer: no step metadata here.
+    try:
+        restored = handler.restore(epath.Path(_item(directory, STATE_ITEM)), args=args)
+    finally:
+        handler.close()
+    return nnx.to_pure_dict(restored["params"])
+

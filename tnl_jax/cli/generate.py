@@ -1,0 +1,50 @@
+"""Sample text from a model: `tnl-generate --checkpoint DIR --prompt "..."`.
+
+DIR is a training run directory (its newest checkpoint, saved config and tokenizer),
+a converted directory (tnl-convert) or a Hugging Face TNL directory.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from tnl_jax.checkpoints import loader
+from tnl_jax.generation import generate
+from tnl_jax.tokenizers import get_tokenizer
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Prints the prompt followed by the sampled text."""
+    parser = argparse.ArgumentParser(prog="tnl-generate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True,
+                        help="training run, converted or Hugging Face directory")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--tokenizer", default=None,
+                        help="'bytes', a tokenizer.model or tokenizer.json path; default: the "
+                             "checkpoint's tokenizer (its tokenizer file, or the run's), else bytes")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="bfloat16")
+    args = parser.parse_args(argv)
+    try:
+        tokenizer = get_tokenizer(args.tokenizer or loader.tokenizer_spec(args.checkpoint))
+        model = loader.load_model(args.checkpoint, dtype=jnp.dtype(args.dtype))
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"tnl-generate: error: {error}\n")
+    prompt = tokenizer.encode(args.prompt)
+    if tokenizer.bos_id is not None:
+        prompt = [tokenizer.bos_id, *prompt]
+    tokens = generate(model, [prompt], args.max_new_tokens, temperature=args.temperature,
+                      top_k=args.top_k, top_p=args.top_p, seed=args.seed, eos_id=tokenizer.eos_id)
+    print(args.prompt + tokenizer.decode([int(t) for t in np.asarray(tokens)[0]]))
+
+
+if __name__ == "__main__":
+    main()

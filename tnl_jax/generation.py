@@ -1,0 +1,141 @@
+"""Text generation: one prefill, then O(1) decode steps inside one jitted loop.
+
+Prompts of different lengths share a batch by **left-padding**: row ``b`` of length
+``n_b`` is placed at the end of a ``P``-wide buffer (``P`` the longest prompt), its
+padding gets segment id 0 and its prompt segment id 1. The lightning op restarts its
+state where the segment changes, so each row's final state holds its prompt only;
+positions (LRPE, RoPE) count from 0 at each prompt's first token and continue as
+``n_b + i`` for the ``i``-th new token. Softmax layers (baselines) keep a key/value
+cache of ``P + max_new_tokens`` slots and attend only to the slots of their own row's
+prompt and new tokens; linear layers keep their ``(B, H, dk, e)`` float32 state.
+
+``tnl-generate --checkpoint DIR --prompt "..."`` (``tnl_jax/cli/generate.py``) samples
+from a training run, a converted or a Hugging Face directory.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tnl_jax.model.language_model import LanguageModel
+
+
+def left_pad(prompts: Sequence[Sequence[int]] | np.ndarray, pad_id: int):
+    """``(ids, segment_ids, positions, lengths)`` for left-padded prompts."""
+    rows = [list(map(int, p)) for p in prompts]
+    if not rows or min(len(r) for r in rows) == 0:
+        raise ValueError("every prompt needs at least one token")
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, np.int32)
+    segment_ids = np.zeros((len(rows), width), np.int32)
+    positions = np.zeros((len(rows), width), np.int32)
+    for b, row in enumerate(rows):
+        ids[b, width - len(row):] = row
+        segment_ids[b, width - len(row):] = 1
+        positions[b, width - len(row):] = np.arange(len(row))
+    lengths = np.array([len(r) for r in rows], np.int32)
+    return ids, segment_ids, positions, lengths
+
+
+def sample_token(logits: jax.Array, key: jax.Array, temperature: float | jax.Array,
+                 top_k: int | None, top_p: float | jax.Array | None) -> jax.Array:
+    """``(B, V)`` float32 logits -> ``(B,)`` token ids; a Python ``temperature=0`` is
+    greedy. ``top_k`` is static; ``temperature`` and ``top_p`` may be traced."""
+    if isinstance(temperature, (int, float)) and temperature == 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p is not None:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
+        cutoff = jnp.min(jnp.where(before < top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy", "top_k",
+                                             "eos_id", "return_logits"))
+def _generate(graphdef, state, ids, segment_ids, positions, lengths, key, temperature, top_p, *,
+              max_new_tokens, greedy, top_k, eos_id, return_logits):
+    model: LanguageModel = nnx.merge(graphdef, state)
+    batch, width = ids.shape
+    cache_size = width + max_new_tokens
+    logits, caches = model.prefill(ids, segment_ids, positions, cache_size)
+    slots = jnp.arange(cache_size)[None]
+    first_slot = (width - lengths)[:, None]
+    fill = 0 if eos_id is None else eos_id
+    tokens = jnp.full((batch, max_new_tokens), fill, jnp.int32)
+    all_logits = jnp.zeros((batch, max_new_tokens, logits.shape[-1]) if return_logits else (0,),
+                           jnp.float32)
+    done = jnp.zeros((batch,), bool)
+
+    def emit(i, logits, key, tokens, all_logits, done):
+        token = sample_token(logits, jax.random.fold_in(key, i), 0 if greedy else temperature,
+                             top_k, top_p)
+        token = jnp.where(done, fill, token)
+        tokens = tokens.at[:, i].set(token)
+        if return_logits:
+            all_logits = all_logits.at[:, i].set(logits)
+        if eos_id is not None:
+            done = done | (token == eos_id)
+        return token, tokens, all_logits, done
+
+    def body(carry):
+        i, logits, caches, tokens, all_logits, done, state = carry
+        token, tokens, all_logits, done = emit(i, logits, key, tokens, all_logits, done)
+        slot = width + i
+        kv_valid = (slots >= first_slot) & (slots <= slot)
+        # The weights ride in the carry: NNX transforms inside the loop body refuse
+        # variables whose values belong to the enclosing trace.
+        step_model: LanguageModel = nnx.merge(graphdef, state)
+        logits, caches = step_model.decode_step(token, lengths + i, caches, slot, kv_valid)
+        return i + 1, logits, caches, tokens, all_logits, done, state
+
+    def more(carry):
+        i, *_, done, _ = carry
+        return (i < max_new_tokens - 1) & ~jnp.all(done)
+
+    carry = jax.lax.while_loop(more, body, (0, logits, caches, tokens, all_logits, done, state))
+    i, logits, _, tokens, all_logits, done, _ = carry
+    _, tokens, all_logits, _ = emit(i, logits, key, tokens, all_logits, done)
+    return tokens, all_logits
+
+
+def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+             eos_id: int | None = None, return_logits: bool = False):
+    """Samples ``max_new_tokens`` tokens after each prompt.
+
+    Args:
+      prompt_ids: ``(B, T)`` ints, or a list of token lists of different lengths
+        (left-padded inside, see the module docstring).
+      temperature: 0 means greedy. ``top_k`` / ``top_p`` filter before sampling.
+      eos_id: a row stops at its first ``eos_id`` and is filled with it; the loop
+        ends when every row has stopped.
+
+    Returns:
+      ``tokens (B, max_new_tokens)`` int32 (new tokens only), or with
+      ``return_logits`` ``(tokens, logits (B, max_new_tokens, V))``, ``logits[:, i]``
+      being the float32 logits that produced token ``i``.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    ids, segment_ids, positions, lengths = left_pad(np.asarray(prompt_ids)
+                                                    if hasattr(prompt_ids, "shape") else prompt_ids,
+                                                    model.cfg.pad_token_id)
+    graphdef, state = nnx.split(model)
+    tokens, logits = _generate(graphdef, state, ids, segment_ids, positions, lengths,
+                               jax.random.key(seed), jnp.float32(temperature),
+                               jnp.float32(1.0 if top_p is None else top_p),
+                               max_new_tokens=max_new_tokens, greedy=temperature == 0,
+                               top_k=top_k, eos_id=eos_id, return_logits=return_logits)
+    return (tokens, logits) if return_logits else tokens
+

@@ -1,0 +1,31 @@
+"""SGLU, TNL's channel mixer: ``(x W₁ ⊙ x W₂) W₃`` with no activation."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tnl_jax.model.params import create_param, normal
+
+
+def sglu(x: jax.Array, w1: jax.Array, w2: jax.Array, w3: jax.Array) -> jax.Array:
+    """x ``(..., d)``, w1 and w2 ``(d, glu)``, w3 ``(glu, d)``, all in ``x.dtype``."""
+    return ((x @ w1) * (x @ w2)) @ w3
+
+
+class SGLU(nnx.Module):
+    """``SGLU(in_features, hidden_features, rngs=...)``: weights ``l1, l2 (d, glu)`` and
+    ``l3 (glu, d)``, stored ``[in, out]``, drawn from ``N(0, init_std²)``."""
+
+    def __init__(self, in_features: int, hidden_features: int, *, init_std: float = 0.02,
+                 dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
+                 rngs: nnx.Rngs):
+        d, glu, init = in_features, hidden_features, normal(init_std)
+        self.l1 = create_param(rngs.params(), (d, glu), ("embed", "mlp"), param_dtype, init)
+        self.l2 = create_param(rngs.params(), (d, glu), ("embed", "mlp"), param_dtype, init)
+        self.l3 = create_param(rngs.params(), (glu, d), ("mlp", "embed"), param_dtype, init)
+        self.dtype = jnp.dtype(dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cast = lambda w: w[...].astype(self.dtype)
+        return sglu(x.astype(self.dtype), cast(self.l1), cast(self.l2), cast(self.l3))

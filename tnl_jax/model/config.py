@@ -1,0 +1,175 @@
+"""The model configuration: field names follow the published TransNormerLLM
+``config.json`` (so a Hugging Face config loads as is), plus the fields this codebase
+adds (backend, dtypes, architecture, remat). The preset files (``tnl_jax/presets``)
+keep these fields under a top-level ``model:`` mapping."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import yaml
+
+from pallas_kernels import BACKENDS
+from tnl_jax import presets
+from tnl_jax.config_keys import unknown_key_error
+
+ARCHITECTURES = ("tnl", "softmax", "hybrid")
+ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
+# What the scanned layer stacks save for the backward pass (``remat``); "none" saves all.
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "checkpoint_dots": jax.checkpoint_policies.checkpoint_dots,
+    "checkpoint_dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A TNL (or baseline) language model.
+
+    The first block mirrors ``TransnormerConfig``; ``linear_use_lrpe_list=None`` means
+    the published choice, LRPE on layer 0 only; ``hidden_dim=None`` and
+    ``glu_dim=-1`` mean ``decoder_embed_dim``.
+    """
+    vocab_size: int = 384
+    decoder_embed_dim: int = 256
+    decoder_layers: int = 4
+    decoder_attention_heads: int = 4
+    hidden_dim: int | None = None
+    glu_dim: int = 704
+    linear_use_lrpe_list: tuple[int, ...] | None = None
+    linear_act_fun: str = "silu"
+    norm_type: str = "simplermsnorm"
+    no_scale_embedding: bool = False
+    bias: bool = False
+    init_std: float = 0.02
+    pad_token_id: int = 256
+    bos_token_id: int = 257
+    eos_token_id: int = 258
+    # Ours.
+    architecture: str = "tnl"
+    softmax_every: int = 8
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
+    use_decay: bool = True
+    decay_learnable: bool = False
+    attention_backend: str | None = None
+    chunk_size: int | None = None
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.linear_use_lrpe_list is not None:
+            object.__setattr__(self, "linear_use_lrpe_list",
+                               tuple(int(x) for x in self.linear_use_lrpe_list))
+        self._check()
+
+    def _check(self) -> None:
+        def fail(msg: str) -> None:
+            raise ValueError(f"ModelConfig: {msg}")
+
+        d, heads = self.decoder_embed_dim, self.decoder_attention_heads
+        if d % heads:
+            fail(f"decoder_embed_dim={d} is not divisible by decoder_attention_heads={heads}")
+        if self.hidden_dim not in (None, d):
+            fail(f"hidden_dim={self.hidden_dim} must equal decoder_embed_dim={d} (as in every "
+                 "published checkpoint)")
+        lrpe = self.linear_use_lrpe_list
+        if lrpe is not None and len(lrpe) not in (0, self.decoder_layers):
+            fail(f"linear_use_lrpe_list has {len(lrpe)} entries for {self.decoder_layers} layers")
+        if self.norm_type != "simplermsnorm":
+            fail(f"norm_type={self.norm_type!r} is not supported (only 'simplermsnorm')")
+        if self.linear_act_fun not in ("silu", "swish"):
+            fail(f"linear_act_fun={self.linear_act_fun!r} is not supported (only 'silu')")
+        if self.bias:
+            fail("bias=True is not supported (every published TNL is bias-free)")
+        if self.architecture not in ARCHITECTURES:
+            fail(f"architecture={self.architecture!r}, expected one of {ARCHITECTURES}")
+        if self.architecture == "hybrid" and self.softmax_every < 1:
+            fail(f"softmax_every={self.softmax_every} must be >= 1")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            fail(f"attention_backend={self.attention_backend!r}, expected one of "
+                 f"{ATTENTION_BACKENDS}")
+        if self.remat not in REMAT_POLICIES:
+            fail(f"remat={self.remat!r}, expected one of {tuple(REMAT_POLICIES)}")
+        if self.decay_learnable and not self.use_decay:
+            fail("decay_learnable=True needs use_decay=True")
+        for name in ("dtype", "param_dtype"):
+            try:
+                jnp.dtype(getattr(self, name))
+            except TypeError:
+                fail(f"{name}={getattr(self, name)!r} is not a dtype")
+
+    @property
+    def head_dim(self) -> int:
+        return self.decoder_embed_dim // self.decoder_attention_heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return self.decoder_embed_dim if self.glu_dim == -1 else self.glu_dim
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def weight_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.param_dtype)
+
+    def layer_kinds(self) -> list[str]:
+        """Per layer: ``'lrpe'`` (linear attention with LRPE), ``'linear'`` or
+        ``'softmax'``. Hybrid: layer ``l`` is softmax when ``(l + 1) % softmax_every
+        == 0`` (with 8: seven lightning layers, then one softmax layer)."""
+        n = self.decoder_layers
+        lrpe = self.linear_use_lrpe_list
+        if lrpe is None:
+            lrpe = (1,) + (0,) * (n - 1)
+        elif not lrpe:
+            lrpe = (0,) * n
+        kinds = []
+        for layer in range(n):
+            softmax = (self.architecture == "softmax" or
+                       (self.architecture == "hybrid" and (layer + 1) % self.softmax_every == 0))
+            kinds.append("softmax" if softmax else ("lrpe" if lrpe[layer] else "linear"))
+        return kinds
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> "ModelConfig":
+        """Builds a config; an unknown key raises ``ValueError`` naming the nearest
+        valid one. ``ignore`` lists keys to skip (e.g. Hugging Face bookkeeping)."""
+        valid = cls.field_names()
+        for key in values:
+            if key not in valid and key not in ignore:
+                raise unknown_key_error(key, valid, "model config")
+        return cls(**{k: v for k, v in values.items() if k in valid})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if out["linear_use_lrpe_list"] is not None:
+            out["linear_use_lrpe_list"] = list(out["linear_use_lrpe_list"])
+        return out
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def load_model_config(preset: str | Path) -> ModelConfig:
+    """The ``model:`` mapping of a preset, by name (``"tnl-1b"``) or YAML path (other
+    top-level keys belong to training and are left alone)."""
+    path = presets.resolve(preset)
+    with open(path) as f:
+        document = yaml.safe_load(f) or {}
+    if "model" not in document:
+        raise ValueError(f"{path}: no top-level 'model:' mapping")
+    return ModelConfig.from_dict(document["model"] or {})

@@ -1,0 +1,79 @@
+"""One decoder layer: pre-norm residual blocks, ``x += TokenMixer(norm(x))`` then
+``x += SGLU(norm(x))``. The token mixer is TNL's ``NormLinearAttention`` (with or
+without LRPE) or, in the baselines, ``SoftmaxAttention``."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tnl_jax.model.channel_mixer import SGLU
+from tnl_jax.model.norms import SRMSNorm
+from tnl_jax.model.softmax_attention import SoftmaxAttention
+from tnl_jax.model.token_mixer import NormLinearAttention
+
+ATTENTIONS = ("linear", "softmax")
+
+
+class DecoderLayer(nnx.Module):
+    """``DecoderLayer(num_heads, in_features, mlp_features, rngs=...)``.
+
+    Args:
+      attention: ``"linear"`` (TNL's ``NormLinearAttention``) or ``"softmax"``.
+      use_lrpe, decay, learn_decay, backend, chunk_size: of the linear token mixer
+        (see ``NormLinearAttention``); ``rope_theta``: of the softmax one.
+    """
+
+    def __init__(self, num_heads: int, in_features: int, mlp_features: int, *,
+                 attention: str = "linear", use_lrpe: bool = False,
+                 decay: jax.Array | None = None, learn_decay: bool = False,
+                 rope_theta: float = 10000.0, init_std: float = 0.02,
+                 dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
+                 backend: str | None = None, chunk_size: int | None = None, rngs: nnx.Rngs):
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention={attention!r}, expected one of {ATTENTIONS}")
+        self.softmax = attention == "softmax"
+        common = dict(init_std=init_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.token_norm = SRMSNorm()
+        if self.softmax:
+            if use_lrpe or decay is not None or learn_decay:
+                raise ValueError("attention='softmax' takes no use_lrpe, decay or learn_decay")
+            self.token_mixer = SoftmaxAttention(num_heads, in_features, rope_theta=rope_theta,
+                                                **common)
+        else:
+            self.token_mixer = NormLinearAttention(
+                num_heads, in_features, use_lrpe=use_lrpe, decay=decay, learn_decay=learn_decay,
+                backend=backend, chunk_size=chunk_size, **common)
+        self.channel_norm = SRMSNorm()
+        self.channel_mixer = SGLU(in_features, mlp_features, **common)
+        self.dtype = jnp.dtype(dtype)
+
+    def _mix_channels(self, x: jax.Array) -> jax.Array:
+        return x + self.channel_mixer(self.channel_norm(x))
+
+    def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None, *, cache_size: int | None = None):
+        """x ``(B, T, d)`` -> x, or with ``cache_size`` ``(x, cache)``: the linear
+        layers' final state, or the softmax layers' key/value cache."""
+        normed = self.token_norm(x.astype(self.dtype))
+        if self.softmax:
+            out = self.token_mixer(normed, segment_ids, positions, cache_size=cache_size)
+        else:
+            out = self.token_mixer(normed, segment_ids, positions,
+                                   return_state=cache_size is not None)
+        if cache_size is None:
+            return self._mix_channels(x + out)
+        y, cache = out
+        return self._mix_channels(x + y), cache
+
+    def step(self, x: jax.Array, cache, positions: jax.Array | None = None, *,
+             index: jax.Array | None = None, kv_valid: jax.Array | None = None):
+        """One decode step, x ``(B, d)`` -> ``(x, cache)``; ``index`` and ``kv_valid``
+        serve the softmax layers' cache (see ``SoftmaxAttention.step``)."""
+        normed = self.token_norm(x)
+        if self.softmax:
+            y, cache = self.token_mixer.step(normed, cache, positions, index=index,
+                                             kv_valid=kv_valid)
+        else:
+            y, cache = self.token_mixer.step(normed, cache, positions)
+        return self._mix_channels(x + y), cache

@@ -1,0 +1,89 @@
+"""The softmax-attention baseline's token mixer (LLaMA-style: fused q|k|v
+projection, RoPE, causal ``jax.nn.dot_product_attention``, output projection).
+
+cuDNN's fused kernel serves the GPU in bfloat16/float16 (head size a multiple of 8,
+at most 256); everything else runs XLA's implementation. Packed documents are kept
+apart by a segment mask. Decode uses a key/value cache of fixed size.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tnl_jax.model.params import create_param, normal
+from tnl_jax.model.positions import default_positions
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Rotary embedding, rotate-half form: x ``(B, T, H, e)``, positions ``(B, T)``."""
+    half = x.shape[-1] // 2
+    freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle = positions.astype(jnp.float32)[:, :, None, None] * freqs
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def attention_implementation(dtype: jnp.dtype, head_dim: int) -> str:
+    on_gpu = jax.default_backend() == "gpu"
+    cudnn_ok = dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 256
+    return "cudnn" if on_gpu and cudnn_ok else "xla"
+
+
+class SoftmaxAttention(nnx.Module):
+    """``SoftmaxAttention(num_heads, in_features, rngs=...)``: causal multi-head softmax
+    attention with RoPE, weights ``(d, 3, d)`` and ``(d, d)``."""
+
+    def __init__(self, num_heads: int, in_features: int, *, rope_theta: float = 10000.0,
+                 init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
+                 param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        d, init = in_features, normal(init_std)
+        if d % num_heads:
+            raise ValueError(f"in_features={d} is not divisible by num_heads={num_heads}")
+        self.qkv_proj = create_param(rngs.params(), (d, 3, d), ("embed", None, "heads"),
+                                     param_dtype, init)
+        self.out_proj = create_param(rngs.params(), (d, d), ("heads", "embed"), param_dtype, init)
+        self.heads = num_heads
+        self.rope_theta = rope_theta
+        self.dtype = jnp.dtype(dtype)
+
+    def _project(self, x: jax.Array, positions: jax.Array):
+        qkv = jnp.einsum("btd,dfo->btfo", x.astype(self.dtype),
+                         self.qkv_proj[...].astype(self.dtype))
+        q, k, v = (qkv[:, :, i].reshape(*x.shape[:2], self.heads, -1) for i in range(3))
+        return apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta), v
+
+    def _output(self, o: jax.Array) -> jax.Array:
+        return o.reshape(*o.shape[:-2], -1) @ self.out_proj[...].astype(self.dtype)
+
+    def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None, *, cache_size: int | None = None):
+        """x ``(B, T, d)``; with ``cache_size`` also returns the ``(k, v)`` cache,
+        ``(B, cache_size, H, e)`` each, holding this call's keys in its first T slots.
+        ``positions (B, T)`` (RoPE) default to the position inside each segment."""
+        if positions is None:
+            positions = default_positions(x.shape[0], x.shape[1], segment_ids)
+        q, k, v = self._project(x, positions)
+        mask = None
+        if segment_ids is not None:
+            mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+        o = jax.nn.dot_product_attention(
+            q, k, v, mask=mask, is_causal=True,
+            implementation=attention_implementation(q.dtype, q.shape[-1]))
+        y = self._output(o)
+        if cache_size is None:
+            return y
+        pad = ((0, 0), (0, cache_size - x.shape[1]), (0, 0), (0, 0))
+        return y, (jnp.pad(k, pad), jnp.pad(v, pad))
+
+    def step(self, x: jax.Array, cache, positions: jax.Array, *, index: jax.Array,
+             kv_valid: jax.Array):
+        """x ``(B, d)``: writes this token's key/value at slot ``index`` and attends to
+        the slots where ``kv_valid (B, S)`` is true."""
+        q, k, v = self._project(x[:, None], positions[:, None])
+        k_cache = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), index, 1)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), index, 1)
+        o = jax.nn.dot_product_attention(q, k_cache, v_cache, mask=kv_valid[:, None, None, :],
+                                         implementation="xla")
+        return self._output(o)[:, 0], (k_cache, v_cache)

@@ -1,0 +1,10 @@
+"""Training: the run config, the loop, and what the loop needs.
+
+    config.py           TrainConfig: presets, typed `key=value` overrides
+    loop.py             main(cfg): set up, step, evaluate, save, report
+    steps.py            the jitted train step (gradient accumulation) and eval step
+    optim.py            AdamW, schedule, weight-decay mask
+    sharding.py         the device mesh and logical-axis rules
+    metrics.py          metrics.jsonl, MFU, peak memory, loss plot
+    run_checkpoints.py  Orbax checkpoints of a run (state, data position, config)
+"""

@@ -1,0 +1,229 @@
+"""The training loop: `main(cfg)` trains, evaluates, checkpoints and reports.
+
+Read top to bottom: set up the mesh, data, model and optimizer; restore the
+newest checkpoint of `run_dir` if there is one; then step, log, evaluate and
+save until `steps`; finally plot the losses and print a sample.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from tnl_jax import data
+from tnl_jax.checkpoints import loader
+from tnl_jax.generation import generate
+from tnl_jax.model.counting import count_flops_per_token
+from tnl_jax.model.language_model import create_model
+from tnl_jax.tokenizers import TOKENIZER_FILES, get_tokenizer
+from tnl_jax.training import config as train_config
+from tnl_jax.training import metrics, optim, sharding
+from tnl_jax.training.config import TrainConfig
+from tnl_jax.training.run_checkpoints import RunCheckpoints
+from tnl_jax.training.steps import evaluate, make_eval_step, make_train_step
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def _state_shardings(tx, params_sharding, params, mesh):
+    """Optimizer moments follow their parameter's sharding; counters are replicated."""
+    abstract_opt = jax.eval_shape(tx.init, params)
+    opt_sharding = optax.tree_map_params(
+        tx, lambda _, s: s, abstract_opt, params_sharding,
+        transform_non_params=lambda _: sharding.replicated(mesh))
+    return {"params": params_sharding, "opt_state": opt_sharding,
+            "step": sharding.replicated(mesh)}
+
+
+def initial_params(cfg: TrainConfig, mesh) -> tuple[nnx.GraphDef, nnx.State, nnx.State, Any]:
+    """The model's graph, its parameters created directly in their shardings (or read
+    from `init_from`), its other state (the layers' fixed decays), the shardings."""
+    def create():
+        return create_model(cfg.model, nnx.Rngs(cfg.seed))
+
+    graphdef, abstract_params, _ = nnx.split(nnx.eval_shape(create), nnx.Param, ...)
+    shardings = sharding.param_shardings(abstract_params, mesh)
+    params, rest = jax.jit(lambda: nnx.split(create(), nnx.Param, ...)[1:],
+                           out_shardings=(shardings, None))()
+    if cfg.init_from:
+        params = loader.load_params(cfg.init_from, params)
+    return graphdef, params, rest, shardings
+
+
+class StopRequest:
+    """Set by SIGTERM: the loop saves a checkpoint at the end of the current step, then exits."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum, frame):
+        self.requested = True
+
+
+def _host_stats(stats: dict[str, jax.Array]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(stats).items()}
+
+
+def data_iterators(cfg: TrainConfig, tokenizer) -> tuple[Any, list[dict]]:
+    """This process's endless training iterator and the fixed held-out batches."""
+    spec = data.DataSpec(source=cfg.data, seq_len=cfg.seq_len,
+                         batch_size=cfg.batch_size // jax.process_count(), seed=cfg.seed,
+                         tokenizer=tokenizer, eval_fraction=cfg.eval_fraction,
+                         shuffle_window=cfg.shuffle_window,
+                         process_index=jax.process_index(), process_count=jax.process_count())
+    eval_spec = dataclasses.replace(spec, source=cfg.eval_data or cfg.data)
+    return data.train_batches(spec), data.eval_batches(eval_spec, cfg.eval_batches)
+
+
+def keep_tokenizer(cfg: TrainConfig, run_dir: Path) -> None:
+    """Copies a tokenizer file into `run_dir`, so that the run directory is all that
+    generation needs (`tnl_jax.checkpoints.loader.tokenizer_spec`)."""
+    path = Path(cfg.tokenizer)
+    if cfg.tokenizer != "bytes" and path.is_dir():
+        path = next((path / name for name in TOKENIZER_FILES if (path / name).exists()), path)
+    if path.is_file() and path.name in TOKENIZER_FILES:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, run_dir / path.name)
+
+
+class Trainer:
+    """The compiled state of one run: model graph, optimizer, shardings, step functions."""
+
+    def __init__(self, cfg: TrainConfig, mesh):
+        self.mesh = mesh
+        self.graphdef, params, self.rest, self.params_sharding = initial_params(cfg, mesh)
+        self.tx, self.schedule = optim.adamw(
+            params, nnx.get_partition_spec(params), lr=cfg.lr, warmup=cfg.warmup,
+            steps=cfg.steps, min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay,
+            beta1=cfg.beta1, beta2=cfg.beta2, grad_clip=cfg.grad_clip)
+        self.state_sharding = _state_shardings(self.tx, self.params_sharding, params, mesh)
+        self.initial_state = jax.jit(
+            lambda p: {"params": p, "opt_state": self.tx.init(p), "step": jnp.int32(0)},
+            out_shardings=self.state_sharding)(params)
+        batch_shardings = {k: sharding.batch_sharding(mesh) for k in data.BATCH_KEYS}
+        self.train_step = jax.jit(
+            make_train_step(self.graphdef, self.rest, self.tx, self.schedule, cfg.grad_accum),
+            in_shardings=(self.state_sharding, batch_shardings),
+            out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+        self.eval_step = jax.jit(make_eval_step(self.graphdef, self.rest),
+                                 in_shardings=(self.params_sharding, batch_shardings),
+                                 out_shardings=sharding.replicated(mesh))
+
+
+def main(cfg: TrainConfig) -> dict[str, Any]:
+    """Trains as `cfg` says; returns the last record (with `eval_loss`) for callers and tests."""
+    sharding.maybe_initialize_distributed()
+    run_dir = Path(cfg.run_dir)
+    is_main = jax.process_index() == 0
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    if cfg.batch_size % (jax.process_count() * cfg.grad_accum):
+        raise ValueError(f"batch_size={cfg.batch_size} must divide by processes x grad_accum "
+                         f"({jax.process_count()} x {cfg.grad_accum})")
+    tokenizer = get_tokenizer(cfg.tokenizer, cfg.model)
+    train_iter, eval_set = data_iterators(cfg, tokenizer)
+    trainer = Trainer(cfg, mesh)
+    checkpoints = RunCheckpoints(run_dir, cfg.keep_checkpoints)
+    start, state = checkpoints.restore_latest(trainer.initial_state, train_iter) or (0, None)
+    if state is None:
+        state = trainer.initial_state
+    else:
+        print(f"resumed from step {start} in {run_dir}")
+    if is_main:
+        keep_tokenizer(cfg, run_dir)
+    log = metrics.MetricsLog(run_dir / "metrics.jsonl", start, writer=is_main)
+    try:
+        state, record = train_loop(cfg, trainer, state, start, train_iter, eval_set,
+                                   checkpoints, log)
+    finally:
+        checkpoints.wait()
+        checkpoints.close()
+    if record.get("step") == cfg.steps:
+        report(cfg, run_dir, trainer.graphdef, trainer.rest, state["params"], tokenizer, is_main)
+    return record
+
+
+def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter, eval_set,
+               checkpoints: RunCheckpoints, log: metrics.MetricsLog):
+    """Steps from `start` to `cfg.steps` (or to a SIGTERM): log, evaluate, save.
+    Returns the state and the last record."""
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    flops_per_token = count_flops_per_token(cfg.model, cfg.seq_len)
+    stop = StopRequest()
+    progress = tqdm(total=cfg.steps, initial=start, disable=jax.process_index() != 0,
+                    dynamic_ncols=True)
+    record: dict[str, Any] = {}
+    last_time, last_step = None, start
+    config_dict = train_config.to_dict(cfg)
+    try:
+        for step in range(start + 1, cfg.steps + 1):
+            state, stats = trainer.train_step(state, sharding.global_batch(next(train_iter),
+                                                                           trainer.mesh))
+            record = {"step": step, **_host_stats(stats)}
+            if not math.isfinite(record["loss"]):
+                raise NonFiniteLoss(
+                    f"non-finite loss ({record['loss']}) at step {step}; stopping. The last good "
+                    f"checkpoint (step {checkpoints.latest_step()}) in {cfg.run_dir} is kept.")
+            now = time.perf_counter()
+            if last_time is not None:  # The first step of a process includes compilation.
+                rate = (step - last_step) * tokens_per_step / (now - last_time)
+                record.update(tokens_per_s=rate,
+                              mfu=metrics.mfu(rate, flops_per_token, jax.device_count()))
+            last_time, last_step = now, step
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                record.update(evaluate(trainer.eval_step, state["params"], eval_set,
+                                       trainer.mesh))
+                last_time = time.perf_counter()  # Evaluation time is not training throughput.
+            if step % cfg.log_every == 0 or "eval_loss" in record or step == cfg.steps:
+                log.write(record)
+            progress.update(1)
+            progress.set_postfix(loss=f"{record['loss']:.3f}",
+                                 tok_s=f"{record.get('tokens_per_s', 0):.0f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.requested:
+                checkpoints.save(step, state, train_iter, config_dict)
+            if stop.requested:
+                print(f"SIGTERM: saved step {step} to {cfg.run_dir}, exiting")
+                break
+    finally:
+        progress.close()
+    return state, record
+
+
+def report(cfg: TrainConfig, run_dir: Path, graphdef, rest, params, tokenizer,
+           is_main: bool) -> None:
+    """The end of a run: loss plot, peak device memory and a short sample."""
+    if not is_main:
+        return
+    records = metrics.read_metrics(run_dir / "metrics.jsonl")
+    evals = [r for r in records if "eval_loss" in r]
+    if evals:
+        print(f"held-out loss at step {evals[-1]['step']}: {evals[-1]['eval_loss']:.4f} "
+              f"nats/token")
+    metrics.plot_losses(records, run_dir / "loss.png")
+    print(f"loss curve: {run_dir / 'loss.png'}")
+    peak = metrics.peak_memory_bytes()
+    print(f"peak device memory: {peak / 2**30:.2f} GiB" if peak is not None
+          else "peak device memory: not reported by this backend")
+    if cfg.sample_tokens > 0 and cfg.data != "mqar":
+        print("sample:", sample(cfg, graphdef, rest, params, tokenizer))
+
+
+def sample(cfg: TrainConfig, graphdef, rest, params, tokenizer) -> str:
+    model = nnx.merge(graphdef, params, rest)
+    prompt = tokenizer.encode(cfg.sample_prompt)
+    new_tokens = generate(model, [prompt], cfg.sample_tokens, temperature=0.8, top_k=40,
+                          seed=cfg.seed, eos_id=tokenizer.eos_id)
+    return cfg.sample_prompt + tokenizer.decode([int(t) for t in np.asarray(new_tokens)[0]])

@@ -1,0 +1,84 @@
+"""The jitted computations of training: per-token losses, one optimizer step (with
+gradient accumulation), and held-out evaluation."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from tnl_jax.training import sharding
+
+
+def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
+                 batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Per-token cross entropy (B, T) and whether the top prediction was right.
+
+    `rest` (the layers' fixed decays) is a constant of the step: its variables are
+    copied here, so that they belong to this trace as NNX's transforms require.
+    """
+    model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
+    logits = model(batch["input_ids"], segment_ids=batch["segment_ids"],
+                   positions=batch["positions"])
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    return losses, jnp.argmax(logits, -1) == batch["targets"]
+
+
+def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Array]:
+    """(B, T) -> (count, B / count, T), row r of microbatch j being row r * count + j,
+    so that each device's rows stay on it."""
+    return {k: v.reshape(v.shape[0] // count, count, *v.shape[1:]).swapaxes(0, 1)
+            for k, v in batch.items()}
+
+
+def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, grad_accum: int):
+    """One optimizer step on a global batch, its gradient summed over `grad_accum` parts."""
+
+    def loss_sum(params, batch):
+        losses, _ = token_losses(graphdef, params, rest, batch)
+        return jnp.sum(losses * batch["loss_mask"]), jnp.sum(batch["loss_mask"])
+
+    def step(state, batch):
+        params = state["params"]
+
+        def accumulate(carry, micro):
+            grads, total, count = carry
+            (micro_total, micro_count), micro_grads = jax.value_and_grad(
+                loss_sum, has_aux=True)(params, micro)
+            grads = jax.tree.map(jnp.add, grads, micro_grads)
+            return (grads, total + micro_total, count + micro_count), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (grads, total, count), _ = jax.lax.scan(
+            accumulate, (zeros, 0.0, 0.0), _microbatches(batch, grad_accum))
+        count = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / count, grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
+                     "step": state["step"] + 1}
+        stats = {"loss": total / count, "grad_norm": optax.tree.norm(grads),
+                 "lr": schedule(state["step"])}
+        return new_state, stats
+
+    return step
+
+
+def make_eval_step(graphdef, rest):
+    def evaluate(params, batch):
+        losses, correct = token_losses(graphdef, params, rest, batch)
+        mask = batch["loss_mask"]
+        return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
+                "count": jnp.sum(mask)}
+    return evaluate
+
+
+def evaluate(eval_fn, params, batches: list[dict], mesh) -> dict[str, float]:
+    """Mean held-out loss per target token (and top-1 accuracy) over fixed batches."""
+    totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+    for batch in batches:
+        out = eval_fn(params, sharding.global_batch(batch, mesh))
+        for k in totals:
+            totals[k] += float(out[k])
+    count = max(totals["count"], 1.0)
+    return {"eval_loss": totals["loss_sum"] / count, "eval_accuracy": totals["correct"] / count}
