@@ -16,13 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests import attention_inputs
 from tnl_jax import ModelConfig, create_model
-
-# The kernel tests still import their helpers as a top-level module (`from
-# attention_inputs import ...`), which tests/__init__.py ended; this alias keeps them
-# running until they import `tests.attention_inputs` (or their own tests/kernels/ helpers).
-sys.modules.setdefault("attention_inputs", attention_inputs)
 
 CACHE_KEY = pytest.StashKey[str]()
 

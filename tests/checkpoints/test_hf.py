@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tests.attention_inputs import rel_err
+from tests.tolerances import rel_err
 from tests.paths import PUBLISHED
 from tnl_jax.checkpoints.hf import config_to_hf, load_hf, params_to_hf, save_hf
 

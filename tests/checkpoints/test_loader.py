@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from tests.attention_inputs import rel_err
+from tests.tolerances import rel_err
 from tests.paths import PUBLISHED
 from tests.training.runs import tiny_config
 from tnl_jax import create_model

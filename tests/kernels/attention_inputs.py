@@ -1,5 +1,5 @@
 """Random inputs for the attention tests (never zeros), the relative-error measure, and
-the quadratic reference on segment ids."""
+the quadratic reference on segment ids (``rel_err``: tests/tolerances.py)."""
 from __future__ import annotations
 
 import functools
@@ -10,12 +10,7 @@ import numpy as np
 
 from pallas_kernels.lightning import reference
 from pallas_kernels.lightning.runs import run_ids_from_segments
-
-
-def rel_err(out, ref) -> float:
-    """‖out − ref‖ / ‖ref‖, in float64."""
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+from tests.tolerances import F32_TOL, rel_err
 
 
 @functools.partial(jax.jit, static_argnames="dtype")
@@ -60,7 +55,7 @@ def attention_inputs(rng, batch, seq, heads, dk, dv, *, decay, dtype=jnp.float32
 
 
 def assert_grads_close(grads, grads_ref, *, seq: int, initial_state=None,
-                       anchored_decay: bool = True, tol: float = 1e-4) -> None:
+                       anchored_decay: bool = True, tol: float = F32_TOL) -> None:
     """Gradients of (q, k, v, decay, initial_state) within ``tol`` relative error.
 
     The kernels' decay gradient anchors positions at the end of each sequence split, so

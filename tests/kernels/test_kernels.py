@@ -15,10 +15,9 @@ from tests.kernels.attention_inputs import (
     assert_grads_close,
     attention_inputs,
     quadratic_reference,
-    rel_err,
 )
+from tests.tolerances import F32_TOL, rel_err
 
-F32_TOL = 1e-4
 
 
 def table_config(dk: int, dv: int, **splits) -> KernelConfig:

@@ -15,10 +15,9 @@ from tests.kernels.attention_inputs import (
     attention_inputs,
     quadratic_reference,
     random_segments,
-    rel_err,
 )
+from tests.tolerances import BF16_TOL, rel_err
 
-BF16_TOL = 1e-2
 
 
 def mosaic_config(chunk: int = 64, block: int = 128, **splits) -> KernelConfig:

@@ -11,12 +11,11 @@ from tests.kernels.attention_inputs import (
     assert_grads_close,
     attention_inputs,
     quadratic_reference,
-    rel_err,
 )
+from tests.tolerances import BF16_TOL, F32_TOL, rel_err
 
 BACKENDS = ["xla", "interpret"]
 DECAYS = [0.0, 0.05, 1.0, 8.0]
-F32_TOL, BF16_TOL = 1e-4, 1e-2
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -9,7 +9,8 @@ import pytest
 
 from pallas_kernels.lightning import reference, xla_backend
 from pallas_kernels.lightning.runs import run_ids_from_segments
-from tests.kernels.attention_inputs import attention_inputs, rel_err
+from tests.kernels.attention_inputs import attention_inputs
+from tests.tolerances import rel_err
 
 DECAYS = [0.0, 0.05, 1.0, 8.0]
 

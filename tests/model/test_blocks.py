@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.attention_inputs import rel_err
+from tests.tolerances import rel_err
 from tests.model.reference import linear_mixer, softmax_mixer, srms
 from tests.paths import ROOT
 from tnl_jax.model import (SGLU, DecoderLayer, FixedDecay, Lrpe, NormLinearAttention,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.attention_inputs import rel_err
+from tests.tolerances import rel_err
 from tests.model.reference import reference_logits
 from tnl_jax import presets
 from tnl_jax.model import ModelConfig, count_flops_per_token, count_params, create_model
