@@ -12,6 +12,7 @@ from tests.kernels.attention_inputs import (
     attention_inputs,
     quadratic_reference,
 )
+from tests.readme import run_python_blocks
 from tests.tolerances import BF16_TOL, F32_TOL, rel_err
 
 BACKENDS = ["xla", "interpret"]
@@ -118,3 +119,14 @@ def test_state_passing_equals_one_call(rng, backend):
     o2, s2 = call(q[:, 33:], k[:, 33:], v[:, 33:], decay, initial_state=s1)
     assert rel_err(jnp.concatenate([o1, o2], 1), o_full) < 1e-5
     assert rel_err(s2, s_full) < 1e-5
+
+
+def test_readme_examples_run_and_an_explicit_kernel_config_gives_the_same_answer():
+    """The README's "The op" section as written: the op on the default backend, the
+    decode step, and the interpreted kernels with a launch configuration of one's own."""
+    namespace = run_python_blocks("The op")
+    o_default = namespace["lightning_attention"](
+        *(namespace[name] for name in ("q", "k", "v", "decay")))
+    assert namespace["o"].shape == (2, 300, 4, 64)
+    assert namespace["o_next"].shape == (2, 4, 64)
+    assert rel_err(namespace["o"], o_default) < F32_TOL

@@ -1,5 +1,4 @@
 """The blocks alone: plain keyword constructors, no ModelConfig, each against NumPy."""
-import re
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +8,7 @@ from flax import nnx
 
 from tests.tolerances import rel_err
 from tests.model.reference import linear_mixer, softmax_mixer, srms
-from tests.paths import ROOT
+from tests.readme import run_python_blocks
 from tnl_jax.model import (SGLU, DecoderLayer, FixedDecay, Lrpe, NormLinearAttention,
                            SoftmaxAttention, SRMSNorm, alibi_slopes, layer_decays)
 from tnl_jax.model.lrpe import apply_lrpe, lrpe_theta_init
@@ -142,16 +141,8 @@ def test_bad_arguments_name_themselves(make, message):
         make()
 
 
-def readme_example() -> str:
-    """The Python block of the README's "Your own model from the blocks" section."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Your own model from the blocks", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
 def test_readme_example_builds_a_model_from_the_blocks():
-    namespace: dict = {}
-    exec(compile(readme_example(), "README.md", "exec"), namespace)
+    namespace = run_python_blocks("Your own model from the blocks")
     logits, model = namespace["logits"], namespace["model"]
     assert logits.shape == (2, 32, 256) and np.all(np.isfinite(logits))
     decays = [layer.token_mixer.decay_rates() for layer in model.layers]
