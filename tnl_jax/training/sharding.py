@@ -31,16 +31,36 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+DISTRIBUTED_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
 def maybe_initialize_distributed() -> None:
     """Joins a multi-process run when the environment describes one.
 
-    `jax.distributed.initialize()` reads SLURM's variables itself (one process per
-    host, `srun`), or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
-    on other clusters; a single process needs nothing.
+    Under SLURM (`srun`, more than one task) `jax.distributed.initialize()` reads
+    SLURM's variables itself. Elsewhere every process is started with
+    JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID, which are passed on here (jax reads only the first of them). A
+    single process needs nothing.
     """
-    slurm_multi = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
-    if (slurm_multi or explicit) and not jax.distributed.is_initialized():
+    if jax.distributed.is_initialized():
+        return
+    given = {name: os.environ[name] for name in DISTRIBUTED_VARIABLES if name in os.environ}
+    if given:
+        missing = [name for name in DISTRIBUTED_VARIABLES if name not in given]
+        if missing:
+            raise ValueError(f"a multi-process run needs all of {DISTRIBUTED_VARIABLES}; "
+                             f"{', '.join(missing)} not set (got {given})")
+        try:
+            count, index = int(given["JAX_NUM_PROCESSES"]), int(given["JAX_PROCESS_ID"])
+        except ValueError:
+            raise ValueError(f"JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers, got "
+                             f"{given}") from None
+        if not 0 <= index < count:
+            raise ValueError(f"JAX_PROCESS_ID={index} must be in [0, JAX_NUM_PROCESSES={count})")
+        jax.distributed.initialize(given["JAX_COORDINATOR_ADDRESS"], num_processes=count,
+                                   process_id=index)
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         jax.distributed.initialize()
 
 
