@@ -18,6 +18,7 @@ from jax.custom_derivatives import SymbolicZero
 from pallas_kernels.lightning import passes, splits, tuning
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.layout import WalkLayout
+from pallas_kernels.lightning.manual_axes import summed_like, varying_axes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +36,7 @@ class _Static:
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["q", "k", "v", "gamma", "run", "entry_states", "entry_run"],
-                   meta_fields=["decay_grad", "initial_state_grad"])
+                   meta_fields=["decay_grad", "initial_state_grad", "initial_state_axes"])
 @dataclasses.dataclass(frozen=True)
 class _Residuals:
     q: jax.Array
@@ -47,6 +48,7 @@ class _Residuals:
     entry_run: jax.Array
     decay_grad: bool          # whether the decay is differentiated
     initial_state_grad: bool  # whether the initial state is
+    initial_state_axes: frozenset  # the manual mesh axes it varies along (shard_map)
 
 
 def launch_configs(kernel_config: KernelConfig | None, dk: int, dv: int,
@@ -131,7 +133,8 @@ def _attention_fwd(q, k, v, gamma, run, s0, static: _Static):
         q.value, k.value, v.value, gamma.value, run.value, s0.value, static)
     return (o, final), _Residuals(q.value, k.value, v.value, gamma.value, run.value,
                                   entry_states, entry_run, decay_grad=gamma.perturbed,
-                                  initial_state_grad=s0.perturbed)
+                                  initial_state_grad=s0.perturbed,
+                                  initial_state_axes=varying_axes(s0.value))
 
 
 def _key_gradients(res: _Residuals, do, exit_dstates, config: KernelConfig,
@@ -183,8 +186,9 @@ def _attention_bwd(static: _Static, res: _Residuals, cotangents):
     if decay_grad:
         dgamma = -(dgamma_q.sum(axis=(0, 2, 3)) + dgamma_k.sum(axis=(0, 2, 3))
                    + splits.split_anchor_terms(res.entry_states, entering_dstates, layout))
-        dgamma = dgamma[:, None].astype(gamma.dtype)
-    return dq, dk, dv, dgamma, None, d_s0 if res.initial_state_grad else None
+        dgamma = summed_like(dgamma[:, None].astype(gamma.dtype), varying_axes(gamma))
+    d_s0 = summed_like(d_s0, res.initial_state_axes) if res.initial_state_grad else None
+    return dq, dk, dv, dgamma, None, d_s0
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd, symbolic_zeros=True)

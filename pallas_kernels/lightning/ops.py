@@ -1,12 +1,16 @@
 """The public op: ``lightning_attention`` (prefill/training) and
 ``lightning_attention_step`` (decode): argument checks, backend choice, dispatch to the
-``xla`` backend (xla_backend.py) or the Pallas kernels (kernel_vjp.py)."""
+``xla`` backend (xla_backend.py) or the Pallas kernels (kernel_vjp.py), on one device or
+partitioned over a mesh (partitioning.py, context_parallel.py)."""
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.lightning import kernel_vjp, validation, xla_backend
+from pallas_kernels.lightning import (context_parallel, kernel_vjp, partitioning,
+                                      validation, xla_backend)
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.runs import run_ids_from_segments
 
@@ -25,6 +29,8 @@ def lightning_attention(
     chunk_size: int | None = None,
     backend: str | None = None,
     kernel_config: KernelConfig | None = None,
+    context_axis: str | tuple[str, ...] | None = None,
+    shard_axes: partitioning.ShardAxes | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Causal linear attention with per-head decay ``λ = exp(-decay)``.
 
@@ -46,6 +52,15 @@ def lightning_attention(
       kernel_config: the kernels' launches (lowering, blocks, chunks, pipelines) and
         sequence splits, for the ``pallas`` and ``interpret`` backends; ``None`` takes
         the tuned tables and split policies (tuning.py). Excludes ``chunk_size``.
+      context_axis: inside the caller's ``jax.shard_map`` whose mesh axis (or axes)
+        splits the sequence: the arguments are this device's shards and the shards'
+        states are combined over that axis (context_parallel.py). Outside
+        ``shard_map`` leave it ``None``: sharded inputs are partitioned by the op itself,
+        under ``Explicit`` and ``Auto`` mesh axes alike (partitioning.py).
+      shard_axes: the mesh axes of the current mesh (``jax.set_mesh``) that split
+        batch, sequence and heads, as a caller that knows its layout (a model's
+        sharding rules) states them: the op runs in a ``jax.shard_map`` over them, its
+        inputs resharded to match. Not with ``context_axis``.
 
     Returns:
       ``o`` ``(batch, seq, heads, dv)`` in ``q.dtype``, or ``(o, final_state)``.
@@ -62,21 +77,37 @@ def lightning_attention(
     backend = validation.resolve_backend(backend)
     validation.check_kernel_config(kernel_config, backend, chunk_size)
 
-    run_ids = None if segment_ids is None else run_ids_from_segments(segment_ids)
     if initial_state is not None:
         initial_state = initial_state.astype(jnp.promote_types(initial_state.dtype, jnp.float32))
     decay = decay.astype(jnp.promote_types(decay.dtype, jnp.float32))
-
-    if backend == "xla":
-        o, final = xla_backend.chunked(q, k, v, decay, run_ids=run_ids,
-                                       initial_state=initial_state,
-                                       chunk_size=chunk_size or DEFAULT_XLA_CHUNK)
+    attend = functools.partial(attend_on_device, chunk_size=chunk_size, backend=backend,
+                               kernel_config=kernel_config)
+    if context_axis is not None and shard_axes is not None:
+        raise ValueError("give context_axis (inside your shard_map) or shard_axes (the op "
+                         "shard_maps itself), not both")
+    if context_axis is not None:
+        o, final = context_parallel.attention_over_context(
+            attend, q, k, v, decay, segment_ids, initial_state, context_axis)
+    elif shard_axes is not None:
+        o, final = partitioning.with_axes(attend, shard_axes, q, k, v, decay, segment_ids,
+                                          initial_state)
     else:
-        o, final = kernel_vjp.lightning_attention_kernels(
-            q, k, v, decay, run_ids=run_ids, initial_state=initial_state,
-            chunk_size=chunk_size, interpret=backend == "interpret",
-            kernel_config=kernel_config)
+        o, final = partitioning.partitioned(attend, q, k, v, decay, segment_ids,
+                                            initial_state)
     return (o, final) if return_final_state else o
+
+
+def attend_on_device(q, k, v, decay, segment_ids, initial_state, *, chunk_size, backend,
+                     kernel_config) -> tuple[jax.Array, jax.Array]:
+    """The op on arrays that one device holds whole: ``(o, final_state)``."""
+    run_ids = None if segment_ids is None else run_ids_from_segments(segment_ids)
+    if backend == "xla":
+        return xla_backend.chunked(q, k, v, decay, run_ids=run_ids,
+                                   initial_state=initial_state,
+                                   chunk_size=chunk_size or DEFAULT_XLA_CHUNK)
+    return kernel_vjp.lightning_attention_kernels(
+        q, k, v, decay, run_ids=run_ids, initial_state=initial_state,
+        chunk_size=chunk_size, interpret=backend == "interpret", kernel_config=kernel_config)
 
 
 def lightning_attention_step(

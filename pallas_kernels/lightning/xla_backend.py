@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.lightning import chunk_math
+from pallas_kernels.lightning.manual_axes import varying_like
 
 
 def compute_dtype(*xs: jax.Array) -> jnp.dtype:
@@ -80,7 +81,7 @@ def chunked(q, k, v, decay, *, run_ids=None, initial_state=None, chunk_size=64):
                  + jnp.einsum("bchk,bchv->bhkv", k_weighted, v_j))
         return (state, last_run), o
 
-    init = (s0, run_ids[:, 0])
+    init = (varying_like(s0, qc, kc, vc, rc, gamma), varying_like(run_ids[:, 0], rc))
     (final, _), o = jax.lax.scan(step, init, (qc, kc, vc, rc, lengths))
     o = jnp.swapaxes(o, 0, 1).reshape(batch, n_chunks * c, heads, dv)[:, :seq]
     return o.astype(out_dtype), final

@@ -14,6 +14,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
 from pallas_kernels.lightning.launch import Launch
+from pallas_kernels.lightning.manual_axes import typed_like
 from pallas_kernels.lightning.layout import WalkLayout
 
 
@@ -76,12 +77,15 @@ def walk_call(kernel: Callable, *, grid: tuple[int, int, int, int],
               out_shape: Sequence[jax.ShapeDtypeStruct], launch: Launch,
               interpret: bool, name: str) -> Callable:
     """``pallas_call`` with the Triton compiler parameters always given explicitly
-    (jax 0.10 would otherwise lower a GPU call through Mosaic GPU)."""
-    return pl.pallas_call(
-        kernel, grid=grid, in_specs=list(in_specs), out_specs=list(out_specs),
-        out_shape=list(out_shape), interpret=interpret, name=name,
-        compiler_params=plt.CompilerParams(num_warps=launch.num_warps,
-                                           num_stages=launch.num_stages))
+    (jax 0.10 would otherwise lower a GPU call through Mosaic GPU); the outputs vary
+    along the manual mesh axes the arguments vary along (inside ``shard_map``)."""
+    def call(*args):
+        return pl.pallas_call(
+            kernel, grid=grid, in_specs=list(in_specs), out_specs=list(out_specs),
+            out_shape=typed_like(out_shape, args), interpret=interpret, name=name,
+            compiler_params=plt.CompilerParams(num_warps=launch.num_warps,
+                                               num_stages=launch.num_stages))(*args)
+    return call
 
 
 def value_block_walk(kernel: Callable, q, k, x, gamma, run, entry_run, state_in, *,
