@@ -71,12 +71,11 @@ def entering_contribution(q, decay, entering, mask) -> jax.Array:
     steps = jnp.arange(1, seq + 1, dtype=jnp.float32)
     weights = jnp.exp(-steps[:, None] * decay[None, :])  # (L, H)
     weights = weights[None] * mask[:, :, None]            # (B, L, H)
-    if q.dtype == jnp.float32:
-        return jnp.einsum("bthk,bhkv->bthv", q * weights[..., None], entering,
-                          precision=lax.Precision.HIGHEST)
-    scaled = (q.astype(jnp.float32) * weights[..., None]).astype(q.dtype)
-    return jnp.einsum("bthk,bhkv->bthv", scaled, entering.astype(q.dtype),
-                      preferred_element_type=jnp.float32)
+    # float32 inputs: full float32 products; 16-bit ones: the platform's default
+    # float32 product (at least as precise as their own).
+    precision = lax.Precision.HIGHEST if q.dtype == jnp.float32 else None
+    return jnp.einsum("bthk,bhkv->bthv", q.astype(jnp.float32) * weights[..., None],
+                      entering, precision=precision)
 
 
 def attention_over_context(attend: Attend, q, k, v, decay, segment_ids, initial_state,

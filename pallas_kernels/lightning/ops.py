@@ -90,10 +90,10 @@ def lightning_attention(
             attend, q, k, v, decay, segment_ids, initial_state, context_axis)
     elif shard_axes is not None:
         o, final = partitioning.with_axes(attend, shard_axes, q, k, v, decay, segment_ids,
-                                          initial_state)
+                                          initial_state, typed=backend != "interpret")
     else:
         o, final = partitioning.partitioned(attend, q, k, v, decay, segment_ids,
-                                            initial_state)
+                                            initial_state, typed=backend != "interpret")
     return (o, final) if return_final_state else o
 
 

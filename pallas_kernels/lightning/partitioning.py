@@ -100,18 +100,22 @@ def local_attention(attend: Attend, axes: ShardAxes, q, k, v, decay, segment_ids
 
 
 def shard_mapped(attend: Attend, mesh, axes: ShardAxes, q, k, v, decay, segment_ids,
-                 initial_state):
-    """``(o, final_state)`` with the op in a ``jax.shard_map`` over ``mesh``."""
+                 initial_state, *, typed: bool = True):
+    """``(o, final_state)`` with the op in a ``jax.shard_map`` over ``mesh``.
+
+    ``typed``: with shard_map's manual-axis types (``check_vma``), so that along the
+    axes that split nothing every device computes alike and nothing is summed. jax
+    0.10's Pallas interpreter cannot run kernels on those types: the ``interpret``
+    backend goes untyped (still exact, but its gradients are summed over the unused
+    axes)."""
     has_segments, has_state = segment_ids is not None, initial_state is not None
     in_specs, out_specs = axes.specs(has_segments, has_state)
 
     def local(q, k, v, decay, *optional):
         return local_attention(attend, axes, q, k, v, decay,
                                *_unpack(optional, has_segments, has_state))
-    # check_vma=False: jax 0.10's Pallas interpreter cannot run kernels on manual-axis
-    # types; the op's gradients are right without them (tests).
     return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
-                         check_vma=False)(q, k, v, decay, *_present(segment_ids, initial_state))
+                         check_vma=typed)(q, k, v, decay, *_present(segment_ids, initial_state))
 
 
 def explicit_sharding(q):
@@ -129,13 +133,14 @@ def explicit_sharding(q):
     return (mesh, axes) if axes else None
 
 
-def partitioned(attend: Attend, q, k, v, decay, segment_ids, initial_state):
+def partitioned(attend: Attend, q, k, v, decay, segment_ids, initial_state, *,
+                typed: bool = True):
     """``(o, final_state)`` computed shard by shard, whatever the mesh mode."""
     explicit = explicit_sharding(q)
     if explicit is not None:
         mesh, axes = explicit
         return _resharded_shard_map(attend, mesh, axes, q, k, v, decay, segment_ids,
-                                    initial_state, jax.sharding.reshard)
+                                    initial_state, jax.sharding.reshard, typed)
     if jax.device_count() == 1 or _vmapped(q, k, v, decay, segment_ids, initial_state):
         return attend(q, k, v, decay, segment_ids, initial_state)
     return auto_partitioned(attend, q, k, v, decay, segment_ids, initial_state)
@@ -148,7 +153,8 @@ def _vmapped(*xs) -> bool:
     return any(isinstance(x, jax.core.Tracer) and hasattr(x, "batch_dim") for x in xs)
 
 
-def with_axes(attend: Attend, axes: ShardAxes, q, k, v, decay, segment_ids, initial_state):
+def with_axes(attend: Attend, axes: ShardAxes, q, k, v, decay, segment_ids, initial_state,
+              *, typed: bool = True):
     """``(o, final_state)`` in a ``shard_map`` over the given axes of the current mesh."""
     if not isinstance(axes, ShardAxes):
         raise TypeError(f"shard_axes must be a ShardAxes, got {type(axes).__name__}")
@@ -163,17 +169,17 @@ def with_axes(attend: Attend, axes: ShardAxes, q, k, v, decay, segment_ids, init
     def constrain(x, spec):
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
     return _resharded_shard_map(attend, mesh, axes, q, k, v, decay, segment_ids,
-                                initial_state, constrain)
+                                initial_state, constrain, typed)
 
 
 def _resharded_shard_map(attend, mesh, axes, q, k, v, decay, segment_ids, initial_state,
-                         reshard):
+                         reshard, typed: bool):
     has_segments, has_state = segment_ids is not None, initial_state is not None
     in_specs, _ = axes.specs(has_segments, has_state)
     args = [reshard(x, spec) for x, spec in zip(
         (q, k, v, decay, *_present(segment_ids, initial_state)), in_specs)]
     return shard_mapped(attend, mesh, axes, *args[:4],
-                        *_unpack(args[4:], has_segments, has_state))
+                        *_unpack(args[4:], has_segments, has_state), typed=typed)
 
 
 # ---- Auto axes: custom_partitioning of the forward and of the backward ----------------

@@ -54,7 +54,9 @@ def chunked(q, k, v, decay, *, run_ids=None, initial_state=None, chunk_size=64):
     rc = to_chunks(run_ids, mode="edge")
     lengths = jnp.minimum(seq - jnp.arange(n_chunks) * c, c)
 
-    gamma = decay.astype(dtype)[:, None, None]  # (H, 1, 1)
+    # Inside shard_map the decay varies like the data from here on, so that its
+    # gradient is summed over devices once, not in every step of the scan.
+    gamma = varying_like(decay.astype(dtype), q, k, v, run_ids)[:, None, None]  # (H, 1, 1)
     a = jnp.arange(c)
     dist = a[:, None] - a[None, :]
     # The factors of chunk_math.py over (H, C): runs mask them per row in the step.
