@@ -66,16 +66,19 @@ def boundary_states(own_states, first_ids, last_ids, one_run, decay, shard_len: 
 
 
 def entering_contribution(q, decay, entering, mask) -> jax.Array:
-    """``(B, L, H, dv)`` float32: ``λ^(t+1) q_t E`` on the masked tokens."""
+    """``(B, L, H, dv)`` float32: ``λ^(t+1) q_t E`` on the masked tokens; the weights
+    scale the product's rows (one matmul, nothing activation-sized materialised)."""
     seq = q.shape[1]
     steps = jnp.arange(1, seq + 1, dtype=jnp.float32)
-    weights = jnp.exp(-steps[:, None] * decay[None, :])  # (L, H)
-    weights = weights[None] * mask[:, :, None]            # (B, L, H)
-    # float32 inputs: full float32 products; 16-bit ones: the platform's default
-    # float32 product (at least as precise as their own).
-    precision = lax.Precision.HIGHEST if q.dtype == jnp.float32 else None
-    return jnp.einsum("bthk,bhkv->bthv", q.astype(jnp.float32) * weights[..., None],
-                      entering, precision=precision)
+    weights = jnp.exp(-steps[:, None] * decay[None, :])[None] * mask[:, :, None]  # (B, L, H)
+    if q.dtype == jnp.float32 or jax.default_backend() == "cpu":
+        # float32 operands (XLA:CPU has no 16-bit products with float32 results).
+        product = jnp.einsum("bthk,bhkv->bthv", q.astype(jnp.float32), entering,
+                             precision=lax.Precision.HIGHEST)
+    else:  # 16-bit operands, the state rounded to them as the kernels do for outputs.
+        product = jnp.einsum("bthk,bhkv->bthv", q, entering.astype(q.dtype),
+                             preferred_element_type=jnp.float32)
+    return product * weights[..., None]
 
 
 def attention_over_context(attend: Attend, q, k, v, decay, segment_ids, initial_state,

@@ -1,7 +1,7 @@
 """Manual mesh axes: inside ``jax.shard_map`` (``check_vma=True``) every value carries
 the mesh axes it varies along, and a ``pallas_call``'s outputs and a ``lax.scan``'s
-carry must say theirs. jax 0.10 names that type ``manual_axis_type``, earlier versions
-``vma``; these helpers speak both. Outside ``shard_map`` every value varies along none
+carry must say theirs. jax 0.10 and 0.11 name that type ``manual_axis_type`` (an aval's
+``mat`` in 0.10), earlier versions ``vma``; these helpers speak all of them. Outside ``shard_map`` every value varies along none
 and nothing changes."""
 from __future__ import annotations
 
@@ -23,8 +23,13 @@ def varying_axes(*xs) -> frozenset:
     axes = frozenset()
     for x in xs:
         aval = jax.typeof(x)
-        mat = getattr(aval, "mat", None)
-        axes |= frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
+        for name in ("mat", "manual_axis_type"):  # jax 0.10, 0.11
+            kind = getattr(aval, name, None)
+            if kind is not None and hasattr(kind, "varying"):
+                axes |= frozenset(kind.varying)
+                break
+        else:  # earlier jax
+            axes |= frozenset(getattr(aval, "vma", None) or ())
     return axes
 
 

@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pallas_kernels.lightning import context_parallel
 from pallas_kernels.lightning.context_parallel import Attend
+from pallas_kernels.lightning.manual_axes import varying_axes
 
 
 def _axes(entry) -> tuple[str, ...]:
@@ -141,9 +142,16 @@ def partitioned(attend: Attend, q, k, v, decay, segment_ids, initial_state, *,
         mesh, axes = explicit
         return _resharded_shard_map(attend, mesh, axes, q, k, v, decay, segment_ids,
                                     initial_state, jax.sharding.reshard, typed)
-    if jax.device_count() == 1 or _vmapped(q, k, v, decay, segment_ids, initial_state):
+    if (jax.device_count() == 1 or _inside_shard_map(q)
+            or _vmapped(q, k, v, decay, segment_ids, initial_state)):
         return attend(q, k, v, decay, segment_ids, initial_state)
     return auto_partitioned(attend, q, k, v, decay, segment_ids, initial_state)
+
+
+def _inside_shard_map(q) -> bool:
+    """Whether the op runs inside a ``shard_map``: its arguments are shards already."""
+    return bool(varying_axes(q)) or bool(getattr(jax.sharding.get_abstract_mesh(),
+                                                 "manual_axes", ()))
 
 
 def _vmapped(*xs) -> bool:

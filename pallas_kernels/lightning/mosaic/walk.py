@@ -21,7 +21,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from pallas_kernels.lightning.launch import Launch
-from pallas_kernels.lightning.manual_axes import typed_like
+from pallas_kernels.lightning.manual_axes import varying_like
 from pallas_kernels.lightning.layout import WalkLayout
 from pallas_kernels.lightning.mosaic import chunk as chunk_step
 from pallas_kernels.lightning.mosaic.plan import Program, WalkPlan
@@ -165,14 +165,16 @@ def mosaic_walk(a, b, c, gamma, run, state_in, *, reverse: bool, layout: WalkLay
     inputs += [decay_grad_rows] if plan.decay_grad else []
     inputs += [state_in] if state_in is not None else []
     call = plgpu.kernel(
-        kernel, out_type=typed_like(out_types(plan, c.shape, batch, heads), inputs),
+        kernel, out_type=out_types(plan, c.shape, batch, heads),
         grid=(plan.cols // plan.block, heads, batch * plan.layout.splits),
         grid_names=("group", "head", "row"), num_threads=plan.warpgroups + 1,
         thread_name="wg", scratch_types=scratch_types(plan),
         # Lane semantics: the layouts are given here (jax 0.11 defaults to inferring them).
         compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Lane),
         interpret=interpret_params() if interpret else None)
-    outputs = list(call(*inputs))
+    # plgpu.kernel leaves manual-axis types unchecked and its outputs invariant: inside
+    # shard_map they vary like the inputs.
+    outputs = [varying_like(x, *inputs) for x in call(*inputs)]
     if plan.decay_grad:
         outputs[-1] = outputs[-1].sum(axis=-1)
     return outputs
