@@ -8,7 +8,8 @@ in every mode (plain ``jax.jit`` on Auto axes, Explicit axes, ``shard_axes``), a
 the same per-device shapes on one device alone, and the sequence split (CP) against one
 device's half of the row; the collectives of each compiled program are listed (count and
 largest array, in elements). Training: tokens/s (median of the steps after warm-up),
-MFU and peak memory per GPU, from ``train.py``'s own metrics (benchmarks/train_runs.py).
+MFU and peak memory per GPU, from ``train.py``'s own metrics and end-of-run report, one
+subprocess per layout (``CUDA_VISIBLE_DEVICES`` picks the GPUs).
 """
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ import functools
 import json
 import os
 import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -114,6 +120,78 @@ def op_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# name, GPUs, rows x length, mesh (data, fsdp, tensor, context)
+TRAIN_LAYOUTS = [
+    ("1 GPU", 1, (4, 8192), (1, 1, 1, 1)),
+    ("DP=2", 2, (8, 8192), (2, 1, 1, 1)),
+    ("FSDP=2", 2, (8, 8192), (1, 2, 1, 1)),
+    ("TP=2", 2, (4, 8192), (1, 1, 2, 1)),
+    ("1 GPU, longest row that fits?", 1, (1, 65536), (1, 1, 1, 1)),
+    ("CP=2, rows 2x the 1-GPU limit", 2, (1, 65536), (1, 1, 1, 2)),
+]
+
+
+def train_row(name: str, gpus: int, rows: tuple[int, int], mesh, args) -> dict:
+    """One ``train.py`` run: median tokens/s and MFU of the steps after the first
+    ``steps // 3``, and the peak memory it reports."""
+    batch, seq = rows
+    data, fsdp, tensor, context = mesh
+    run_dir = tempfile.mkdtemp(prefix="scaling-")
+    steps = args.steps
+    command = [sys.executable, str(ROOT / "train.py"), "--config", args.preset,
+               f"steps={steps}", f"seq_len={seq}", f"batch_size={batch}",
+               f"model.attention_backend={args.backend or 'pallas'}", "model.dtype=bfloat16",
+               "warmup=2",
+               "log_every=1", "eval_every=0", "checkpoint_every=100000", "sample_tokens=0",
+               f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.tensor={tensor}",
+               f"mesh.context={context}", f"run_dir={run_dir}", *args.train_extra.split()]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(gpus)))}
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    row = {"layout": name, "gpus": gpus, "rows": f"{batch} x {seq // 1024}K",
+           "mesh": dict(zip(("data", "fsdp", "tensor", "context"), mesh))}
+    peak = re.search(r"peak device memory: ([\d.]+) GiB", out.stdout)
+    if out.returncode != 0:
+        oom = "RESOURCE_EXHAUSTED" in out.stderr or "out of memory" in out.stderr.lower()
+        needs = re.search(r"(?:allocate|Allocator).*?([\d.]+)\s*GiB", out.stderr)
+        return {**row, "error": "out of memory" if oom else out.stderr[-1500:],
+                "detail": needs.group(0)[:200] if needs else None}
+    records = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
+    timed = [r for r in records if r["step"] > steps // 3 and "tokens_per_s" in r]
+    return {**row, "tokens_per_s": statistics.median(r["tokens_per_s"] for r in timed),
+            "mfu": statistics.median(r["mfu"] for r in timed) if timed[0].get("mfu") else None,
+            "peak_gib": float(peak.group(1)) if peak else None,
+            "final_loss": records[-1]["loss"]}
+
+
+def train_rows(args) -> list[dict]:
+    rows = []
+    for name, gpus, shape, mesh in TRAIN_LAYOUTS:
+        if name in args.skip_layouts.split(","):
+            continue
+        rows.append(train_row(name, gpus, shape, mesh, args))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def train_table(rows: list[dict]) -> str:
+    base = next((r for r in rows if r["layout"] == "1 GPU" and "tokens_per_s" in r), None)
+    dp = next((r for r in rows if r["layout"] == "DP=2" and "tokens_per_s" in r), None)
+    lines = ["| layout | GPUs | rows | tokens/s | × 1 GPU | × DP=2 | MFU | peak GiB per GPU |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['layout']} | {r['gpus']} | {r['rows']} | {r['error'][:60]} "
+                         f"| | | | |")
+            continue
+        ratio = lambda ref: f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}" if ref else "-"
+        mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        lines.append(f"| {r['layout']} | {r['gpus']} | {r['rows']} | "
+                     f"{r['tokens_per_s'] / 1e3:.1f}K | {ratio(base)} | {ratio(dp)} | {mfu} | "
+                     f"{r['peak_gib']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="op,train")
@@ -122,6 +200,10 @@ def main() -> None:
     parser.add_argument("--op-batch", type=int, default=16)
     parser.add_argument("--op-seq", type=int, default=8192)
     parser.add_argument("--cp-seq", type=int, default=131072)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--preset", default="tnl-385m")
+    parser.add_argument("--skip-layouts", default="")
+    parser.add_argument("--train-extra", default="", help="more train.py overrides")
     parser.add_argument("--out", default=os.environ.get("OUT"))
     args = parser.parse_args()
     print(f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}",
@@ -130,6 +212,9 @@ def main() -> None:
     if "op" in args.parts:
         results["op"] = op_rows(args)
         text += op_table(results["op"]) + "\n"
+    if "train" in args.parts:
+        results["train"] = train_rows(args)
+        text += "\n" + train_table(results["train"]) + "\n"
     if args.out:
         with open(os.path.join(args.out, "scaling_bench.json"), "w") as f:
             json.dump(results, f, indent=1)

@@ -174,7 +174,9 @@ def with_axes(attend: Attend, axes: ShardAxes, q, k, v, decay, segment_ids, init
     if not axes:
         return attend(q, k, v, decay, segment_ids, initial_state)
 
-    def constrain(x, spec):
+    def constrain(x, spec):  # traced values; shard_map places concrete ones itself
+        if not isinstance(x, jax.core.Tracer):
+            return x
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
     return _resharded_shard_map(attend, mesh, axes, q, k, v, decay, segment_ids,
                                 initial_state, constrain, typed)

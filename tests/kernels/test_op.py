@@ -123,10 +123,16 @@ def test_state_passing_equals_one_call(rng, backend):
 
 def test_readme_examples_run_and_an_explicit_kernel_config_gives_the_same_answer():
     """The README's "The op" section as written: the op on the default backend, the
-    decode step, and the interpreted kernels with a launch configuration of one's own."""
+    decode step, the op over a mesh, and the interpreted kernels with a launch
+    configuration of one's own."""
     namespace = run_python_blocks("The op")
     o_default = namespace["lightning_attention"](
         *(namespace[name] for name in ("q", "k", "v", "decay")))
     assert namespace["o"].shape == (2, 300, 4, 64)
     assert namespace["o_next"].shape == (2, 4, 64)
+    # Over a mesh (here of this process's one device), in three modes: the plain op.
+    plain = namespace["lightning_attention"](
+        *(namespace[name][:, :256] for name in ("q", "k", "v")), namespace["decay"])
+    for name in ("o_jit", "o_axes", "o_own_map"):
+        assert rel_err(namespace[name], plain) < F32_TOL, name
     assert rel_err(namespace["o"], o_default) < F32_TOL
