@@ -6,11 +6,19 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnl_jax.model.params import create_param, normal
+from tnl_jax.partitioning import constrain
+
+# The hidden activations (B, T, glu) under a mesh: split over `tensor` like W₁ and W₂'s
+# columns (Megatron style), so only the output of W₃ is reduced.
+HIDDEN = ("batch", "seq", "mlp")
 
 
 def sglu(x: jax.Array, w1: jax.Array, w2: jax.Array, w3: jax.Array) -> jax.Array:
     """x ``(..., d)``, w1 and w2 ``(d, glu)``, w3 ``(glu, d)``, all in ``x.dtype``."""
-    return ((x @ w1) * (x @ w2)) @ w3
+    hidden = (x @ w1) * (x @ w2)
+    if hidden.ndim == len(HIDDEN):
+        hidden = constrain(hidden, HIDDEN)
+    return hidden @ w3
 
 
 class SGLU(nnx.Module):

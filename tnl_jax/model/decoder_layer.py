@@ -11,6 +11,7 @@ from tnl_jax.model.channel_mixer import SGLU
 from tnl_jax.model.norms import SRMSNorm
 from tnl_jax.model.softmax_attention import SoftmaxAttention
 from tnl_jax.model.token_mixer import NormLinearAttention
+from tnl_jax.partitioning import ACTIVATION, constrain
 
 ATTENTIONS = ("linear", "softmax")
 
@@ -54,17 +55,19 @@ class DecoderLayer(nnx.Module):
     def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None,
                  positions: jax.Array | None = None, *, cache_size: int | None = None):
         """x ``(B, T, d)`` -> x, or with ``cache_size`` ``(x, cache)``: the linear
-        layers' final state, or the softmax layers' key/value cache."""
+        layers' final state, or the softmax layers' key/value cache. Under a mesh the
+        residual stream is kept split as ``partitioning.ACTIVATION`` says."""
+        x = constrain(x, ACTIVATION)
         normed = self.token_norm(x.astype(self.dtype))
         if self.softmax:
             out = self.token_mixer(normed, segment_ids, positions, cache_size=cache_size)
         else:
             out = self.token_mixer(normed, segment_ids, positions,
                                    return_state=cache_size is not None)
-        if cache_size is None:
-            return self._mix_channels(x + out)
-        y, cache = out
-        return self._mix_channels(x + y), cache
+        y, cache = (out, None) if cache_size is None else out
+        x = self._mix_channels(constrain(x + y, ACTIVATION))
+        x = constrain(x, ACTIVATION)
+        return x if cache_size is None else (x, cache)
 
     def step(self, x: jax.Array, cache, positions: jax.Array | None = None, *,
              index: jax.Array | None = None, kv_valid: jax.Array | None = None):

@@ -26,6 +26,7 @@ from tnl_jax.model.decoder_layer import DecoderLayer
 from tnl_jax.model.norms import SRMSNorm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
+from tnl_jax.partitioning import ACTIVATION, constrain
 
 
 def layer_runs(kinds: list[str]) -> list[tuple[str, int, int]]:
@@ -99,7 +100,9 @@ class LanguageModel(nnx.Module):
 
     ``segment_ids (B, T)`` separates packed documents (attention and state never
     cross a change of id); ``positions (B, T)`` (LRPE / RoPE) default to the position
-    inside each segment.
+    inside each segment. Positions and segment ids stay global ``(B, T)`` arrays, so
+    they are right however a mesh (``jax.set_mesh``) splits the rows and the sequence;
+    under one the activations are split by ``tnl_jax.partitioning``'s rules.
     """
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
@@ -125,7 +128,10 @@ class LanguageModel(nnx.Module):
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(d)
 
     def embed(self, input_ids: jax.Array) -> jax.Array:
-        table = self.embed_tokens[...]
+        # Under a mesh the table's `embed` split (FSDP) is gathered first, as for any
+        # weight: else the lookup's rows come out split over the width, and moving
+        # them to the rows' split costs a full rematerialization.
+        table = constrain(self.embed_tokens[...], ("vocab", None))
         return jnp.take(table, input_ids, axis=0).astype(self.cfg.compute_dtype) * self.embed_scale
 
     def logits(self, x: jax.Array) -> jax.Array:
@@ -141,14 +147,14 @@ class LanguageModel(nnx.Module):
     def _inputs(self, input_ids, segment_ids, positions):
         if positions is None:
             positions = default_positions(*input_ids.shape, segment_ids)
-        return self.embed(input_ids), positions
+        return constrain(self.embed(input_ids), ACTIVATION), positions
 
     def __call__(self, input_ids: jax.Array, segment_ids: jax.Array | None = None,
                  positions: jax.Array | None = None) -> jax.Array:
         x, positions = self._inputs(input_ids, segment_ids, positions)
         for stack in self.stacks:
             x = stack(x, segment_ids, positions)
-        return self.logits(x)
+        return constrain(self.logits(x), ("batch", "seq", "vocab"))
 
     def prefill(self, input_ids: jax.Array, segment_ids: jax.Array | None,
                 positions: jax.Array | None, cache_size: int):

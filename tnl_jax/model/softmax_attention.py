@@ -4,6 +4,13 @@ projection, RoPE, causal ``jax.nn.dot_product_attention``, output projection).
 cuDNN's fused kernel serves the GPU in bfloat16/float16 (head size a multiple of 8,
 at most 256); everything else runs XLA's implementation. Packed documents are kept
 apart by a segment mask. Decode uses a key/value cache of fixed size.
+
+Under a mesh whose ``context`` axis splits the sequence, every query needs every key:
+XLA's implementation keeps the queries (and the mask's rows) split over ``context``
+and gathers the keys and values whole (``seq -> None``), so each device computes its
+own queries' rows; cuDNN's partitioner accepts no split of the sequence (or of the
+head size), so there q, k, v and the mask are all gathered over the sequence and
+split over batch and heads only.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from flax import nnx
 
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
+from tnl_jax.partitioning import constrain
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
@@ -65,12 +73,16 @@ class SoftmaxAttention(nnx.Module):
         if positions is None:
             positions = default_positions(x.shape[0], x.shape[1], segment_ids)
         q, k, v = self._project(x, positions)
+        implementation = attention_implementation(q.dtype, q.shape[-1])
+        query_seq = "seq" if implementation == "xla" else None  # See the module docstring.
+        q = constrain(q, ("batch", query_seq, "heads", None))
+        k, v = (constrain(t, ("batch", None, "heads", None)) for t in (k, v))
         mask = None
         if segment_ids is not None:
             mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
-        o = jax.nn.dot_product_attention(
-            q, k, v, mask=mask, is_causal=True,
-            implementation=attention_implementation(q.dtype, q.shape[-1]))
+            mask = constrain(mask, ("batch", None, query_seq, None))
+        o = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
+                                         implementation=implementation)
         y = self._output(o)
         if cache_size is None:
             return y

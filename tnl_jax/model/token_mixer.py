@@ -16,11 +16,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pallas_kernels import lightning_attention, lightning_attention_step
+from pallas_kernels import ShardAxes, lightning_attention, lightning_attention_step
 from tnl_jax.model.lrpe import Lrpe
 from tnl_jax.model.norms import srms_norm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
+from tnl_jax.partitioning import split_axes
 
 
 class FixedDecay(nnx.Variable):
@@ -36,6 +37,14 @@ def check_decay(decay: jax.Array | None, num_heads: int) -> jax.Array | None:
         raise ValueError(f"decay has shape {decay.shape}, expected ({num_heads},): one rate "
                          "per head")
     return decay
+
+
+def op_shard_axes(q_shape: tuple[int, ...]) -> ShardAxes | None:
+    """The mesh axes that split the op's batch, sequence and heads under the logical
+    rules (``tnl_jax.partitioning``), or ``None`` without a mesh: then the op keeps
+    its own choice. A split sequence is context parallelism, exact (LASP-2)."""
+    axes = split_axes(("batch", "seq", "heads", None), q_shape)
+    return None if axes is None else ShardAxes(*axes[:3])
 
 
 class NormLinearAttention(nnx.Module):
@@ -110,7 +119,7 @@ class NormLinearAttention(nnx.Module):
         q, k, v, u = self._project(x, positions)
         o, state = lightning_attention(q, k, v, self.decay_rates(), segment_ids=segment_ids,
                                        return_final_state=True, chunk_size=self.chunk_size,
-                                       backend=self.backend)
+                                       backend=self.backend, shard_axes=op_shard_axes(q.shape))
         y = self._output(o, u)
         return (y, state) if return_state else y
 
