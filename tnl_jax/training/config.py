@@ -23,9 +23,11 @@ from tnl_jax.model.config import ModelConfig
 
 @dataclasses.dataclass
 class MeshConfig:
-    """Device mesh sizes; -1 takes the devices the other axes leave."""
+    """Device mesh sizes (axes of ``tnl_jax.partitioning.MESH_AXES``); -1 takes the
+    devices the other axes leave. ``context`` splits the sequence (context parallelism)."""
     data: int = -1
     fsdp: int = 1
+    context: int = 1
     tensor: int = 1
 
 

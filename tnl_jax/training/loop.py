@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from tnl_jax import data
@@ -78,13 +79,15 @@ def _host_stats(stats: dict[str, jax.Array]) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(stats).items()}
 
 
-def data_iterators(cfg: TrainConfig, tokenizer) -> tuple[Any, list[dict]]:
-    """This process's endless training iterator and the fixed held-out batches."""
+def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:
+    """This process's endless training iterator and the fixed held-out batches: its
+    share of the rows (``sharding.process_rows``), whole sequences."""
+    index, count = sharding.process_rows(mesh)
     spec = data.DataSpec(source=cfg.data, seq_len=cfg.seq_len,
-                         batch_size=cfg.batch_size // jax.process_count(), seed=cfg.seed,
+                         batch_size=cfg.batch_size // count, seed=cfg.seed,
                          tokenizer=tokenizer, eval_fraction=cfg.eval_fraction,
                          shuffle_window=cfg.shuffle_window,
-                         process_index=jax.process_index(), process_count=jax.process_count())
+                         process_index=index, process_count=count)
     eval_spec = dataclasses.replace(spec, source=cfg.eval_data or cfg.data)
     return data.train_batches(spec), data.eval_batches(eval_spec, cfg.eval_batches)
 
@@ -100,8 +103,19 @@ def keep_tokenizer(cfg: TrainConfig, run_dir: Path) -> None:
         shutil.copyfile(path, run_dir / path.name)
 
 
+def under_mesh(fn, mesh):
+    """``fn`` called under ``jax.set_mesh(mesh)``: the model sees the mesh while it is
+    traced, to constrain its activations and split the attention op (its rules in
+    ``tnl_jax.partitioning``)."""
+    def call(*args, **kwargs):
+        with jax.set_mesh(mesh):
+            return fn(*args, **kwargs)
+    return call
+
+
 class Trainer:
-    """The compiled state of one run: model graph, optimizer, shardings, step functions."""
+    """The compiled state of one run: model graph, optimizer, shardings, step functions
+    (which run under the mesh)."""
 
     def __init__(self, cfg: TrainConfig, mesh):
         self.mesh = mesh
@@ -115,13 +129,14 @@ class Trainer:
             lambda p: {"params": p, "opt_state": self.tx.init(p), "step": jnp.int32(0)},
             out_shardings=self.state_sharding)(params)
         batch_shardings = {k: sharding.batch_sharding(mesh) for k in data.BATCH_KEYS}
-        self.train_step = jax.jit(
+        self.train_step = under_mesh(jax.jit(
             make_train_step(self.graphdef, self.rest, self.tx, self.schedule, cfg.grad_accum),
             in_shardings=(self.state_sharding, batch_shardings),
-            out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=0)
-        self.eval_step = jax.jit(make_eval_step(self.graphdef, self.rest),
-                                 in_shardings=(self.params_sharding, batch_shardings),
-                                 out_shardings=sharding.replicated(mesh))
+            out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=0),
+            mesh)
+        self.eval_step = under_mesh(jax.jit(make_eval_step(self.graphdef, self.rest),
+                                            in_shardings=(self.params_sharding, batch_shardings),
+                                            out_shardings=sharding.replicated(mesh)), mesh)
 
 
 def main(cfg: TrainConfig) -> dict[str, Any]:
@@ -129,12 +144,10 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     sharding.maybe_initialize_distributed()
     run_dir = Path(cfg.run_dir)
     is_main = jax.process_index() == 0
-    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    if cfg.batch_size % (jax.process_count() * cfg.grad_accum):
-        raise ValueError(f"batch_size={cfg.batch_size} must divide by processes x grad_accum "
-                         f"({jax.process_count()} x {cfg.grad_accum})")
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.context, cfg.mesh.tensor)
+    sharding.check_batch(cfg.batch_size, cfg.seq_len, cfg.grad_accum, mesh)
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.model)
-    train_iter, eval_set = data_iterators(cfg, tokenizer)
+    train_iter, eval_set = data_iterators(cfg, tokenizer, mesh)
     trainer = Trainer(cfg, mesh)
     checkpoints = RunCheckpoints(run_dir, cfg.keep_checkpoints)
     start, state = checkpoints.restore_latest(trainer.initial_state, train_iter) or (0, None)
@@ -152,7 +165,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         checkpoints.wait()
         checkpoints.close()
     if record.get("step") == cfg.steps:
-        report(cfg, run_dir, trainer.graphdef, trainer.rest, state["params"], tokenizer, is_main)
+        report(cfg, run_dir, trainer, state["params"], tokenizer, is_main)
     return record
 
 
@@ -202,9 +215,13 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
     return state, record
 
 
-def report(cfg: TrainConfig, run_dir: Path, graphdef, rest, params, tokenizer,
+def report(cfg: TrainConfig, run_dir: Path, trainer: Trainer, params, tokenizer,
            is_main: bool) -> None:
-    """The end of a run: loss plot, peak device memory and a short sample."""
+    """The end of a run: loss plot, peak device memory and a short sample (computed by
+    every process: the weights are split over all of them)."""
+    text = None
+    if cfg.sample_tokens > 0 and cfg.data != "mqar":
+        text = sample(cfg, trainer, params, tokenizer)
     if not is_main:
         return
     records = metrics.read_metrics(run_dir / "metrics.jsonl")
@@ -217,13 +234,16 @@ def report(cfg: TrainConfig, run_dir: Path, graphdef, rest, params, tokenizer,
     peak = metrics.peak_memory_bytes()
     print(f"peak device memory: {peak / 2**30:.2f} GiB" if peak is not None
           else "peak device memory: not reported by this backend")
-    if cfg.sample_tokens > 0 and cfg.data != "mqar":
-        print("sample:", sample(cfg, graphdef, rest, params, tokenizer))
+    if text is not None:
+        print("sample:", text)
 
 
-def sample(cfg: TrainConfig, graphdef, rest, params, tokenizer) -> str:
-    model = nnx.merge(graphdef, params, rest)
+def sample(cfg: TrainConfig, trainer: Trainer, params, tokenizer) -> str:
+    """A continuation of ``cfg.sample_prompt``, generated under the run's mesh."""
+    model = nnx.merge(trainer.graphdef, params, trainer.rest)
     prompt = tokenizer.encode(cfg.sample_prompt)
-    new_tokens = generate(model, [prompt], cfg.sample_tokens, temperature=0.8, top_k=40,
-                          seed=cfg.seed, eos_id=tokenizer.eos_id)
+    new_tokens = under_mesh(generate, trainer.mesh)(
+        model, [prompt], cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed,
+        eos_id=tokenizer.eos_id)
+    new_tokens = multihost_utils.process_allgather(new_tokens, tiled=True)
     return cfg.sample_prompt + tokenizer.decode([int(t) for t in np.asarray(new_tokens)[0]])

@@ -1,35 +1,31 @@
-"""The device mesh and the one table that maps logical axis names to its axes.
+"""The device mesh, the placement of parameters and batches, and joining a
+multi-process run.
 
-Parameters carry logical names (`nnx.with_partitioning`); arrays of the batch are
-split over `batch`. With `fsdp` the weights' `embed` axis is split as well (ZeRO-3
-style: XLA gathers a layer's weights when it needs them); with `tensor`, heads,
-MLP width and vocabulary are split (Megatron style). A dimension that the mesh
-axis does not divide is replicated instead, with a warning.
+The mesh axes and the one table of logical-axis rules live in ``tnl_jax.partitioning``
+(the model reads them too; see there why the axes are ordered data, fsdp, context,
+tensor). Parameters carry logical names (``nnx.with_partitioning``); a batch's rows
+are split over ``batch`` (data, fsdp) and its sequence over ``seq`` (context). With
+``fsdp`` the weights' ``embed`` axis is split as well (ZeRO-3 style: XLA gathers a
+layer's weights when it needs them); with ``tensor``, heads, MLP width and vocabulary
+are split (Megatron style). A parameter dimension that the mesh axis does not divide
+is replicated instead, with a warning.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
-import warnings
-from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp", "tensor")
+from tnl_jax.partitioning import LOGICAL_AXIS_RULES, MESH_AXES, mesh_axes, spec_for
 
-LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("mlp", "tensor"),
-    ("layers", None),
-    ("seq", None),
-)
-
+__all__ = ["LOGICAL_AXIS_RULES", "MESH_AXES", "batch_sharding", "check_batch", "global_batch",
+           "make_mesh", "maybe_initialize_distributed", "mesh_shape", "param_shardings",
+           "process_rows", "replicated", "spec_for"]
 
 DISTRIBUTED_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
@@ -64,50 +60,31 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
-def mesh_shape(data: int, fsdp: int, tensor: int, device_count: int) -> tuple[int, int, int]:
-    """Axis sizes with one -1 resolved to the devices left; their product must be all devices."""
-    sizes = [data, fsdp, tensor]
+def mesh_shape(data: int, fsdp: int, context: int, tensor: int,
+               device_count: int) -> tuple[int, ...]:
+    """Axis sizes (in ``MESH_AXES`` order) with one -1 resolved to the devices left;
+    their product must be all devices."""
+    sizes = [data, fsdp, context, tensor]
+    named = lambda: dict(zip(MESH_AXES, sizes))
     if sizes.count(-1) > 1:
-        raise ValueError(f"mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+        raise ValueError(f"mesh: at most one axis may be -1, got {named()}")
+    if any(s < 1 and s != -1 for s in sizes):
+        raise ValueError(f"mesh: axis sizes must be positive or -1, got {named()}")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if device_count % known:
-            raise ValueError(f"mesh: {device_count} devices do not split into "
-                             f"{dict(zip(MESH_AXES, sizes))}")
+            raise ValueError(f"mesh: {device_count} devices do not split into {named()}")
         sizes[sizes.index(-1)] = device_count // known
     if math.prod(sizes) != device_count:
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
-                         f"have {device_count}")
+        raise ValueError(f"mesh {named()} needs {math.prod(sizes)} devices, have {device_count}")
     return tuple(sizes)
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> Mesh:
-    """A mesh over every device of every process (GSPMD-style `Auto` axes)."""
-    shape = mesh_shape(data, fsdp, tensor, jax.device_count())
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
-
-
-def _mesh_axes_of(logical: str | None) -> Any:
-    if logical is None:
-        return None
-    for name, mesh_axes in LOGICAL_AXIS_RULES:
-        if name == logical:
-            return mesh_axes
-    raise ValueError(f"logical axis {logical!r} has no rule in LOGICAL_AXIS_RULES")
-
-
-def spec_for(logical: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh) -> P:
-    """The mesh PartitionSpec of an array with these logical axis names."""
-    out = []
-    for name, size in zip(logical, shape):
-        axes = _mesh_axes_of(name)
-        parts = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
-        if axes is not None and size % parts:
-            warnings.warn(f"dimension '{name}' of size {size} is not divisible by mesh axes "
-                          f"{axes} ({parts}); replicating it")
-            axes = None
-        out.append(axes)
-    return P(*out)
+def make_mesh(data: int = -1, fsdp: int = 1, context: int = 1, tensor: int = 1) -> Mesh:
+    """A mesh over every device of every process (GSPMD-style ``Auto`` axes)."""
+    shape = mesh_shape(data, fsdp, context, tensor, jax.device_count())
+    return jax.make_mesh(shape, MESH_AXES,
+                         axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
 def param_shardings(params: nnx.State, mesh: Mesh) -> nnx.State:
@@ -117,16 +94,56 @@ def param_shardings(params: nnx.State, mesh: Mesh) -> nnx.State:
                         logical, params)
 
 
+def _entry(axes: tuple[str, ...]):
+    return None if not axes else axes[0] if len(axes) == 1 else axes
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Rows over the data-parallel axes; the sequence stays whole on each device."""
-    return NamedSharding(mesh, P(_mesh_axes_of("batch"), None))
+    """A batch array ``(B, T)``: rows over the ``batch`` axes (data, fsdp), the sequence
+    over the ``seq`` axis (context)."""
+    return NamedSharding(mesh, P(_entry(mesh_axes("batch")), _entry(mesh_axes("seq"))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """This process's rows -> one global array per key, split over the batch axes."""
+@functools.lru_cache(maxsize=None)
+def process_rows(mesh: Mesh) -> tuple[int, int]:
+    """``(index, count)``: this process loads row group ``index`` of ``count``, a
+    ``1/count`` share of the global batch (``count`` is the process count when the
+    processes split the rows; processes that hold the same rows, the sequence being
+    split over ``context`` across them, share a group and load the same rows)."""
     sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+    shape = tuple(math.prod(mesh.shape[a] for a in mesh_axes(name)) for name in ("batch", "seq"))
+    rows: dict[int, set[int]] = {}
+    for device, index in sharding.devices_indices_map(shape).items():
+        rows.setdefault(device.process_index, set()).update(range(shape[0])[index[0]])
+    groups = sorted({tuple(sorted(r)) for r in rows.values()})
+    if sum(len(g) for g in groups) != shape[0]:
+        raise ValueError(f"mesh {dict(mesh.shape)}: processes hold overlapping row sets "
+                         f"{groups}; give data x fsdp a multiple of the process count")
+    return groups.index(tuple(sorted(rows[jax.process_index()]))), len(groups)
+
+
+def check_batch(batch_size: int, seq_len: int, grad_accum: int, mesh: Mesh) -> None:
+    """A ``ValueError`` naming the setting unless the mesh splits the batch evenly."""
+    rows = math.prod(mesh.shape[a] for a in mesh_axes("batch"))
+    seq = math.prod(mesh.shape[a] for a in mesh_axes("seq"))
+    groups = process_rows(mesh)[1]
+    if batch_size % rows:
+        raise ValueError(f"batch_size={batch_size} must divide by mesh.data x mesh.fsdp ({rows})")
+    if seq_len % seq:
+        raise ValueError(f"seq_len={seq_len} must divide by mesh.context ({seq})")
+    if batch_size % (groups * grad_accum):
+        raise ValueError(f"batch_size={batch_size} must divide by the processes' row groups "
+                         f"x grad_accum ({groups} x {grad_accum})")
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """This process's rows (whole sequences) -> one global array per key, rows split
+    over the batch axes and sequences over the context axis."""
+    sharding, count = batch_sharding(mesh), process_rows(mesh)[1]
+    return {k: jax.make_array_from_process_local_data(
+                sharding, v, (v.shape[0] * count, *v.shape[1:]))
+            for k, v in local.items()}
