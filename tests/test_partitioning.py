@@ -56,12 +56,14 @@ def test_under_a_mesh_the_op_is_split_as_the_rules_say():
 
 
 def test_a_one_device_mesh_changes_nothing():
-    layer = DecoderLayer(4, 32, 64, use_lrpe=True, decay=jnp.full((4,), 0.1),
-                         rngs=nnx.Rngs(0))
+    """Created and called under a mesh, a layer holds and computes what it does without."""
+    make = lambda: DecoderLayer(4, 32, 64, use_lrpe=True, decay=jnp.full((4,), 0.1),
+                                rngs=nnx.Rngs(0))
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 32)), jnp.float32)
     mesh = jax.make_mesh((1, 1, 1, 1), MESH_AXES,
                          axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
     with jax.set_mesh(mesh):
+        layer = make()
         assert op_shard_axes((2, 8, 4, 16)) == ShardAxes()
-        under_mesh = jax.jit(lambda x: layer(x))(x)
-    np.testing.assert_allclose(under_mesh, layer(x), rtol=1e-6, atol=1e-6)
+        under_mesh = nnx.jit(lambda layer, x: layer(x))(layer, x)
+    np.testing.assert_allclose(under_mesh, make()(x), rtol=1e-6, atol=1e-6)

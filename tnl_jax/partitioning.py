@@ -100,12 +100,19 @@ def _auto_mesh():
 
 def constrain(x: jax.Array, logical: Logical) -> jax.Array:
     """``x`` constrained to the sharding of its logical axes on the current mesh; ``x``
-    itself when no mesh is set."""
+    itself when no mesh is set. A concrete ``x`` (a parameter created under the mesh)
+    is placed so."""
     mesh = _auto_mesh()
     if mesh is None:
         return x
     spec = spec_for(logical, x.shape, mesh, usable=mesh.auto_axes, warn=False)
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    sharding = NamedSharding(mesh, spec)
+    if not isinstance(x, jax.core.Tracer):  # The abstract mesh's devices: known in jit.
+        return _placed(x, sharding)
+    return jax.lax.with_sharding_constraint(x, sharding)
+
+
+_placed = jax.jit(jax.lax.with_sharding_constraint, static_argnums=1)
 
 
 def split_axes(logical: Logical, shape: tuple[int, ...]) -> tuple[tuple[str, ...], ...] | None:
