@@ -3,6 +3,7 @@ Attention op, training, checkpoints and generation.
 
     tnl_jax.model        the blocks (SRMSNorm, NormLinearAttention, SGLU, DecoderLayer,
                          SoftmaxAttention, Lrpe) and the language model
+    tnl_jax.partitioning mesh axes and logical-axis rules, for weights and activations
     tnl_jax.data         documents in, packed batches out (Grain)
     tnl_jax.training     the training loop and what it needs
     tnl_jax.checkpoints  Hugging Face and converted formats; one loader for any directory

@@ -4,7 +4,8 @@
     loop.py             main(cfg): set up, step, evaluate, save, report
     steps.py            the jitted train step (gradient accumulation) and eval step
     optim.py            AdamW, schedule, weight-decay mask
-    sharding.py         the device mesh and logical-axis rules
+    sharding.py         the device mesh, parameter and batch placement, multi-process
+                        start (the logical-axis rules: tnl_jax/partitioning.py)
     metrics.py          metrics.jsonl, MFU, peak memory, loss plot
     run_checkpoints.py  Orbax checkpoints of a run (state, data position, config)
 """
