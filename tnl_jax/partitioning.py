@@ -23,8 +23,8 @@ long as ``data × fsdp`` is a multiple of the hosts.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
 import warnings
+from typing import Any, Iterable
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
