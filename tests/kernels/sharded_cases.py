@@ -26,9 +26,8 @@ COLLECTIVE = re.compile(r"= (.*?) (all-gather|all-reduce|reduce-scatter|all-to-a
 
 # (name, mesh shape, q's spec over (batch, seq, heads), mode, options)
 CASES = [
-    ("auto batch", (2, 2, 2), ("data", None, None), "auto", {}),
-    ("auto seq", (2, 2, 2), (None, "ctx", None), "auto", {}),
-    ("auto all three", (2, 2, 2), ("data", "ctx", "tensor"), "auto", {"decay_grad": False}),
+    ("auto seq", (2, 2, 2), (None, "ctx", None), "auto", {"decay_grad": False}),
+    ("auto all three", (2, 2, 2), ("data", "ctx", "tensor"), "auto", {}),
     ("auto seq over 4", (2, 2, 2), (None, ("data", "ctx"), None), "auto", {}),
     ("plain jit, no mesh set", (2, 2, 2), ("data", "ctx", "tensor"), "jit", {}),
     ("explicit batch and heads", (2, 2, 2), (("data", "ctx"), None, "tensor"), "explicit", {}),
@@ -37,7 +36,8 @@ CASES = [
     ("shard_map all three", (2, 2, 2), ("data", "ctx", "tensor"), "shard_map", {}),
     ("shard_map seq over 8", (2, 2, 2), (None, ("data", "ctx", "tensor"), None), "shard_map",
      {"decay_grad": False}),
-    ("shard_axes all three", (2, 2, 2), ("data", "ctx", "tensor"), "shard_axes", {}),
+    ("shard_axes all three", (2, 2, 2), ("data", "ctx", "tensor"), "shard_axes",
+     {"decay_grad": False}),
     ("shard_axes seq, no segments or state", (2, 2, 2), (None, "ctx", None), "shard_axes",
      {"segments": False, "initial_state": False}),
     ("explicit seq bf16", (2, 2, 2), ("data", "ctx", "tensor"), "explicit",
