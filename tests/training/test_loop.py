@@ -15,8 +15,9 @@ def test_run_logs_metrics_plot_and_sample(tiny_run):
     records = [json.loads(l) for l in (tiny_run.dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 5))
     for r in records[1:]:
-        assert {"loss", "grad_norm", "lr", "tokens_per_s", "mfu"} <= set(r)
-        assert r["tokens_per_s"] > 0 and 0 < r["mfu"] and np.isfinite(r["grad_norm"])
+        assert {"loss", "grad_norm", "lr", "tokens_per_s"} <= set(r)
+        assert r["tokens_per_s"] > 0 and np.isfinite(r["grad_norm"])
+        assert "mfu" not in r  # a CPU has no peak to quote MFU against
     assert "eval_loss" in records[1] and "eval_loss" in records[3]
     assert records[-1]["loss"] < records[0]["loss"] and tiny_run.record["step"] == 4
     assert (tiny_run.dir / "loss.png").stat().st_size > 1000

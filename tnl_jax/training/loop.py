@@ -25,7 +25,7 @@ from tqdm import tqdm
 from tnl_jax import data
 from tnl_jax.checkpoints import loader
 from tnl_jax.generation import generate
-from tnl_jax.model.counting import count_flops_per_token
+from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.model.language_model import create_model
 from tnl_jax.tokenizers import TOKENIZER_FILES, get_tokenizer
 from tnl_jax.training import config as train_config
@@ -139,6 +139,25 @@ class Trainer:
                                             out_shardings=sharding.replicated(mesh)), mesh)
 
 
+def describe(cfg: TrainConfig, mesh) -> str:
+    """What a run is about to do, printed before anything compiles."""
+    device = jax.devices()[0]
+    peak = metrics.peak_flops_per_device(device)
+    flops = count_flops_per_token(cfg.model, cfg.seq_len)
+    return "\n".join([
+        f"model: {count_params(cfg.model) / 1e6:.1f}M parameters, {cfg.model.decoder_layers} "
+        f"layers of width {cfg.model.decoder_embed_dim}, {flops / 1e9:.2f} GFLOP per token "
+        f"trained, compute {cfg.model.dtype}",
+        f"devices: {jax.device_count()} x {device.device_kind} in {jax.process_count()} "
+        f"process(es); mesh {dict(mesh.shape)}; "
+        + (f"MFU against {peak / 1e12:.0f} TFLOP/s bf16 per device" if peak else
+           f"no MFU (no known peak for a {device.platform} device)"),
+        f"steps: {cfg.steps} of {cfg.batch_size} rows x {cfg.seq_len} tokens = "
+        f"{cfg.batch_size * cfg.seq_len:,} tokens (grad_accum {cfg.grad_accum})",
+        f"data: {cfg.data} (tokenizer {cfg.tokenizer}, vocabulary {cfg.model.vocab_size}); "
+        f"held out: {cfg.eval_batches} batch(es) of {cfg.eval_data or cfg.data}"])
+
+
 def main(cfg: TrainConfig) -> dict[str, Any]:
     """Trains as `cfg` says; returns the last record (with `eval_loss`) for callers and tests."""
     sharding.maybe_initialize_distributed()
@@ -147,6 +166,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.context, cfg.mesh.tensor)
     sharding.check_batch(cfg.batch_size, cfg.seq_len, cfg.grad_accum, mesh)
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.model)
+    if is_main:
+        print(describe(cfg, mesh), flush=True)
     train_iter, eval_set = data_iterators(cfg, tokenizer, mesh)
     trainer = Trainer(cfg, mesh)
     checkpoints = RunCheckpoints(run_dir, cfg.keep_checkpoints)
@@ -172,47 +193,66 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
 def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter, eval_set,
                checkpoints: RunCheckpoints, log: metrics.MetricsLog):
     """Steps from `start` to `cfg.steps` (or to a SIGTERM): log, evaluate, save.
-    Returns the state and the last record."""
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    flops_per_token = count_flops_per_token(cfg.model, cfg.seq_len)
+    Returns the state and the last record.
+
+    The host never waits for the step it just launched: a step's metrics are read
+    after the next step is queued (and its batch prepared), so the device always has
+    work. Only a step that is evaluated, saved or last is read at once, so that no
+    checkpoint is written before its loss is known to be finite.
+    """
+    throughput = metrics.Throughput(cfg.batch_size * cfg.seq_len,
+                                    count_flops_per_token(cfg.model, cfg.seq_len))
     stop = StopRequest()
     progress = tqdm(total=cfg.steps, initial=start, disable=jax.process_index() != 0,
                     dynamic_ncols=True)
     record: dict[str, Any] = {}
-    last_time, last_step = None, start
+    pending = None  # (step, its metrics on the device), not read yet
     config_dict = train_config.to_dict(cfg)
+
+    def read(step: int, stats, write: bool = True) -> dict[str, Any]:
+        record = {"step": step, **_host_stats(stats), **throughput.update(step)}
+        _check_finite(record, step, cfg.run_dir, checkpoints)
+        if write and (step % cfg.log_every == 0 or step == cfg.steps):
+            log.write(record)
+        progress.update(step - progress.n)
+        progress.set_postfix(loss=f"{record['loss']:.3f}",
+                             tok_s=f"{record.get('tokens_per_s', 0):.0f}")
+        return record
+
     try:
         for step in range(start + 1, cfg.steps + 1):
-            state, stats = trainer.train_step(state, sharding.global_batch(next(train_iter),
-                                                                           trainer.mesh))
-            record = {"step": step, **_host_stats(stats)}
-            if not math.isfinite(record["loss"]):
-                raise NonFiniteLoss(
-                    f"non-finite loss ({record['loss']}) at step {step}; stopping. The last good "
-                    f"checkpoint (step {checkpoints.latest_step()}) in {cfg.run_dir} is kept.")
-            now = time.perf_counter()
-            if last_time is not None:  # The first step of a process includes compilation.
-                rate = (step - last_step) * tokens_per_step / (now - last_time)
-                record.update(tokens_per_s=rate,
-                              mfu=metrics.mfu(rate, flops_per_token, jax.device_count()))
-            last_time, last_step = now, step
-            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            batch = sharding.global_batch(next(train_iter), trainer.mesh)
+            state, stats = trainer.train_step(state, batch)
+            if pending is not None:
+                record = read(*pending)
+            pending = (step, stats)
+            evaluate_now = cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps)
+            save_now = step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.requested
+            if not (evaluate_now or save_now):
+                continue
+            record, pending = read(*pending, write=not evaluate_now), None
+            if evaluate_now:
                 record.update(evaluate(trainer.eval_step, state["params"], eval_set,
                                        trainer.mesh))
-                last_time = time.perf_counter()  # Evaluation time is not training throughput.
-            if step % cfg.log_every == 0 or "eval_loss" in record or step == cfg.steps:
                 log.write(record)
-            progress.update(1)
-            progress.set_postfix(loss=f"{record['loss']:.3f}",
-                                 tok_s=f"{record.get('tokens_per_s', 0):.0f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.requested:
+            if save_now:
                 checkpoints.save(step, state, train_iter, config_dict)
+            throughput.pause()  # Evaluation and saving are not training throughput.
             if stop.requested:
                 print(f"SIGTERM: saved step {step} to {cfg.run_dir}, exiting")
                 break
     finally:
         progress.close()
     return state, record
+
+
+def _check_finite(record: dict[str, Any], step: int, run_dir: str,
+                  checkpoints: RunCheckpoints) -> None:
+    bad = [f"{k} ({record[k]})" for k in ("loss", "grad_norm") if not math.isfinite(record[k])]
+    if bad:
+        raise NonFiniteLoss(
+            f"non-finite {' and '.join(bad)} at step {step}; stopping. The last good "
+            f"checkpoint (step {checkpoints.latest_step()}) in {run_dir} is kept.")
 
 
 def report(cfg: TrainConfig, run_dir: Path, trainer: Trainer, params, tokenizer,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,14 @@ PEAK_FLOPS_BF16 = {
     "A10": 125e12,
     "V100": 125e12,
 }
-# CPU has no meaningful single peak; this nominal 100 GFLOP/s per device keeps MFU
-# defined (and comparable between CPU runs) without claiming to be a measurement.
-NOMINAL_CPU_FLOPS = 100e9
 
 
 def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
-    """The table's peak for this kind of device; None for an accelerator not in it."""
+    """The table's bf16 peak for this kind of device; None for a device not in it
+    (every CPU: no single peak to quote), and then no MFU is reported."""
     device = device or jax.devices()[0]
     if device.platform == "cpu":
-        return NOMINAL_CPU_FLOPS
+        return None
     for name, flops in PEAK_FLOPS_BF16.items():
         if name.lower() in device.device_kind.lower():
             return flops
@@ -38,6 +37,31 @@ def mfu(tokens_per_s: float, flops_per_token: float, device_count: int) -> float
     """Model FLOPs utilisation: achieved training FLOP/s over the devices' peak."""
     peak = peak_flops_per_device()
     return None if peak is None else tokens_per_s * flops_per_token / (peak * device_count)
+
+
+class Throughput:
+    """Tokens/s and MFU between successive reads of the step counter (the first read
+    of a process includes compilation and gives nothing)."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float):
+        self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+        self.last: tuple[int, float] | None = None
+
+    def update(self, step: int) -> dict[str, float]:
+        now = time.perf_counter()
+        out: dict[str, float] = {}
+        if self.last is not None and step > self.last[0]:
+            rate = (step - self.last[0]) * self.tokens_per_step / (now - self.last[1])
+            out["tokens_per_s"] = rate
+            utilisation = mfu(rate, self.flops_per_token, jax.device_count())
+            if utilisation is not None:
+                out["mfu"] = utilisation
+        self.last = (step, now)
+        return out
+
+    def pause(self) -> None:
+        """Time from here to the next read (evaluation, a checkpoint) is not counted."""
+        self.last = None if self.last is None else (self.last[0], time.perf_counter())
 
 
 def peak_memory_bytes() -> int | None:
