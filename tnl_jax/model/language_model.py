@@ -20,12 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tnl_jax.model.config import REMAT_POLICIES, ModelConfig
+from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.decay import layer_decays
 from tnl_jax.model.decoder_layer import DecoderLayer
 from tnl_jax.model.norms import SRMSNorm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
+from tnl_jax.model.remat import REMAT_POLICIES
 from tnl_jax.partitioning import ACTIVATION, constrain
 
 # The logits (B, T, V) under a mesh: rows and sequence like the residual stream, the
@@ -81,8 +82,8 @@ class LayerStack(nnx.Module):
         def body(layer: DecoderLayer, x):
             return layer(x, segment_ids, positions)
 
-        if self.remat:
-            body = nnx.remat(body, policy=self.remat_policy)
+        if self.remat:  # Per layer: the scan's body. Under scan, CSE cannot undo it.
+            body = nnx.remat(body, policy=self.remat_policy, prevent_cse=False)
         return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.layers, x)
 
     def prefill(self, x, segment_ids, positions, cache_size: int):
