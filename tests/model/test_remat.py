@@ -2,7 +2,6 @@
 applied per decoder layer (inside the layers' scan); a bad name names the nearest."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from flax import nnx
 

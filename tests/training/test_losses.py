@@ -1,7 +1,6 @@
 """The chunked loss against the loss of all logits at once: the same per-token losses,
 top-1 hits and gradients (ragged chunks, loss masks, a model's own head), less memory,
 and no gathers under a mesh."""
-import re
 import subprocess
 import sys
 import textwrap

@@ -3,10 +3,10 @@ layers, final SRMSNorm, head (tied to the embedding unless ``tie_word_embeddings
 is false). One class serves TNL, the softmax baseline and the hybrid: the layers are
 grouped into runs of one kind (``ModelConfig.layer_kinds``), each run a stack whose
 parameters carry a leading ``'layers'`` axis, created with ``nnx.vmap`` and run with
-``nnx.scan`` (optionally rematerialised), so compile time does not grow with depth.
-Each layer's fixed decay rates are stacked the same way (a ``FixedDecay`` variable
-per layer, different in every layer). Published TNL: a run of one LRPE layer
-(layer 0), then a run of ``L − 1`` layers.
+``nnx.scan`` (optionally rematerialised per layer: ``remat.py``), so compile time
+does not grow with depth. Each layer's fixed decay rates are stacked the same way (a
+``FixedDecay`` variable per layer, different in every layer). Published TNL: a run of
+one LRPE layer (layer 0), then a run of ``L − 1`` layers.
 
 ``ModelConfig`` is read here only: the blocks themselves take plain keyword arguments.
 """
