@@ -35,16 +35,33 @@ def test_every_policy_gives_the_loss_and_gradients_of_none(small_model, rng):
             assert rel_err(g, ref) <= 1e-4, remat
 
 
+def sub_jaxprs(eqn):
+    """The jaxprs inside an equation's parameters (scan bodies, jit calls, ...)."""
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, jax.extend.core.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jax.extend.core.Jaxpr):
+                yield item
+
+
+def scan_bodies(jaxpr):
+    for eqn in jaxpr.eqns:
+        for inner in sub_jaxprs(eqn):
+            if eqn.primitive.name == "scan":
+                yield inner
+            else:
+                yield from scan_bodies(inner)
+
+
 def test_remat_is_per_layer_and_op_io_names_the_op(small_model):
     """Each layer stack's scan body is one rematerialised layer; under ``op_io`` the
     attention op's inputs and output are the names its policy keeps."""
     model = small_model(0, remat="op_io", **LAYERS)
     ids = jnp.zeros((1, 8), jnp.int32)
-    jaxpr = jax.make_jaxpr(lambda m: m(ids))(model)
-    scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
-    assert len(scans) == len(model.stacks)
-    for scan in scans:
-        body = scan.params["jaxpr"].jaxpr
+    bodies = list(scan_bodies(jax.make_jaxpr(lambda m: m(ids))(model).jaxpr))
+    assert len(bodies) == len(model.stacks)
+    for body in bodies:
         remats = [e for e in body.eqns if e.primitive.name in ("checkpoint", "remat2")]
         assert len(remats) == 1, [e.primitive.name for e in body.eqns]
         assert remats[0].params["policy"] is REMAT_POLICIES["op_io"]
