@@ -124,3 +124,13 @@ def split_axes(logical: Logical, shape: tuple[int, ...]) -> tuple[tuple[str, ...
     spec = spec_for(logical, shape, mesh, usable=mesh.auto_axes, warn=False)
     entries = (() if e is None else (e,) if isinstance(e, str) else tuple(e) for e in spec)
     return tuple(tuple(a for a in axes if mesh.shape[a] > 1) for axes in entries)
+
+
+def shard_counts(logical: Logical, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Per dimension, into how many pieces the current mesh splits it (all 1 without a
+    mesh): e.g. the rows and sequence positions each device holds of an activation."""
+    axes = split_axes(logical, shape)
+    if axes is None:
+        return (1,) * len(shape)
+    mesh = jax.sharding.get_abstract_mesh()
+    return tuple(math.prod(mesh.shape[a] for a in dim) for dim in axes)

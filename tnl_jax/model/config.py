@@ -8,25 +8,16 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import yaml
 
 from pallas_kernels import BACKENDS
 from tnl_jax import presets
-from tnl_jax.config_keys import unknown_key_error
+from tnl_jax.config_keys import nearest, unknown_key_error
+from tnl_jax.model.remat import REMAT_POLICIES
 
 ARCHITECTURES = ("tnl", "softmax", "hybrid")
 ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
-# What the scanned layer stacks save for the backward pass (``remat``); "none" saves all.
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "checkpoint_dots": jax.checkpoint_policies.checkpoint_dots,
-    "checkpoint_dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +89,9 @@ class ModelConfig:
             fail(f"attention_backend={self.attention_backend!r}, expected one of "
                  f"{ATTENTION_BACKENDS}")
         if self.remat not in REMAT_POLICIES:
-            fail(f"remat={self.remat!r}, expected one of {tuple(REMAT_POLICIES)}")
+            fail(f"remat={self.remat!r} is not a remat policy (nearest: "
+                 f"{nearest(str(self.remat), REMAT_POLICIES)!r}; expected one of "
+                 f"{tuple(REMAT_POLICIES)}; see tnl_jax/model/remat.py)")
         if self.decay_learnable and not self.use_decay:
             fail("decay_learnable=True needs use_decay=True")
         for name in ("dtype", "param_dtype"):

@@ -3,10 +3,10 @@ layers, final SRMSNorm, head (tied to the embedding unless ``tie_word_embeddings
 is false). One class serves TNL, the softmax baseline and the hybrid: the layers are
 grouped into runs of one kind (``ModelConfig.layer_kinds``), each run a stack whose
 parameters carry a leading ``'layers'`` axis, created with ``nnx.vmap`` and run with
-``nnx.scan`` (optionally rematerialised), so compile time does not grow with depth.
-Each layer's fixed decay rates are stacked the same way (a ``FixedDecay`` variable
-per layer, different in every layer). Published TNL: a run of one LRPE layer
-(layer 0), then a run of ``L − 1`` layers.
+``nnx.scan`` (optionally rematerialised per layer: ``remat.py``), so compile time
+does not grow with depth. Each layer's fixed decay rates are stacked the same way (a
+``FixedDecay`` variable per layer, different in every layer). Published TNL: a run of
+one LRPE layer (layer 0), then a run of ``L − 1`` layers.
 
 ``ModelConfig`` is read here only: the blocks themselves take plain keyword arguments.
 """
@@ -20,13 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tnl_jax.model.config import REMAT_POLICIES, ModelConfig
+from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.decay import layer_decays
 from tnl_jax.model.decoder_layer import DecoderLayer
 from tnl_jax.model.norms import SRMSNorm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
+from tnl_jax.model.remat import REMAT_POLICIES
 from tnl_jax.partitioning import ACTIVATION, constrain
+
+# The logits (B, T, V) under a mesh: rows and sequence like the residual stream, the
+# vocabulary over `tensor` like the head's weight.
+LOGITS = ("batch", "seq", "vocab")
 
 
 def layer_runs(kinds: list[str]) -> list[tuple[str, int, int]]:
@@ -77,8 +82,8 @@ class LayerStack(nnx.Module):
         def body(layer: DecoderLayer, x):
             return layer(x, segment_ids, positions)
 
-        if self.remat:
-            body = nnx.remat(body, policy=self.remat_policy)
+        if self.remat:  # Per layer: the scan's body. Under scan, CSE cannot undo it.
+            body = nnx.remat(body, policy=self.remat_policy, prevent_cse=False)
         return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.layers, x)
 
     def prefill(self, x, segment_ids, positions, cache_size: int):
@@ -103,6 +108,8 @@ class LanguageModel(nnx.Module):
     inside each segment. Positions and segment ids stay global ``(B, T)`` arrays, so
     they are right however a mesh (``jax.set_mesh``) splits the rows and the sequence;
     under one the activations are split by ``tnl_jax.partitioning``'s rules.
+    ``hidden_states`` and ``logits`` are its two halves (the training loss calls them
+    apart, to make the logits a chunk of tokens at a time).
     """
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
@@ -135,26 +142,34 @@ class LanguageModel(nnx.Module):
         return jnp.take(table, input_ids, axis=0).astype(self.cfg.compute_dtype) * self.embed_scale
 
     def logits(self, x: jax.Array) -> jax.Array:
-        """Final norm and head; float32 logits."""
-        x = self.final_norm(x)
-        dtype = self.cfg.compute_dtype
-        if self.lm_head is None:
-            return jnp.einsum("...d,vd->...v", x, self.embed_tokens[...].astype(dtype),
-                              preferred_element_type=jnp.float32)
-        return jnp.einsum("...d,dv->...v", x, self.lm_head[...].astype(dtype),
-                          preferred_element_type=jnp.float32)
+        """The head: final norm, then the output projection (the embedding when tied);
+        float32 logits. ``x (..., d)``: ``hidden_states``'s, a chunk of its tokens (how
+        the training loss avoids holding every token's logits) or one position's;
+        ``(B, T, d)`` gives ``(B, T, V)``, split as ``LOGITS`` under a mesh."""
+        weight, spec = ((self.embed_tokens, "...d,vd->...v") if self.lm_head is None
+                        else (self.lm_head, "...d,dv->...v"))
+        out = jnp.einsum(spec, self.final_norm(x), weight[...].astype(self.cfg.compute_dtype),
+                         preferred_element_type=jnp.float32)
+        return constrain(out, LOGITS) if out.ndim == len(LOGITS) else out
 
     def _inputs(self, input_ids, segment_ids, positions):
         if positions is None:
             positions = default_positions(*input_ids.shape, segment_ids)
         return constrain(self.embed(input_ids), ACTIVATION), positions
 
-    def __call__(self, input_ids: jax.Array, segment_ids: jax.Array | None = None,
-                 positions: jax.Array | None = None) -> jax.Array:
+    def hidden_states(self, input_ids: jax.Array, segment_ids: jax.Array | None = None,
+                      positions: jax.Array | None = None) -> jax.Array:
+        """The last layer's output ``(B, T, d)`` in the compute dtype, before the final
+        norm and head (``logits``): the training loss makes logits from it a chunk of
+        tokens at a time. Arguments as for ``__call__``."""
         x, positions = self._inputs(input_ids, segment_ids, positions)
         for stack in self.stacks:
             x = stack(x, segment_ids, positions)
-        return constrain(self.logits(x), ("batch", "seq", "vocab"))
+        return x
+
+    def __call__(self, input_ids: jax.Array, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None) -> jax.Array:
+        return self.logits(self.hidden_states(input_ids, segment_ids, positions))
 
     def prefill(self, input_ids: jax.Array, segment_ids: jax.Array | None,
                 positions: jax.Array | None, cache_size: int):

@@ -20,6 +20,7 @@ from flax import nnx
 
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
+from tnl_jax.model.remat import name_op_inputs, name_op_output
 from tnl_jax.partitioning import constrain
 
 
@@ -77,13 +78,14 @@ class SoftmaxAttention(nnx.Module):
         query_seq = "seq" if implementation == "xla" else None  # See the module docstring.
         q = constrain(q, ("batch", query_seq, "heads", None))
         k, v = (constrain(t, ("batch", None, "heads", None)) for t in (k, v))
+        q, k, v = name_op_inputs(q, k, v)
         mask = None
         if segment_ids is not None:
             mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
             mask = constrain(mask, ("batch", None, query_seq, None))
         o = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
                                          implementation=implementation)
-        y = self._output(o)
+        y = self._output(name_op_output(o))
         if cache_size is None:
             return y
         pad = ((0, 0), (0, cache_size - x.shape[1]), (0, 0), (0, 0))

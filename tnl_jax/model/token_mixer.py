@@ -21,6 +21,7 @@ from tnl_jax.model.lrpe import Lrpe
 from tnl_jax.model.norms import srms_norm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
+from tnl_jax.model.remat import name_op_inputs, name_op_output
 from tnl_jax.partitioning import split_axes
 
 
@@ -117,10 +118,11 @@ class NormLinearAttention(nnx.Module):
         if positions is None and self.lrpe is not None:
             positions = default_positions(x.shape[0], x.shape[1], segment_ids)
         q, k, v, u = self._project(x, positions)
+        q, k, v = name_op_inputs(q, k, v)
         o, state = lightning_attention(q, k, v, self.decay_rates(), segment_ids=segment_ids,
                                        return_final_state=True, chunk_size=self.chunk_size,
                                        backend=self.backend, shard_axes=op_shard_axes(q.shape))
-        y = self._output(o, u)
+        y = self._output(name_op_output(o), u)
         return (y, state) if return_state else y
 
     def step(self, x: jax.Array, state: jax.Array, positions: jax.Array | None = None):

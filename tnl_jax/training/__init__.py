@@ -3,6 +3,7 @@
     config.py           TrainConfig: presets, typed `key=value` overrides
     loop.py             main(cfg): set up, step, evaluate, save, report
     steps.py            the jitted train step (gradient accumulation) and eval step
+    losses.py           cross entropy a chunk of tokens at a time (the logits never whole)
     optim.py            AdamW, schedule, weight-decay mask
     sharding.py         the device mesh, parameter and batch placement, multi-process
                         start (the logical-axis rules: tnl_jax/partitioning.py)

@@ -49,6 +49,11 @@ class TrainConfig:
     batch_size: int = 16
     seq_len: int = 256
     grad_accum: int = 1
+    # Tokens per chunk of the loss on each device (training/losses.py): the logits
+    # (tokens x vocab, float32) are made a chunk at a time and recomputed in the
+    # backward. 0: all at once; -1: 4096-token chunks when a device's logits would
+    # pass 1 GiB, else all at once.
+    loss_chunk_tokens: int = -1
     # Data: "stdlib", "mqar", or a glob of .txt/.py/... text, .npy token streams, .array_record.
     data: str = "stdlib"
     eval_data: str | None = None

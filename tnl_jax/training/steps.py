@@ -1,5 +1,7 @@
 """The jitted computations of training: per-token losses, one optimizer step (with
-gradient accumulation), and held-out evaluation."""
+gradient accumulation), and held-out evaluation. ``loss_chunk_tokens`` sets how the
+loss makes its logits (``losses.cross_entropy``: -1 chunks them when they would be
+large, 0 makes them all at once)."""
 from __future__ import annotations
 
 import jax
@@ -7,21 +9,23 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from tnl_jax.training import losses as token_loss
 from tnl_jax.training import sharding
 
 
 def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
-                 batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """Per-token cross entropy (B, T) and whether the top prediction was right.
+                 batch: dict[str, jax.Array],
+                 loss_chunk_tokens: int = token_loss.AUTO) -> tuple[jax.Array, jax.Array]:
+    """Per-token cross entropy (B, T) and whether the top prediction was right, the
+    logits made ``loss_chunk_tokens`` tokens at a time (see ``losses.cross_entropy``).
 
     `rest` (the layers' fixed decays) is a constant of the step: its variables are
     copied here, so that they belong to this trace as NNX's transforms require.
     """
     model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
-    logits = model(batch["input_ids"], segment_ids=batch["segment_ids"],
-                   positions=batch["positions"])
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-    return losses, jnp.argmax(logits, -1) == batch["targets"]
+    hidden = model.hidden_states(batch["input_ids"], segment_ids=batch["segment_ids"],
+                                 positions=batch["positions"])
+    return token_loss.cross_entropy(model.logits, hidden, batch["targets"], loss_chunk_tokens)
 
 
 def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Array]:
@@ -32,11 +36,12 @@ def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Arra
 
 
 def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, grad_accum: int):
+                    schedule: optax.Schedule, grad_accum: int,
+                    loss_chunk_tokens: int = token_loss.AUTO):
     """One optimizer step on a global batch, its gradient summed over `grad_accum` parts."""
 
     def loss_sum(params, batch):
-        losses, _ = token_losses(graphdef, params, rest, batch)
+        losses, _ = token_losses(graphdef, params, rest, batch, loss_chunk_tokens)
         return jnp.sum(losses * batch["loss_mask"]), jnp.sum(batch["loss_mask"])
 
     def step(state, batch):
@@ -64,9 +69,9 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
     return step
 
 
-def make_eval_step(graphdef, rest):
+def make_eval_step(graphdef, rest, loss_chunk_tokens: int = token_loss.AUTO):
     def evaluate(params, batch):
-        losses, correct = token_losses(graphdef, params, rest, batch)
+        losses, correct = token_losses(graphdef, params, rest, batch, loss_chunk_tokens)
         mask = batch["loss_mask"]
         return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
                 "count": jnp.sum(mask)}

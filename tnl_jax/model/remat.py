@@ -1,0 +1,60 @@
+"""What each decoder layer keeps for the backward pass: ``ModelConfig.remat``, by name.
+
+Under a policy other than ``none`` every layer (one step of the layer stacks'
+``nnx.scan``) is rematerialised: the backward recomputes what the policy did not keep,
+from the layer's input. Kept per token per layer (values in the compute dtype; width
+``d``, MLP width ``m = glu_dim``; an LRPE layer's ``q, k`` are ``2d`` wide, not ``d``):
+
+- ``none``: no recomputation, everything the backward reads: norms, projections,
+  gates, the MLP's products and the attention op's residuals (about ``20d`` measured
+  on the CPU's ``xla`` backend at ``d = 256, m = 704``; docs/DESIGN.md).
+- ``dots_saveable``: the input ``x`` and every matmul's output: ``q|k|v|u`` (``4d``),
+  the output projection (``d``), ``W₁, W₂`` (``2m``), ``W₃`` (``d``), plus the
+  attention's own products where XLA computes it (the ``xla`` backend's chunk
+  products; a softmax layer's ``T`` scores per head, quadratic, on the ``xla``
+  implementation). The Pallas op and cuDNN are not matmuls to XLA: their forward runs
+  again in the backward.
+- ``dots_with_no_batch_dims_saveable``: ``x`` and the projections' outputs only
+  (``7d + 2m``); the attention's internals (products with batch dimensions) are
+  recomputed.
+- ``op_io``: ``x`` and the attention op's inputs and output ``q, k, v, o`` (``5d``),
+  named with ``checkpoint_name`` (``ATTENTION_NAMES``). The backward recomputes
+  norms, projections and MLP (the ``q|k|v|u`` matmul too, for ``u``), but not the
+  op's output; with the Pallas kernels, whose backward reads only ``q, k, v`` (and
+  per-split states, recomputed when a row has several splits), the op's forward does
+  not run again. The ``xla`` backend recomputes its scan's intermediates.
+- ``full``: only ``x`` (``d``): the whole layer runs again in the backward (about a
+  third more compute for the layers).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jax.ad_checkpoint import checkpoint_name
+
+# Names of the attention op's inputs and output (linear and softmax layers alike).
+ATTENTION_Q, ATTENTION_K, ATTENTION_V, ATTENTION_OUT = (
+    "attention_q", "attention_k", "attention_v", "attention_out")
+ATTENTION_NAMES = (ATTENTION_Q, ATTENTION_K, ATTENTION_V, ATTENTION_OUT)
+
+
+def name_op_inputs(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, ...]:
+    """The attention op's inputs, named for ``op_io`` (identities outside a remat)."""
+    return tuple(checkpoint_name(x, name) for x, name in zip((q, k, v), ATTENTION_NAMES))
+
+
+def name_op_output(o: jax.Array) -> jax.Array:
+    """The attention op's output, named for ``op_io``."""
+    return checkpoint_name(o, ATTENTION_OUT)
+
+
+_policy = jax.checkpoint_policies
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,
+    "dots_saveable": _policy.dots_saveable,
+    "dots_with_no_batch_dims_saveable": _policy.dots_with_no_batch_dims_saveable,
+    "op_io": _policy.save_only_these_names(*ATTENTION_NAMES),
+    "full": _policy.nothing_saveable,
+}
+

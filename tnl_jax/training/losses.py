@@ -1,0 +1,112 @@
+"""Per-token cross entropy from the model's last hidden states, a chunk of tokens at a
+time, so that the ``(tokens, vocab)`` float32 logits never exist whole.
+
+At 32K tokens and a 64000-token vocabulary the logits are 8 GiB, and their gradient as
+much again. Here each chunk's logits are made (``logits_fn``: final norm and head),
+reduced to the chunk's per-token loss and top-1 hit, and dropped; ``jax.checkpoint``
+around the chunk makes the backward recompute them from the chunk's hidden states
+instead of keeping them. Memory for the head falls to one chunk's logits (and their
+gradient); the cost is the head's matmul once more in the backward. The per-token math
+is today's (``optax.softmax_cross_entropy_with_integer_labels`` on float32 logits), so
+the losses are the same and the gradients differ only by the order of the sums.
+
+Chunks are cut along the sequence inside each device's piece of it: ``(B, T, d)`` is
+viewed as ``(B, k, n, c, d)``, ``k`` the pieces the mesh cuts the sequence into
+(``context``; 1 without a mesh), and ``lax.scan`` walks the ``n`` axis, so a chunk is
+``c`` consecutive positions of every row in every piece: no device needs another's
+tokens, and the rows stay split as before. Each device holds about ``chunk_tokens``
+tokens of a chunk (at least one position of each of its rows); a sequence piece that
+``n`` does not divide is padded, and the padding's losses are dropped.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from tnl_jax.partitioning import ACTIVATION, constrain, shard_counts
+
+AUTO = -1  # ``loss_chunk_tokens``: chunked only where the whole logits would be large.
+UNCHUNKED = 0
+DEFAULT_CHUNK_TOKENS = 4096  # On one device: 1 GiB of float32 logits at a 64000 vocabulary.
+# AUTO keeps the plain loss up to this many logits per device (float32: 1 GiB), where
+# the chunks' scan would save little and cost a loop.
+AUTO_MAX_LOGITS = 2**28
+
+LogitsFn = Callable[[jax.Array], jax.Array]
+
+
+def chunk_tokens_for(setting: int, local_tokens: int, vocab: int) -> int:
+    """Tokens per chunk on each device for the ``loss_chunk_tokens`` setting (0:
+    unchunked), given the tokens each device holds and the vocabulary size."""
+    if setting == AUTO:
+        return UNCHUNKED if local_tokens * vocab <= AUTO_MAX_LOGITS else DEFAULT_CHUNK_TOKENS
+    if setting < 0:
+        raise ValueError(f"loss_chunk_tokens={setting}: expected a number of tokens per chunk, "
+                         f"0 (unchunked) or {AUTO} (chunked when the logits are large)")
+    return setting
+
+
+def plain_cross_entropy(logits_fn: LogitsFn, hidden: jax.Array,
+                        targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(losses, correct)`` of ``targets``'s shape: the loss of every token and whether
+    its top prediction was the target, from all logits at once."""
+    logits = logits_fn(hidden)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return losses, jnp.argmax(logits, -1) == targets
+
+
+def cross_entropy(logits_fn: LogitsFn, hidden: jax.Array, targets: jax.Array,
+                  chunk_tokens: int = AUTO) -> tuple[jax.Array, jax.Array]:
+    """``(losses (B, T) float32, correct (B, T) bool)`` for hidden states ``(B, T, d)``
+    and integer ``targets (B, T)``; ``logits_fn`` maps ``(B, c, d)`` to float32 logits
+    ``(B, c, V)``. ``chunk_tokens``: tokens per chunk on each device, 0 for all at once,
+    ``AUTO`` (-1) for ``DEFAULT_CHUNK_TOKENS`` when a device's logits would pass
+    ``AUTO_MAX_LOGITS``."""
+    if hidden.ndim != 3 or targets.shape != hidden.shape[:2]:
+        raise ValueError(f"hidden has shape {hidden.shape} and targets {targets.shape}: "
+                         "expected (B, T, d) and (B, T)")
+    rows, pieces = shard_counts(ACTIVATION, hidden.shape)[:2]
+    batch, seq, _ = hidden.shape
+    local_rows, piece = batch // rows, seq // pieces
+    vocab = jax.eval_shape(logits_fn, hidden[:, :1]).shape[-1]
+    chunk = chunk_tokens_for(chunk_tokens, local_rows * piece, vocab)
+    count = 1 if chunk == UNCHUNKED else min(math.ceil(local_rows * piece / chunk), piece)
+    if count == 1:
+        return plain_cross_entropy(logits_fn, hidden, targets)
+    length = math.ceil(piece / count)  # Positions of a piece per chunk.
+    count = math.ceil(piece / length)  # No chunk of padding alone.
+    return _scanned(logits_fn, hidden, targets, pieces, count, length)
+
+
+def _scanned(logits_fn: LogitsFn, hidden: jax.Array, targets: jax.Array, pieces: int,
+             count: int, length: int) -> tuple[jax.Array, jax.Array]:
+    """``cross_entropy`` as ``count`` rematerialised chunks of ``length`` positions of
+    each of the ``pieces`` pieces of the sequence."""
+    batch, seq = targets.shape
+    piece = seq // pieces
+    pad = count * length - piece
+
+    def to_chunks(x):  # (B, T, ...) -> (count, B, pieces * length, ...)
+        rest = x.shape[2:]
+        x = x.reshape(batch, pieces, piece, *rest)
+        x = jnp.pad(x, [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * len(rest))
+        x = jnp.moveaxis(x.reshape(batch, pieces, count, length, *rest), 2, 0)
+        return x.reshape(count, batch, pieces * length, *rest)
+
+    def from_chunks(x):  # (count, B, pieces * length) -> (B, T)
+        x = jnp.moveaxis(x.reshape(count, batch, pieces, length), 0, 2)
+        return x.reshape(batch, pieces, count * length)[:, :, :piece].reshape(batch, seq)
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def chunk(h, t):
+        return plain_cross_entropy(logits_fn, constrain(h, ACTIVATION), t)
+
+    hs = constrain(to_chunks(hidden), (None, *ACTIVATION))
+    ts = constrain(to_chunks(targets), (None, *ACTIVATION[:2]))
+    _, (losses, correct) = jax.lax.scan(lambda _, xs: (None, chunk(*xs)), None, (hs, ts))
+    return from_chunks(losses), from_chunks(correct)
