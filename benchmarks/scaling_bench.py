@@ -121,14 +121,15 @@ def op_table(rows: list[dict]) -> str:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-# name, GPUs, rows x length, mesh (data, fsdp, tensor, context)
+# id, name, GPUs, rows x length, mesh (data, fsdp, tensor, context)
 TRAIN_LAYOUTS = [
-    ("1 GPU", 1, (4, 8192), (1, 1, 1, 1)),
-    ("DP=2", 2, (8, 8192), (2, 1, 1, 1)),
-    ("FSDP=2", 2, (8, 8192), (1, 2, 1, 1)),
-    ("TP=2", 2, (4, 8192), (1, 1, 2, 1)),
-    ("1 GPU, longest row that fits?", 1, (1, 65536), (1, 1, 1, 1)),
-    ("CP=2, rows 2x the 1-GPU limit", 2, (1, 65536), (1, 1, 1, 2)),
+    ("1gpu", "1 GPU", 1, (4, 8192), (1, 1, 1, 1)),
+    ("dp2", "DP=2", 2, (8, 8192), (2, 1, 1, 1)),
+    ("fsdp2", "FSDP=2", 2, (8, 8192), (1, 2, 1, 1)),
+    ("tp2", "TP=2", 2, (4, 8192), (1, 1, 2, 1)),
+    ("1gpu-64k", "1 GPU, a row 2x the longest that fits (1 x 32K)", 1, (1, 65536),
+     (1, 1, 1, 1)),
+    ("cp2-64k", "CP=2, that row", 2, (1, 65536), (1, 1, 1, 2)),
 ]
 
 
@@ -166,8 +167,8 @@ def train_row(name: str, gpus: int, rows: tuple[int, int], mesh, args) -> dict:
 
 def train_rows(args) -> list[dict]:
     rows = []
-    for name, gpus, shape, mesh in TRAIN_LAYOUTS:
-        if name in args.skip_layouts.split(","):
+    for layout, name, gpus, shape, mesh in TRAIN_LAYOUTS:
+        if layout not in args.layouts.split(","):
             continue
         rows.append(train_row(name, gpus, shape, mesh, args))
         print(rows[-1], flush=True)
@@ -202,7 +203,7 @@ def main() -> None:
     parser.add_argument("--cp-seq", type=int, default=131072)
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--preset", default="tnl-385m")
-    parser.add_argument("--skip-layouts", default="")
+    parser.add_argument("--layouts", default=",".join(l[0] for l in TRAIN_LAYOUTS))
     parser.add_argument("--train-extra", default="", help="more train.py overrides")
     parser.add_argument("--out", default=os.environ.get("OUT"))
     args = parser.parse_args()
