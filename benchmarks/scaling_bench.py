@@ -127,9 +127,11 @@ TRAIN_LAYOUTS = [
     ("dp2", "DP=2", 2, (8, 8192), (2, 1, 1, 1)),
     ("fsdp2", "FSDP=2", 2, (8, 8192), (1, 2, 1, 1)),
     ("tp2", "TP=2", 2, (4, 8192), (1, 1, 2, 1)),
-    ("1gpu-64k", "1 GPU, a row 2x the longest that fits (1 x 32K)", 1, (1, 65536),
-     (1, 1, 1, 1)),
+    ("1gpu-64k", "1 GPU, 1 x 64K", 1, (1, 65536), (1, 1, 1, 1)),
     ("cp2-64k", "CP=2, that row", 2, (1, 65536), (1, 1, 1, 2)),
+    # With the chunked loss a 64K row fits one GPU: the rows twice as long again.
+    ("1gpu-128k", "1 GPU, 1 x 128K", 1, (1, 131072), (1, 1, 1, 1)),
+    ("cp2-128k", "CP=2, 1 x 128K", 2, (1, 131072), (1, 1, 1, 2)),
 ]
 
 
