@@ -76,15 +76,13 @@ def lightning_attention(
     validation.check_chunk_size(chunk_size)
     backend = validation.resolve_backend(backend)
     validation.check_kernel_config(kernel_config, backend, chunk_size)
+    validation.check_context_axis(context_axis, shard_axes)
 
     if initial_state is not None:
         initial_state = initial_state.astype(jnp.promote_types(initial_state.dtype, jnp.float32))
     decay = decay.astype(jnp.promote_types(decay.dtype, jnp.float32))
     attend = functools.partial(attend_on_device, chunk_size=chunk_size, backend=backend,
                                kernel_config=kernel_config)
-    if context_axis is not None and shard_axes is not None:
-        raise ValueError("give context_axis (inside your shard_map) or shard_axes (the op "
-                         "shard_maps itself), not both")
     if context_axis is not None:
         o, final = context_parallel.attention_over_context(
             attend, q, k, v, decay, segment_ids, initial_state, context_axis)

@@ -109,3 +109,25 @@ def check_kernel_config(kernel_config, backend: str, chunk_size) -> None:
     if chunk_size is not None:
         raise ValueError(f"give chunk_size or kernel_config, not both (chunk_size={chunk_size}: "
                          "the config's launches carry their chunks)")
+
+
+def check_context_axis(context_axis, shard_axes) -> None:
+    """``context_axis``: a mesh axis name (or tuple of them) of an enclosing
+    ``shard_map``, and not together with ``shard_axes``."""
+    if context_axis is None:
+        return
+    if shard_axes is not None:
+        raise ValueError("give context_axis (inside your shard_map) or shard_axes (the op "
+                         "shard_maps itself), not both")
+    names = (context_axis,) if isinstance(context_axis, str) else context_axis
+    if (not isinstance(names, tuple) or not names
+            or not all(isinstance(name, str) for name in names)):
+        raise TypeError(f"context_axis must be a mesh axis name or a tuple of them, got "
+                        f"{context_axis!r}")
+    manual = set(getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()) or ())
+    missing = [name for name in names if name not in manual]
+    if missing:
+        raise ValueError(
+            f"context_axis={context_axis!r}: {missing} is not an axis of an enclosing "
+            f"shard_map (its axes here: {sorted(manual)}); outside shard_map pass shard_axes "
+            "or sequence-sharded inputs instead")

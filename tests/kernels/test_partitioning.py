@@ -67,6 +67,10 @@ def test_bad_sharding_arguments_are_named():
     with pytest.raises(ValueError, match="not both"):
         lightning_attention(q, q, q, decay, backend="xla", context_axis="c",
                             shard_axes=ShardAxes(seq="c"))
+    with pytest.raises(ValueError, match="not an axis of an enclosing shard_map"):
+        lightning_attention(q, q, q, decay, backend="xla", context_axis="c")
+    with pytest.raises(TypeError, match="context_axis must be a mesh axis name"):
+        lightning_attention(q, q, q, decay, backend="xla", context_axis=3)
     with pytest.raises(TypeError, match="shard_axes must be a ShardAxes"):
         lightning_attention(q, q, q, decay, backend="xla", shard_axes=("data",))
     with pytest.raises(TypeError, match="ShardAxes.seq must be"):

@@ -29,7 +29,7 @@ from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.model.language_model import create_model
 from tnl_jax.tokenizers import TOKENIZER_FILES, get_tokenizer
 from tnl_jax.training import config as train_config
-from tnl_jax.training import metrics, optim, sharding
+from tnl_jax.training import losses, metrics, optim, sharding
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.run_checkpoints import RunCheckpoints
 from tnl_jax.training.steps import evaluate, make_eval_step, make_train_step
@@ -166,6 +166,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.context, cfg.mesh.tensor)
     sharding.check_batch(cfg.batch_size, cfg.seq_len, cfg.grad_accum, mesh)
+    losses.check_setting(cfg.loss_chunk_tokens)
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.model)
     if is_main:
         print(describe(cfg, mesh), flush=True)

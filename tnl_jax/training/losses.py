@@ -43,12 +43,17 @@ LogitsFn = Callable[[jax.Array], jax.Array]
 def chunk_tokens_for(setting: int, local_tokens: int, vocab: int) -> int:
     """Tokens per chunk on each device for the ``loss_chunk_tokens`` setting (0:
     unchunked), given the tokens each device holds and the vocabulary size."""
+    check_setting(setting)
     if setting == AUTO:
         return UNCHUNKED if local_tokens * vocab <= AUTO_MAX_LOGITS else DEFAULT_CHUNK_TOKENS
-    if setting < 0:
+    return setting
+
+
+def check_setting(setting: int) -> None:
+    """A ``loss_chunk_tokens`` value, or a ``ValueError`` naming it (checked at start)."""
+    if setting < AUTO:
         raise ValueError(f"loss_chunk_tokens={setting}: expected a number of tokens per chunk, "
                          f"0 (unchunked) or {AUTO} (chunked when the logits are large)")
-    return setting
 
 
 def plain_cross_entropy(logits_fn: LogitsFn, hidden: jax.Array,
