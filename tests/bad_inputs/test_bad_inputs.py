@@ -1,10 +1,14 @@
 """Every bad input and fault in one table: the exact error type and the words naming the
 argument, the value and what is allowed. Rows live beside their area in ``*_cases.py``."""
+import importlib
+import pathlib
+
 import pytest
 
 from tests.bad_inputs import case
 
-AREAS = []  # Filled below, one import per area.
+AREAS = [importlib.import_module(f"tests.bad_inputs.{path.stem}")
+         for path in sorted(pathlib.Path(__file__).parent.glob("*_cases.py"))]
 CASES: list[case.BadInput] = [row for area in AREAS for row in area.CASES]
 
 
