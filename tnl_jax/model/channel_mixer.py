@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnl_jax.model.params import create_param, normal
+from tnl_jax.model.remat import MLP_PROJECTION, name_projection
 from tnl_jax.partitioning import constrain
 
 # The hidden activations (B, T, glu) under a mesh: split over `tensor` like W₁ and W₂'s
@@ -15,7 +16,7 @@ HIDDEN = ("batch", "seq", "mlp")
 
 def sglu(x: jax.Array, w1: jax.Array, w2: jax.Array, w3: jax.Array) -> jax.Array:
     """x ``(..., d)``, w1 and w2 ``(d, glu)``, w3 ``(glu, d)``, all in ``x.dtype``."""
-    hidden = (x @ w1) * (x @ w2)
+    hidden = name_projection(x @ w1, MLP_PROJECTION) * name_projection(x @ w2, MLP_PROJECTION)
     if hidden.ndim == len(HIDDEN):
         hidden = constrain(hidden, HIDDEN)
     return hidden @ w3

@@ -23,6 +23,7 @@ from flax import nnx
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.decay import layer_decays
 from tnl_jax.model.decoder_layer import DecoderLayer
+from tnl_jax.model.head_matmul import head_matmul
 from tnl_jax.model.norms import SRMSNorm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
@@ -148,8 +149,8 @@ class LanguageModel(nnx.Module):
         ``(B, T, d)`` gives ``(B, T, V)``, split as ``LOGITS`` under a mesh."""
         weight, spec = ((self.embed_tokens, "...d,vd->...v") if self.lm_head is None
                         else (self.lm_head, "...d,dv->...v"))
-        out = jnp.einsum(spec, self.final_norm(x), weight[...].astype(self.cfg.compute_dtype),
-                         preferred_element_type=jnp.float32)
+        out = head_matmul(spec, self.final_norm(x).astype(self.cfg.compute_dtype),
+                          weight[...].astype(self.cfg.compute_dtype))
         return constrain(out, LOGITS) if out.ndim == len(LOGITS) else out
 
     def _inputs(self, input_ids, segment_ids, positions):

@@ -37,6 +37,9 @@ from jax.ad_checkpoint import checkpoint_name
 ATTENTION_Q, ATTENTION_K, ATTENTION_V, ATTENTION_OUT = (
     "attention_q", "attention_k", "attention_v", "attention_out")
 ATTENTION_NAMES = (ATTENTION_Q, ATTENTION_K, ATTENTION_V, ATTENTION_OUT)
+# Names of the products of the input projections: the token mixer's q|k|v(|u) and the
+# channel mixer's x W₁ and x W₂ (what the ``projections`` policy keeps besides the op's).
+PROJECTION, MLP_PROJECTION = "input_projection", "mlp_projection"
 
 
 def name_op_inputs(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, ...]:
@@ -49,12 +52,18 @@ def name_op_output(o: jax.Array) -> jax.Array:
     return checkpoint_name(o, ATTENTION_OUT)
 
 
+def name_projection(x: jax.Array, name: str = PROJECTION) -> jax.Array:
+    """An input projection's product, named for ``projections``."""
+    return checkpoint_name(x, name)
+
+
 _policy = jax.checkpoint_policies
 REMAT_POLICIES: dict[str, Any] = {
     "none": None,
     "dots_saveable": _policy.dots_saveable,
     "dots_with_no_batch_dims_saveable": _policy.dots_with_no_batch_dims_saveable,
     "op_io": _policy.save_only_these_names(*ATTENTION_NAMES),
+    "projections": _policy.save_only_these_names(*ATTENTION_NAMES, PROJECTION, MLP_PROJECTION),
     "full": _policy.nothing_saveable,
 }
 

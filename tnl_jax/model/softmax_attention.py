@@ -20,7 +20,7 @@ from flax import nnx
 
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
-from tnl_jax.model.remat import name_op_inputs, name_op_output
+from tnl_jax.model.remat import name_op_inputs, name_op_output, name_projection
 from tnl_jax.partitioning import constrain
 
 
@@ -58,8 +58,8 @@ class SoftmaxAttention(nnx.Module):
         self.dtype = jnp.dtype(dtype)
 
     def _project(self, x: jax.Array, positions: jax.Array):
-        qkv = jnp.einsum("btd,dfo->btfo", x.astype(self.dtype),
-                         self.qkv_proj[...].astype(self.dtype))
+        qkv = name_projection(jnp.einsum("btd,dfo->btfo", x.astype(self.dtype),
+                                         self.qkv_proj[...].astype(self.dtype)))
         q, k, v = (qkv[:, :, i].reshape(*x.shape[:2], self.heads, -1) for i in range(3))
         return apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta), v
 

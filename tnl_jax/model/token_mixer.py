@@ -21,7 +21,7 @@ from tnl_jax.model.lrpe import Lrpe
 from tnl_jax.model.norms import srms_norm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
-from tnl_jax.model.remat import name_op_inputs, name_op_output
+from tnl_jax.model.remat import name_op_inputs, name_op_output, name_projection
 from tnl_jax.partitioning import split_axes
 
 
@@ -96,7 +96,7 @@ class NormLinearAttention(nnx.Module):
     def _project(self, x: jax.Array, positions: jax.Array | None):
         """x ``(B, T, d)`` -> q, k ``(B, T, H, dk)``, v ``(B, T, H, e)``, u ``(B, T, d)``."""
         w = self.qkvu_proj[...].astype(self.dtype)
-        qkvu = jnp.einsum("btd,dfo->btfo", x.astype(self.dtype), w)
+        qkvu = name_projection(jnp.einsum("btd,dfo->btfo", x.astype(self.dtype), w))
         q, k, v, u = (qkvu[:, :, i] for i in range(4))
         split_heads = lambda t: t.reshape(*t.shape[:-1], self.heads, -1)
         q, k, v = split_heads(jax.nn.silu(q)), split_heads(jax.nn.silu(k)), split_heads(v)
