@@ -118,7 +118,7 @@ RANGES = [
     key_row("lr=-1 steps=0 beta2=1", "3 problems", "lr=-1.0", "steps=0", "beta2=1.0"),
     key_row("lr=[1", "lr=[1", "not valid YAML"),
     BadInput("config: a TrainConfig built in code is checked too",
-             lambda: config_checks.check(train_config.TrainConfig(steps=2.5, lr=float("nan"))),
+             lambda: train_config.check(train_config.TrainConfig(steps=2.5, lr=float("nan"))),
              ValueError, ("steps=2.5: expected an integer", "lr=nan")),
     BadInput("config: training starts with the checks, before anything compiles",
              lambda: __import__("tnl_jax.training.loop", fromlist=["main"]).main(

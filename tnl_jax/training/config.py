@@ -19,7 +19,7 @@ import yaml
 from tnl_jax import presets
 from tnl_jax.config_keys import unknown_key_error
 from tnl_jax.model.config import ModelConfig
-from tnl_jax.training.config_checks import check
+from tnl_jax.training.config_checks import problems, raise_problems
 
 
 @dataclasses.dataclass
@@ -76,6 +76,12 @@ class TrainConfig:
     # The sample printed at the end.
     sample_prompt: str = "def "
     sample_tokens: int = 200
+
+
+def check(cfg: TrainConfig, what: str = "training config") -> None:
+    """A ``ValueError`` naming every key of ``cfg`` out of its range, its value and what
+    is allowed (``config_checks``); ``what`` says where the config came from."""
+    raise_problems(problems(cfg), what)
 
 
 def _field_types(cls: type) -> dict[str, Any]:

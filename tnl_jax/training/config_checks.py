@@ -1,23 +1,21 @@
 """Range checks of every training config key, in one place.
 
-``check(cfg)`` runs when a config is loaded (``config.load``) and again when training
-starts, before anything compiles: a bad number is named with its key, its value and
-what is allowed, instead of failing after minutes of compilation or, worse, training
-something else (``grad_clip=-1`` meaning "no clipping", ``lr=.nan`` a NaN run). Every
-problem of a config is listed in one error. The checks that need the devices (the
+``config.check(cfg)`` raises the ``problems`` found here. It runs when a config is
+loaded (``config.load``) and again when training starts, before anything compiles: a
+bad number is named with its key, its value and what is allowed, instead of failing
+after minutes of compilation or, worse, training something else (``grad_clip=-1``
+meaning "no clipping", ``lr=.nan`` a NaN run). Every problem of a config is listed in
+one error. The checks that need the devices (the
 mesh's size, the processes' rows) are ``mesh_problems`` and ``batch_split_problems``,
 called again by ``training.sharding`` once the mesh is known.
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tnl_jax.partitioning import MESH_AXES
 from tnl_jax.training import losses
-
-if TYPE_CHECKING:
-    from tnl_jax.training.config import TrainConfig
 
 SEED_LIMIT = 2**32  # Grain's shuffles take seeds in [0, 2**32).
 
@@ -106,7 +104,7 @@ def _known_product(sizes: list[int]) -> int:
     return math.prod(s for s in sizes if s >= 1)
 
 
-def _run_problems(cfg: TrainConfig) -> list[str]:
+def _run_problems(cfg: Any) -> list[str]:
     """Run length, bookkeeping, evaluation and the sample."""
     found = [
         *text("run_dir", cfg.run_dir),
@@ -131,7 +129,7 @@ def _run_problems(cfg: TrainConfig) -> list[str]:
     return found
 
 
-def _batch_problems(cfg: TrainConfig) -> list[str]:
+def _batch_problems(cfg: Any) -> list[str]:
     """The batch, the mesh, and whether the mesh's known axes split the batch."""
     found = [
         *integer("batch_size", cfg.batch_size, 1, " (sequences per step)"),
@@ -149,7 +147,7 @@ def _batch_problems(cfg: TrainConfig) -> list[str]:
         seq_shards=_known_product([sizes["context"]]))
 
 
-def _data_problems(cfg: TrainConfig) -> list[str]:
+def _data_problems(cfg: Any) -> list[str]:
     """The data sources, their split and shuffle, the loss's chunks."""
     found = [
         *integer("shuffle_window", cfg.shuffle_window, 0, " (rows; 0 or 1: no shuffle)"),
@@ -165,8 +163,9 @@ def _data_problems(cfg: TrainConfig) -> list[str]:
     return found
 
 
-def problems(cfg: TrainConfig) -> list[str]:
-    """Every problem of ``cfg``, one line each (``[]``: none)."""
+def problems(cfg: Any) -> list[str]:
+    """Every problem of ``cfg`` (a ``config.TrainConfig``; the model's keys are checked by
+    ``ModelConfig`` itself), one line each (``[]``: none)."""
     return [*_run_problems(cfg), *_batch_problems(cfg), *_data_problems(cfg),
             *optimizer_problems(
                 lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps, min_lr_ratio=cfg.min_lr_ratio,
@@ -180,9 +179,3 @@ def raise_problems(found: list[str], what: str = "training config") -> None:
         raise ValueError(f"{what}: {found[0]}")
     if found:
         raise ValueError(f"{what}: {len(found)} problems:\n  " + "\n  ".join(found))
-
-
-def check(cfg: TrainConfig, what: str = "training config") -> None:
-    """A ``ValueError`` naming every key of ``cfg`` out of its range (the model's keys
-    are checked by ``ModelConfig`` itself); ``what`` says where the config came from."""
-    raise_problems(problems(cfg), what)
