@@ -90,13 +90,18 @@ def test_processes_read_disjoint_shards(tmp_path, tokenizer):
     assert sorted(len(s) for s in shards) == [3, 3, 4] and len(set(texts)) == 10
 
 
-def test_npy_streams_split_at_eos(tmp_path, tokenizer):
+def test_npy_streams_split_at_eos_and_skip_empty_documents(tmp_path, tokenizer, monkeypatch):
+    """Documents end after each EOS, also across the chunks a stream is scanned in; a lone
+    EOS or a last single token holds no target and is no document."""
+    monkeypatch.setattr(data_sources, "STREAM_CHUNK_TOKENS", 5)
     eos = tokenizer.eos_id
-    stream = np.array([5, 6, 7, eos, 8, 9, eos, 10, 11, 12, 13, eos], np.int32)
+    stream = np.array([5, 6, 7, eos, eos, 8, 9, eos, 10, 11, 12, 13, eos, 14], np.uint16)
     np.save(tmp_path / "shard.npy", stream)
-    docs = data_sources.npy_documents([str(tmp_path / "shard.npy")], "train", eos, 0.0)
+    docs = data_sources.npy_documents([str(tmp_path / "shard.npy")], "train", eos, 0.0,
+                                      vocab_size=tokenizer.vocab_size)
     assert [list(docs[i]["tokens"]) for i in range(len(docs))] == [
         [5, 6, 7, eos], [8, 9, eos], [10, 11, 12, 13, eos]]
+    assert docs[0]["tokens"].dtype == np.int32
 
 
 def test_array_record_documents(tmp_path, tokenizer):
@@ -110,7 +115,7 @@ def test_array_record_documents(tmp_path, tokenizer):
     docs = data.documents(spec_for(path, tokenizer, eval_fraction=0.0), "train")
     assert [list(docs[i]["tokens"]) for i in range(len(docs))] == [list(d) for d in documents]
     batch = next(data.train_batches(spec_for(path, tokenizer, eval_fraction=0.0, seq_len=8,
-                                             batch_size=2)))
+                                             batch_size=2, shuffle_window=0)))
     assert batch["input_ids"].shape == (2, 8)
 
 
@@ -137,3 +142,38 @@ def test_mqar_rows_weigh_answers_only(tokenizer):
     answers = batch["targets"][mask > 0]
     assert ((answers >= 128) & (answers < 192)).all()
     assert (mask[:, -1] == 0).all()  # First-fit padding ends each row; it is no target.
+
+
+def test_eval_data_is_held_out_whole(tmp_path, tokenizer):
+    """Every file of eval_data is evaluated: none is dropped by the eval_fraction hash."""
+    (tmp_path / "held").mkdir()
+    letters = "qwxz"
+    for letter in letters:
+        (tmp_path / "held" / f"{letter}.txt").write_text(letter * 6)
+    pattern = write_docs(tmp_path, ["some training text"])
+    spec = spec_for(pattern, tokenizer, eval_source=str(tmp_path / "held" / "*.txt"))
+    (batch,) = data.eval_batches(spec, 1)
+    seen = set(tokenizer.decode(batch["input_ids"].reshape(-1).tolist()))
+    assert set(letters) <= seen and not set("some") & seen
+
+
+def test_empty_documents_are_skipped(tmp_path, tokenizer):
+    """An empty file tokenises to a lone BOS, which holds no target: it is no document,
+    and a batch holds only documents with targets."""
+    pattern = write_docs(tmp_path, ["", "alpha " * 9, "", "beta " * 7, ""])
+    spec = spec_for(pattern, tokenizer, eval_fraction=0.0, seq_len=16, batch_size=2,
+                    shuffle_window=0)
+    docs = data.documents(spec, "train")
+    assert [docs[i] is None for i in range(len(docs))] == [True, False, True, False, True]
+    batch = next(data.train_batches(spec))
+    starts = batch["positions"] == 0  # A BOS opens each document: no two BOS in a row.
+    bos = batch["input_ids"] == tokenizer.bos_id
+    assert not (bos[:, :-1] & bos[:, 1:]).any() and (bos <= starts).all()
+
+
+def test_no_evaluation_needs_no_held_out_set(tmp_path, tokenizer):
+    pattern = write_docs(tmp_path, ["a document"])
+    spec = spec_for(pattern, tokenizer, eval_fraction=0.0)
+    assert data.eval_batches(spec, 0) == []
+    with pytest.raises(ValueError, match="no held-out set"):
+        data.eval_batches(spec, 1)

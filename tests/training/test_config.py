@@ -53,3 +53,15 @@ def test_init_from_brings_its_model_config(tiny_run):
     assert cfg.model.remat == "full"  # model.* overrides still apply.
     named = train_config.load("tnl-tiny", [f"init_from={tiny_run.dir}"])
     assert named.model.decoder_embed_dim == 256  # --config names the model.
+
+
+def test_values_at_the_edge_of_their_range_are_accepted():
+    """The checks reject only what cannot work: each edge that means something loads as given."""
+    edges = ["eval_every=0", "eval_batches=0", "grad_clip=0", "warmup=0", "weight_decay=0",
+             "eval_fraction=0", "min_lr_ratio=1", "beta1=0", "shuffle_window=0", "seed=0",
+             "sample_tokens=0", "sample_prompt=", "mesh.data=-1", "mesh.fsdp=2", "grad_accum=16",
+             "lr=1e-30", "loss_chunk_tokens=0", "eval_data=null", "steps=1", "seq_len=1"]
+    cfg = train_config.load(None, edges)
+    assert (cfg.eval_every, cfg.grad_clip, cfg.min_lr_ratio, cfg.grad_accum) == (0, 0.0, 1.0, 16)
+    assert cfg.sample_prompt == "" and cfg.lr == 1e-30 and cfg.seq_len == 1
+    train_config.check(train_config.TrainConfig())  # The dataclass's defaults pass too.

@@ -4,7 +4,8 @@ Sources give a `grain.MapDataset` of documents (1-D int32 token arrays):
 
 - `"stdlib"`: the `.py` files of the running Python's standard library, read as
   bytes in sorted order (nothing to download); a fixed ~2 % of files, chosen by a
-  hash of their path, is held out for evaluation.
+  hash of their path, is held out for evaluation (unless `eval_source` names other
+  files: those are held out whole).
 - a glob of text files, tokenised by the configured tokenizer (bytes, SentencePiece
   or `tokenizers`); a hash of the path holds out files the same way;
 - a glob of `.array_record` files, one document (int32 tokens) per record;
@@ -18,6 +19,9 @@ a target counts in the loss only when it lies in the same segment as its input,
 so the loss never crosses a document boundary. Segment ids are 1-based, 0 is
 padding; positions restart at 0 in every segment. The iterator's position is saved
 with `iterator_state.IteratorCheckpoint`.
+
+Documents of fewer than two tokens are skipped (they hold no target). A split with no
+document left is an error at start, never an endless search or a loss of 0.
 """
 from __future__ import annotations
 
@@ -45,13 +49,26 @@ class DataSpec:
     shuffle_window: int = 256  # Rows.
     process_index: int = 0
     process_count: int = 1
+    eval_source: str | None = None  # Held-out documents from other files, used whole.
+    vocab_size: int | None = None  # Token ids must lie below it (None: the tokenizer's).
 
 
-def documents(spec: DataSpec, split: str) -> grain.MapDataset:
-    """This process's share of the documents of `split` ('train' or 'eval')."""
-    docs = sources.open_documents(spec.source, split, spec.tokenizer,
-                                       spec.eval_fraction, spec.seq_len)
+def documents(spec: DataSpec, split: str, key: str = "data") -> grain.MapDataset:
+    """This process's share of the documents of `split` ('train', 'eval' or 'all');
+    `key` names the source in errors."""
+    docs = sources.open_documents(spec.source, split, spec.tokenizer, spec.eval_fraction,
+                                  spec.seq_len, spec.vocab_size, key)
     return docs[spec.process_index::spec.process_count]
+
+
+def require_documents(docs: grain.MapDataset, spec: DataSpec, problem: str) -> None:
+    """A ``ValueError`` saying ``problem`` unless ``docs`` holds a document with targets
+    (read in order until one is found: one read for any sane corpus)."""
+    if any(docs[i] is not None for i in range(len(docs))):
+        return
+    share = (f" (the share of process {spec.process_index} of {spec.process_count})"
+             if spec.process_count > 1 else "")
+    raise ValueError(problem + share)
 
 
 def rows_from_packed(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -95,19 +112,40 @@ def _packed(docs: grain.MapDataset, spec: DataSpec, shuffle_window: int = 0
 def train_batches(spec: DataSpec) -> grain.DatasetIterator:
     """An endless, checkpointable iterator of packed batches, reshuffled every epoch."""
     docs = documents(spec, "train")
-    if len(docs) == 0:
-        raise ValueError(f"data={spec.source!r}: no training documents for process "
-                         f"{spec.process_index} of {spec.process_count}")
+    require_documents(docs, spec, (
+        f"data={spec.source!r}: no training document with at least {sources.MIN_TOKENS} tokens "
+        f"(empty documents are skipped; eval_fraction={spec.eval_fraction} of the documents "
+        f"is held out)"))
     return iter(_packed(docs.shuffle(seed=spec.seed).repeat(None), spec, spec.shuffle_window))
 
 
-def eval_batches(spec: DataSpec, count: int) -> list[dict[str, np.ndarray]]:
-    """The first `count` held-out batches, in a fixed order: the same every evaluation."""
+def held_out_documents(spec: DataSpec) -> tuple[grain.MapDataset, DataSpec]:
+    """The held-out documents and the spec that reads them: all of `eval_source` when
+    given, else the `eval_fraction` split of `source`. None is an error: an evaluation
+    of nothing would report a held-out loss of 0."""
+    if spec.eval_source:
+        spec = dataclasses.replace(spec, source=spec.eval_source)
+        docs = documents(spec, "all", key="eval_data")
+        require_documents(docs, spec, f"eval_data={spec.source!r}: no document with at least "
+                                      f"{sources.MIN_TOKENS} tokens (empty documents are skipped)")
+        return docs, spec
     docs = documents(spec, "eval")
+    require_documents(docs, spec, (
+        f"no held-out set: data={spec.source!r} holds out no document with at least "
+        f"{sources.MIN_TOKENS} tokens at eval_fraction={spec.eval_fraction}; name held-out "
+        f"files with eval_data=..., raise eval_fraction, or set eval_every=0 for no evaluation"))
+    return docs, spec
+
+
+def eval_batches(spec: DataSpec, count: int) -> list[dict[str, np.ndarray]]:
+    """The first `count` held-out batches (`held_out_documents`), in a fixed order: the
+    same every evaluation. `count=0` (no evaluation) reads nothing and gives `[]`."""
+    if count == 0:
+        return []
+    docs, spec = held_out_documents(spec)
     batches = []
-    for batch in _packed(docs.repeat(None) if len(docs) else docs, spec):
+    for batch in _packed(docs.repeat(None), spec):
         batches.append(batch)
         if len(batches) == count:
             break
     return batches
-

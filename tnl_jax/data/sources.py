@@ -1,7 +1,10 @@
 """Document sources: each gives a `grain.MapDataset` of `{'tokens': int32[n]}`.
 
 The train/eval split is a fixed hash of a document's key (a file's path, or a
-file and an index), so adding files never moves a document between splits.
+file and an index), so adding files never moves a document between splits; split
+"all" takes every document (an `eval_data` corpus is held out whole). A document
+of fewer than `MIN_TOKENS` tokens has no target to learn and is skipped (filtered
+to `None`, which Grain passes over). Token ids are checked below the vocabulary.
 """
 from __future__ import annotations
 
@@ -18,6 +21,14 @@ import numpy as np
 from tnl_jax.data import mqar
 
 TEXT_SECTION_BYTES = 1 << 20  # Large text files are cut at newlines into documents this big.
+STREAM_CHUNK_TOKENS = 1 << 24  # A .npy stream is scanned (EOS, ids) this many tokens at a time.
+MIN_TOKENS = 2  # A document needs an input and a target; shorter ones are skipped.
+SPLITS = ("train", "eval", "all")
+
+
+def has_targets(document: dict[str, np.ndarray]) -> bool:
+    """Whether a document holds at least one target (an empty file tokenises to at most a BOS)."""
+    return len(document["tokens"]) >= MIN_TOKENS
 
 
 def held_out(key: str, eval_fraction: float) -> bool:
@@ -26,6 +37,8 @@ def held_out(key: str, eval_fraction: float) -> bool:
 
 
 def _keep(keys: list[str], split: str, eval_fraction: float) -> list[int]:
+    if split == "all":
+        return list(range(len(keys)))
     want_eval = split == "eval"
     return [i for i, key in enumerate(keys) if held_out(key, eval_fraction) == want_eval]
 
@@ -69,25 +82,57 @@ def text_documents(paths: list[Path], split: str, tokenizer: Any,
     keys = [f"{os.path.relpath(p, root) if root else p}:{start}" for p, start in sections]
     kept = [sections[i] for i in _keep(keys, split, eval_fraction)]
     return grain.MapDataset.source(kept).map(
-        lambda s: {"tokens": encode_bytes(tokenizer, _read_section(*s))})
+        lambda s: {"tokens": encode_bytes(tokenizer, _read_section(*s))}).filter(has_targets)
 
 
-def npy_documents(paths: list[str], split: str, eos_id: int,
-                  eval_fraction: float) -> grain.MapDataset:
+def check_ids(tokens: np.ndarray, vocab_size: int, where: str, offset: int = 0) -> None:
+    """A ``ValueError`` naming ``where``, the first id outside ``[0, vocab_size)`` and its
+    position (an id past the embedding table would make the loss NaN, not an error)."""
+    bad = np.flatnonzero((tokens < 0) | (tokens >= vocab_size))
+    if len(bad):
+        position = int(bad[0])
+        raise ValueError(f"{where}: token id {int(tokens[position])} at position "
+                         f"{offset + position} is outside the vocabulary: ids must lie in "
+                         f"[0, {vocab_size}) (vocab_size={vocab_size})")
+
+
+def open_stream(path: str) -> np.ndarray:
+    """A .npy token stream, memory-mapped: 1-D, of an integer dtype (a float stream
+    would be cast to ids silently)."""
+    try:
+        stream = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{path}: not a readable .npy token stream ({error})") from None
+    if stream.ndim != 1:
+        raise ValueError(f"{path}: expected a 1-D token stream, got shape {stream.shape}")
+    if not np.issubdtype(stream.dtype, np.integer):
+        raise ValueError(f"{path}: token ids must be integers, got dtype {stream.dtype} "
+                         f"(save the stream with an integer dtype, e.g. int32)")
+    return stream
+
+
+def stream_spans(path: str, eos_id: int | None, vocab_size: int) -> list[tuple[str, int, int]]:
+    """``(path, start, end)`` of each document of a stream (cut after every EOS; shorter
+    than ``MIN_TOKENS``: skipped), every id checked, reading ``STREAM_CHUNK_TOKENS`` at a time."""
+    stream = open_stream(path)
+    cuts = []
+    for start in range(0, len(stream), STREAM_CHUNK_TOKENS):
+        piece = np.asarray(stream[start:start + STREAM_CHUNK_TOKENS])
+        check_ids(piece, vocab_size, path, start)
+        cuts.append(np.flatnonzero(piece == eos_id) + start + 1)
+    ends = np.concatenate([*cuts, [len(stream)]]).astype(np.int64)
+    starts = np.concatenate([[0], ends[:-1]])
+    return [(path, int(a), int(b)) for a, b in zip(starts, ends) if b - a >= MIN_TOKENS]
+
+
+def npy_documents(paths: list[str], split: str, eos_id: int | None, eval_fraction: float,
+                  vocab_size: int) -> grain.MapDataset:
     """Token streams in .npy files (1-D integers, memory-mapped), cut after every EOS.
 
-    Finding the documents reads each stream once at start-up; the tokens themselves
-    are read only when a document is used.
+    Finding the documents reads each stream once at start-up (checking every id); the
+    tokens themselves are read only when a document is used.
     """
-    spans = []
-    for path in paths:
-        stream = np.load(path, mmap_mode="r")
-        if stream.ndim != 1:
-            raise ValueError(f"{path}: expected a 1-D token stream, got shape {stream.shape}")
-        ends = np.flatnonzero(np.asarray(stream) == eos_id) + 1
-        starts = np.concatenate([[0], ends])
-        ends = np.concatenate([ends, [len(stream)]])
-        spans += [(path, int(a), int(b)) for a, b in zip(starts, ends) if b > a]
+    spans = [span for path in paths for span in stream_spans(path, eos_id, vocab_size)]
     keys = [f"{os.path.basename(p)}:{a}" for p, a, _ in spans]
     kept = [spans[i] for i in _keep(keys, split, eval_fraction)]
 
@@ -98,39 +143,71 @@ def npy_documents(paths: list[str], split: str, eos_id: int,
     return grain.MapDataset.source(kept).map(read)
 
 
-def array_record_documents(paths: list[str], split: str,
-                           eval_fraction: float) -> grain.MapDataset:
-    """ArrayRecord files, one document per record stored as raw int32 tokens."""
+def array_record_documents(paths: list[str], split: str, eval_fraction: float,
+                           vocab_size: int) -> grain.MapDataset:
+    """ArrayRecord files, one document per record stored as raw int32 tokens; the ids of
+    a record are checked when it is read."""
     records = grain.sources.ArrayRecordDataSource(paths)
     keys = [f"record:{i}" for i in range(len(records))]
     kept = _keep(keys, split, eval_fraction)
-    return grain.MapDataset.source(kept).map(
-        lambda i: {"tokens": np.frombuffer(records[i], dtype=np.int32).copy()})
+    files = paths[0] + (f" (and {len(paths) - 1} more files)" if len(paths) > 1 else "")
+
+    def read(index: int) -> dict[str, np.ndarray]:
+        raw, where = records[index], f"{files} record {index}"
+        if len(raw) % 4:
+            raise ValueError(f"{where}: {len(raw)} bytes, not a whole number of int32 tokens")
+        tokens = np.frombuffer(raw, dtype=np.int32).copy()
+        check_ids(tokens, vocab_size, where)
+        return {"tokens": tokens}
+
+    return grain.MapDataset.source(kept).map(read).filter(has_targets)
 
 
-def _expand(pattern: str) -> list[str]:
-    paths = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-    if not paths:
-        raise ValueError(f"data={pattern!r}: no file matches")
-    return paths
+def expand(pattern: str, key: str = "data") -> list[str]:
+    """The files ``pattern`` matches (directories left out), sorted; none is an error
+    naming ``key`` and the pattern."""
+    matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+    if not matches:
+        raise FileNotFoundError(f"{key}={pattern!r}: no file matches")
+    files = [path for path in matches if os.path.isfile(path)]
+    if not files:
+        raise FileNotFoundError(f"{key}={pattern!r} matches only directories ({matches[0]!r}"
+                                f"{', ...' if len(matches) > 1 else ''}); give a glob of files, "
+                                f"e.g. '{pattern.rstrip('/')}/**/*.txt'")
+    return files
+
+
+def _check_mqar(seq_len: int, vocab_size: int, key: str) -> None:
+    """MQAR's rows hold at least one pair and its query (4 tokens) and use ids up to 191."""
+    if seq_len + 1 < 4:
+        raise ValueError(f"{key}='mqar' needs seq_len >= 3 (a key, its value, the query and "
+                         f"the answer in one row of seq_len + 1 tokens), got seq_len={seq_len}")
+    if vocab_size <= mqar.VALUES.max():
+        raise ValueError(f"{key}='mqar' uses token ids up to {mqar.VALUES.max()}, beyond the "
+                         f"model's vocabulary (vocab_size={vocab_size})")
 
 
 def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float,
-                   seq_len: int) -> grain.MapDataset:
-    """The documents of `source` in `split` ('train' or 'eval')."""
-    if split not in ("train", "eval"):
-        raise ValueError(f"split={split!r}, expected 'train' or 'eval'")
+                   seq_len: int, vocab_size: int | None = None,
+                   key: str = "data") -> grain.MapDataset:
+    """The documents of `source` in `split` ('train', 'eval' or 'all'); token ids must lie
+    below `vocab_size` (default: the tokenizer's). `key` names the source in errors."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}, expected one of {SPLITS}")
+    vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
     if source == "stdlib":
         root = Path(sysconfig.get_paths()["stdlib"])
         return text_documents(stdlib_files(), split, tokenizer, eval_fraction, root)
     if source == "mqar":
-        return mqar.documents(split, seq_len)
-    paths = _expand(source)
+        _check_mqar(seq_len, vocab_size, key)
+        return mqar.documents("train" if split == "train" else "eval", seq_len)
+    paths = expand(source, key)
     suffixes = {Path(p).suffix for p in paths}
     if suffixes == {".npy"}:
-        return npy_documents(paths, split, tokenizer.eos_id, eval_fraction)
+        return npy_documents(paths, split, tokenizer.eos_id, eval_fraction, vocab_size)
     if suffixes == {".array_record"}:
-        return array_record_documents(paths, split, eval_fraction)
+        return array_record_documents(paths, split, eval_fraction, vocab_size)
     if suffixes & {".npy", ".array_record"}:
-        raise ValueError(f"data={source!r} mixes token shards with other files: {sorted(suffixes)}")
+        raise ValueError(f"{key}={source!r} mixes token shards with other files: "
+                         f"{sorted(suffixes)}")
     return text_documents([Path(p) for p in paths], split, tokenizer, eval_fraction)

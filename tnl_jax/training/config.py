@@ -19,6 +19,7 @@ import yaml
 from tnl_jax import presets
 from tnl_jax.config_keys import unknown_key_error
 from tnl_jax.model.config import ModelConfig
+from tnl_jax.training.config_checks import problems, raise_problems
 
 
 @dataclasses.dataclass
@@ -75,6 +76,12 @@ class TrainConfig:
     # The sample printed at the end.
     sample_prompt: str = "def "
     sample_tokens: int = 200
+
+
+def check(cfg: TrainConfig, what: str = "training config") -> None:
+    """A ``ValueError`` naming every key of ``cfg`` out of its range, its value and what
+    is allowed (``config_checks``); ``what`` says where the config came from."""
+    raise_problems(problems(cfg), what)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -195,7 +202,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ValueError(f"expected key=value, got '{text}'")
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or error
+        raise ValueError(f"{key.strip()}={raw}: the value is not valid YAML ({problem}); "
+                         f"quote it as a string or fix it") from None
 
 
 def load(preset: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
@@ -203,15 +215,22 @@ def load(preset: str | Path | None = None, overrides: list[str] = ()) -> TrainCo
     with `key=value` overrides applied.
 
     With `init_from`, the model config is the one stored in that directory (then
-    `model.*` overrides), unless `preset` is given and has a `model:` mapping.
+    `model.*` overrides), unless `preset` is given and has a `model:` mapping. Every
+    key is range-checked (`config_checks.check`); a problem in the file names it.
     """
-    data = yaml.safe_load(presets.resolve(preset).read_text()) or {}
+    path, data = presets.read(preset)
     values = dict(parse_override(o) for o in overrides)
     init_from = values.get("init_from", data.get("init_from"))
     if init_from and (preset is None or "model" not in data):
         from tnl_jax.checkpoints.loader import load_model_config  # Only then: --help stays instant.
         data = {**data, "model": load_model_config(init_from).to_dict()}
-    return apply(apply(TrainConfig(), data), values)
+    try:
+        from_file = apply(TrainConfig(), data)
+    except ValueError as error:
+        raise ValueError(f"config file {str(path)!r}: {error}") from None
+    cfg = apply(from_file, values)
+    check(cfg, f"training config ({path.name}{' and overrides' if overrides else ''})")
+    return cfg
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

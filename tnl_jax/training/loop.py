@@ -6,7 +6,6 @@ save until `steps`; finally plot the losses and print a sample.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import shutil
 import signal
@@ -87,9 +86,10 @@ def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:
                          batch_size=cfg.batch_size // count, seed=cfg.seed,
                          tokenizer=tokenizer, eval_fraction=cfg.eval_fraction,
                          shuffle_window=cfg.shuffle_window,
-                         process_index=index, process_count=count)
-    eval_spec = dataclasses.replace(spec, source=cfg.eval_data or cfg.data)
-    return data.train_batches(spec), data.eval_batches(eval_spec, cfg.eval_batches)
+                         process_index=index, process_count=count,
+                         eval_source=cfg.eval_data, vocab_size=cfg.model.vocab_size)
+    train = data.train_batches(spec)
+    return train, data.eval_batches(spec, cfg.eval_batches if cfg.eval_every else 0)
 
 
 def keep_tokenizer(cfg: TrainConfig, run_dir: Path) -> None:
@@ -161,6 +161,7 @@ def describe(cfg: TrainConfig, mesh) -> str:
 
 def main(cfg: TrainConfig) -> dict[str, Any]:
     """Trains as `cfg` says; returns the last record (with `eval_loss`) for callers and tests."""
+    train_config.check(cfg)
     sharding.maybe_initialize_distributed()
     run_dir = Path(cfg.run_dir)
     is_main = jax.process_index() == 0

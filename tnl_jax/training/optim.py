@@ -6,6 +6,8 @@ from typing import Any
 import jax
 import optax
 
+from tnl_jax.training.config_checks import optimizer_problems, raise_problems
+
 
 def learning_rate(lr: float, warmup: int, steps: int, min_lr_ratio: float) -> optax.Schedule:
     """Linear warmup from 0 to `lr`, then cosine down to `lr * min_lr_ratio` at `steps`."""
@@ -39,8 +41,12 @@ def adamw(params: Any, logical_axes: Any, *, lr: float, warmup: int, steps: int,
     """The optimizer for `params` and its learning-rate schedule (for logging).
 
     `logical_axes` is a tree like `params` holding each leaf's logical axis names
-    (or None), used to decide which leaves decay.
+    (or None), used to decide which leaves decay. Every number is checked finite and
+    in range first (a NaN learning rate would train NaNs without a word).
     """
+    raise_problems(optimizer_problems(
+        lr=lr, warmup=warmup, steps=steps, min_lr_ratio=min_lr_ratio, weight_decay=weight_decay,
+        beta1=beta1, beta2=beta2, grad_clip=grad_clip), "adamw")
     schedule = learning_rate(lr, warmup, steps, min_lr_ratio)
     mask = jax.tree_util.tree_map_with_path(
         lambda path, leaf, axes: decays(path, leaf, axes), params, logical_axes)

@@ -22,6 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tnl_jax.partitioning import LOGICAL_AXIS_RULES, MESH_AXES, mesh_axes, spec_for
+from tnl_jax.training.config_checks import batch_split_problems, mesh_problems, raise_problems
 
 __all__ = ["LOGICAL_AXIS_RULES", "MESH_AXES", "batch_sharding", "check_batch", "global_batch",
            "make_mesh", "maybe_initialize_distributed", "mesh_shape", "param_shardings",
@@ -66,10 +67,7 @@ def mesh_shape(data: int, fsdp: int, context: int, tensor: int,
     their product must be all devices."""
     sizes = [data, fsdp, context, tensor]
     named = lambda: dict(zip(MESH_AXES, sizes))
-    if sizes.count(-1) > 1:
-        raise ValueError(f"mesh: at most one axis may be -1, got {named()}")
-    if any(s < 1 and s != -1 for s in sizes):
-        raise ValueError(f"mesh: axis sizes must be positive or -1, got {named()}")
+    raise_problems(mesh_problems(named()), "mesh")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if device_count % known:
@@ -127,17 +125,13 @@ def process_rows(mesh: Mesh) -> tuple[int, int]:
 
 
 def check_batch(batch_size: int, seq_len: int, grad_accum: int, mesh: Mesh) -> None:
-    """A ``ValueError`` naming the setting unless the mesh splits the batch evenly."""
-    rows = math.prod(mesh.shape[a] for a in mesh_axes("batch"))
-    seq = math.prod(mesh.shape[a] for a in mesh_axes("seq"))
-    groups = process_rows(mesh)[1]
-    if batch_size % rows:
-        raise ValueError(f"batch_size={batch_size} must divide by mesh.data x mesh.fsdp ({rows})")
-    if seq_len % seq:
-        raise ValueError(f"seq_len={seq_len} must divide by mesh.context ({seq})")
-    if batch_size % (groups * grad_accum):
-        raise ValueError(f"batch_size={batch_size} must divide by the processes' row groups "
-                         f"x grad_accum ({groups} x {grad_accum})")
+    """A ``ValueError`` naming the setting unless the mesh splits the batch evenly
+    (checked once the mesh is made, before anything compiles)."""
+    raise_problems(batch_split_problems(
+        batch_size, seq_len, grad_accum,
+        batch_shards=math.prod(mesh.shape[a] for a in mesh_axes("batch")),
+        seq_shards=math.prod(mesh.shape[a] for a in mesh_axes("seq")),
+        process_groups=process_rows(mesh)[1]), f"mesh {dict(mesh.shape)}")
 
 
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
