@@ -166,13 +166,11 @@ def describe(cfg: TrainConfig, mesh) -> str:
 
 
 def main(cfg: TrainConfig) -> dict[str, Any]:
-    """Trains as `cfg` says; returns the last record (with `eval_loss`) for callers and tests.
-
-    `run_dir` is locked for the run (``RunLock``, by process 0) and checked against
-    the config its checkpoints were saved with (``resume.check_run_dir``) before
-    anything compiles or is written."""
+    """Trains as `cfg` says; returns the last record (with `eval_loss`) for callers and tests."""
     sharding.maybe_initialize_distributed()
     is_main = jax.process_index() == 0
+    # Before anything compiles or is written: the run_dir is this trainer's alone, and
+    # its checkpoints were saved under a config this one may continue.
     with RunLock(cfg.run_dir, hold=is_main):
         config_dict = train_config.to_dict(cfg)
         announced = resume.check_run_dir(cfg.run_dir, config_dict)
