@@ -4,7 +4,7 @@ A checkpoint's parameters, optimizer state and data position mean something only
 under the config that wrote them. A resume that changed the model, the tokenizer, the
 data stream or the optimizer state's structure would continue another run from this
 one's numbers, so each such change is an error naming the key with its saved and new
-value, raised before anything is compiled, read or written. The changes listed in
+value, raised before anything is compiled or written. The changes listed in
 ``SAFE_TO_CHANGE`` only change how the run goes on (its length, cadence, logging,
 evaluation, optimizer settings, mesh) and are printed. A key in neither list (a new
 one, say) must match: it is not known to be safe. A checkpoint holding a non-finite
@@ -29,7 +29,7 @@ SAFE_TO_CHANGE = frozenset({
     "eval_batches", "eval_data", "sample_prompt", "sample_tokens",
     "init_from",  # Read at a fresh start only.
     "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2",
-    "grad_clip",  # While it stays on (> 0) or off: see _STATE_STRUCTURE.
+    "grad_clip",  # While it stays on (> 0) or off: see _grad_clip_switched.
     "grad_accum", "loss_chunk_tokens",  # The same global batch, split otherwise.
     "mesh.data", "mesh.fsdp", "mesh.context", "mesh.tensor",  # Resharded on restore.
     # How the model is run, not what it computes: the parameters mean the same.

@@ -75,9 +75,10 @@ def _read_holder(path: Path) -> Holder | str | None:
     except OSError:
         return None
     try:
-        return Holder(**json.loads(text)) if text else None
+        holder = Holder(**json.loads(text)) if text else None
     except (ValueError, TypeError):
         return text
+    return holder if holder is None or isinstance(holder.pid, int) else text
 
 
 class RunLock:
