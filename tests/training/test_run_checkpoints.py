@@ -1,4 +1,5 @@
-"""Exact resume after kill -9, SIGTERM saves, corrupt checkpoints fall back, NaN stops.
+"""Exact resume after kill -9 (its lock taken over, its metrics kept), SIGTERM saves,
+corrupt or non-finite checkpoints are passed over (not moved), none usable is an error.
 
 The interrupted runs are real processes (`python train.py`), killed mid-run; the
 reference run and the reruns are in-process (the same computation on the same CPU)."""
@@ -8,11 +9,14 @@ import subprocess
 import time
 import types
 
+import grain
+import jax.numpy as jnp
 import pytest
 
 from tests.training.runs import losses, run_env, tiny_config, train_command
-from tnl_jax.training import loop
-from tnl_jax.training.metrics import read_metrics
+from tnl_jax.training import config as train_config
+from tnl_jax.training import loop, resume
+from tnl_jax.training.run_checkpoints import RunCheckpoints
 
 STEPS = 12
 RUN = [f"steps={STEPS}", "checkpoint_every=3", "keep_checkpoints=2"]
@@ -49,9 +53,13 @@ def test_kill_9_then_rerun_reproduces_every_loss(tmp_path, uninterrupted, capsys
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert max(losses(tmp_path)) < STEPS
+    logged_before = (tmp_path / "metrics.jsonl").read_text()
     loop.main(tiny_config(tmp_path, *RUN))
-    assert "resumed from step" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"taking over the stale lock of pid {proc.pid}" in out and "resumed from step" in out
     assert losses(tmp_path) == uninterrupted.losses  # Exactly equal, every step.
+    assert (tmp_path / "metrics.jsonl").read_text().startswith(logged_before)  # Appended.
+    assert not (tmp_path / "trainer.lock").exists()
 
 
 def test_sigterm_saves_then_exits(tmp_path, uninterrupted, capsys):
@@ -68,16 +76,43 @@ def test_sigterm_saves_then_exits(tmp_path, uninterrupted, capsys):
     assert losses(tmp_path) == uninterrupted.losses
 
 
-def test_corrupt_latest_checkpoint_falls_back(tmp_path, uninterrupted):
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, uninterrupted, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted.dir, run_dir)
     for f in (run_dir / "checkpoints" / str(STEPS) / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match=f"checkpoint at step {STEPS} .* cannot be restored"):
+    with pytest.warns(UserWarning, match=f"checkpoint at step {STEPS} .* cannot be restored.*"
+                                         f"left as it is until this run saves step {STEPS}"):
         loop.main(tiny_config(run_dir, *RUN))
     assert losses(run_dir) == uninterrupted.losses  # Recomputed from step 9, identically.
-    assert len(list((run_dir / "checkpoints.unreadable").iterdir())) == 1
+    assert f"replacing the checkpoint of step {STEPS}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # Nothing set aside.
+
+
+def _saved(run_dir, states):
+    """A run directory holding one checkpoint per ``{step: params}`` (tiny states)."""
+    iterator = iter(grain.MapDataset.range(8).to_iter_dataset())
+    checkpoints = RunCheckpoints(run_dir, keep=5)
+    for step, params in states.items():
+        checkpoints.save(step, {"params": params, "step": jnp.int32(step)}, iterator,
+                         train_config.to_dict(train_config.TrainConfig()))
+    checkpoints.wait()
+    return checkpoints, iterator
+
+
+def test_a_non_finite_checkpoint_is_passed_over_not_resumed(tmp_path):
+    """Checkpoints written before the train step checked its state may hold NaN."""
+    checkpoints, iterator = _saved(tmp_path, {2: jnp.array([1.0, 2.0]),
+                                              4: jnp.array([1.0, jnp.nan])})
+    with pytest.warns(UserWarning, match="step 4 .* holds 1 non-finite values; resuming from "
+                                         "step 2"):
+        step, state = resume.restore(checkpoints, str(tmp_path), {
+            "params": jnp.zeros(2), "step": jnp.int32(0)}, iterator,
+            train_config.to_dict(train_config.TrainConfig()), announced_step=4)
+    checkpoints.close()
+    assert step == 2 and state["params"].tolist() == [1.0, 2.0]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]
 
 
 def test_partial_checkpoint_directory_is_ignored(tmp_path, uninterrupted):
@@ -91,13 +126,11 @@ def test_partial_checkpoint_directory_is_ignored(tmp_path, uninterrupted):
     assert not (checkpoints / f"{STEPS}.orbax-checkpoint-tmp-123").exists()
 
 
-def test_non_finite_loss_stops_naming_the_step(tmp_path):
-    cfg = tiny_config(tmp_path, "steps=20", "checkpoint_every=2", "lr=1e30", "warmup=1",
-                      "grad_clip=0")
-    with pytest.raises(loop.NonFiniteLoss, match=r"non-finite (loss|grad_norm) .* at step (\d+)") as error:
-        loop.main(cfg)
-    records = read_metrics(tmp_path / "metrics.jsonl")
-    last_good = max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert f"step {last_good}" in str(error.value)
-    assert all(r["loss"] == r["loss"] for r in records)  # No NaN was logged or saved.
-    assert last_good < 20
+def test_safe_changes_on_resume_are_listed_and_name_real_keys():
+    saved = train_config.TrainConfig()
+    current = train_config.apply(saved, {"steps": 9, "lr": 1e-4, "model.remat": "full",
+                                         "mesh.fsdp": 2, "grad_clip": 0.5})
+    assert resume.check(train_config.to_dict(saved), train_config.to_dict(current), "x") == [
+        "grad_clip: 1.0 -> 0.5", "lr: 0.003 -> 0.0001", "mesh.fsdp: 1 -> 2",
+        "model.remat: 'none' -> 'full'", "steps: 1000 -> 9"]
+    assert resume.SAFE_TO_CHANGE <= set(train_config.all_keys_of(train_config.TrainConfig))

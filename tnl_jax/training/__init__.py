@@ -9,4 +9,7 @@
                         start (the logical-axis rules: tnl_jax/partitioning.py)
     metrics.py          metrics.jsonl, MFU, peak memory, loss plot
     run_checkpoints.py  Orbax checkpoints of a run (state, data position, config)
+    resume.py           resuming only under the checkpoint's config, from a finite state
+    divergence.py       no non-finite number reaches a checkpoint
+    run_lock.py         one trainer per run directory
 """

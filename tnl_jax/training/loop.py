@@ -1,15 +1,15 @@
 """The training loop: `main(cfg)` trains, evaluates, checkpoints and reports.
 
-Read top to bottom: set up the mesh, data, model and optimizer; restore the
-newest checkpoint of `run_dir` if there is one; then step, log, evaluate and
-save until `steps`; finally plot the losses and print a sample.
+Read top to bottom: lock `run_dir` and check that its checkpoints were written
+under this config (before anything compiles); set up the mesh, data, model and
+optimizer; restore the newest usable checkpoint of `run_dir` if there is one; then
+step, log, evaluate and save until `steps`, stopping before a non-finite state is
+saved; finally plot the losses and print a sample.
 """
 from __future__ import annotations
 
-import math
 import shutil
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,11 @@ from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.model.language_model import create_model
 from tnl_jax.tokenizers import TOKENIZER_FILES, get_tokenizer
 from tnl_jax.training import config as train_config
-from tnl_jax.training import losses, metrics, optim, sharding
+from tnl_jax.training import divergence, losses, metrics, optim, resume, sharding
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.run_checkpoints import RunCheckpoints
+from tnl_jax.training.run_lock import RunLock
 from tnl_jax.training.steps import evaluate, make_eval_step, make_train_step
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
 def _state_shardings(tx, params_sharding, params, mesh):
@@ -94,13 +91,22 @@ def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:
 
 def keep_tokenizer(cfg: TrainConfig, run_dir: Path) -> None:
     """Copies a tokenizer file into `run_dir`, so that the run directory is all that
-    generation needs (`tnl_jax.checkpoints.loader.tokenizer_spec`)."""
+    generation needs (`tnl_jax.checkpoints.loader.tokenizer_spec`). A copy already
+    there must be the same file: another tokenizer is another model."""
     path = Path(cfg.tokenizer)
     if cfg.tokenizer != "bytes" and path.is_dir():
         path = next((path / name for name in TOKENIZER_FILES if (path / name).exists()), path)
-    if path.is_file() and path.name in TOKENIZER_FILES:
+    if not (path.is_file() and path.name in TOKENIZER_FILES):
+        return
+    kept = run_dir / path.name
+    if not kept.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, run_dir / path.name)
+        shutil.copyfile(path, kept)
+    elif kept.read_bytes() != path.read_bytes():
+        raise resume.RunConfigChanged(
+            f"tokenizer={cfg.tokenizer!r}: {path} is not the tokenizer this run trained with "
+            f"(its copy {kept} differs); nothing in {run_dir} was changed. Use that copy as "
+            f"tokenizer=, or choose a new run_dir.")
 
 
 def under_mesh(fn, mesh):
@@ -163,6 +169,19 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     """Trains as `cfg` says; returns the last record (with `eval_loss`) for callers and tests."""
     train_config.check(cfg)
     sharding.maybe_initialize_distributed()
+    is_main = jax.process_index() == 0
+    # Before anything compiles or is written: the run_dir is this trainer's alone, and
+    # its checkpoints were saved under a config this one may continue.
+    with RunLock(cfg.run_dir, hold=is_main):
+        config_dict = train_config.to_dict(cfg)
+        announced = resume.check_run_dir(cfg.run_dir, config_dict)
+        if announced and announced[1] and is_main:
+            print(f"resuming with changed settings: {'; '.join(announced[1])}", flush=True)
+        return _train(cfg, config_dict, announced[0] if announced else None)
+
+
+def _train(cfg: TrainConfig, config_dict: dict[str, Any], announced_step: int | None
+           ) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.context, cfg.mesh.tensor)
@@ -170,19 +189,17 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     losses.check_setting(cfg.loss_chunk_tokens)
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.model)
     if is_main:
+        keep_tokenizer(cfg, run_dir)
         print(describe(cfg, mesh), flush=True)
     train_iter, eval_set = data_iterators(cfg, tokenizer, mesh)
     trainer = Trainer(cfg, mesh)
     checkpoints = RunCheckpoints(run_dir, cfg.keep_checkpoints)
-    start, state = checkpoints.restore_latest(trainer.initial_state, train_iter) or (0, None)
-    if state is None:
-        state = trainer.initial_state
-    else:
-        print(f"resumed from step {start} in {run_dir}")
-    if is_main:
-        keep_tokenizer(cfg, run_dir)
-    log = metrics.MetricsLog(run_dir / "metrics.jsonl", start, writer=is_main)
     try:
+        start, state = resume.restore(checkpoints, cfg.run_dir, trainer.initial_state,
+                                      train_iter, config_dict, announced_step)
+        if start:
+            print(f"resumed from step {start} in {run_dir}")
+        log = metrics.MetricsLog(run_dir / "metrics.jsonl", writer=is_main)
         state, record = train_loop(cfg, trainer, state, start, train_iter, eval_set,
                                    checkpoints, log)
     finally:
@@ -201,7 +218,8 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
     The host never waits for the step it just launched: a step's metrics are read
     after the next step is queued (and its batch prepared), so the device always has
     work. Only a step that is evaluated, saved or last is read at once, so that no
-    checkpoint is written before its loss is known to be finite.
+    checkpoint is written before its loss, gradient norm and new state are known to
+    be finite (``divergence.check_step``).
     """
     throughput = metrics.Throughput(cfg.batch_size * cfg.seq_len,
                                     count_flops_per_token(cfg.model, cfg.seq_len))
@@ -211,10 +229,12 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
     record: dict[str, Any] = {}
     pending = None  # (step, its metrics on the device), not read yet
     config_dict = train_config.to_dict(cfg)
+    last_finite = start or None  # The newest checkpoint known to be finite.
 
     def read(step: int, stats, write: bool = True) -> dict[str, Any]:
-        record = {"step": step, **_host_stats(stats), **throughput.update(step)}
-        _check_finite(record, step, cfg.run_dir, checkpoints)
+        record = divergence.check_step(
+            {"step": step, **_host_stats(stats), **throughput.update(step)}, step,
+            last_finite, str(checkpoints.manager.directory))
         if write and (step % cfg.log_every == 0 or step == cfg.steps):
             log.write(record)
         progress.update(step - progress.n)
@@ -240,6 +260,7 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
                 log.write(record)
             if save_now:
                 checkpoints.save(step, state, train_iter, config_dict)
+                last_finite = step
             throughput.pause()  # Evaluation and saving are not training throughput.
             if stop.requested:
                 print(f"SIGTERM: saved step {step} to {cfg.run_dir}, exiting")
@@ -247,15 +268,6 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
     finally:
         progress.close()
     return state, record
-
-
-def _check_finite(record: dict[str, Any], step: int, run_dir: str,
-                  checkpoints: RunCheckpoints) -> None:
-    bad = [f"{k} ({record[k]})" for k in ("loss", "grad_norm") if not math.isfinite(record[k])]
-    if bad:
-        raise NonFiniteLoss(
-            f"non-finite {' and '.join(bad)} at step {step}; stopping. The last good "
-            f"checkpoint (step {checkpoints.latest_step()}) in {run_dir} is kept.")
 
 
 def report(cfg: TrainConfig, run_dir: Path, trainer: Trainer, params, tokenizer,

@@ -75,39 +75,45 @@ def peak_memory_bytes() -> int | None:
 
 
 class MetricsLog:
-    """`metrics.jsonl`: one JSON object per line, written by process 0 only.
+    """`metrics.jsonl`: one JSON object per line, appended by process 0 only; never
+    truncated or rewritten.
 
-    On resume from step `s`, records after `s` (written by the interrupted run
-    after its last checkpoint) and any torn last line are dropped, so the file
-    reads as if the run had never stopped.
+    A resumed run appends the steps after its checkpoint again, which the interrupted
+    run may have logged already: `read_metrics` reads the newest record of each step.
+    A torn last line (a process killed while writing it) is ended first, so that it
+    stays a line of its own, skipped when read.
     """
 
-    def __init__(self, path: Path, resume_step: int, writer: bool = True):
+    def __init__(self, path: Path, writer: bool = True):
         self.path = path
         self.writer = writer
-        if not writer:
-            return
-        kept = [r for r in read_metrics(path) if r["step"] <= resume_step]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if writer and path.exists() and path.stat().st_size:
+            with path.open("rb+") as f:
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.writer:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics file; a torn (partly written) line is skipped."""
+    """The records of a metrics file by step, the newest record of a step where a
+    resumed run logged it again; a torn (partly written) line is skipped."""
     if not path.exists():
         return []
-    records = []
+    by_step: dict[Any, dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
-    return records
+        if isinstance(record, dict) and "step" in record:
+            by_step[record["step"]] = record
+    return sorted(by_step.values(), key=lambda r: r["step"])
 
 
 def plot_losses(records: list[dict[str, Any]], path: Path) -> None:

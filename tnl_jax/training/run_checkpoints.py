@@ -4,15 +4,17 @@ layout ``tnl_jax.checkpoints.run_dir`` describes (and reads back for inference).
 Saves are asynchronous (the step loop continues while files are written) and
 atomic (Orbax writes a temporary directory and renames it when complete); a
 temporary directory left by a killed process is removed at start-up. Restoring
-tries the newest step first and falls back to older ones with a warning when a
-checkpoint cannot be read.
+tries the newest step first and falls back to older ones, with a warning naming
+each step it passes and why, when a checkpoint cannot be used (unreadable, partly
+deleted, or refused by the caller); nothing is moved. When the run comes to save a
+step it passed, the new checkpoint replaces the unusable one (said at the time).
+When no checkpoint can be used, restoring is an error: nothing is started over.
 """
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import jax
@@ -20,6 +22,14 @@ import orbax.checkpoint as ocp
 
 from tnl_jax.checkpoints.run_dir import CHECKPOINTS_DIR, CONFIG_ITEM, DATA_ITEM, STATE_ITEM
 from tnl_jax.data import IteratorCheckpoint
+
+# Says why the checkpoint of a step, restored as this state, cannot be resumed (None:
+# it can). It may raise instead, to stop the run (a changed config, say).
+Refusal = Callable[[int, Any], "str | None"]
+
+
+class UnreadableCheckpoints(RuntimeError):
+    """The run directory has checkpoints, and none of them can be restored."""
 
 
 class RunCheckpoints:
@@ -30,21 +40,27 @@ class RunCheckpoints:
             Path(run_dir).absolute() / CHECKPOINTS_DIR,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, enable_async_checkpointing=True, cleanup_tmp_directories=True))
+        self.unusable: dict[int, str] = {}  # Steps passed by the restore, and why.
 
     def save(self, step: int, state: Any, iterator: grain.DatasetIterator,
              config: dict[str, Any]) -> None:
         """Starts writing step `step`; returns before the files are complete."""
+        if step in self.unusable and step in self.manager.all_steps():
+            print(f"replacing the checkpoint of step {step} in {self.manager.directory}, "
+                  f"which could not be resumed ({self.unusable.pop(step)})", flush=True)
+            self.manager.delete(step)
         self.manager.save(step, force=True, args=ocp.args.Composite(**{
             STATE_ITEM: ocp.args.StandardSave(state),
             DATA_ITEM: grain.checkpoint.CheckpointSave(IteratorCheckpoint(iterator)),
             CONFIG_ITEM: ocp.args.JsonSave(config)}))
 
-    def restore_latest(self, like: Any, iterator: grain.DatasetIterator
-                       ) -> tuple[int, Any] | None:
-        """(step, state) of the newest readable checkpoint, with `iterator` moved to it.
+    def restore_latest(self, like: Any, iterator: grain.DatasetIterator,
+                       refuse: Refusal = lambda step, state: None) -> tuple[int, Any] | None:
+        """(step, state) of the newest checkpoint that can be restored and that
+        `refuse` accepts, with `iterator` moved to it; None when there is no checkpoint.
 
         `like` is a state of the same structure whose arrays give shapes, dtypes and
-        shardings. None when there is no readable checkpoint.
+        shardings. ``UnreadableCheckpoints`` when there are checkpoints but none will do.
         """
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
@@ -53,23 +69,29 @@ class RunCheckpoints:
                 restored = self.manager.restore(step, args=ocp.args.Composite(**{
                     STATE_ITEM: ocp.args.StandardRestore(abstract),
                     DATA_ITEM: grain.checkpoint.CheckpointRestore(IteratorCheckpoint(iterator))}))
-                return step, restored[STATE_ITEM]
             except Exception as error:  # Any unreadable checkpoint: try the one before.
-                warnings.warn(f"checkpoint at step {step} in {self.manager.directory} cannot be "
-                              f"restored ({type(error).__name__}: {error}); trying an older one")
-                self._set_aside(step)
+                self.unusable[step] = f"cannot be restored: {type(error).__name__}: {error}"
+                continue
+            reason = refuse(step, restored[STATE_ITEM])
+            if reason is None:
+                self._warn_passed(step)
+                return step, restored[STATE_ITEM]
+            self.unusable[step] = reason
+        if self.unusable:
+            raise UnreadableCheckpoints(
+                f"no checkpoint in {self.manager.directory} can be resumed:\n"
+                + "".join(f"  step {s}: {why}\n" for s, why in self.unusable.items())
+                + "Nothing was moved or deleted. If a reason names a change of code or "
+                  "config, rerun as the checkpoints were written; to start this run over, "
+                  "move its checkpoints directory away or choose another run_dir.")
         return None
 
-    def _set_aside(self, step: int) -> None:
-        """Moves an unreadable step out of the way (kept for inspection, not reused)."""
-        if jax.process_index() == 0:
-            aside = Path(f"{self.manager.directory}.unreadable")
-            aside.mkdir(exist_ok=True)
-            (Path(self.manager.directory) / str(step)).rename(aside / f"{step}-{time.time():.0f}")
-        self.manager.reload()
-
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+    def _warn_passed(self, step: int) -> None:
+        for passed, why in self.unusable.items():
+            warnings.warn(
+                f"checkpoint at step {passed} in {self.manager.directory} {why}; resuming "
+                f"from step {step} instead. It is left as it is until this run saves step "
+                f"{passed} again, which replaces it (copy it elsewhere first to keep it).")
 
     def wait(self) -> None:
         """Blocks until every started save is complete on disk."""

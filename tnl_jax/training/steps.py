@@ -11,6 +11,7 @@ from flax import nnx
 
 from tnl_jax.training import losses as token_loss
 from tnl_jax.training import sharding
+from tnl_jax.training.divergence import count_non_finite
 
 
 def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
@@ -38,7 +39,11 @@ def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Arra
 def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum: int,
                     loss_chunk_tokens: int = token_loss.AUTO):
-    """One optimizer step on a global batch, its gradient summed over `grad_accum` parts."""
+    """One optimizer step on a global batch, its gradient summed over `grad_accum` parts.
+
+    Its metrics count the non-finite values of the state it returns (see
+    ``divergence``): the loss and gradient norm describe the parameters before the
+    update, so they alone cannot tell that the updated state is finite."""
 
     def loss_sum(params, batch):
         losses, _ = token_losses(graphdef, params, rest, batch, loss_chunk_tokens)
@@ -63,7 +68,9 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
         new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
                      "step": state["step"] + 1}
         stats = {"loss": total / count, "grad_norm": optax.tree.norm(grads),
-                 "lr": schedule(state["step"])}
+                 "lr": schedule(state["step"]),
+                 "non_finite_params": count_non_finite(new_state["params"]),
+                 "non_finite_opt_state": count_non_finite(opt_state)}
         return new_state, stats
 
     return step
