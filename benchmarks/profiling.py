@@ -53,8 +53,10 @@ def kernel_times(run: Callable[[], object], repeats: int = 3) -> dict:
             if not line.name.startswith("Stream"):  # Kernels, not the op/module lines.
                 continue
             for event in line.events:
-                totals[event.name] += event.duration_ns / 1e6 / repeats
-                counts[event.name] += 1 / repeats
+                op = dict(event.stats).get("hlo_op")  # The HLO instruction: find it in
+                name = f"{event.name} [{op}]" if op else event.name  # compiled.as_text().
+                totals[name] += event.duration_ns / 1e6 / repeats
+                counts[name] += 1 / repeats
     kinds = collections.Counter()
     for name, ms in totals.items():
         kinds[kind_of(name)] += ms
@@ -70,6 +72,6 @@ def format_table(times: dict, top: int = 25) -> str:
     lines += [f"| {k} | {ms:.2f} | {100 * ms / total:.1f}% |" for k, ms in times["kinds"].items()]
     lines += ["", "| kernel | kind | ms | launches | share |", "|---|---|---|---|---|"]
     for name, ms, n in times["kernels"][:top]:
-        lines.append(f"| {name[:70]} | {kind_of(name)} | {ms:.3f} | {n:.0f} | "
+        lines.append(f"| {name[:90]} | {kind_of(name)} | {ms:.3f} | {n:.0f} | "
                      f"{100 * ms / total:.1f}% |")
     return "\n".join(lines)

@@ -162,7 +162,8 @@ def describe(cfg: TrainConfig, mesh) -> str:
         f"steps: {cfg.steps} of {cfg.batch_size} rows x {cfg.seq_len} tokens = "
         f"{cfg.batch_size * cfg.seq_len:,} tokens (grad_accum {cfg.grad_accum})",
         f"data: {cfg.data} (tokenizer {cfg.tokenizer}, vocabulary {cfg.model.vocab_size}); "
-        f"held out: {cfg.eval_batches} batch(es) of {cfg.eval_data or cfg.data}"])
+        f"held out: {cfg.eval_batches} batch(es) of {cfg.eval_data or cfg.data}"
+        if cfg.eval_every else "held out: none (eval_every=0)"])
 
 
 def main(cfg: TrainConfig) -> dict[str, Any]:

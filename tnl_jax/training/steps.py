@@ -92,5 +92,8 @@ def evaluate(eval_fn, params, batches: list[dict], mesh) -> dict[str, float]:
         out = eval_fn(params, sharding.global_batch(batch, mesh))
         for k in totals:
             totals[k] += float(out[k])
-    count = max(totals["count"], 1.0)
+    if totals["count"] == 0:  # Never report a held-out loss of 0 over no tokens.
+        raise ValueError(f"held-out evaluation: the {len(batches)} held-out batch(es) have no "
+                         "target tokens (loss_mask is 0 everywhere)")
+    count = totals["count"]
     return {"eval_loss": totals["loss_sum"] / count, "eval_accuracy": totals["correct"] / count}
