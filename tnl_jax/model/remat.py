@@ -23,6 +23,15 @@ from the layer's input. Kept per token per layer (values in the compute dtype; w
   op's output; with the Pallas kernels, whose backward reads only ``q, k, v`` (and
   per-split states, recomputed when a row has several splits), the op's forward does
   not run again. The ``xla`` backend recomputes its scan's intermediates.
+- ``projections``: ``x``, the token mixer's ``q|k|v`` projection (``3d``) and the
+  MLP's ``x W₁, x W₂`` (``2m``), named with ``checkpoint_name``. Everything else is
+  elementwise work or cheap to redo and runs again in the backward: norms, ``silu``,
+  LRPE, the gate ``u = x W_u`` (one ``d × d`` product), the MLP's product, and the
+  attention op's forward (the Pallas op: about 5% of a step). The fastest policy on
+  an H200 and a fifth of ``none``'s memory (tnl-385m at 8K: 151K tokens/s, 24 GiB
+  against ``none``'s 144K, 51 GiB; benchmarks/RESULTS.md); the large presets use it.
+- ``projections_op_io``: ``projections`` and ``op_io`` together: the op's forward
+  is not repeated, for about ``4d`` more per token per layer.
 - ``full``: only ``x`` (``d``): the whole layer runs again in the backward (about a
   third more compute for the layers).
 """
@@ -37,7 +46,7 @@ from jax.ad_checkpoint import checkpoint_name
 ATTENTION_Q, ATTENTION_K, ATTENTION_V, ATTENTION_OUT = (
     "attention_q", "attention_k", "attention_v", "attention_out")
 ATTENTION_NAMES = (ATTENTION_Q, ATTENTION_K, ATTENTION_V, ATTENTION_OUT)
-# Names of the products of the input projections: the token mixer's q|k|v(|u) and the
+# Names of the products of the input projections: the token mixer's q|k|v and the
 # channel mixer's x W₁ and x W₂ (what the ``projections`` policy keeps besides the op's).
 PROJECTION, MLP_PROJECTION = "input_projection", "mlp_projection"
 
@@ -63,7 +72,9 @@ REMAT_POLICIES: dict[str, Any] = {
     "dots_saveable": _policy.dots_saveable,
     "dots_with_no_batch_dims_saveable": _policy.dots_with_no_batch_dims_saveable,
     "op_io": _policy.save_only_these_names(*ATTENTION_NAMES),
-    "projections": _policy.save_only_these_names(*ATTENTION_NAMES, PROJECTION, MLP_PROJECTION),
+    "projections": _policy.save_only_these_names(PROJECTION, MLP_PROJECTION),
+    "projections_op_io": _policy.save_only_these_names(*ATTENTION_NAMES, PROJECTION,
+                                                       MLP_PROJECTION),
     "full": _policy.nothing_saveable,
 }
 

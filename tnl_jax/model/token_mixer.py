@@ -95,9 +95,13 @@ class NormLinearAttention(nnx.Module):
 
     def _project(self, x: jax.Array, positions: jax.Array | None):
         """x ``(B, T, d)`` -> q, k ``(B, T, H, dk)``, v ``(B, T, H, e)``, u ``(B, T, d)``."""
-        w = self.qkvu_proj[...].astype(self.dtype)
-        qkvu = name_projection(jnp.einsum("btd,dfo->btfo", x.astype(self.dtype), w))
-        q, k, v, u = (qkvu[:, :, i] for i in range(4))
+        w, x = self.qkvu_proj[...].astype(self.dtype), x.astype(self.dtype)
+        # Two products: the ``projections`` remat policy keeps q|k|v but not the gate u,
+        # which the backward recomputes (one d x d product) instead of holding d values
+        # per token per layer (that keeps TNL's memory per token within softmax's).
+        qkv = name_projection(jnp.einsum("btd,dfo->btfo", x, w[:, :3]))
+        u = jnp.einsum("btd,do->bto", x, w[:, 3])
+        q, k, v = (qkv[:, :, i] for i in range(3))
         split_heads = lambda t: t.reshape(*t.shape[:-1], self.heads, -1)
         q, k, v = split_heads(jax.nn.silu(q)), split_heads(jax.nn.silu(k)), split_heads(v)
         if self.lrpe is not None:
