@@ -1,5 +1,6 @@
 """The op, per backend, against the float64 quadratic reference: forward, final state,
-segments, initial state, ragged lengths, dk != dv, bf16, gradients, jit/vmap, decode."""
+segments, initial state, ragged lengths, dk != dv, bf16, gradients, jit/vmap, decode;
+every decay from 0 to +inf (λ = 0: each token sees only itself); empty inputs."""
 import functools
 
 import jax
@@ -16,7 +17,7 @@ from tests.readme import run_python_blocks
 from tests.tolerances import BF16_TOL, F32_TOL, rel_err
 
 BACKENDS = ["xla", "interpret"]
-DECAYS = [0.0, 0.05, 1.0, 8.0]
+DECAYS = [0.0, 0.05, 1.0, 8.0, float("inf")]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
