@@ -1,7 +1,8 @@
 """Non-finite inputs (docs/DESIGN.md, "Non-finite inputs"): one bad token in a ragged
 batch of packed documents reaches only what depends on it, forward and backward, in
 the exact oracle (reference.recurrent), the ``xla`` backend and the kernels (interpreted,
-Triton, sequence splits); beyond that only the documented in-chunk products."""
+Triton, sequence splits); beyond that only the documented in-chunk products. And the
+checked path (``checks=True``) that names the bad argument under ``jit``."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import checkify
 
-from pallas_kernels import lightning_attention
+from pallas_kernels import lightning_attention, lightning_attention_step
 from pallas_kernels.lightning import reference, tuning
 from pallas_kernels.lightning.runs import run_ids_from_segments
 from tests.kernels.attention_inputs import attention_inputs, random_segments
@@ -123,3 +125,31 @@ def test_a_bad_token_reaches_only_what_depends_on_it(rng, backend):
         assert not np.isfinite(bad["o"][row, depends]).all(axis=(-2, -1)).any(), kind
     for name in ("o", "dq", "dk", "dv"):
         np.testing.assert_array_equal(bad[name][-1], clean[name][-1])
+
+
+def test_checked_path_names_the_bad_argument_under_jit(rng):
+    """``checks=True`` under ``checkify`` (the op and the decode step in one program):
+    clean inputs pass; a bad k, a NaN decay or a bad decode state is reported with its
+    name and where (values tracing cannot see)."""
+    arrays, decay, _ = inputs(rng)
+
+    def prefill_and_step(q, k, v, decay, state):
+        o = lightning_attention(q, k, v, decay, backend="xla", chunk_size=CHUNK, checks=True)
+        return o, lightning_attention_step(q[:, -1], k[:, -1], v[:, -1], decay, state,
+                                           checks=True)
+
+    checked = jax.jit(checkify.checkify(prefill_and_step))
+    clean = (arrays["q"], arrays["k"], arrays["v"], decay, arrays["initial_state"])
+    err, (o, _) = checked(*clean)
+    assert err.get() is None and np.isfinite(np.asarray(o)).all()
+    bad = with_bad_values(arrays)
+    messages = [checked(*args)[0].get() for args in (
+        (clean[0], bad["k"], *clean[2:]),
+        (*clean[:3], decay.at[0].set(jnp.nan), clean[4]),
+        (*clean[:4], bad["initial_state"]))]
+    assert ("lightning_attention: k must be finite, got 1 inf or NaN values, the first at "
+            "k[1, 18, 0, 3]") in messages[0]
+    assert "lightning_attention: decay must be >= 0 and not NaN" in messages[1]
+    assert "got nan at head 0" in messages[1]
+    assert "lightning_attention_step: state must be finite" in messages[2]
+    assert "state[3, 0, 2, 3]" in messages[2]
