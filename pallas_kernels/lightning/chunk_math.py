@@ -7,6 +7,11 @@ chunk of a row may be short; padded rows carry zeros). ``run`` holds the chunk's
 ids (non-decreasing, padded rows repeat the last real one), ``prev`` the run id of the
 row before the chunk. Every factor is ``exp(-γ·n)`` with ``n >= 0``.
 
+Masks select rather than multiply: ``weighted`` scales by a factor and gives 0 where
+the factor is 0, so that a masked or fully decayed entry contributes nothing even
+where it holds an inf or NaN (``0 · inf`` is NaN); a state update selects the rows of
+both of its operands (docs/DESIGN.md, "Non-finite inputs").
+
 These helpers work on values (not refs), and the factors on positions of any dtype
 (integers in Triton and ``xla``, float32 vectors in a Mosaic GPU register layout), so
 that every lowering and the interpreter use the same code.
@@ -17,6 +22,17 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+
+
+# λ = exp(-γ) is 0 in float32 and float64 alike beyond γ ≈ 745: each backend computes
+# larger decays (+inf: each token sees only itself) as this one (``finite_decay``), so
+# that λ^0 is exp(-γ·0) = 1, not exp(-inf·0) = NaN; their gradient is then 0, exactly.
+MAX_DECAY = 1e4
+
+
+def finite_decay(gamma: jax.Array) -> jax.Array:
+    """``γ`` with ``+inf`` (and anything beyond ``MAX_DECAY``) as ``MAX_DECAY``."""
+    return jnp.minimum(gamma, MAX_DECAY)
 
 
 def dot(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -39,6 +55,17 @@ class ChunkFactors:
     key_decay: jax.Array    # (C,)   λ^(ℓ-1-b) for real rows of the chunk's last run, else 0
     carry: jax.Array        # ()     λ^ℓ if no run starts inside the chunk, else 0
     last_run: jax.Array     # ()     run id of the chunk's last row: `prev` of the next chunk
+
+
+def weighted(x: jax.Array, factor: jax.Array) -> jax.Array:
+    """``x · factor`` where ``factor != 0``, else 0 (not ``0 · x``, NaN for a
+    non-finite ``x``). A NaN factor stays NaN."""
+    return jnp.where(factor != 0, x * factor, 0.0)
+
+
+def selected_rows(values: jax.Array, weights: jax.Array) -> jax.Array:
+    """The rows of ``values`` whose weight is not 0, the others 0 (same dtype)."""
+    return jnp.where(weights[:, None] != 0, values, jnp.zeros((), values.dtype))
 
 
 def decay_power(gamma: jax.Array, steps: jax.Array) -> jax.Array:
@@ -120,16 +147,19 @@ def state_product(rows: jax.Array, state: jax.Array, precise: bool) -> jax.Array
 
 def decayed_outer(x: jax.Array, weights: jax.Array, y: jax.Array, precise: bool) -> jax.Array:
     """``(diag(weights) x)ᵀ y``, a state update, with ``diag(weights) x`` rounded to the
-    dtype of ``x``, or with ``precise`` split in two (``split16``)."""
+    dtype of ``x``, or with ``precise`` split in two (``split16``). Rows of weight 0
+    are left out of both operands (``0 · inf`` in the product would be NaN)."""
+    y = selected_rows(y, weights)
     if not precise or x.dtype == jnp.float32:
         return dot(row_weights(x, weights).T, y)
-    high, low = split16(x.astype(jnp.float32) * weights[:, None], x.dtype)
+    high, low = split16(weighted(x.astype(jnp.float32), weights[:, None]), x.dtype)
     return dot(high.T, y) + dot(low.T, y)
 
 
 def row_weights(values: jax.Array, weights: jax.Array) -> jax.Array:
-    """``diag(weights) · values`` in the dtype of ``values`` (a dot operand)."""
-    return (values.astype(jnp.float32) * weights[:, None]).astype(values.dtype)
+    """``diag(weights) · values`` in the dtype of ``values`` (a dot operand), rows of
+    weight 0 selected to 0."""
+    return weighted(values.astype(jnp.float32), weights[:, None]).astype(values.dtype)
 
 
 def weighted_row_sum(x: jax.Array, y: jax.Array, weights: jax.Array) -> jax.Array:

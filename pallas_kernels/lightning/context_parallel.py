@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pallas_kernels.lightning.chunk_math import weighted
+
 Axis = str | tuple[str, ...]
 # (q, k, v, decay, segment_ids | None, initial_state | None) -> (o, final_state): the op
 # on one device's tokens.
@@ -59,15 +61,16 @@ def boundary_states(own_states, first_ids, last_ids, one_run, decay, shard_len: 
         carries_in = (jnp.ones((batch,), bool) if r == 0
                       else first_ids[r] == last_ids[r - 1])
         through = (carries_in & one_run[r])[:, None, None, None]
-        state = own_states[r] + jnp.where(through, transfer * state, 0.0)
+        state = own_states[r] + weighted(state, jnp.where(through, transfer, 0.0))
         states.append(state)
         carries.append(carries_in)
     return jnp.stack(states), jnp.stack(carries)
 
 
 def entering_contribution(q, decay, entering, mask) -> jax.Array:
-    """``(B, L, H, dv)`` float32: ``λ^(t+1) q_t E`` on the masked tokens; the weights
-    scale the product's rows (one matmul, nothing activation-sized materialised)."""
+    """``(B, L, H, dv)`` float32: ``λ^(t+1) q_t E`` on the masked tokens, 0 on the
+    others (selected: ``E`` of another document may hold an inf); the weights scale the
+    product's rows (one matmul, nothing activation-sized materialised)."""
     seq = q.shape[1]
     steps = jnp.arange(1, seq + 1, dtype=jnp.float32)
     weights = jnp.exp(-steps[:, None] * decay[None, :])[None] * mask[:, :, None]  # (B, L, H)
@@ -78,7 +81,7 @@ def entering_contribution(q, decay, entering, mask) -> jax.Array:
     else:  # 16-bit operands, the state rounded to them as the kernels do for outputs.
         product = jnp.einsum("bthk,bhkv->bthv", q, entering.astype(q.dtype),
                              preferred_element_type=jnp.float32)
-    return product * weights[..., None]
+    return weighted(product, weights[..., None])
 
 
 def attention_over_context(attend: Attend, q, k, v, decay, segment_ids, initial_state,

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from pallas_kernels.lightning import passes, splits, tuning
+from pallas_kernels.lightning.chunk_math import finite_decay
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.layout import WalkLayout
 from pallas_kernels.lightning.manual_axes import summed_like, varying_axes
@@ -92,7 +93,9 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
         initial_state = jnp.zeros((batch, heads, dk, dv), jnp.float32)
     s0 = jnp.pad(initial_state.astype(jnp.float32),
                  [(0, 0), (0, 0), (0, dk_pad - dk), (0, dv_pad - dv)])
-    gamma = decay.astype(jnp.float32).reshape(heads, 1)
+    # Outside the custom VJP: a decay of +inf gets the gradient 0 exactly (the walks'
+    # partial sums would give rounding noise about 0).
+    gamma = finite_decay(decay.astype(jnp.float32)).reshape(heads, 1)
     o, final = _attention(pad(q, dk_pad), pad(k, dk_pad), pad(v, dv_pad), gamma, run, s0,
                           _Static(layout, state_layout, config, decay_grad_config,
                                   interpret))

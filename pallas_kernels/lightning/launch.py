@@ -32,7 +32,11 @@ class Launch:
 
     def __post_init__(self):
         if self.lowering not in LOWERINGS:
-            raise ValueError(f"lowering must be one of {LOWERINGS}, got {self.lowering!r}")
+            raise ValueError(f"Launch.lowering must be one of {LOWERINGS}, got {self.lowering!r}")
+        check_count("Launch.block", self.block, minimum=0)
+        check_count("Launch.num_warps", self.num_warps, minimum=1, power_of_two=True)
+        check_count("Launch.num_stages", self.num_stages, minimum=1)
+        check_count("Launch.chunk", self.chunk, minimum=16, power_of_two=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +58,12 @@ class KernelConfig:
     state_split_factor: int | None = None
 
     def __post_init__(self):
+        for name in ("forward", "dq", "dk", "dv", "fused_dkdv", "states"):
+            value = getattr(self, name)
+            optional = name in ("fused_dkdv", "states")
+            if not isinstance(value, Launch) and not (optional and value is None):
+                raise TypeError(f"KernelConfig.{name} must be a Launch"
+                                f"{' or None' if optional else ''}, got {value!r}")
         if self.fused_dkdv and self.fused_dkdv.lowering != "triton":
             raise ValueError("the fused dK/dV walk has no Mosaic GPU lowering")
         # The decay gradient pairs the dQ and dK partial sums chunk by chunk (docs/DESIGN.md).
@@ -62,9 +72,8 @@ class KernelConfig:
             raise ValueError(f"the dQ and dK walks need one chunk length, got {self.dq.chunk} "
                              f"and {key_chunk}")
         for name in ("chunks_per_split", "state_split_factor"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+            if getattr(self, name) is not None:
+                check_count(f"KernelConfig.{name}", getattr(self, name), minimum=1)
 
     @property
     def launches(self) -> tuple[Launch, ...]:
@@ -75,3 +84,12 @@ class KernelConfig:
     def chunk(self) -> int:
         """The longest chunk: rows are padded to whole chunks of it (and so of all)."""
         return max(launch.chunk for launch in self.launches)
+
+
+def check_count(name: str, value, *, minimum: int, power_of_two: bool = False) -> None:
+    """An int (not a bool) of at least ``minimum``, a power of two if asked."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    if value < minimum or (power_of_two and value & (value - 1)):
+        kind = "a power of two" if power_of_two else "an int"
+        raise ValueError(f"{name} must be {kind} >= {minimum}, got {value}")

@@ -1,7 +1,9 @@
 """The public op: ``lightning_attention`` (prefill/training) and
 ``lightning_attention_step`` (decode): argument checks, backend choice, dispatch to the
 ``xla`` backend (xla_backend.py) or the Pallas kernels (kernel_vjp.py), on one device or
-partitioned over a mesh (partitioning.py, context_parallel.py)."""
+partitioned over a mesh (partitioning.py, context_parallel.py). Empty inputs (no rows,
+no tokens) are answered here, with no computation; the optional value checks are in
+value_checks.py."""
 from __future__ import annotations
 
 import functools
@@ -10,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.lightning import (context_parallel, kernel_vjp, partitioning,
-                                      validation, xla_backend)
+                                      validation, value_checks, xla_backend)
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.runs import run_ids_from_segments
 
@@ -31,6 +33,7 @@ def lightning_attention(
     kernel_config: KernelConfig | None = None,
     context_axis: str | tuple[str, ...] | None = None,
     shard_axes: partitioning.ShardAxes | None = None,
+    checks: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Causal linear attention with per-head decay ``λ = exp(-decay)``.
 
@@ -39,12 +42,13 @@ def lightning_attention(
     Args:
       q, k: ``(batch, seq, heads, dk)``; v: ``(batch, seq, heads, dv)``. Any ``seq``.
         No scaling is applied to ``q``.
-      decay: ``(heads,)`` non-negative floats; 0 means no decay.
+      decay: ``(heads,)`` floats in ``[0, +inf]``; 0 means no decay, ``+inf`` that each
+        token sees only itself (λ = 0).
       segment_ids: optional ``(batch, seq)`` ints; each contiguous run is a separate
         document: tokens see only their own run and the state resets at its start.
       initial_state: optional ``(batch, heads, dk, dv)`` state that continues the first
         run of each row (chunked prefill, state passing).
-      return_final_state: also return the float32 state at the end of each row.
+      return_final_state: (bool) also return the float32 state at the end of each row.
       chunk_size: power of two >= 16; ``None`` takes the backend's tuned value.
       backend: ``"pallas"`` (GPU), ``"interpret"`` (the same kernels, interpreted, any
         platform), ``"xla"`` (pure-jnp chunked form), or ``None``: pallas on GPU, xla
@@ -61,38 +65,65 @@ def lightning_attention(
         batch, sequence and heads, as a caller that knows its layout (a model's
         sharding rules) states them: the op runs in a ``jax.shard_map`` over them, its
         inputs resharded to match. Not with ``context_axis``.
+      checks: add ``jax.experimental.checkify`` checks of the values, which tracing
+        cannot see: non-finite ``q``, ``k``, ``v`` or ``initial_state``, a NaN or
+        negative ``decay``. Eagerly a failed check raises; under ``jax.jit`` run the
+        caller through ``checkify.checkify`` and call the error's ``throw()``.
 
     Returns:
-      ``o`` ``(batch, seq, heads, dv)`` in ``q.dtype``, or ``(o, final_state)``.
-    """
-    validation.check_qkv(q, k, v, with_seq=True)
-    batch, seq, heads, dk = q.shape
-    dv = v.shape[-1]
-    validation.check_decay(decay, heads)
-    if segment_ids is not None:
-        validation.check_segment_ids(segment_ids, batch, seq)
-    if initial_state is not None:
-        validation.check_state("initial_state", initial_state, batch, heads, dk, dv)
-    validation.check_chunk_size(chunk_size)
-    backend = validation.resolve_backend(backend)
-    validation.check_kernel_config(kernel_config, backend, chunk_size)
-    validation.check_context_axis(context_axis, shard_axes)
+      ``o`` ``(batch, seq, heads, dv)`` in ``q.dtype``, or ``(o, final_state)``. No
+      tokens or no rows: empty ``o``, the final state ``initial_state`` or zeros.
 
+    Non-finite inputs (docs/DESIGN.md): masks select, so an inf or NaN in ``q_t``,
+    ``k_t`` or the initial state reaches only the outputs that depend on it; one in
+    ``v_t`` also every output of its chunk (a matrix product: ``0 · inf``).
+    """
+    backend = validation.check_arguments(
+        q, k, v, decay, segment_ids=segment_ids, initial_state=initial_state,
+        flags=dict(return_final_state=return_final_state, checks=checks),
+        chunk_size=chunk_size, backend=backend, kernel_config=kernel_config,
+        context_axis=context_axis, shard_axes=shard_axes)
+    if checks:
+        value_checks.check_values("lightning_attention", dict(
+            q=q, k=k, v=v, initial_state=initial_state), decay)
     if initial_state is not None:
         initial_state = initial_state.astype(jnp.promote_types(initial_state.dtype, jnp.float32))
-    decay = decay.astype(jnp.promote_types(decay.dtype, jnp.float32))
-    attend = functools.partial(attend_on_device, chunk_size=chunk_size, backend=backend,
-                               kernel_config=kernel_config)
-    if context_axis is not None:
-        o, final = context_parallel.attention_over_context(
-            attend, q, k, v, decay, segment_ids, initial_state, context_axis)
-    elif shard_axes is not None:
-        o, final = partitioning.with_axes(attend, shard_axes, q, k, v, decay, segment_ids,
-                                          initial_state, typed=backend != "interpret")
+    if 0 in q.shape or 0 in v.shape:
+        o, final = _empty_result(q, v, initial_state)
     else:
-        o, final = partitioning.partitioned(attend, q, k, v, decay, segment_ids,
-                                            initial_state, typed=backend != "interpret")
+        attend = functools.partial(attend_on_device, chunk_size=chunk_size, backend=backend,
+                                   kernel_config=kernel_config)
+        o, final = _partitioned(attend, q, k, v,
+                                decay.astype(jnp.promote_types(decay.dtype, jnp.float32)),
+                                segment_ids, initial_state, context_axis, shard_axes,
+                                typed=backend != "interpret")
     return (o, final) if return_final_state else o
+
+
+def _partitioned(attend, q, k, v, decay, segment_ids, initial_state, context_axis,
+                 shard_axes, *, typed: bool) -> tuple[jax.Array, jax.Array]:
+    """``(o, final_state)``: in the caller's ``shard_map`` (``context_axis``), in one over
+    ``shard_axes``, or partitioned by the inputs' sharding (partitioning.py)."""
+    if context_axis is not None:
+        return context_parallel.attention_over_context(
+            attend, q, k, v, decay, segment_ids, initial_state, context_axis)
+    if shard_axes is not None:
+        return partitioning.with_axes(attend, shard_axes, q, k, v, decay, segment_ids,
+                                      initial_state, typed=typed)
+    return partitioning.partitioned(attend, q, k, v, decay, segment_ids, initial_state,
+                                    typed=typed)
+
+
+def _empty_result(q, v, initial_state) -> tuple[jax.Array, jax.Array]:
+    """``(o, final_state)`` where nothing is attended: no rows, tokens, heads or
+    features. ``o`` is all zeros (empty unless ``dk == 0``: empty dot products); zero
+    tokens leave the initial state as it is. No kernel is launched on an empty grid."""
+    batch, seq, heads, dk = q.shape
+    dv = v.shape[-1]
+    o = jnp.zeros((batch, seq, heads, dv), q.dtype)
+    if initial_state is not None and seq == 0:
+        return o, initial_state
+    return o, jnp.zeros((batch, heads, dk, dv), jnp.float32)
 
 
 def attend_on_device(q, k, v, decay, segment_ids, initial_state, *, chunk_size, backend,
@@ -109,19 +140,25 @@ def attend_on_device(q, k, v, decay, segment_ids, initial_state, *, chunk_size, 
 
 
 def lightning_attention_step(
-    q: jax.Array, k: jax.Array, v: jax.Array, decay: jax.Array, state: jax.Array,
+    q: jax.Array, k: jax.Array, v: jax.Array, decay: jax.Array, state: jax.Array, *,
+    checks: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """One decode step: ``S' = λ S + k vᵀ``, ``o = qᵀ S'``; O(1) in the context length.
 
     Args:
-      q, k: ``(batch, heads, dk)``; v: ``(batch, heads, dv)``; decay: ``(heads,)``;
-      state: ``(batch, heads, dk, dv)`` float32 (the prefill's final state).
+      q, k: ``(batch, heads, dk)``; v: ``(batch, heads, dv)``; decay: ``(heads,)``
+        in ``[0, +inf]``; state: ``(batch, heads, dk, dv)`` float32 (the prefill's
+        final state). checks: as for :func:`lightning_attention`.
 
     Returns:
       ``(o (batch, heads, dv) in q.dtype, new_state float32)``.
     """
+    validation.check_flag("checks", checks)
     validation.check_qkv(q, k, v, with_seq=False)
     batch, heads, dk = q.shape
     validation.check_decay(decay, heads)
     validation.check_state("state", state, batch, heads, dk, v.shape[-1])
+    if checks:
+        value_checks.check_values("lightning_attention_step",
+                                  dict(q=q, k=k, v=v, state=state), decay)
     return xla_backend.step(q, k, v, decay, state)

@@ -163,14 +163,9 @@ def _vmapped(*xs) -> bool:
 
 def with_axes(attend: Attend, axes: ShardAxes, q, k, v, decay, segment_ids, initial_state,
               *, typed: bool = True):
-    """``(o, final_state)`` in a ``shard_map`` over the given axes of the current mesh."""
-    if not isinstance(axes, ShardAxes):
-        raise TypeError(f"shard_axes must be a ShardAxes, got {type(axes).__name__}")
+    """``(o, final_state)`` in a ``shard_map`` over the given axes of the current mesh
+    (checked: validation.check_shard_args)."""
     mesh = jax.sharding.get_abstract_mesh()
-    unknown = sorted({*axes.batch, *axes.seq, *axes.heads} - set(mesh.axis_names))
-    if unknown:
-        raise ValueError(f"shard_axes names mesh axes {unknown} that the current mesh "
-                         f"{dict(mesh.shape)} lacks (set it with jax.set_mesh)")
     if not axes:
         return attend(q, k, v, decay, segment_ids, initial_state)
 

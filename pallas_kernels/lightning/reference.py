@@ -11,15 +11,27 @@ runs.run_ids_from_segments), an initial state for the first run of each row, and
 run. They compute in float32, or float64 when the inputs are float64, and return ``o``
 in ``q.dtype``.
 
-Shapes: ``q, k (B, T, H, dk)``, ``v (B, T, H, dv)``, ``decay (H,)``,
+Shapes: ``q, k (B, T, H, dk)``, ``v (B, T, H, dv)``, ``decay (H,)`` in ``[0, +inf]``,
 ``run_ids (B, T)`` int32, ``initial_state (B, H, dk, dv)``.
+
+Non-finite inputs: masks and decays select (``weighted``), never multiply, so an inf
+or NaN reaches only what depends on it. ``recurrent`` is exact in this (its one
+product per token meets only that token's own values): it is the oracle for
+non-finite inputs, forward and backward. ``quadratic``'s ``(T, T) × (T, dv)`` product
+lets a non-finite ``v_s`` reach every row of its row of the batch (``0 · inf``).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.lightning.chunk_math import weighted
 from pallas_kernels.lightning.xla_backend import compute_dtype, with_defaults
+
+
+def power(gamma, steps):
+    """``λ^steps = exp(-γ·steps)``, with ``λ^0 = 1`` also for ``γ = +inf``."""
+    return jnp.where(steps > 0, jnp.exp(-gamma * jnp.maximum(steps, 1)), 1.0)
 
 
 def quadratic(q, k, v, decay, *, run_ids=None, initial_state=None):
@@ -34,24 +46,26 @@ def quadratic(q, k, v, decay, *, run_ids=None, initial_state=None):
     dist = pos[:, None] - pos[None, :]  # t - s
     same_run = run_ids[:, :, None] == run_ids[:, None, :]  # (B, T, T)
     mask = (dist >= 0)[None] & same_run
-    weights = jnp.exp(-gamma[:, None, None] * jnp.maximum(dist, 0))  # (H, T, T)
-    scores = jnp.einsum("bthd,bshd->bhts", q, k) * weights[None] * mask[:, None]
+    weights = power(gamma[:, None, None], jnp.maximum(dist, 0))  # (H, T, T)
+    scores = weighted(jnp.einsum("bthd,bshd->bhts", q, k),
+                      jnp.where(mask[:, None], weights[None], 0))
     o = jnp.einsum("bhts,bshd->bthd", scores, v)
 
     # The initial state continues the first run: it reaches row t decayed t+1 times.
-    first_run = (run_ids == 0)[:, :, None, None]  # (B, T, 1, 1)
-    s0_decay = jnp.exp(-gamma[None, :] * (pos[:, None] + 1))  # (T, H)
-    o_init = jnp.einsum("bthk,bhkv->bthv", q, s0) * s0_decay[None, :, :, None]
-    o = o + jnp.where(first_run, o_init, 0)
+    first_run = (run_ids == 0)[:, :, None]  # (B, T, 1)
+    s0_decay = power(gamma[None, :], pos[:, None] + 1)  # (T, H)
+    o_init = jnp.einsum("bthk,bhkv->bthv", q, s0)
+    o = o + weighted(o_init, jnp.where(first_run, s0_decay[None], 0)[..., None])
 
     # Final state: keys of the last run, plus s0 if the row is one run.
     last_run = run_ids[:, -1:]
     in_last = (run_ids == last_run)[:, :, None]  # (B, T, 1)
-    key_decay = jnp.exp(-gamma[None, :] * (seq - 1 - pos)[:, None])  # (T, H)
-    k_weighted = k * jnp.where(in_last, key_decay[None], 0)[..., None]
-    final = jnp.einsum("bshk,bshv->bhkv", k_weighted, v)
-    carried = jnp.where((last_run == 0)[:, :, None, None], s0, 0)
-    final = final + carried * jnp.exp(-gamma * seq)[None, :, None, None]
+    key_decay = power(gamma[None, :], (seq - 1 - pos)[:, None])  # (T, H)
+    key_weights = jnp.where(in_last, key_decay[None], 0)[..., None]  # (B, T, H, 1)
+    final = jnp.einsum("bshk,bshv->bhkv", weighted(k, key_weights),
+                       jnp.where(key_weights != 0, v, 0))
+    carried = jnp.where((last_run == 0)[:, :, None, None], power(gamma, seq)[None, :, None, None], 0)
+    final = final + weighted(s0, carried)
     return o.astype(out_dtype), final
 
 
@@ -66,7 +80,7 @@ def recurrent(q, k, v, decay, *, run_ids=None, initial_state=None):
 
     def step(state, xs):
         q_t, k_t, v_t, start_t = xs
-        state = jnp.where(start_t[:, None, None, None], 0, lam * state)
+        state = weighted(state, jnp.where(start_t[:, None, None, None], 0, lam))
         state = state + jnp.einsum("bhk,bhv->bhkv", k_t, v_t)
         return state, jnp.einsum("bhk,bhkv->bhv", q_t, state)
 

@@ -68,9 +68,16 @@ def boundary_transfers(gamma, run, layout: WalkLayout) -> jax.Array:
 
 
 def weighted_sum(weights, values) -> jax.Array:
-    """``(B, H, P, I) × (B, H, I, dk, dv) → (B, H, P, dk, dv)``, in float32."""
-    return jnp.einsum("bhpi,bhixy->bhpxy", weights, values,
-                      precision=jax.lax.Precision.HIGHEST)
+    """``(B, H, P, I) × (B, H, I, dk, dv) → (B, H, P, dk, dv)``, in float32. A state
+    with a weight of 0 adds nothing even if it holds an inf or NaN (a document with a
+    bad input, cut off by a run start): non-finite states are summed as zeros and make
+    every sum they do reach NaN (docs/DESIGN.md, "Non-finite inputs")."""
+    finite = jnp.all(jnp.isfinite(values), axis=(3, 4))  # (B, H, I)
+    clean = jnp.einsum("bhpi,bhixy->bhpxy", weights,
+                       jnp.where(finite[..., None, None], values, 0.0),
+                       precision=jax.lax.Precision.HIGHEST)
+    reached = jnp.any((weights != 0) & ~finite[:, :, None, :], axis=3)  # (B, H, P)
+    return jnp.where(reached[..., None, None], jnp.nan, clean)
 
 
 def entering_states(q, k, v, gamma, run, s0, layout: WalkLayout, states: WalkLayout,
@@ -86,8 +93,8 @@ def entering_states(q, k, v, gamma, run, s0, layout: WalkLayout, states: WalkLay
     # s0 sits at boundary 0 and split r's own state at boundary r + 1; the output splits
     # start at every factor-th boundary.
     to_starts = boundary_transfers(gamma, run, states)[:, :, :leading.splits + 1, :-1:factor]
-    return (to_starts[:, :, 0, :, None, None] * s0[:, :, None]
-            + weighted_sum(jnp.swapaxes(to_starts[:, :, 1:], 2, 3), own))
+    return weighted_sum(jnp.swapaxes(to_starts, 2, 3),
+                        jnp.concatenate([s0[:, :, None], own], axis=2))
 
 
 def exit_dstates(q, k, do, gamma, run, dfinal, layout: WalkLayout, states: WalkLayout,
@@ -104,8 +111,7 @@ def exit_dstates(q, k, do, gamma, run, dfinal, layout: WalkLayout, states: WalkL
     # Split r's own dS sits at boundary r and dfinal at the last one; the output splits
     # end at every factor-th boundary (with_initial: also the sequence's start, 0).
     from_ends = boundary_transfers(gamma, run, states)[:, :, first::factor, first:]
-    dstates = (from_ends[:, :, :, -1, None, None] * dfinal[:, :, None]
-               + weighted_sum(from_ends[:, :, :, :-1], own))
+    dstates = weighted_sum(from_ends, jnp.concatenate([own, dfinal[:, :, None]], axis=2))
     return (dstates[:, :, 1:], dstates[:, :, 0]) if with_initial else (dstates, None)
 
 

@@ -3,8 +3,9 @@ chunks, in plain jnp (any platform, differentiated by JAX), on the decay factors
 chunk_math.py; and the decode step.
 
 Every decay factor is ``exp(-γ·n)`` with ``n >= 0``: no inverse powers, so ``γ`` up to
-~8 (and beyond) never overflows. Inputs as in reference.py; computes in float32, or
-float64 for float64 inputs, and returns ``o`` in ``q.dtype``.
+~8 (and beyond) never overflows. Factors and masks select (``chunk_math.weighted``), as
+in the kernels. Inputs as in reference.py; computes in float32, or float64 for float64
+inputs, and returns ``o`` in ``q.dtype``.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def chunked(q, k, v, decay, *, run_ids=None, initial_state=None, chunk_size=64):
 
     # Inside shard_map the decay varies like the data from here on, so that its
     # gradient is summed over devices once, not in every step of the scan.
-    gamma = varying_like(decay.astype(dtype), q, k, v, run_ids)[:, None, None]  # (H, 1, 1)
+    gamma = varying_like(chunk_math.finite_decay(decay.astype(dtype)), q, k, v,
+                         run_ids)[:, None, None]  # (H, 1, 1)
     a = jnp.arange(c)
     dist = a[:, None] - a[None, :]
     # The factors of chunk_math.py over (H, C): runs mask them per row in the step.
@@ -67,20 +69,27 @@ def chunked(q, k, v, decay, *, run_ids=None, initial_state=None, chunk_size=64):
         state, prev_run = carry  # (B,H,dk,dv), (B,)
         q_j, k_j, v_j, r_j, length = xs
         same = r_j[:, :, None] == r_j[:, None, :]  # (B, C, C)
-        scores = jnp.einsum("bahd,bchd->bhac", q_j, k_j) * intra_decay[None] * same[:, None]
+        scores = chunk_math.weighted(jnp.einsum("bahd,bchd->bhac", q_j, k_j),
+                                     jnp.where(same[:, None], intra_decay[None], 0))
         o = jnp.einsum("bhac,bchd->bahd", scores, v_j)
-        continues = (r_j == prev_run[:, None])[:, :, None, None]  # rows in the carried run
-        o_inter = jnp.einsum("bahk,bhkv->bahv", q_j, state) * query_decay.T[None, :, :, None]
-        o = o + jnp.where(continues, o_inter, 0)
+        continues = (r_j == prev_run[:, None])[:, :, None]  # rows in the carried run
+        read = jnp.where(continues, query_decay.T[None], 0)[..., None]  # (B, C, H, 1)
+        # Rows that do not read the state are left out of the product too, so that
+        # its gradient meets no 0 · inf either.
+        o_inter = jnp.einsum("bahk,bhkv->bahv", jnp.where(read != 0, q_j, 0), state)
+        o = o + chunk_math.weighted(o_inter, read)
 
         last_run = r_j[:, -1]
         n_after = jnp.maximum(length - 1 - a, 0)  # steps from key b to the chunk's end
         key_decay = jnp.where(a < length, chunk_math.decay_power(gamma[:, 0], n_after), 0)
         in_last = (r_j == last_run[:, None])[:, :, None]  # (B, C, 1)
-        k_weighted = k_j * (key_decay.T[None] * in_last)[..., None]
+        key_weights = jnp.where(in_last, key_decay.T[None], 0)[..., None]  # (B, C, H, 1)
+        k_weighted = chunk_math.weighted(k_j, key_weights)
+        v_selected = jnp.where(key_weights != 0, v_j, 0)  # rows out of the state: both sides
         keep = (last_run == prev_run)[:, None, None, None]
-        state = (jnp.where(keep, state, 0) * chunk_math.decay_power(gamma[None], length)
-                 + jnp.einsum("bchk,bchv->bhkv", k_weighted, v_j))
+        carry = jnp.where(keep, chunk_math.decay_power(gamma[None], length), 0)
+        state = (chunk_math.weighted(state, carry)
+                 + jnp.einsum("bchk,bchv->bhkv", k_weighted, v_selected))
         return (state, last_run), o
 
     init = (varying_like(s0, qc, kc, vc, rc, gamma), varying_like(run_ids[:, 0], rc))
@@ -93,7 +102,7 @@ def step(q, k, v, decay, state):
     """One decode step of the recurrence: shapes without the sequence axis."""
     dtype = compute_dtype(q, k, v, state)
     lam = jnp.exp(-decay.astype(dtype))[None, :, None, None]
-    new_state = lam * state.astype(dtype) + jnp.einsum(
+    new_state = chunk_math.weighted(state.astype(dtype), lam) + jnp.einsum(
         "bhk,bhv->bhkv", k.astype(dtype), v.astype(dtype))
     o = jnp.einsum("bhk,bhkv->bhv", q.astype(dtype), new_state)
     return o.astype(q.dtype), new_state

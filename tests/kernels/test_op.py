@@ -1,5 +1,6 @@
 """The op, per backend, against the float64 quadratic reference: forward, final state,
-segments, initial state, ragged lengths, dk != dv, bf16, gradients, jit/vmap, decode."""
+segments, initial state, ragged lengths, dk != dv, bf16, gradients, jit/vmap, decode;
+every decay from 0 to +inf (λ = 0: each token sees only itself); empty inputs."""
 import functools
 
 import jax
@@ -16,7 +17,7 @@ from tests.readme import run_python_blocks
 from tests.tolerances import BF16_TOL, F32_TOL, rel_err
 
 BACKENDS = ["xla", "interpret"]
-DECAYS = [0.0, 0.05, 1.0, 8.0]
+DECAYS = [0.0, 0.05, 1.0, 8.0, float("inf")]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -119,6 +120,39 @@ def test_state_passing_equals_one_call(rng, backend):
     o2, s2 = call(q[:, 33:], k[:, 33:], v[:, 33:], decay, initial_state=s1)
     assert rel_err(jnp.concatenate([o1, o2], 1), o_full) < 1e-5
     assert rel_err(s2, s_full) < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["xla", "interpret", "pallas"])
+@pytest.mark.parametrize("shape", [(2, 0, 3, 8, 4), (0, 5, 3, 8, 4), (2, 5, 3, 0, 4)],
+                         ids=["no tokens", "no rows", "dk=0"])
+def test_empty_inputs_give_empty_results(monkeypatch, rng, backend, shape):
+    """No tokens: empty ``o`` and the initial state as the final state (its gradient the
+    final state's cotangent); no rows: empty results; dk = 0: zeros. In every backend
+    (the pallas path's wrapper is taken as on a GPU: it launches no kernel), with
+    gradients of the inputs' shapes."""
+    if backend == "pallas":
+        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    batch, seq, heads, dk, dv = shape
+    q, k = (jnp.asarray(rng.standard_normal((batch, seq, heads, dk)), jnp.bfloat16)
+            for _ in range(2))
+    v = jnp.asarray(rng.standard_normal((batch, seq, heads, dv)), jnp.bfloat16)
+    s0 = jnp.asarray(rng.standard_normal((batch, heads, dk, dv)), jnp.float32)
+    decay = jnp.asarray(rng.uniform(0, 1, heads), jnp.float32)
+
+    def op(q, k, v, decay, s0):
+        return lightning_attention(q, k, v, decay, initial_state=s0, backend=backend,
+                                   segment_ids=jnp.zeros((batch, seq), jnp.int32),
+                                   return_final_state=True)
+
+    (o, final), vjp = jax.vjp(op, q, k, v, decay, s0)
+    assert o.shape == v.shape and o.dtype == jnp.bfloat16 and not o.any()
+    assert final.shape == s0.shape and final.dtype == jnp.float32
+    ds = jnp.asarray(rng.standard_normal(s0.shape), jnp.float32)
+    grads = vjp((o, ds))
+    assert [g.shape for g in grads] == [x.shape for x in (q, k, v, decay, s0)]
+    assert not any(g.any() for g in grads[:4])
+    if seq == 0:
+        assert (final == s0).all() and (grads[4] == ds).all()
 
 
 def test_readme_examples_run_and_an_explicit_kernel_config_gives_the_same_answer():

@@ -61,24 +61,6 @@ def test_first_run_mask_and_boundary_states():
     assert carries[:, 0].tolist() == [True, True, False]
 
 
-def test_bad_sharding_arguments_are_named():
-    q = jnp.ones((1, 16, 2, 16))
-    decay = jnp.ones(2)
-    with pytest.raises(ValueError, match="not both"):
-        lightning_attention(q, q, q, decay, backend="xla", context_axis="c",
-                            shard_axes=ShardAxes(seq="c"))
-    with pytest.raises(ValueError, match="not an axis of an enclosing shard_map"):
-        lightning_attention(q, q, q, decay, backend="xla", context_axis="c")
-    with pytest.raises(TypeError, match="context_axis must be a mesh axis name"):
-        lightning_attention(q, q, q, decay, backend="xla", context_axis=3)
-    with pytest.raises(TypeError, match="shard_axes must be a ShardAxes"):
-        lightning_attention(q, q, q, decay, backend="xla", shard_axes=("data",))
-    with pytest.raises(TypeError, match="ShardAxes.seq must be"):
-        ShardAxes(seq=3)
-    with pytest.raises(ValueError, match=r"lacks"):
-        lightning_attention(q, q, q, decay, backend="xla", shard_axes=ShardAxes(seq="context"))
-
-
 def test_shard_axes_on_one_device_mesh_equals_plain():
     """A mesh of one device: shard_axes and context_axis are the plain op."""
     key = jax.random.split(jax.random.key(3), 3)

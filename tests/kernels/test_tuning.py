@@ -1,18 +1,8 @@
 """The launch tables and their resolution, explicit kernel configs, and the split
 policies (no kernels run)."""
-import dataclasses
-
-import pytest
-
 from pallas_kernels import KernelConfig, Launch
 from pallas_kernels.lightning import tuning
-from pallas_kernels.lightning.launch import WALKS
 from pallas_kernels.lightning.mosaic import scratch
-
-
-def mosaic_config(chunk: int = 64, block: int = 128, **splits) -> KernelConfig:
-    launches = {walk: Launch(block, chunk=chunk, lowering="mosaic") for walk in WALKS}
-    return KernelConfig(**launches, **splits)
 
 
 def test_state_passes_split_finer_to_fill_a_wave():
@@ -51,26 +41,6 @@ def test_configs_resolve_to_blocks_that_fit():
     assert max(x.num_stages for x in f32.launches) <= tuning.FLOAT32_MAX_STAGES
     generic = tuning.kernel_config(32, 16, chunk_size=None)
     assert (generic.forward.block, generic.dq.block) == (16, 32)
-
-
-def test_bad_configs_are_errors():
-    with pytest.raises(ValueError, match="dQ and dK walks need one chunk length"):
-        KernelConfig(forward=Launch(), dq=Launch(chunk=32), dk=Launch(chunk=64), dv=Launch())
-    with pytest.raises(ValueError, match="fused dK/dV walk has no Mosaic GPU lowering"):
-        KernelConfig(forward=Launch(), dq=Launch(), dk=Launch(), dv=Launch(),
-                     fused_dkdv=Launch(lowering="mosaic"))
-    with pytest.raises(ValueError, match="chunks_per_split must be a positive int"):
-        mosaic_config(chunks_per_split=0)
-    with pytest.raises(ValueError, match="lowering must be one of"):
-        dataclasses.replace(Launch(), lowering="cuda")
-    with pytest.raises(ValueError, match=r"kernel_config.dq.block must divide .* 64, got 48"):
-        tuning.resolve(KernelConfig(forward=Launch(), dq=Launch(48), dk=Launch(), dv=Launch()),
-                       64, 64)
-    # A Mosaic GPU launch that cannot run is an error, not a Triton launch instead.
-    with pytest.raises(ValueError, match="kernel_config.forward .* does not fit"):
-        tuning.resolve(mosaic_config(chunk=32), 32, 32)
-    with pytest.raises(ValueError, match="does not fit"):
-        tuning.resolve(mosaic_config(), 128, 128, itemsize=4)
 
 
 def test_mosaic_launches_resolve_to_triton_where_wgmma_does_not_fit():

@@ -99,11 +99,14 @@ def output_tile(plan: WalkPlan, constants: WalkConstants, decays: ChunkDecays, s
         store_halves(plan, tile, [half.at[pl.ds(i * TILE, TILE)] for half in state16])
     plgpu.commit_smem()
     p = products((cs, cs), [(a_s, Transposed(b_s))], plan.interpret)
-    p = jnp.where(same_run, p * constants.causal_decay, 0.0).astype(plan.dtype)
+    # Selected, not multiplied: an inf in a masked entry of A Bᵀ gives 0, not NaN.
+    keep = same_run & (constants.causal_decay != 0)
+    p = jnp.where(keep, p * constants.causal_decay, 0.0).astype(plan.dtype)
     # The read decay scales the float32 product (not A before it): one bf16 rounding
     # fewer, which the decay gradient's cancelling sums need.
-    out_state = (products((cs, TILE), [(a_s, half) for half in state16], plan.interpret)
-                 * rows(plan, decays.read, TILE))
+    out_state = chunk_math.weighted(
+        products((cs, TILE), [(a_s, half) for half in state16], plan.interpret),
+        rows(plan, decays.read, TILE))
     out = out_state + products((cs, TILE), [(p, c_own)], plan.interpret)
     return out, out_state
 
@@ -122,13 +125,16 @@ def decay_grad_partial(plan: WalkPlan, constants: WalkConstants, chunk: jax.Arra
 def state_update(plan: WalkPlan, decays: ChunkDecays, state, state16: list, b_s,
                  c_own) -> tuple[jax.Array, ...]:
     """``S ← carry · S + (diag(write) B)ᵀ C`` per 64-row tile. The 16-bit state is dead
-    once the output is computed: its first rows now hold the write-decayed C."""
+    once the output is computed: its first rows now hold the write-decayed C. The decays
+    select (a row of C written with 0 is 0, a state carried with 0 is 0); B goes to the
+    wgmma from shared memory as it is, so a non-finite row of B written with 0 still
+    makes the product NaN (docs/DESIGN.md, "Non-finite inputs")."""
     scaled_c = [half.at[pl.ds(0, plan.chunk)] for half in state16]
-    store_halves(plan, c_own[...].astype(jnp.float32) * rows(plan, decays.write, TILE),
-                 scaled_c)
+    store_halves(plan, chunk_math.weighted(c_own[...].astype(jnp.float32),
+                                           rows(plan, decays.write, TILE)), scaled_c)
     plgpu.commit_smem()
     return tuple(
-        decays.carry * tile + products(
+        chunk_math.weighted(tile, decays.carry) + products(
             (TILE, TILE),
             [(Transposed(b_s.at[:, pl.ds(i * TILE, TILE)]), half) for half in scaled_c],
             plan.interpret)

@@ -44,8 +44,8 @@ from pallas_kernels.lightning.chunk_math import (
     chunk_length,
     decayed_outer,
     dot,
-    row_weights,
     state_product,
+    weighted,
     weighted_row_sum,
 )
 from pallas_kernels.lightning.launch import Launch
@@ -78,15 +78,15 @@ def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, s
         k, v, do = k_ref[rows, :], v_ref[rows, :], do_ref[rows, :]
         g = layout.first_chunk(split) + j
         f = chunk_factors(gamma, run_ref[rows], prev, chunk_length(g, c, layout.seq_len))
-        dp = dot(do, v.T) * f.intra
-        dq_inter = f.query_decay[:, None] * state_product(do, state.T, decay_grad)
+        dp = weighted(dot(do, v.T), f.intra)
+        dq_inter = weighted(state_product(do, state.T, decay_grad), f.query_decay[:, None])
         dq = dot(dp.astype(k.dtype), k) + dq_inter
         dq_ref[rows, :] = dq.astype(dq_ref.dtype)
         if decay_grad:
             q = q_ref[rows, :]
             partial += (weighted_row_sum(q, dq, offsets) - _boundary_weight(g, layout)
                         * jnp.sum(q.astype(jnp.float32) * dq_inter))
-        state = f.carry * state + decayed_outer(k, f.key_decay, v, decay_grad)
+        state = weighted(state, f.carry) + decayed_outer(k, f.key_decay, v, decay_grad)
         return state, f.last_run, partial
 
     init = (state_ref[...], jnp.max(entry_run_ref[...]), jnp.float32(0))
@@ -97,8 +97,8 @@ def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, s
 
 def _dk_chunk(q, k, v, do, dstate, f, g, layout: WalkLayout, decay_grad: bool):
     """dK of one chunk and (``decay_grad``) its decay-gradient partial, else 0."""
-    dp = dot(do, v.T) * f.intra
-    dk_state = f.key_decay[:, None] * state_product(v, dstate.T, decay_grad)
+    dp = weighted(dot(do, v.T), f.intra)
+    dk_state = weighted(state_product(v, dstate.T, decay_grad), f.key_decay[:, None])
     dk = dot(dp.T.astype(q.dtype), q) + dk_state
     if not decay_grad:
         return dk, jnp.float32(0)
@@ -109,10 +109,12 @@ def _dk_chunk(q, k, v, do, dstate, f, g, layout: WalkLayout, decay_grad: bool):
 
 
 def _dv_chunk(q, k, do, dstate, f):
-    """dV of one chunk (for the value columns of ``do`` and ``dstate``)."""
-    scores = dot(q, k.T) * f.intra
+    """dV of one chunk (for the value columns of ``do`` and ``dstate``). The key decay
+    selects the rows of the product ``K dS``, after it (a row of K weighted 0 would
+    still meet an inf of ``dS``)."""
+    scores = weighted(dot(q, k.T), f.intra)
     return (dot(scores.T.astype(do.dtype), do)
-            + dot(row_weights(k, f.key_decay), dstate.astype(k.dtype)))
+            + weighted(dot(k, dstate.astype(k.dtype)), f.key_decay[:, None]))
 
 
 def _backward_factors(gamma, run_ref, entry_run, j, g, layout: WalkLayout):
@@ -145,7 +147,7 @@ def _dk_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, d
         dk_ref[rows, :] = dk.astype(dk_ref.dtype)
         if with_dv:
             dv_ref[rows, :] = _dv_chunk(q, k, do, dstate, f).astype(dv_ref.dtype)
-        dstate = f.carry * dstate + decayed_outer(q, f.query_decay, do, decay_grad)
+        dstate = weighted(dstate, f.carry) + decayed_outer(q, f.query_decay, do, decay_grad)
         return dstate, partial + chunk_partial
 
     dstate, partial = jax.lax.fori_loop(0, n, body, (dstate_ref[...], jnp.float32(0)))
@@ -174,7 +176,7 @@ def _dv_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, do_ref, *refs,
                               layout)
         if emit_output:
             dv_ref[rows, :] = _dv_chunk(q, k_ref[rows, :], do, dstate, f).astype(dv_ref.dtype)
-        return f.carry * dstate + decayed_outer(q, f.query_decay, do, precise=False)
+        return weighted(dstate, f.carry) + decayed_outer(q, f.query_decay, do, precise=False)
 
     dstate = jax.lax.fori_loop(0, n, body, dstate)
     if emit_state:

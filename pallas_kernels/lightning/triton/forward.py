@@ -1,7 +1,8 @@
 """Triton forward kernel: walk the chunks of a split in order, carrying the state.
 
 Per chunk: ``O = ((Q Kᵀ) ⊙ intra) V + diag(query_decay) Q S`` and
-``S ← carry · S + (diag(key_decay) K)ᵀ V`` (chunk_math.py; docs/DESIGN.md, "The math").
+``S ← carry · S + (diag(key_decay) K)ᵀ V`` (chunk_math.py; docs/DESIGN.md, "The math"),
+each factor applied by selection (``weighted``).
 One program per ``(batch, head, dv block, split)`` keeps its ``dk × block`` slice of
 ``S`` in registers as float32.
 
@@ -15,7 +16,13 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels.lightning.chunk_math import chunk_factors, chunk_length, decayed_outer, dot
+from pallas_kernels.lightning.chunk_math import (
+    chunk_factors,
+    chunk_length,
+    decayed_outer,
+    dot,
+    weighted,
+)
 from pallas_kernels.lightning.launch import Launch
 from pallas_kernels.lightning.layout import WalkLayout
 from pallas_kernels.lightning.triton import specs
@@ -39,11 +46,11 @@ def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *ref
         f = chunk_factors(gamma, run_ref[rows], prev, length)
         if emit_output:
             q = q_ref[rows, :]
-            scores = dot(q, k.T) * f.intra
+            scores = weighted(dot(q, k.T), f.intra)
             o = dot(scores.astype(v.dtype), v)
-            o += f.query_decay[:, None] * dot(q, state.astype(q.dtype))
+            o += weighted(dot(q, state.astype(q.dtype)), f.query_decay[:, None])
             o_ref[rows, :] = o.astype(o_ref.dtype)
-        state = f.carry * state + decayed_outer(k, f.key_decay, v, precise=False)
+        state = weighted(state, f.carry) + decayed_outer(k, f.key_decay, v, precise=False)
         return state, f.last_run
 
     state, _ = jax.lax.fori_loop(0, layout.chunks_per_split, body,
