@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from tnl_jax.model.config_checks import is_int
@@ -20,8 +21,12 @@ SEED_RANGE = (-2**63, 2**63)  # What jax.random.key takes.
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_))
+    """A Python, NumPy or concrete 0-d JAX real number (not a bool)."""
+    if isinstance(value, (int, float)):
+        return not isinstance(value, bool)
+    dtype = getattr(value, "dtype", None)
+    return (dtype is not None and getattr(value, "shape", None) == ()
+            and (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)))
 
 
 def _id_list(name: str, row: Any) -> list[int]:

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not prompt:
             raise ValueError("--prompt is empty and the tokenizer adds no bos token: give at "
                              "least one character")
-        prompt_rows([prompt], cfg.vocab_size)
+        prompt_rows([prompt], cfg.vocab_size)  # Raises for an id the model cannot embed.
         check_sampling(cfg.vocab_size, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                        seed=args.seed, eos_id=tokenizer.eos_id, return_logits=False)
