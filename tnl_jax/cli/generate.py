@@ -28,7 +28,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--tokenizer", default=None,
                         help="'bytes', a tokenizer.model or tokenizer.json path; default: the "
-                             "checkpoint's tokenizer (its tokenizer file, or the run's), else bytes")
+                             "checkpoint's tokenizer (its tokenizer file, or the run's), else "
+                             "bytes; its ids must fit the model's vocabulary")
     parser.add_argument("--max-new-tokens", type=int, default=64, help=">= 0")
     parser.add_argument("--temperature", type=float, default=0.8, help=">= 0; 0: greedy")
     parser.add_argument("--top-k", type=int, default=None, help="in [1, vocabulary]")

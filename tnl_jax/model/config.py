@@ -55,7 +55,7 @@ class ModelConfig:
     remat: str = "none"
 
     def __post_init__(self) -> None:
-        found = config_checks.problems(self)
+        found = config_checks.problems(vars(self))
         if found:
             raise ValueError("ModelConfig: " + "; ".join(found))
         if self.linear_use_lrpe_list is not None:

@@ -3,22 +3,19 @@
 A config comes from a preset, a ``key=value`` override, a saved run or a published
 ``config.json``; a bad number there would otherwise surface as a shape error deep
 inside tracing, or not at all (a pad id past the vocabulary is silently not zeroed).
-``problems(cfg)`` lists every problem as ``key=value: expected ...``; ``ModelConfig``
+``problems(fields)`` lists every problem as ``key=value: expected ...``; ``ModelConfig``
 raises them together in one ``ValueError``.
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import jax.numpy as jnp
 
 from pallas_kernels import BACKENDS
 from tnl_jax.config_keys import nearest
 from tnl_jax.model.remat import REMAT_POLICIES
-
-if TYPE_CHECKING:
-    from tnl_jax.model.config import ModelConfig
 
 ARCHITECTURES = ("tnl", "softmax", "hybrid")
 ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
@@ -47,7 +44,7 @@ def positive_number(key: str, value: Any, meaning: str = "") -> list[str]:
 
 
 def boolean(key: str, value: Any) -> list[str]:
-    return [] if isinstance(value, bool) else [f"{key}={value!r}: expected true or false"]
+    return [] if isinstance(value, bool) else [f"{key}={value!r}: expected true/false"]
 
 
 def one_of(key: str, value: Any, allowed: Iterable[Any], meaning: str = "") -> list[str]:
@@ -105,48 +102,49 @@ def remat(value: Any) -> list[str]:
             f"{tuple(REMAT_POLICIES)}; see tnl_jax/model/remat.py)"]
 
 
-def shape_problems(cfg: ModelConfig) -> list[str]:
+def shape_problems(cfg: Mapping[str, Any]) -> list[str]:
     """The sizes: each positive, the heads dividing the width, the published widths."""
-    d, heads, layers = cfg.decoder_embed_dim, cfg.decoder_attention_heads, cfg.decoder_layers
+    d, heads, layers = (cfg[key] for key in ("decoder_embed_dim", "decoder_attention_heads",
+                                             "decoder_layers"))
+    hidden, glu, vocab = cfg["hidden_dim"], cfg["glu_dim"], cfg["vocab_size"]
     width = [*integer("decoder_embed_dim", d, 1, " (the model width)"),
              *integer("decoder_attention_heads", heads, 1)]
-    found = [*integer("vocab_size", cfg.vocab_size, 1), *width,
-             *integer("decoder_layers", layers, 1)]
+    found = [*integer("vocab_size", vocab, 1), *width, *integer("decoder_layers", layers, 1)]
     if not width and d % heads:
         found.append(f"decoder_embed_dim={d} is not divisible by decoder_attention_heads={heads}")
-    if cfg.hidden_dim is not None and cfg.hidden_dim != d:
-        found.append(f"hidden_dim={cfg.hidden_dim!r}: expected null or decoder_embed_dim={d!r} "
+    if hidden is not None and hidden != d:
+        found.append(f"hidden_dim={hidden!r}: expected null or decoder_embed_dim={d!r} "
                      "(they are equal in every published checkpoint)")
-    if not (cfg.glu_dim == -1 or integer("glu_dim", cfg.glu_dim, 1) == []):
-        found.append(f"glu_dim={cfg.glu_dim!r}: expected an integer >= 1, or -1 for "
-                     "decoder_embed_dim")
-    found += lrpe_list(cfg.linear_use_lrpe_list, layers)
+    if not (glu == -1 or integer("glu_dim", glu, 1) == []):
+        found.append(f"glu_dim={glu!r}: expected an integer >= 1, or -1 for decoder_embed_dim")
+    found += lrpe_list(cfg["linear_use_lrpe_list"], layers)
     found += [problem for key in ("pad_token_id", "bos_token_id", "eos_token_id")
-              for problem in token_id(key, getattr(cfg, key), cfg.vocab_size)]
+              for problem in token_id(key, cfg[key], vocab)]
     return found
 
 
-def problems(cfg: ModelConfig) -> list[str]:
-    """Every problem of ``cfg``, each naming its key, its value and what is allowed."""
+def problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Every problem of ``cfg`` (``ModelConfig``'s fields by name), each naming its key,
+    its value and what is allowed."""
     found = shape_problems(cfg)
-    found += one_of("linear_act_fun", cfg.linear_act_fun, ACTIVATIONS,
+    found += one_of("linear_act_fun", cfg["linear_act_fun"], ACTIVATIONS,
                     " (TNL's q/k activation; the only one supported)")
-    found += one_of("norm_type", cfg.norm_type, NORMS, " (the only norm supported)")
+    found += one_of("norm_type", cfg["norm_type"], NORMS, " (the only norm supported)")
     for key in ("no_scale_embedding", "bias", "tie_word_embeddings", "use_decay",
                 "decay_learnable"):
-        found += boolean(key, getattr(cfg, key))
-    if cfg.bias is True:
+        found += boolean(key, cfg[key])
+    if cfg["bias"] is True:
         found.append("bias=True: not supported (every published TNL is bias-free)")
-    found += positive_number("init_std", cfg.init_std, " (the weights' initial std)")
-    found += one_of("architecture", cfg.architecture, ARCHITECTURES)
-    found += integer("softmax_every", cfg.softmax_every, 1, " (hybrid: every n-th layer is "
+    found += positive_number("init_std", cfg["init_std"], " (the weights' initial std)")
+    found += one_of("architecture", cfg["architecture"], ARCHITECTURES)
+    found += integer("softmax_every", cfg["softmax_every"], 1, " (hybrid: every n-th layer is "
                      "softmax attention)")
-    found += positive_number("rope_theta", cfg.rope_theta)
-    found += one_of("attention_backend", cfg.attention_backend, ATTENTION_BACKENDS,
+    found += positive_number("rope_theta", cfg["rope_theta"])
+    found += one_of("attention_backend", cfg["attention_backend"], ATTENTION_BACKENDS,
                     " (null: pallas on GPU, xla elsewhere)")
-    found += chunk_size(cfg.chunk_size)
-    found += float_dtype("dtype", cfg.dtype) + float_dtype("param_dtype", cfg.param_dtype)
-    found += remat(cfg.remat)
-    if cfg.decay_learnable is True and cfg.use_decay is False:
+    found += chunk_size(cfg["chunk_size"])
+    found += float_dtype("dtype", cfg["dtype"]) + float_dtype("param_dtype", cfg["param_dtype"])
+    found += remat(cfg["remat"])
+    if cfg["decay_learnable"] is True and cfg["use_decay"] is False:
         found.append("decay_learnable=True needs use_decay=True")
     return found
