@@ -38,8 +38,8 @@ def pytest_unconfigure(config):
 
 # The small model of the model, generation and checkpoint tests.
 SMALL_MODEL = dict(vocab_size=61, decoder_embed_dim=32, decoder_layers=3,
-                   decoder_attention_heads=4, glu_dim=48, pad_token_id=0,
-                   attention_backend="xla", chunk_size=16)
+                   decoder_attention_heads=4, glu_dim=48, pad_token_id=0, bos_token_id=1,
+                   eos_token_id=2, attention_backend="xla", chunk_size=16)
 
 
 @pytest.fixture

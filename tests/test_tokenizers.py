@@ -29,8 +29,9 @@ def test_sentencepiece(tmp_path):
     assert len(ids) < len("the quick brown fox") and tok.decode(ids) == "the quick brown fox"
     assert tok.vocab_size == 60 and (tok.pad_id, tok.bos_id, tok.eos_id) == (3, 1, 2)
     assert get_tokenizer(str(tmp_path)).vocab_size == 60  # a directory works too
-    with pytest.raises(ValueError, match="vocab_size"):
-        get_tokenizer(str(tmp_path / "tokenizer.model"), ModelConfig(vocab_size=50))
+    small = ModelConfig(vocab_size=50, pad_token_id=3, bos_token_id=1, eos_token_id=2)
+    with pytest.raises(ValueError, match="has 60 ids .* vocab_size is 50"):
+        get_tokenizer(str(tmp_path / "tokenizer.model"), small)
 
 
 def test_hf_tokenizers_json(tmp_path):

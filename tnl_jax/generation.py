@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tnl_jax.generation_checks import check_sampling, check_top_k, prompt_rows
 from tnl_jax.model.language_model import LanguageModel
 
 
@@ -46,6 +47,7 @@ def sample_token(logits: jax.Array, key: jax.Array, temperature: float | jax.Arr
                  top_k: int | None, top_p: float | jax.Array | None) -> jax.Array:
     """``(B, V)`` float32 logits -> ``(B,)`` token ids; a Python ``temperature=0`` is
     greedy. ``top_k`` is static; ``temperature`` and ``top_p`` may be traced."""
+    check_top_k(top_k, logits.shape[-1])
     if isinstance(temperature, (int, float)) and temperature == 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits / temperature
@@ -116,21 +118,30 @@ def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperatu
 
     Args:
       prompt_ids: ``(B, T)`` ints, or a list of token lists of different lengths
-        (left-padded inside, see the module docstring).
-      temperature: 0 means greedy. ``top_k`` / ``top_p`` filter before sampling.
+        (left-padded inside, see the module docstring); every id in ``[0, V)``.
+      max_new_tokens: >= 0 (0 returns empty arrays).
+      temperature: >= 0, 0 means greedy. ``top_k`` (in ``[1, V]``) / ``top_p`` (in
+        ``(0, 1]``) filter before sampling.
       eos_id: a row stops at its first ``eos_id`` and is filled with it; the loop
         ends when every row has stopped.
+
+    Every argument is checked before anything compiles (``generation_checks``):
+    ``TypeError`` for a wrong type, ``ValueError`` for a value out of range.
 
     Returns:
       ``tokens (B, max_new_tokens)`` int32 (new tokens only), or with
       ``return_logits`` ``(tokens, logits (B, max_new_tokens, V))``, ``logits[:, i]``
       being the float32 logits that produced token ``i``.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
-    ids, segment_ids, positions, lengths = left_pad(np.asarray(prompt_ids)
-                                                    if hasattr(prompt_ids, "shape") else prompt_ids,
-                                                    model.cfg.pad_token_id)
+    vocab = model.cfg.vocab_size
+    rows = prompt_rows(prompt_ids, vocab)
+    check_sampling(vocab, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                   top_p=top_p, seed=seed, eos_id=eos_id, return_logits=return_logits)
+    if max_new_tokens == 0:
+        tokens = jnp.zeros((len(rows), 0), jnp.int32)
+        return (tokens, jnp.zeros((len(rows), 0, vocab), jnp.float32)) if return_logits else tokens
+    pad = model.cfg.pad_token_id  # Its value never matters: padding has segment id 0.
+    ids, segment_ids, positions, lengths = left_pad(rows, 0 if pad is None else pad)
     graphdef, state = nnx.split(model)
     tokens, logits = _generate(graphdef, state, ids, segment_ids, positions, lengths,
                                jax.random.key(seed), jnp.float32(temperature),

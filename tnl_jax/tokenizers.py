@@ -99,7 +99,15 @@ def get_tokenizer(kind_or_path: str = "bytes", model_cfg: ModelConfig | None = N
         else:
             raise ValueError(f"tokenizer {kind_or_path!r}: expected 'bytes', a SentencePiece "
                              ".model or a tokenizers .json file")
-    if model_cfg is not None and tokenizer.vocab_size > model_cfg.vocab_size:
-        raise ValueError(f"tokenizer {kind_or_path!r} has {tokenizer.vocab_size} ids, the model "
-                         f"only {model_cfg.vocab_size} (vocab_size)")
+    if model_cfg is not None:
+        check_fits(tokenizer, kind_or_path, model_cfg.vocab_size)
     return tokenizer
+
+
+def check_fits(tokenizer: Tokenizer, name: str, vocab_size: int) -> None:
+    """Every id the tokenizer makes must be a row of the model's embedding: else its
+    tokens would look up nothing (NaN logits) instead of text."""
+    if tokenizer.vocab_size > vocab_size:
+        raise ValueError(f"tokenizer {name!r} has {tokenizer.vocab_size} ids (0 to "
+                         f"{tokenizer.vocab_size - 1}) but the model's vocab_size is {vocab_size}: "
+                         "use the tokenizer the model was trained with (--tokenizer)")

@@ -79,3 +79,11 @@ def test_sample_token_filters(rng):
         mass_before = np.cumsum(probs[b, order[b]]) - probs[b, order[b]]
         allowed = set(order[b][mass_before < top_p])
         assert set(drawn[b]) <= allowed
+
+
+def test_zero_new_tokens_is_empty(tnl_model, rng):
+    # Nothing to sample: empty results of the right shapes, nothing compiled.
+    prompts = [list(rng.integers(1, VOCAB, n)) for n in (3, 5)]
+    tokens, logits = generate(tnl_model, prompts, 0, return_logits=True)
+    assert tokens.shape == (2, 0) and tokens.dtype == jnp.int32
+    assert logits.shape == (2, 0, VOCAB) and logits.dtype == jnp.float32

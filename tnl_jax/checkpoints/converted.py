@@ -30,6 +30,7 @@ from flax import nnx
 
 from tnl_jax.checkpoints import saved_shapes
 from tnl_jax.checkpoints.hf import load_hf
+from tnl_jax.checkpoints.json_files import read_mapping
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.tokenizers import TOKENIZER_FILES
 
@@ -56,7 +57,13 @@ def is_converted(directory: str | Path) -> bool:
 
 
 def load_config(directory: str | Path) -> ModelConfig:
-    return ModelConfig.from_dict(json.loads((Path(directory) / CONFIG_FILE).read_text()))
+    """The saved ``ModelConfig``; every error names the file."""
+    path = Path(directory) / CONFIG_FILE
+    values = read_mapping(path)
+    try:
+        return ModelConfig.from_dict(values)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def read_params(directory: str | Path, abstract: dict) -> dict:

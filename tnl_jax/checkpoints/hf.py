@@ -13,6 +13,7 @@ Keys and PyTorch layouts (``[out, in]``, transposed here to ``[in, out]``)::
     lm_head.weight                                     [V, d]   (tied: equal to the embedding)
 
 The decay rates are not stored: they follow from the config (``tnl_jax.model.decay``).
+``config.json`` is read and written by ``hf_config``.
 """
 from __future__ import annotations
 
@@ -24,38 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tnl_jax.checkpoints.hf_config import config_to_hf, load_config
+from tnl_jax.checkpoints.json_files import read_mapping
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.language_model import LanguageModel, layer_runs, model_with_params
-
-# config.json keys that carry no model information for us.
-HF_BOOKKEEPING = ("architectures", "auto_map", "model_type", "torch_dtype", "dtype",
-                  "transformers_version", "use_cache", "add_bos_token", "_name_or_path",
-                  "output_attentions", "output_hidden_states", "return_dict")
-
-
-def config_from_hf(hf_config: dict[str, Any], **overrides: Any) -> ModelConfig:
-    """A ``ModelConfig`` from a published ``config.json``; unsupported values (another
-    norm, activation, bias) raise ``ValueError``, unknown keys too."""
-    values = {k: v for k, v in hf_config.items() if k not in HF_BOOKKEEPING}
-    if values.get("linear_use_lrpe_list") == []:
-        values["linear_use_lrpe_list"] = ()
-    return ModelConfig.from_dict({**values, **overrides})
-
-
-def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
-    """The ``config.json`` of a TNL model (the published field names)."""
-    if cfg.architecture != "tnl":
-        raise ValueError(f"only TNL has a Hugging Face layout, not {cfg.architecture!r}")
-    keys = ("vocab_size", "decoder_embed_dim", "decoder_layers", "decoder_attention_heads",
-            "glu_dim", "linear_act_fun", "norm_type", "no_scale_embedding", "bias", "init_std",
-            "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings")
-    out = {k: getattr(cfg, k) for k in keys}
-    out["hidden_dim"] = cfg.decoder_embed_dim
-    out["linear_use_lrpe_list"] = [int(kind == "lrpe") for kind in cfg.layer_kinds()]
-    out["model_type"] = "transnormer"
-    out["architectures"] = ["TransnormerForCausalLM"]
-    return out
-
 
 def _layer_entries(cfg: ModelConfig, kind: str):
     """``(hf_suffix, path in our layer, to_ours, to_hf, hf_shape)`` of one layer."""
@@ -176,7 +149,10 @@ def read_hf_tensors(directory: str | Path) -> dict[str, Any]:
     for name, reader in readers.items():
         index = directory / f"{name}.index.json"
         if index.exists():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            weight_map = read_mapping(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise ValueError(f"{index}: no 'weight_map' mapping of tensor names to files")
+            shards = sorted(set(weight_map.values()))
             tensors: dict[str, Any] = {}
             for shard in shards:
                 tensors.update(reader(directory / shard))
@@ -192,13 +168,8 @@ def load_hf(path: str | Path, dtype: jnp.dtype = jnp.bfloat16, **overrides: Any)
 
     ``overrides`` set our own config fields (e.g. ``attention_backend='xla'``).
     """
-    path = Path(path)
-    config_path = path / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{path}: no config.json")
     name = jnp.dtype(dtype).name
-    cfg = config_from_hf(json.loads(config_path.read_text()),
-                         **{"dtype": name, "param_dtype": name, **overrides})
+    cfg = load_config(path, **{"dtype": name, "param_dtype": name, **overrides})
     pure = params_from_hf(read_hf_tensors(path), cfg, jnp.dtype(dtype))
     return model_with_params(cfg, pure)
 

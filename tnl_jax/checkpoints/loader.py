@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tnl_jax.checkpoints import converted, hf, run_dir
+from tnl_jax.checkpoints import converted, hf, hf_config, run_dir
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.language_model import LanguageModel, create_model, model_with_params
 from tnl_jax.tokenizers import TOKENIZER_FILES
@@ -45,7 +44,7 @@ def load_model_config(directory: str | Path) -> ModelConfig:
         return ModelConfig.from_dict(run_dir.read_config(directory)["model"])
     if kind == "converted":
         return converted.load_config(directory)
-    return hf.config_from_hf(json.loads((Path(directory) / "config.json").read_text()))
+    return hf_config.load_config(directory)
 
 
 def _fit(pure: dict, abstract: dict) -> dict:

@@ -120,7 +120,7 @@ class LanguageModel(nnx.Module):
 
         def embed_init(key, shape, dt):
             table = normal(cfg.init_std)(key, shape, dt)
-            return table.at[pad].set(0) if 0 <= pad < vocab else table
+            return table if pad is None else table.at[pad].set(0)  # In range: config_checks.
 
         self.embed_tokens = create_param(rngs.params(), (vocab, d), ("vocab", "embed"), dtype,
                                          embed_init)

@@ -1,0 +1,150 @@
+"""Range checks of every ``ModelConfig`` field, in one place.
+
+A config comes from a preset, a ``key=value`` override, a saved run or a published
+``config.json``; a bad number there would otherwise surface as a shape error deep
+inside tracing, or not at all (a pad id past the vocabulary is silently not zeroed).
+``problems(fields)`` lists every problem as ``key=value: expected ...``; ``ModelConfig``
+raises them together in one ``ValueError``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+import jax.numpy as jnp
+
+from pallas_kernels import BACKENDS
+from tnl_jax.config_keys import nearest
+from tnl_jax.model.remat import REMAT_POLICIES
+
+ARCHITECTURES = ("tnl", "softmax", "hybrid")
+ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
+ACTIVATIONS = ("silu", "swish")  # The published code's two names of x * sigmoid(x).
+NORMS = ("simplermsnorm",)
+
+
+def is_int(value: Any) -> bool:
+    """A Python or NumPy integer, and not a bool (``True`` is an ``int`` to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool) or (
+        hasattr(value, "dtype") and getattr(value, "shape", None) == ()
+        and jnp.issubdtype(value.dtype, jnp.integer))
+
+
+def integer(key: str, value: Any, minimum: int, meaning: str = "") -> list[str]:
+    if is_int(value) and value >= minimum:
+        return []
+    return [f"{key}={value!r}: expected an integer >= {minimum}{meaning}"]
+
+
+def positive_number(key: str, value: Any, meaning: str = "") -> list[str]:
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0):
+        return []
+    return [f"{key}={value!r}: expected a finite number > 0{meaning}"]
+
+
+def boolean(key: str, value: Any) -> list[str]:
+    return [] if isinstance(value, bool) else [f"{key}={value!r}: expected true/false"]
+
+
+def one_of(key: str, value: Any, allowed: Iterable[Any], meaning: str = "") -> list[str]:
+    allowed = tuple(allowed)
+    if any(value is a or (isinstance(value, str) and value == a) for a in allowed):
+        return []
+    return [f"{key}={value!r}: expected one of {allowed}{meaning}"]
+
+
+def token_id(key: str, value: Any, vocab: Any) -> list[str]:
+    """``None`` (no such token) or an id of the vocabulary."""
+    vocab_known = is_int(vocab) and vocab >= 1  # Else vocab_size has its own problem.
+    if value is None or (is_int(value) and 0 <= value and (not vocab_known or value < vocab)):
+        return []
+    return [f"{key}={value!r}: expected null or a token id in [0, vocab_size={vocab!r})"]
+
+
+def float_dtype(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        try:
+            if jnp.issubdtype(jnp.dtype(value), jnp.floating):
+                return []
+        except TypeError:
+            pass
+    return [f"{key}={value!r}: expected the name of a floating-point dtype "
+            "('float32', 'bfloat16', 'float16')"]
+
+
+def lrpe_list(value: Any, layers: Any) -> list[str]:
+    """``None`` (LRPE on layer 0), ``[]`` (nowhere) or one 0/1 per layer."""
+    if value is None:
+        return []
+    key = "linear_use_lrpe_list"
+    flags = isinstance(value, (list, tuple)) and all(
+        (is_int(x) or isinstance(x, bool)) and x in (0, 1) for x in value)
+    if not flags:
+        return [f"{key}={value!r}: expected null or a list of 0/1, one per layer"]
+    if len(value) not in (0, layers):
+        return [f"{key}={list(value)!r}: has {len(value)} entries for decoder_layers={layers!r} "
+                "(expected one 0/1 per layer, or [] for no LRPE)"]
+    return []
+
+
+def chunk_size(value: Any) -> list[str]:
+    if value is None or (is_int(value) and value >= 16 and not value & (value - 1)):
+        return []
+    return [f"chunk_size={value!r}: expected null (the op's choice) or a power of two >= 16"]
+
+
+def remat(value: Any) -> list[str]:
+    if isinstance(value, str) and value in REMAT_POLICIES:
+        return []
+    return [f"remat={value!r} is not a remat policy (nearest: "
+            f"{nearest(str(value), REMAT_POLICIES)!r}; expected one of "
+            f"{tuple(REMAT_POLICIES)}; see tnl_jax/model/remat.py)"]
+
+
+def shape_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """The sizes: each positive, the heads dividing the width, the published widths."""
+    d, heads, layers = (cfg[key] for key in ("decoder_embed_dim", "decoder_attention_heads",
+                                             "decoder_layers"))
+    hidden, glu, vocab = cfg["hidden_dim"], cfg["glu_dim"], cfg["vocab_size"]
+    width = [*integer("decoder_embed_dim", d, 1, " (the model width)"),
+             *integer("decoder_attention_heads", heads, 1)]
+    found = [*integer("vocab_size", vocab, 1), *width, *integer("decoder_layers", layers, 1)]
+    if not width and d % heads:
+        found.append(f"decoder_embed_dim={d} is not divisible by decoder_attention_heads={heads}")
+    if hidden is not None and hidden != d:
+        found.append(f"hidden_dim={hidden!r}: expected null or decoder_embed_dim={d!r} "
+                     "(they are equal in every published checkpoint)")
+    if not (glu == -1 or integer("glu_dim", glu, 1) == []):
+        found.append(f"glu_dim={glu!r}: expected an integer >= 1, or -1 for decoder_embed_dim")
+    found += lrpe_list(cfg["linear_use_lrpe_list"], layers)
+    found += [problem for key in ("pad_token_id", "bos_token_id", "eos_token_id")
+              for problem in token_id(key, cfg[key], vocab)]
+    return found
+
+
+def problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Every problem of ``cfg`` (``ModelConfig``'s fields by name), each naming its key,
+    its value and what is allowed."""
+    found = shape_problems(cfg)
+    found += one_of("linear_act_fun", cfg["linear_act_fun"], ACTIVATIONS,
+                    " (TNL's q/k activation; the only one supported)")
+    found += one_of("norm_type", cfg["norm_type"], NORMS, " (the only norm supported)")
+    for key in ("no_scale_embedding", "bias", "tie_word_embeddings", "use_decay",
+                "decay_learnable"):
+        found += boolean(key, cfg[key])
+    if cfg["bias"] is True:
+        found.append("bias=True: not supported (every published TNL is bias-free)")
+    found += positive_number("init_std", cfg["init_std"], " (the weights' initial std)")
+    found += one_of("architecture", cfg["architecture"], ARCHITECTURES)
+    found += integer("softmax_every", cfg["softmax_every"], 1, " (hybrid: every n-th layer is "
+                     "softmax attention)")
+    found += positive_number("rope_theta", cfg["rope_theta"])
+    found += one_of("attention_backend", cfg["attention_backend"], ATTENTION_BACKENDS,
+                    " (null: pallas on GPU, xla elsewhere)")
+    found += chunk_size(cfg["chunk_size"])
+    found += float_dtype("dtype", cfg["dtype"]) + float_dtype("param_dtype", cfg["param_dtype"])
+    found += remat(cfg["remat"])
+    if cfg["decay_learnable"] is True and cfg["use_decay"] is False:
+        found.append("decay_learnable=True needs use_decay=True")
+    return found
