@@ -79,7 +79,7 @@ def build(s: Setting):
 
 
 def measure(s: Setting, warmup: int, steps: int, profile: bool) -> dict:
-    row = {"setting": s.name, **dataclasses.asdict(s)}
+    row = {"setting": s.name, **dataclasses.asdict(s), "device": jax.devices()[0].device_kind}
     try:
         cfg, trainer, batch, compiled = build(s)
         state = trainer.initial_state
@@ -133,14 +133,15 @@ def parse_settings(args) -> list[Setting]:
 
 
 def table(rows: list[dict]) -> str:
-    by_key = {(r["preset"], r["arch"], r["rows"]): r for r in rows if "tokens_per_s" in r}
+    key = lambda r, arch: (r["preset"], arch, r["rows"], r["tokens"], r["remat"])
+    by_key = {key(r, r["arch"]): r for r in rows if "tokens_per_s" in r}
     lines = ["| setting | tokens/s | × softmax | MFU | GFLOP/token | program GiB | "
              "× softmax mem |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['setting']} | {r['error'][:60]} | | | | | |")
             continue
-        ref = by_key.get((r["preset"], "softmax", r["rows"]))
+        ref = by_key.get(key(r, "softmax"))
         speed = f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}" if ref else "-"
         mem = f"{r['program_gib'] / ref['program_gib']:.2f}" if ref else "-"
         mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
@@ -155,12 +156,14 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     for arch in dict.fromkeys(r["arch"] for r in rows):
-        points = sorted((r["rows"], r["tokens_per_s"]) for r in rows
-                        if r["arch"] == arch and "tokens_per_s" in r and r["remat"] == rows[0]["remat"])
+        points = sorted((r["rows"], r["tokens_per_s"]) for r in rows  # The main sweep only.
+                        if r["arch"] == arch and "tokens_per_s" in r and r["preset"] == rows[0]["preset"]
+                        and (r["remat"], r["tokens"]) == (rows[0]["remat"], rows[0]["tokens"]))
         if points:
             ax.plot([p[0] for p in points], [p[1] / 1e3 for p in points], "o-", label=arch)
     ax.set(xscale="log", xlabel="tokens per row", ylabel="training tokens/s (thousands)",
-           title=f"{rows[0]['preset']}, one {jax.devices()[0].device_kind}")
+           title=f"{rows[0]['preset']}, one {rows[0]['device']}, "
+                 f"{rows[0]['tokens'] // 1024}K tokens per step")
     ax.set_xticks(sorted({r["rows"] for r in rows}), [f"{r // 1024}K" for r in
                                                        sorted({r["rows"] for r in rows})])
     ax.legend()
@@ -181,7 +184,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--profile", default="", help="arch:rows of the setting to profile")
     parser.add_argument("--out", default=os.environ.get("OUT"))
+    parser.add_argument("--from-json", help="only remake the table and plot of a saved run")
     args = parser.parse_args()
+    if args.from_json:
+        rows = json.load(open(args.from_json))
+        print(table(rows))
+        if args.out:
+            plot(rows, os.path.join(args.out, "train_bench.png"))
+        return
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
     rows = []
     for s in parse_settings(args):

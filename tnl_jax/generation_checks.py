@@ -15,7 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from tnl_jax.model.config_checks import is_int
+from tnl_jax.range_checks import is_int
 
 SEED_RANGE = (-2**63, 2**63)  # What jax.random.key takes.
 

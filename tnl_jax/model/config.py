@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
-import yaml
 
 from tnl_jax import presets
 from tnl_jax.config_keys import unknown_key_error
@@ -129,12 +128,8 @@ def load_model_config(preset: str | Path) -> ModelConfig:
     """The ``model:`` mapping of a preset, by name (``"tnl-1b"``) or YAML path (other
     top-level keys belong to training and are left alone); every problem of the file
     is a ``ValueError`` naming it."""
-    path = presets.resolve(preset)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {error}") from None
-    if not isinstance(document, dict) or "model" not in document:
+    path, document = presets.read(preset)
+    if "model" not in document:
         raise ValueError(f"config file {str(path)!r}: no top-level 'model:' mapping")
     try:
         return ModelConfig.from_dict(document["model"] or {})

@@ -8,50 +8,19 @@ raises them together in one ``ValueError``.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import jax.numpy as jnp
 
 from pallas_kernels import BACKENDS
 from tnl_jax.config_keys import nearest
+from tnl_jax.range_checks import boolean, integer, is_int, number, one_of
 from tnl_jax.model.remat import REMAT_POLICIES
 
 ARCHITECTURES = ("tnl", "softmax", "hybrid")
 ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
 ACTIVATIONS = ("silu", "swish")  # The published code's two names of x * sigmoid(x).
 NORMS = ("simplermsnorm",)
-
-
-def is_int(value: Any) -> bool:
-    """A Python or NumPy integer, and not a bool (``True`` is an ``int`` to Python)."""
-    return isinstance(value, int) and not isinstance(value, bool) or (
-        hasattr(value, "dtype") and getattr(value, "shape", None) == ()
-        and jnp.issubdtype(value.dtype, jnp.integer))
-
-
-def integer(key: str, value: Any, minimum: int, meaning: str = "") -> list[str]:
-    if is_int(value) and value >= minimum:
-        return []
-    return [f"{key}={value!r}: expected an integer >= {minimum}{meaning}"]
-
-
-def positive_number(key: str, value: Any, meaning: str = "") -> list[str]:
-    if (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0):
-        return []
-    return [f"{key}={value!r}: expected a finite number > 0{meaning}"]
-
-
-def boolean(key: str, value: Any) -> list[str]:
-    return [] if isinstance(value, bool) else [f"{key}={value!r}: expected true/false"]
-
-
-def one_of(key: str, value: Any, allowed: Iterable[Any], meaning: str = "") -> list[str]:
-    allowed = tuple(allowed)
-    if any(value is a or (isinstance(value, str) and value == a) for a in allowed):
-        return []
-    return [f"{key}={value!r}: expected one of {allowed}{meaning}"]
 
 
 def token_id(key: str, value: Any, vocab: Any) -> list[str]:
@@ -135,11 +104,11 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
         found += boolean(key, cfg[key])
     if cfg["bias"] is True:
         found.append("bias=True: not supported (every published TNL is bias-free)")
-    found += positive_number("init_std", cfg["init_std"], " (the weights' initial std)")
+    found += number("init_std", cfg["init_std"], 0, low_open=True, meaning=" (the weights' initial std)")
     found += one_of("architecture", cfg["architecture"], ARCHITECTURES)
     found += integer("softmax_every", cfg["softmax_every"], 1, " (hybrid: every n-th layer is "
                      "softmax attention)")
-    found += positive_number("rope_theta", cfg["rope_theta"])
+    found += number("rope_theta", cfg["rope_theta"], 0, low_open=True)
     found += one_of("attention_backend", cfg["attention_backend"], ATTENTION_BACKENDS,
                     " (null: pallas on GPU, xla elsewhere)")
     found += chunk_size(cfg["chunk_size"])

@@ -15,39 +15,10 @@ import math
 from typing import Any
 
 from tnl_jax.partitioning import MESH_AXES
+from tnl_jax.range_checks import integer, number, text
 from tnl_jax.training import losses
 
 SEED_LIMIT = 2**32  # Grain's shuffles take seeds in [0, 2**32).
-
-
-def integer(key: str, value: Any, minimum: int, meaning: str = "") -> list[str]:
-    """``[]`` when ``value`` is an int >= ``minimum``, else the one problem."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-        return []
-    return [f"{key}={value!r}: expected an integer >= {minimum}{meaning}"]
-
-
-def number(key: str, value: Any, low: float, high: float = math.inf, *,
-           low_open: bool = False, high_open: bool = True, meaning: str = "") -> list[str]:
-    """``[]`` when ``value`` is a finite number in the interval, else the one problem."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        if above and below:
-            return []
-    if high == math.inf:
-        allowed = f"{'>' if low_open else '>='} {low:g}"
-    else:
-        allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    return [f"{key}={value!r}: expected a finite number {allowed}{meaning}"]
-
-
-def text(key: str, value: Any, *, optional: bool = False, meaning: str = "") -> list[str]:
-    """``[]`` for a non-empty string (or ``None`` when ``optional``)."""
-    if (optional and value is None) or (isinstance(value, str) and value):
-        return []
-    none = " or null" if optional else ""
-    return [f"{key}={value!r}: expected a non-empty string{none}{meaning}"]
 
 
 def optimizer_problems(*, lr: Any, warmup: Any, steps: Any, min_lr_ratio: Any,
