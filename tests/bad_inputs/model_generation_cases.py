@@ -127,7 +127,7 @@ MODEL_ROWS = [
              ValueError, ("must be a mapping", "list")),
     BadInput("model: preset file whose top level is a list",
              in_a_file("m.yaml", "- 1\n- 2\n", lambda d: load_model_config(d / "m.yaml")),
-             ValueError, ("m.yaml", "no top-level 'model:' mapping")),
+             ValueError, ("m.yaml", "the top level must be a mapping")),
     BadInput("model: preset file that is no YAML",
              in_a_file("m.yaml", "model: [1, 2\n", lambda d: load_model_config(d / "m.yaml")),
              ValueError, ("m.yaml", "not valid YAML")),

@@ -102,7 +102,9 @@ def test_mosaic_walks_in_exact_arithmetic(rng):
         assert rel_err(x, x_ref) < 1e-6, name
 
 
-@pytest.mark.parametrize("lowering", ["mosaic", "triton"])
+# Triton's walks in the interpreter; Mosaic's hold the same bound in gpu_check.py's bf16
+# decay-gradient cases on the GPU (34 s interpreted here, over the suite's budget).
+@pytest.mark.parametrize("lowering", ["triton"])
 def test_bf16_decay_gradient_holds_the_bf16_bound(rng, lowering):
     """No decay over 10 chunks with an initial state, where the position-weighted sums
     cancel most: the decay gradient within 1e-2 needs the dQ and dK walks to hold the
