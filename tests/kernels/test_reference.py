@@ -71,5 +71,5 @@ def test_large_decay_is_finite(rng):
     assert np.isfinite(np.asarray(o)).all() and np.isfinite(np.asarray(s)).all()
     diag = jnp.einsum("bthd,bthd->bth", q, k)[..., None] * v
     assert rel_err(o[:, :, 0], diag[:, :, 0]) < 1e-6
-    np.testing.assert_allclose(o[:, :, 1], diag[:, :, 1], rtol=1e-6)
-    np.testing.assert_allclose(s[:, 1], jnp.outer(k[0, -1, 1], v[0, -1, 1])[None], rtol=1e-6)
+    assert rel_err(o[:, :, 1], diag[:, :, 1]) < 1e-6  # Sums in another order: not bitwise.
+    assert rel_err(s[:, 1], jnp.outer(k[0, -1, 1], v[0, -1, 1])[None]) < 1e-6

@@ -27,7 +27,9 @@ def train_command(run_dir, *overrides: str) -> list[str]:
 def run_env(devices: int = 1) -> dict[str, str]:
     """A subprocess environment with `devices` fake CPU devices."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices)}
-    env.pop("XLA_FLAGS", None)
+    # The suite's compile flags (conftest), without a caller's device-count flag.
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if "xla_force_host_platform_device_count" not in f)
     return env
 
 
