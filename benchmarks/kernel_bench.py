@@ -40,8 +40,9 @@ def timed_ms(fn, *args, rounds: int = 20, calls: int = 5) -> float:
     return statistics.median(samples)
 
 
-def copy_bandwidth_tbps() -> float:
-    x = jnp.ones((GiB // 2,), jnp.bfloat16)
+def copy_bandwidth_tbps(size_bytes: int = GiB) -> float:
+    """Read + write rate of one large elementwise pass (``x * 2``), in TB/s."""
+    x = jnp.ones((size_bytes // 2,), jnp.bfloat16)
     ms = timed_ms(jax.jit(lambda x: x * 2), x)
     return 2 * x.nbytes / (ms * 1e-3) / 1e12
 
@@ -133,9 +134,15 @@ def torch_rows(args) -> list[dict]:
     cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "torch_anchors.py"),
            "--seqs", args.seqs, "--tokens", str(args.tokens), "--heads", str(args.heads),
            "--dims", args.dims, "--anchors", args.anchors]
+    return json_lines_of(cmd, "torch anchors")
+
+
+def json_lines_of(cmd: list[str], what: str) -> list[dict]:
+    """Runs ``cmd`` (a PyTorch anchor, in its own process so that the two frameworks do
+    not share the GPU's memory) and returns the JSON objects it printed, one a line."""
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
-        print("torch anchors failed:", done.stderr[-2000:], flush=True)
+        print(f"{what} failed:", done.stderr[-2000:], flush=True)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     for row in rows:  # in the log now, should the JAX side not finish
         print(json.dumps(row), flush=True)
