@@ -156,7 +156,7 @@ def anchor_rows(cfg: ModelConfig, args) -> list[dict]:
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_anchor_torch.py")
     shape = ["--hidden", cfg.decoder_embed_dim, "--layers", cfg.decoder_layers,
              "--heads", cfg.decoder_attention_heads, "--mlp", cfg.mlp_dim,
-             "--vocab", cfg.vocab_size, "--steps", args.steps, "--repeats", args.repeats,
+             "--vocab", cfg.vocab_size, "--steps", args.steps,
              "--prefill", *args.prefill, "--batches", *args.batches, "--contexts", *args.contexts]
     if not cfg.tie_word_embeddings:
         shape.append("--untied")
@@ -172,6 +172,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", default="tnl-1b", help="preset name or YAML file")
     parser.add_argument("--archs", nargs="+", default=["tnl", "softmax"])
     parser.add_argument("--anchor", choices=["llama"], help="also run HF Llama (torch)")
+    parser.add_argument("--anchor-from", help="merge the JSON lines a separate run of "
+                        "llama_anchor_torch.py printed, instead of running it")
     parser.add_argument("--small", action="store_true", help="tiny model and lengths (CPU smoke test)")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--prefill", type=int, nargs="+", default=[2048, 8192, 32768])
@@ -213,6 +215,8 @@ def main() -> None:
     if args.small:
         cfg = cfg.replace(**SMALL)
     rows = anchor_rows(cfg, args) if args.anchor else []  # Before JAX takes the GPU.
+    if args.anchor_from:
+        rows += [json.loads(line) for line in open(args.anchor_from) if line.startswith("{")]
     copies = [r.pop("TBps") for r in rows if r["model"] == "torch_copy"]
     rows = [r for r in rows if r["model"] != "torch_copy"]
     device = jax.devices()[0].device_kind
@@ -225,7 +229,7 @@ def main() -> None:
         rows += jax_rows(f"tnl-jax {arch}", model, args)
         del model
     from generate_report import add_floors
-    title = f"{args.config}, {args.dtype}, one {device}"
+    title = f"{args.config}{' (--small)' if args.small else ''}, {args.dtype}, one {device}"
     write(add_floors(rows, copy_tbps), copy_tbps, args.out, title)
 
 

@@ -26,13 +26,14 @@ def table(rows: list[dict], copy_tbps: float) -> str:
     lines = [f"Copy bandwidth measured: {copy_tbps:.3g} TB/s (spec {H200_SPEC_TBPS} TB/s); "
              "floor = bytes per step / measured rate.", "",
              "| model | prefill tokens | ms | tokens/s |", "|---|---|---|---|"]
-    for r in (r for r in rows if r["phase"] == "prefill"):
+    by_setting = lambda r: (r["context"], r["batch"])  # models side by side per setting
+    for r in sorted((r for r in rows if r["phase"] == "prefill"), key=by_setting):
         lines.append(f"| {r['model']} | {_k(r['context'])} | " + (
             f"{r['error'][:60]} | |" if "error" in r else
             f"{r['ms']:.1f} | {r['tokens_per_s'] / 1e3:.0f}K |"))
     lines += ["", "| model | batch | context | ms/token | tokens/s | floor ms | × floor | "
               "floor ms at spec | generate() ms/token |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in (r for r in rows if r["phase"] == "decode"):
+    for r in sorted((r for r in rows if r["phase"] == "decode"), key=by_setting):
         head = f"| {r['model']} | {r['batch']} | {_k(r['context'])} | "
         floor = f"{r['floor_ms']:.3g}" if "floor_ms" in r else "-"
         spec = f"{r['floor_spec_ms']:.3g}" if "floor_spec_ms" in r else "-"
@@ -64,6 +65,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     ax.set(xscale="log", xlabel="context (tokens)", ylabel="decode ms/token, batch 1",
            title=title, ylim=(0, None))
     ax.set_xticks(contexts, [_k(c) for c in contexts])
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -17,6 +17,13 @@ def bench(fn) -> float:
     return do_bench(fn, warmup=50, rep=300, return_mode="median")
 
 
+def copy_tbps() -> float:
+    """Read + write rate of a 1 GiB bf16 copy, in TB/s: the floor's denominator."""
+    x = torch.randn(2**30 // 2, device="cuda", dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    return 2 * x.nbytes / (bench(lambda: y.copy_(x)) * 1e-3) / 1e12
+
+
 def anchors(heads: int):
     gamma = torch.arange(1, heads + 1, device="cuda", dtype=torch.float32) / heads
     found = {}
@@ -47,11 +54,7 @@ def main() -> None:
     parser.add_argument("--sdpa-max-seq", type=int, default=32768)
     parser.add_argument("--anchors", default="fla_chunk_simple_gla,lightning_attn,torch_sdpa")
     args = parser.parse_args()
-    x = torch.randn(2**30 // 2, device="cuda", dtype=torch.bfloat16)
-    y = torch.empty_like(x)
-    copy_ms = bench(lambda: y.copy_(x))
-    print(json.dumps({"impl": "torch_copy", "TBps": 2 * x.nbytes / (copy_ms * 1e-3) / 1e12}))
-    del x, y
+    print(json.dumps({"impl": "torch_copy", "TBps": copy_tbps()}))
     for dims in args.dims.split(","):
         dk, dv = map(int, dims.split("x"))
         for seq in map(int, args.seqs.split(",")):
