@@ -84,7 +84,8 @@ def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:
                          tokenizer=tokenizer, eval_fraction=cfg.eval_fraction,
                          shuffle_window=cfg.shuffle_window,
                          process_index=index, process_count=count,
-                         eval_source=cfg.eval_data, vocab_size=cfg.model.vocab_size)
+                         eval_source=cfg.eval_data, vocab_size=cfg.model.vocab_size,
+                         eval_min_bytes=cfg.eval_min_bytes)
     train = data.train_batches(spec)
     return train, data.eval_batches(spec, cfg.eval_batches if cfg.eval_every else 0)
 
