@@ -33,7 +33,7 @@ class Scale:
     heads: int = 8
     glu_dim: int = 1408  # TNL's MLP width (2.75 x width, as tnl-tiny); others are matched.
     tokens: float = 300e6
-    batch_tokens: int = 1 << 19  # Tokens per step at every row length.
+    batch_tokens: int = 1 << 17  # Tokens per step at every row length.
     rows: tuple[int, ...] = (2048, 16384)
     seeds: tuple[int, ...] = (0, 1, 2)
     archs: tuple[str, ...] = tuple(ARCHS)

@@ -151,7 +151,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=0, help="default width / 64")
     p.add_argument("--glu-dim", type=int, default=0, help="TNL's; default 2.75 x width")
     p.add_argument("--tokens", type=float, default=300e6, help="training tokens per run")
-    p.add_argument("--batch-tokens", type=int, default=1 << 19, help="tokens per step")
+    p.add_argument("--batch-tokens", type=int, default=1 << 17, help="tokens per step")
     p.add_argument("--rows", default="2048,16384", help="row lengths (tokens)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--archs", default=",".join(ARCHS), help=f"of {', '.join(ARCHS)}")
