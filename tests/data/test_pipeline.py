@@ -157,6 +157,18 @@ def test_eval_data_is_held_out_whole(tmp_path, tokenizer):
     assert set(letters) <= seen and not set("some") & seen
 
 
+def test_eval_min_bytes_holds_out_long_files_only(tmp_path, tokenizer):
+    """With eval_min_bytes, only files that big are held out (the hash picks among
+    them); every short file trains."""
+    texts = ["short" * (1 + i % 3) for i in range(20)] + ["long text " * 40] * 20
+    spec = spec_for(write_docs(tmp_path, texts), tokenizer, eval_fraction=0.5,
+                    eval_min_bytes=100)
+    held_out = [len(d["tokens"]) for d in data.documents(spec, "eval")]
+    train = [len(d["tokens"]) for d in data.documents(spec, "train")]
+    assert 0 < len(held_out) < 20 and min(held_out) > 100
+    assert len(train) + len(held_out) == 40 and sum(n < 100 for n in train) == 20
+
+
 def test_empty_documents_are_skipped(tmp_path, tokenizer):
     """An empty file tokenises to a lone BOS, which holds no target: it is no document,
     and a batch holds only documents with targets."""

@@ -51,13 +51,14 @@ class DataSpec:
     process_count: int = 1
     eval_source: str | None = None  # Held-out documents from other files, used whole.
     vocab_size: int | None = None  # Token ids must lie below it (None: the tokenizer's).
+    eval_min_bytes: int = 0  # Only text files at least this big are held out (long documents).
 
 
 def documents(spec: DataSpec, split: str, key: str = "data") -> grain.MapDataset:
     """This process's share of the documents of `split` ('train', 'eval' or 'all');
     `key` names the source in errors."""
     docs = sources.open_documents(spec.source, split, spec.tokenizer, spec.eval_fraction,
-                                  spec.seq_len, spec.vocab_size, key)
+                                  spec.seq_len, spec.vocab_size, key, spec.eval_min_bytes)
     return docs[spec.process_index::spec.process_count]
 
 

@@ -36,11 +36,15 @@ def held_out(key: str, eval_fraction: float) -> bool:
     return zlib.crc32(key.encode()) % 10_000 < eval_fraction * 10_000
 
 
-def _keep(keys: list[str], split: str, eval_fraction: float) -> list[int]:
+def _keep(keys: list[str], split: str, eval_fraction: float,
+          eligible: list[bool] | None = None) -> list[int]:
+    """Indices of the documents of `split`; only an `eligible` document can be held out."""
     if split == "all":
         return list(range(len(keys)))
     want_eval = split == "eval"
-    return [i for i, key in enumerate(keys) if held_out(key, eval_fraction) == want_eval]
+    eligible = eligible or [True] * len(keys)
+    return [i for i, (key, ok) in enumerate(zip(keys, eligible))
+            if (ok and held_out(key, eval_fraction)) == want_eval]
 
 
 def stdlib_files() -> list[Path]:
@@ -75,12 +79,14 @@ def _read_section(path: str, start: int) -> bytes:
         return f.read(end - 1 - f.tell()) + f.readline()
 
 
-def text_documents(paths: list[Path], split: str, tokenizer: Any,
-                   eval_fraction: float, root: Path | None = None) -> grain.MapDataset:
-    """Text files (sections of at most ~1 MiB), tokenised when read."""
+def text_documents(paths: list[Path], split: str, tokenizer: Any, eval_fraction: float,
+                   root: Path | None = None, eval_min_bytes: int = 0) -> grain.MapDataset:
+    """Text files (sections of at most ~1 MiB), tokenised when read. Only files of at
+    least `eval_min_bytes` bytes can be held out: a held-out set of long documents."""
     sections = [s for p in paths for s in _text_sections(p)]
     keys = [f"{os.path.relpath(p, root) if root else p}:{start}" for p, start in sections]
-    kept = [sections[i] for i in _keep(keys, split, eval_fraction)]
+    eligible = [os.path.getsize(p) >= eval_min_bytes for p, _ in sections]
+    kept = [sections[i] for i in _keep(keys, split, eval_fraction, eligible)]
     return grain.MapDataset.source(kept).map(
         lambda s: {"tokens": encode_bytes(tokenizer, _read_section(*s))}).filter(has_targets)
 
@@ -189,15 +195,17 @@ def _check_mqar(seq_len: int, vocab_size: int, key: str) -> None:
 
 def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float,
                    seq_len: int, vocab_size: int | None = None,
-                   key: str = "data") -> grain.MapDataset:
+                   key: str = "data", eval_min_bytes: int = 0) -> grain.MapDataset:
     """The documents of `source` in `split` ('train', 'eval' or 'all'); token ids must lie
-    below `vocab_size` (default: the tokenizer's). `key` names the source in errors."""
+    below `vocab_size` (default: the tokenizer's). `key` names the source in errors.
+    `eval_min_bytes`: only text files at least this big can be held out."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}, expected one of {SPLITS}")
     vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
     if source == "stdlib":
         root = Path(sysconfig.get_paths()["stdlib"])
-        return text_documents(stdlib_files(), split, tokenizer, eval_fraction, root)
+        return text_documents(stdlib_files(), split, tokenizer, eval_fraction, root,
+                              eval_min_bytes)
     if source == "mqar":
         _check_mqar(seq_len, vocab_size, key)
         return mqar.documents("train" if split == "train" else "eval", seq_len)
@@ -210,4 +218,5 @@ def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float
     if suffixes & {".npy", ".array_record"}:
         raise ValueError(f"{key}={source!r} mixes token shards with other files: "
                          f"{sorted(suffixes)}")
-    return text_documents([Path(p) for p in paths], split, tokenizer, eval_fraction)
+    return text_documents([Path(p) for p in paths], split, tokenizer, eval_fraction,
+                          eval_min_bytes=eval_min_bytes)

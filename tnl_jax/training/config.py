@@ -60,6 +60,7 @@ class TrainConfig:
     eval_data: str | None = None
     tokenizer: str = "bytes"
     eval_fraction: float = 0.02
+    eval_min_bytes: int = 0  # Only text files of at least this many bytes are held out.
     shuffle_window: int = 256  # Packed rows shuffled together, so one long file does not fill a batch.
     # AdamW with linear warmup then cosine decay to `lr * min_lr_ratio`.
     lr: float = 3e-3

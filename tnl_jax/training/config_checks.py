@@ -124,6 +124,7 @@ def _data_problems(cfg: Any) -> list[str]:
         *integer("shuffle_window", cfg.shuffle_window, 0, " (rows; 0 or 1: no shuffle)"),
         *number("eval_fraction", cfg.eval_fraction, 0, 1,
                 meaning=" (the share of documents held out)"),
+        *integer("eval_min_bytes", cfg.eval_min_bytes, 0, " (bytes; 0: any file)"),
         *text("data", cfg.data), *text("tokenizer", cfg.tokenizer),
         *text("eval_data", cfg.eval_data, optional=True, meaning=" (held-out files, used whole)"),
     ]

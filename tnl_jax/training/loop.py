@@ -75,16 +75,22 @@ def _host_stats(stats: dict[str, jax.Array]) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(stats).items()}
 
 
-def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:
-    """This process's endless training iterator and the fixed held-out batches: its
-    share of the rows (``sharding.process_rows``), whole sequences."""
+def data_spec(cfg: TrainConfig, tokenizer, mesh) -> data.DataSpec:
+    """The data of ``cfg`` for this process: its share of the rows
+    (``sharding.process_rows``), whole sequences."""
     index, count = sharding.process_rows(mesh)
-    spec = data.DataSpec(source=cfg.data, seq_len=cfg.seq_len,
+    return data.DataSpec(source=cfg.data, seq_len=cfg.seq_len,
                          batch_size=cfg.batch_size // count, seed=cfg.seed,
                          tokenizer=tokenizer, eval_fraction=cfg.eval_fraction,
                          shuffle_window=cfg.shuffle_window,
                          process_index=index, process_count=count,
-                         eval_source=cfg.eval_data, vocab_size=cfg.model.vocab_size)
+                         eval_source=cfg.eval_data, vocab_size=cfg.model.vocab_size,
+                         eval_min_bytes=cfg.eval_min_bytes)
+
+
+def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:
+    """This process's endless training iterator and the fixed held-out batches."""
+    spec = data_spec(cfg, tokenizer, mesh)
     train = data.train_batches(spec)
     return train, data.eval_batches(spec, cfg.eval_batches if cfg.eval_every else 0)
 

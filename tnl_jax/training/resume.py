@@ -36,7 +36,7 @@ SAFE_TO_CHANGE = frozenset({
     "model.remat", "model.attention_backend", "model.chunk_size",
 })
 _DATA_STREAM = frozenset({"data", "seq_len", "batch_size", "seed", "shuffle_window",
-                          "eval_fraction"})
+                          "eval_fraction", "eval_min_bytes"})
 
 
 class RunConfigChanged(ValueError):
