@@ -26,6 +26,16 @@ def _mean_curves(results: list[dict], x: str) -> dict[tuple, tuple[list, list]]:
             for key, by_x in points.items()}
 
 
+def _save(fig, ax, path: Path) -> Path:
+    """Legend, grid, the file; the figure closed."""
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(results: list[dict], x: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (arch, rows), (xs, ys) in sorted(_mean_curves(results, x).items()):
@@ -34,12 +44,7 @@ def plot_curves(results: list[dict], x: str, path: Path) -> Path:
     ax.set_xlabel("training tokens" if x == "tokens" else "training FLOPs")
     ax.set_ylabel("held-out loss (nats/byte)")
     ax.set_xscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_buckets(results: list[dict], path: Path) -> Path:
@@ -57,12 +62,7 @@ def plot_buckets(results: list[dict], path: Path) -> Path:
     ax.set_xticks(range(len(BUCKETS)), BUCKETS)
     ax.set_xlabel("position inside the document (tokens)")
     ax.set_ylabel("held-out bits/byte")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_mqar(results: list[dict], path: Path) -> Path | None:
