@@ -38,6 +38,7 @@ from flax import nnx
 
 from decode_floor import decode_bytes, state_bytes
 from kernel_bench import copy_bandwidth_tbps, json_lines_of
+from profiling import format_table, kernel_times
 from tnl_jax import ModelConfig, create_model, generate, load_model_config
 from tnl_jax.generation import sample_token
 
@@ -87,8 +88,8 @@ def failure(error: Exception) -> str:
     return "out of memory" if oom else f"{type(error).__name__}: {text[:300]}"
 
 
-def decode_ms(model, batch: int, context: int, steps: int, repeats: int) -> float:
-    """Per-token time of ``decode_loop`` at ``batch`` rows and ``context``."""
+def decode_runner(model, batch: int, context: int, steps: int):
+    """A call of ``decode_loop`` at ``batch`` rows and ``context`` (caches zero-filled)."""
     cache_size = context + steps
     graphdef, state = nnx.split(model)
     ids = jax.ShapeDtypeStruct((batch, 1), jnp.int32)
@@ -102,7 +103,23 @@ def decode_ms(model, batch: int, context: int, steps: int, repeats: int) -> floa
                                        cache_size=cache_size)
         return held[1]
 
-    return timed(run, repeats) / steps * 1e3
+    return run
+
+
+def decode_ms(model, batch: int, context: int, steps: int, repeats: int) -> float:
+    """Per-token time of ``decode_loop`` at ``batch`` rows and ``context``."""
+    return timed(decode_runner(model, batch, context, steps), repeats) / steps * 1e3
+
+
+def print_decode_profile(model, batch: int, context: int, steps: int, out: str | None) -> None:
+    """Where one decode loop's device time goes, kernel by kernel (``profiling.py``)."""
+    times = kernel_times(decode_runner(model, batch, context, steps), repeats=2)
+    text = (f"decode profile: {model.cfg.architecture}, batch {batch}, context {context}, "
+            f"{steps} steps per call (divide by it for one token)\n" + format_table(times, 40))
+    print(text, flush=True)
+    if out:
+        with open(os.path.join(out, f"decode_profile_b{batch}_c{context}.md"), "w") as f:
+            f.write(text + "\n")
 
 
 def generate_ms(model, context: int, steps: int, repeats: int) -> float:
@@ -183,6 +200,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=os.environ.get("OUT"))
     parser.add_argument("--from-json", help="only remake the table and plot of a saved run")
+    parser.add_argument("--profile", help="ARCH:BATCH:CONTEXT: also print that decode "
+                        "setting's kernels and their device time")
     args = parser.parse_args()
     if args.small:  # Prefill lengths = contexts: generate() compiles once per length.
         args.prefill, args.batches, args.contexts = [64, 512], [1, 4], [64, 512]
@@ -227,6 +246,9 @@ def main() -> None:
     for arch in args.archs:
         model = build(cfg.replace(architecture=arch), args.dtype)
         rows += jax_rows(f"tnl-jax {arch}", model, args)
+        if args.profile and args.profile.split(":")[0] == arch:
+            batch, context = map(int, args.profile.split(":")[1:])
+            print_decode_profile(model, batch, context, args.steps, args.out)
         del model
     from generate_report import add_floors
     title = f"{args.config}{' (--small)' if args.small else ''}, {args.dtype}, one {device}"

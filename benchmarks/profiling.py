@@ -66,7 +66,9 @@ def kernel_times(run: Callable[[], object], repeats: int = 3) -> dict:
 
 
 def format_table(times: dict, top: int = 25) -> str:
-    total = times["per_call_ms"] or 1.0
+    if not times["kernels"]:
+        return "no GPU kernels in the profile (kernel_times reads GPU 0's streams only)"
+    total = times["per_call_ms"]
     lines = [f"device kernel time per call: {total:.2f} ms", "", "| kind | ms | share |",
              "|---|---|---|"]
     lines += [f"| {k} | {ms:.2f} | {100 * ms / total:.1f}% |" for k, ms in times["kinds"].items()]
