@@ -47,6 +47,7 @@ def test_divergence_stops_before_a_non_finite_checkpoint(diverged):
     result = diverged.result
     assert result.returncode == 1, result.stderr[-2000:]
     assert "NonFiniteStep: training diverged at step 4 (loss " in result.stderr
+    assert "Traceback" not in result.stderr  # The message alone, from the command line.
     assert "the last finite checkpoint is step 3 in " in result.stderr
     assert _steps_on_disk(diverged.dir) == [1, 2, 3]
     for step in (1, 2, 3):

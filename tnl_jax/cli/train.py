@@ -38,8 +38,12 @@ def parse(argv: Sequence[str], prog: str = "tnl-train") -> train_config.TrainCon
 
 def main(argv: Sequence[str] | None = None, prog: str = "tnl-train") -> None:
     cfg = parse(sys.argv[1:] if argv is None else argv, prog)
-    from tnl_jax.training.loop import main as train  # After parsing: --help and errors are instant.
-    train(cfg)
+    # Imported after parsing: --help and errors in the config are instant.
+    from tnl_jax.training.loop import RUN_STOPS, main as train
+    try:
+        train(cfg)
+    except RUN_STOPS as stop:  # The message says it all; exit status 1.
+        sys.exit(f"{prog}: {type(stop).__name__}: {stop}")
 
 
 if __name__ == "__main__":

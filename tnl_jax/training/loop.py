@@ -30,8 +30,8 @@ from tnl_jax.tokenizers import TOKENIZER_FILES, get_tokenizer
 from tnl_jax.training import config as train_config
 from tnl_jax.training import divergence, losses, metrics, optim, resume, sharding
 from tnl_jax.training.config import TrainConfig
-from tnl_jax.training.run_checkpoints import RunCheckpoints
-from tnl_jax.training.run_lock import RunLock
+from tnl_jax.training.run_checkpoints import RunCheckpoints, UnreadableCheckpoints
+from tnl_jax.training.run_lock import RunDirLocked, RunLock
 from tnl_jax.training.steps import evaluate, make_eval_step, make_train_step
 
 
@@ -58,6 +58,13 @@ def initial_params(cfg: TrainConfig, mesh) -> tuple[nnx.GraphDef, nnx.State, nnx
     if cfg.init_from:
         params = loader.load_params(cfg.init_from, params)
     return graphdef, params, rest, shardings
+
+
+
+# How a run stops on purpose, each with a message that says what happened and what to
+# do: the command line prints the message alone (tnl_jax/cli/train.py), not a traceback.
+RUN_STOPS = (divergence.NonFiniteStep, resume.RunConfigChanged, RunDirLocked,
+             UnreadableCheckpoints)
 
 
 class StopRequest:
