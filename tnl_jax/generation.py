@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
 
 from tnl_jax.generation_checks import check_sampling, check_top_k, prompt_rows
 from tnl_jax.model.language_model import LanguageModel
@@ -61,6 +62,19 @@ def sample_token(logits: jax.Array, key: jax.Array, temperature: float | jax.Arr
         cutoff = jnp.min(jnp.where(before < top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < cutoff, -jnp.inf, logits)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def weights_in_compute_dtype(state: nnx.State, dtype: jnp.dtype) -> nnx.State:
+    """``state`` with every weight that has an ``embed`` axis (embedding, projections,
+    MLP, head) cast to the compute dtype once, as each use casts it anyway: a decode
+    step then reads bfloat16 weights, half the bytes of float32 ones. LRPE's angles and
+    the decay rates (no ``embed`` axis) stay as they are. The results are unchanged."""
+    def cast(spec, x):
+        weight = isinstance(spec, PartitionSpec) and "embed" in spec
+        return x.astype(dtype) if weight and jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree.map(cast, nnx.get_partition_spec(state), state,
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy", "top_k",
@@ -143,6 +157,7 @@ def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperatu
     pad = model.cfg.pad_token_id  # Its value never matters: padding has segment id 0.
     ids, segment_ids, positions, lengths = left_pad(rows, 0 if pad is None else pad)
     graphdef, state = nnx.split(model)
+    state = weights_in_compute_dtype(state, model.cfg.compute_dtype)
     tokens, logits = _generate(graphdef, state, ids, segment_ids, positions, lengths,
                                jax.random.key(seed), jnp.float32(temperature),
                                jnp.float32(1.0 if top_p is None else top_p),

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from tests.conftest import SMALL_MODEL
-from tnl_jax.generation import generate, sample_token
+from tnl_jax.generation import generate, sample_token, weights_in_compute_dtype
 
 VOCAB = SMALL_MODEL["vocab_size"]
 
@@ -87,3 +87,19 @@ def test_zero_new_tokens_is_empty(tnl_model, rng):
     tokens, logits = generate(tnl_model, prompts, 0, return_logits=True)
     assert tokens.shape == (2, 0) and tokens.dtype == jnp.int32
     assert logits.shape == (2, 0, VOCAB) and logits.dtype == jnp.float32
+
+
+def test_decoding_reads_weights_in_the_compute_dtype(small_model, rng):
+    """generate() casts the weights each use casts anyway (those with an `embed` axis)
+    once, so a decode step reads bf16, not float32; LRPE's angles and the decays keep
+    their dtype, and the model computes exactly what it did."""
+    model = small_model(0, dtype="bfloat16", param_dtype="float32")
+    graphdef, state = nnx.split(model)
+    cast = weights_in_compute_dtype(state, jnp.bfloat16)
+    dtypes = {jax.tree_util.keystr(path): x.dtype
+              for path, x in jax.tree_util.tree_leaves_with_path(cast)}
+    assert dtypes["['embed_tokens'].value"] == jnp.bfloat16
+    assert all(d == jnp.bfloat16 for k, d in dtypes.items() if "proj" in k or "channel_mixer" in k)
+    assert all(d == jnp.float32 for k, d in dtypes.items() if "theta" in k or "decay" in k)
+    ids = jnp.asarray(rng.integers(0, model.cfg.vocab_size, (2, 9)))
+    np.testing.assert_array_equal(nnx.merge(graphdef, cast)(ids), model(ids))
