@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from decode_floor import decode_bytes, state_bytes
-from kernel_bench import copy_bandwidth_tbps, json_lines_of
+from kernel_bench import copy_bandwidth_tbps, is_out_of_memory, json_lines_of
 from profiling import format_table, kernel_times
 from tnl_jax import ModelConfig, create_model, generate, load_model_config
 from tnl_jax.generation import sample_token
@@ -84,8 +84,7 @@ def decode_loop(graphdef, state, caches, token, *, steps: int, cache_size: int):
 def failure(error: Exception) -> str:
     """An out-of-memory error as a short row entry; anything else as its text."""
     text = str(error)
-    oom = "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
-    return "out of memory" if oom else f"{type(error).__name__}: {text[:300]}"
+    return "out of memory" if is_out_of_memory(text) else f"{type(error).__name__}: {text[:300]}"
 
 
 def decode_runner(model, batch: int, context: int, steps: int):

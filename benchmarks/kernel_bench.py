@@ -137,6 +137,12 @@ def torch_rows(args) -> list[dict]:
     return json_lines_of(cmd, "torch anchors")
 
 
+def is_out_of_memory(text: str) -> bool:
+    """Whether an error's text (or a child process's stderr) says the device ran out of
+    memory: such a setting becomes an "out of memory" row, not a crash."""
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
 def json_lines_of(cmd: list[str], what: str) -> list[dict]:
     """Runs ``cmd`` (a PyTorch anchor, in its own process so that the two frameworks do
     not share the GPU's memory) and returns the JSON objects it printed, one a line."""

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from kernel_bench import fwd_bwd, timed_ms
+from kernel_bench import fwd_bwd, is_out_of_memory, timed_ms
 from pallas_kernels import ShardAxes, lightning_attention
 
 COLLECTIVE = re.compile(r"= (.*?) (all-gather|all-reduce|reduce-scatter|all-to-all|"
@@ -155,7 +155,7 @@ def train_row(name: str, gpus: int, rows: tuple[int, int], mesh, args) -> dict:
            "mesh": dict(zip(("data", "fsdp", "tensor", "context"), mesh))}
     peak = re.search(r"peak device memory: ([\d.]+) GiB", out.stdout)
     if out.returncode != 0:
-        oom = "RESOURCE_EXHAUSTED" in out.stderr or "out of memory" in out.stderr.lower()
+        oom = is_out_of_memory(out.stderr)
         needs = re.search(r"(?:allocate|Allocator).*?([\d.]+)\s*GiB", out.stderr)
         return {**row, "error": "out of memory" if oom else out.stderr[-1500:],
                 "detail": needs.group(0)[:200] if needs else None}

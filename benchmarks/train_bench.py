@@ -25,6 +25,7 @@ import time
 import jax
 import numpy as np
 
+from kernel_bench import is_out_of_memory
 from profiling import format_table, kernel_times
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.training import config as train_config
@@ -93,8 +94,7 @@ def measure(s: Setting, warmup: int, steps: int, profile: bool) -> dict:
         seconds = (time.perf_counter() - start) / steps
     except Exception as error:  # Out of memory at compile or run time: a row that says so.
         text = str(error)
-        oom = "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
-        return {**row, "error": "out of memory" if oom else text[:300]}
+        return {**row, "error": "out of memory" if is_out_of_memory(text) else text[:300]}
     flops = count_flops_per_token(cfg.model, s.rows)
     rate = s.tokens / seconds
     row.update(params_m=count_params(cfg.model) / 1e6, step_s=seconds, tokens_per_s=rate,
@@ -116,8 +116,6 @@ def measure(s: Setting, warmup: int, steps: int, profile: bool) -> dict:
                       "w") as f:
                 f.write(compiled.as_text())
         print(format_table(times, top=30), flush=True)
-    del trainer, state, batch, compiled
-    gc.collect()
     return row
 
 
@@ -197,6 +195,7 @@ def main() -> None:
     for s in parse_settings(args):
         profile = args.profile == f"{s.arch}:{s.rows}"
         rows.append(measure(s, args.warmup, args.steps, profile))
+        gc.collect()  # The setting's trainer and state, before the next one's.
         print({k: v for k, v in rows[-1].items() if k != "profile"}, flush=True)
     text = table(rows)
     if args.out:
