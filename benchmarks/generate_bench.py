@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from decode_floor import decode_bytes, state_bytes
+from bench_args import colon_fields
 from kernel_bench import copy_bandwidth_tbps, is_out_of_memory, json_lines_of
 from profiling import format_table, kernel_times
 from tnl_jax import ModelConfig, create_model, generate, load_model_config
@@ -199,8 +200,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=os.environ.get("OUT"))
     parser.add_argument("--from-json", help="only remake the table and plot of a saved run")
-    parser.add_argument("--profile", help="ARCH:BATCH:CONTEXT: also print that decode "
-                        "setting's kernels and their device time")
+    parser.add_argument("--profile", type=colon_fields("arch:batch:context", ints=(1, 2)),
+                        help="ARCH:BATCH:CONTEXT: also print that decode setting's kernels "
+                        "and their device time")
     args = parser.parse_args()
     if args.small:  # Prefill lengths = contexts: generate() compiles once per length.
         args.prefill, args.batches, args.contexts = [64, 512], [1, 4], [64, 512]
@@ -245,8 +247,8 @@ def main() -> None:
     for arch in args.archs:
         model = build(cfg.replace(architecture=arch), args.dtype)
         rows += jax_rows(f"tnl-jax {arch}", model, args)
-        if args.profile and args.profile.split(":")[0] == arch:
-            batch, context = map(int, args.profile.split(":")[1:])
+        if args.profile and args.profile[0] == arch:
+            _, batch, context = args.profile
             print_decode_profile(model, batch, context, args.steps, args.out)
         del model
     from generate_report import add_floors

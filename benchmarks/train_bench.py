@@ -25,6 +25,7 @@ import time
 import jax
 import numpy as np
 
+from bench_args import colon_fields, comma_list, positive_int
 from kernel_bench import is_out_of_memory
 from profiling import format_table, kernel_times
 from tnl_jax.model.counting import count_flops_per_token, count_params
@@ -122,11 +123,9 @@ def measure(s: Setting, warmup: int, steps: int, profile: bool) -> dict:
 def parse_settings(args) -> list[Setting]:
     settings = [Setting(args.preset, arch, rows, args.remat, max(args.tokens, rows))
                 for arch in args.archs.split(",") if arch
-                for rows in map(int, args.rows.split(","))]
-    for extra in filter(None, args.extra.split(",")):
-        preset, arch, rows, remat, *tokens = extra.split(":")
-        settings.append(Setting(preset, arch, int(rows), remat,
-                                int(tokens[0]) if tokens else args.tokens))
+                for rows in args.rows]
+    for preset, arch, rows, remat, *tokens in args.extra:
+        settings.append(Setting(preset, arch, rows, remat, tokens[0] if tokens else args.tokens))
     return settings
 
 
@@ -174,13 +173,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tnl-385m")
     parser.add_argument("--archs", default="tnl,softmax,hybrid")
-    parser.add_argument("--rows", default="2048,8192,32768,131072")
+    parser.add_argument("--rows", default="2048,8192,32768,131072",
+                        type=comma_list(positive_int))
     parser.add_argument("--tokens", type=int, default=131072, help="tokens per step")
     parser.add_argument("--remat", default="op_io")
-    parser.add_argument("--extra", default="", help="preset:arch:rows:remat[:tokens],...")
+    parser.add_argument("--extra", default="", help="preset:arch:rows:remat[:tokens],...",
+                        type=comma_list(colon_fields("preset:arch:rows:remat:tokens",
+                                                     ints=(2, 4), optional=1)))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--profile", default="", help="arch:rows of the setting to profile")
+    parser.add_argument("--profile", default=None, help="arch:rows of the setting to profile",
+                        type=colon_fields("arch:rows", ints=(1,)))
     parser.add_argument("--out", default=os.environ.get("OUT"))
     parser.add_argument("--from-json", help="only remake the table and plot of a saved run")
     args = parser.parse_args()
@@ -193,7 +196,7 @@ def main() -> None:
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
     rows = []
     for s in parse_settings(args):
-        profile = args.profile == f"{s.arch}:{s.rows}"
+        profile = args.profile == (s.arch, s.rows)
         rows.append(measure(s, args.warmup, args.steps, profile))
         gc.collect()  # The setting's trainer and state, before the next one's.
         print({k: v for k, v in rows[-1].items() if k != "profile"}, flush=True)
