@@ -6,7 +6,8 @@ gradients of q, k, v, decay and the initial state, with segments, an initial sta
 per-head decays from 0 to 8, head sizes 64, 128, 256, dk = 2·dv, one long row (sequence
 splits, with the state-only passes in finer splits of their own) and many rows (one
 split); decays learned (differentiated) and fixed (TNL's: the backward skips the decay
-gradient). Exits non-zero on any failure.
+gradient). The ``decode`` cases check the decode step's kernel the same way (decays 0
+to +inf, padded head dims). Exits non-zero on any failure.
 
     python benchmarks/gpu_check.py
     python benchmarks/gpu_check.py --shard 0/4 & ... --shard 3/4   # four processes
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels import lightning_attention
+from pallas_kernels import lightning_attention, lightning_attention_step
 
 F32_TOL, BF16_TOL = 1e-4, 1e-2
 NAMES = ("o", "final_state", "dq", "dk", "dv", "ddecay", "dinitial_state")
@@ -75,6 +76,30 @@ def run_case(rng, *, batch, seq, heads, dk, dv, dtype, segments=True,
     return {name: rel_err(a, b) for name, a, b in zip(NAMES, ours, ref) if a is not None}
 
 
+def run_decode_case(rng, *, batch, heads, dk, dv, dtype, **unused) -> dict[str, float]:
+    """The decode step's kernel (``lightning_attention_step``, pallas) against xla: the
+    output, the new state, and the gradients (the kernel's VJP is the xla step's)."""
+    q, k = (jnp.asarray(rng.standard_normal((batch, heads, dk)) * dk ** -0.5, dtype)
+            for _ in range(2))
+    v = jnp.asarray(rng.standard_normal((batch, heads, dv)), dtype)
+    decay = jnp.linspace(0.0, 8.0, heads, dtype=jnp.float32).at[-1].set(jnp.inf)
+    state = jnp.asarray(rng.standard_normal((batch, heads, dk, dv)), jnp.float32)
+    do = jnp.asarray(rng.standard_normal(v.shape), dtype)
+    dstate = jnp.asarray(rng.standard_normal(state.shape), jnp.float32)
+
+    def outputs_and_grads(backend, q, k, v, state):
+        (o, new), vjp = jax.vjp(lambda q, k, v, s: lightning_attention_step(
+            q, k, v, decay, s, backend=backend), q, k, v, state)
+        return (o, new, *vjp((do.astype(o.dtype), dstate)))
+
+    ours = jax.jit(lambda *a: outputs_and_grads("pallas", *a))(q, k, v, state)
+    as32 = lambda x: x.astype(jnp.float32)
+    with jax.default_matmul_precision("highest"):
+        ref = jax.jit(lambda *a: outputs_and_grads("xla", *a))(as32(q), as32(k), as32(v), state)
+    names = ("o", "final_state", "dq", "dk", "dv", "dinitial_state")
+    return {name: rel_err(a, b) for name, a, b in zip(names, ours, ref)}
+
+
 class Case(NamedTuple):
     label: str
     batch: int
@@ -109,6 +134,11 @@ CASES = [Case(*row) for row in [
     # split only for the initial state's gradient, with a fixed decay.
     ("d128 bf16 4x8K finer state splits", 4, 8192, 16, 128, 128, jnp.bfloat16, True),
     ("d128 bf16 4x8K fixed decay", 4, 8192, 16, 128, 128, jnp.bfloat16, True, True, False),
+    # The decode step's kernel (seq: unused): state read and written once per step.
+    ("decode d128 f32 batch 64", 64, 1, 16, 128, 128, jnp.float32, False),
+    ("decode dk256/dv128 bf16 batch 8", 8, 1, 16, 256, 128, jnp.bfloat16, False),
+    ("decode d64 bf16 batch 1", 1, 1, 16, 64, 64, jnp.bfloat16, False),
+    ("decode d80 f32 padded batch 3", 3, 1, 16, 80, 80, jnp.float32, False),
 ]]
 
 
@@ -133,7 +163,7 @@ def main() -> int:
         try:
             params = case._asdict()
             del params["label"]
-            errors = run_case(rng, **params)
+            errors = (run_decode_case if label.startswith("decode") else run_case)(rng, **params)
         except Exception as e:  # report every case, then fail
             failures += 1
             print(f"{label:28s} ERROR {type(e).__name__}: {str(e)[:400]}")

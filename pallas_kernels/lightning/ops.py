@@ -11,7 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.lightning import (context_parallel, kernel_vjp, partitioning,
+from pallas_kernels.lightning import (context_parallel, decode_vjp, kernel_vjp, partitioning,
                                       validation, value_checks, xla_backend)
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.runs import run_ids_from_segments
@@ -141,7 +141,7 @@ def attend_on_device(q, k, v, decay, segment_ids, initial_state, *, chunk_size, 
 
 def lightning_attention_step(
     q: jax.Array, k: jax.Array, v: jax.Array, decay: jax.Array, state: jax.Array, *,
-    checks: bool = False,
+    backend: str | None = None, checks: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """One decode step: ``S' = λ S + k vᵀ``, ``o = qᵀ S'``; O(1) in the context length.
 
@@ -149,11 +149,16 @@ def lightning_attention_step(
       q, k: ``(batch, heads, dk)``; v: ``(batch, heads, dv)``; decay: ``(heads,)``
         in ``[0, +inf]``; state: ``(batch, heads, dk, dv)`` float32 (the prefill's
         final state). checks: as for :func:`lightning_attention`.
+      backend: ``"pallas"``: one Triton kernel that reads and writes the state once
+        (decode_vjp.py), ``"interpret"``: the same kernel interpreted, ``"xla"``: jnp
+        (two passes over the state); ``None``: pallas on GPU, xla elsewhere. The kernel
+        runs on whole arrays: under a mesh, pass ``"xla"`` (XLA partitions it).
 
     Returns:
       ``(o (batch, heads, dv) in q.dtype, new_state float32)``.
     """
     validation.check_flag("checks", checks)
+    backend = validation.resolve_backend(backend)
     validation.check_qkv(q, k, v, with_seq=False)
     batch, heads, dk = q.shape
     validation.check_decay(decay, heads)
@@ -161,4 +166,6 @@ def lightning_attention_step(
     if checks:
         value_checks.check_values("lightning_attention_step",
                                   dict(q=q, k=k, v=v, state=state), decay)
-    return xla_backend.step(q, k, v, decay, state)
+    if backend == "xla" or 0 in q.shape or 0 in v.shape:  # Empty: nothing to launch.
+        return xla_backend.step(q, k, v, decay, state)
+    return decode_vjp.kernel_step(q, k, v, decay, state, backend == "interpret")

@@ -203,6 +203,10 @@ STEP = [
     row("step: v bfloat16 beside float32", step(v=lambda: rand(B, H, DV, dtype=jnp.bfloat16)),
         TypeError, "q, k and v must share one dtype"),
     row("step: checks=1", step(checks=1), TypeError, "checks must be a bool"),
+    row("step: backend misspelt", step(backend="palas"), ValueError, "backend must be one of",
+        "did you mean 'pallas'?"),
+    row("step: backend pallas without a GPU", step(backend="pallas"), ValueError,
+        "backend='pallas' needs a GPU", "use backend='interpret'"),
 ]
 
 CASES = ARRAYS + FLAGS_AND_OPTIONS + LAUNCHES + SHARDING + STEP

@@ -101,7 +101,8 @@ def test_decode_continues_prefill(rng, backend):
                                        return_final_state=True, chunk_size=16, backend=backend)
     outs = [o_pre]
     for t in range(prefill, q.shape[1]):
-        o_t, state = lightning_attention_step(q[:, t], k[:, t], v[:, t], decay, state)
+        o_t, state = lightning_attention_step(q[:, t], k[:, t], v[:, t], decay, state,
+                                              backend=backend)
         outs.append(o_t[:, None])
     assert rel_err(jnp.concatenate(outs, axis=1), o_full) < 1e-5
     assert rel_err(state, s_full) < 1e-5
