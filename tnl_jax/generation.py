@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from tnl_jax.generation_checks import check_sampling, check_top_k, prompt_rows
+from tnl_jax.model.decode_layout import decode_layout, per_layer_caches
 from tnl_jax.model.language_model import LanguageModel
 
 
@@ -85,6 +86,9 @@ def _generate(graphdef, state, ids, segment_ids, positions, lengths, key, temper
     batch, width = ids.shape
     cache_size = width + max_new_tokens
     logits, caches = model.prefill(ids, segment_ids, positions, cache_size)
+    # Decode from per-layer weights and caches, made once here (decode_layout.py).
+    decode_graphdef, state = nnx.split(decode_layout(model))
+    caches = per_layer_caches(caches)
     slots = jnp.arange(cache_size)[None]
     first_slot = (width - lengths)[:, None]
     fill = 0 if eos_id is None else eos_id
@@ -111,7 +115,7 @@ def _generate(graphdef, state, ids, segment_ids, positions, lengths, key, temper
         kv_valid = (slots >= first_slot) & (slots <= slot)
         # The weights ride in the carry: NNX transforms inside the loop body refuse
         # variables whose values belong to the enclosing trace.
-        step_model: LanguageModel = nnx.merge(graphdef, state)
+        step_model: LanguageModel = nnx.merge(decode_graphdef, state)
         logits, caches = step_model.decode_step(token, lengths + i, caches, slot, kv_valid)
         return i + 1, logits, caches, tokens, all_logits, done, state
 

@@ -93,14 +93,18 @@ class NormLinearAttention(nnx.Module):
             return self.fixed_decay[...]
         return jnp.zeros((self.heads,), jnp.float32)
 
-    def _project(self, x: jax.Array, positions: jax.Array | None):
+    def _project(self, x: jax.Array, positions: jax.Array | None, *, one_product: bool = False):
         """x ``(B, T, d)`` -> q, k ``(B, T, H, dk)``, v ``(B, T, H, e)``, u ``(B, T, d)``."""
         w, x = self.qkvu_proj[...].astype(self.dtype), x.astype(self.dtype)
-        # Two products: the ``projections`` remat policy keeps q|k|v but not the gate u,
-        # which the backward recomputes (one d x d product) instead of holding d values
-        # per token per layer (that keeps TNL's memory per token within softmax's).
-        qkv = name_projection(jnp.einsum("btd,dfo->btfo", x, w[:, :3]))
-        u = jnp.einsum("btd,do->bto", x, w[:, 3])
+        if one_product:  # Decode: the whole weight read once; its w[:, :3] is a copy.
+            qkvu = jnp.einsum("btd,dfo->btfo", x, w)
+            qkv, u = qkvu[:, :, :3], qkvu[:, :, 3]
+        else:
+            # Two products: the ``projections`` remat policy keeps q|k|v but not the gate
+            # u, which the backward recomputes (one d x d product) instead of holding d
+            # values per token per layer (so TNL's memory per token is within softmax's).
+            qkv = name_projection(jnp.einsum("btd,dfo->btfo", x, w[:, :3]))
+            u = jnp.einsum("btd,do->bto", x, w[:, 3])
         q, k, v = (qkv[:, :, i] for i in range(3))
         split_heads = lambda t: t.reshape(*t.shape[:-1], self.heads, -1)
         q, k, v = split_heads(jax.nn.silu(q)), split_heads(jax.nn.silu(k)), split_heads(v)
@@ -134,6 +138,8 @@ class NormLinearAttention(nnx.Module):
         (needed with LRPE) -> ``(y (B, d), state)``."""
         if positions is None and self.lrpe is not None:
             raise ValueError("step: positions (B,) are needed by a layer with LRPE")
-        q, k, v, u = self._project(x[:, None], None if positions is None else positions[:, None])
-        o, state = lightning_attention_step(q[:, 0], k[:, 0], v[:, 0], self.decay_rates(), state)
+        q, k, v, u = self._project(x[:, None], None if positions is None else positions[:, None],
+                                   one_product=True)
+        o, state = lightning_attention_step(q[:, 0], k[:, 0], v[:, 0], self.decay_rates(), state,
+                                            backend=self.backend)
         return self._output(o, u[:, 0]), state

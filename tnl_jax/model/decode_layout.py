@@ -1,0 +1,58 @@
+"""The decode layout: each layer's weights and cache as arrays of their own.
+
+A ``LayerStack`` keeps its layers' weights stacked on a leading axis and runs them
+with ``nnx.scan``, which keeps compile time flat in depth. In a decode step that costs
+bandwidth: the scan's body takes each layer's slice of the stacked weights (a
+``dynamic-slice``), and XLA copies a slice that feeds a matrix product before the
+product reads it, so every weight is read twice and written once per token. Decoding
+from ``decode_layout(model)`` instead, the slices are taken once, before the decode
+loop (one copy of the weights for the loop's lifetime), and the step runs the layers
+one after another on their own arrays; ``per_layer_caches`` splits the prefill's
+stacked caches the same way, so each layer's state is updated in place.
+"""
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from tnl_jax.model.decoder_layer import DecoderLayer
+
+
+class LayerList(nnx.Module):
+    """A ``LayerStack``'s layers, each with its own arrays; only ``step`` (decoding)."""
+
+    def __init__(self, stacked_layers: DecoderLayer):
+        graphdef, state = nnx.split(stacked_layers)
+        count = jax.tree.leaves(state)[0].shape[0]
+        self.layers = nnx.List([nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+                                for i in range(count)])
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError("a model in the decode layout (decode_layout) only runs decode_step; "
+                        "run the forward pass and prefill on the model it was made from")
+
+    prefill = __call__
+
+    def step(self, x, positions, caches: list, index, kv_valid):
+        """As ``LayerStack.step``, with one cache per layer (``per_layer_caches``)."""
+        new_caches = []
+        for layer, cache in zip(self.layers, caches):
+            x, cache = layer.step(x, cache, positions, index=index, kv_valid=kv_valid)
+            new_caches.append(cache)
+        return x, new_caches
+
+
+def decode_layout(model):
+    """A ``LanguageModel`` sharing ``model``'s embedding, norms and head, whose layer
+    stacks are ``LayerList``s: call it inside the jitted function that decodes, before
+    the loop, so the per-layer arrays are made once per call."""
+    copy = nnx.merge(*nnx.split(model))
+    copy.stacks = nnx.List([LayerList(stack.layers) for stack in copy.stacks])
+    return copy
+
+
+def per_layer_caches(caches: list) -> list[list]:
+    """``prefill``'s caches (one per stack, stacked over its layers) as one list of
+    per-layer caches per stack, the form ``decode_layout``'s ``decode_step`` takes."""
+    return [[jax.tree.map(lambda a: a[i], cache) for i in range(jax.tree.leaves(cache)[0].shape[0])]
+            for cache in caches]
