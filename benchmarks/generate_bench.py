@@ -8,15 +8,20 @@ the same shape in its own process, ``llama_anchor_torch.py``, and merges its row
 
     python benchmarks/generate_bench.py --anchor llama --out $OUT
 
+A study too long for one device call runs in parts, each printing its rows as JSON
+lines, merged by the last: ``--archs tnl > tnl.jsonl``, then ``--archs softmax
+--rows-from tnl.jsonl llama.jsonl --out $OUT``.
+
 CPU smoke test: ``python benchmarks/generate_bench.py --small``. Remake the table and
 plot of a saved run: ``--from-json generate_bench.json --out DIR``.
 
 Decode is timed directly: ``decode_loop`` runs ``--steps`` greedy steps in one jitted
-loop (``LanguageModel.decode_step`` and ``sample_token``, as ``generate``'s loop), from
+loop (``decode_step`` of the model's decode layout, ``decode_layout.py``, and
+``sample_token``, as ``generate``'s loop), from
 zero caches of ``context + steps`` slots (the shapes a prefill returns). A step's cost
 depends on the cache's size, not on what it holds, so no ``batch × context`` prefill is needed
-(256 × 32K would take minutes). At batch 1 the table also gives ``generate``'s own
-per-token time by difference, ``(t(prefill + N tokens) − t(prefill + 1)) / (N − 1)``:
+(256 × 32K would take minutes). At batch 1 and the first context the table also gives
+``generate``'s own per-token time by difference, ``(t(prefill + N tokens) − t(prefill + 1)) / (N − 1)``:
 the check that the loop measures what users get. Each time is the median of
 ``--repeats`` calls after a warm-up (compile) call.
 """
@@ -42,6 +47,7 @@ from kernel_bench import copy_bandwidth_tbps, is_out_of_memory, json_lines_of
 from profiling import format_table, kernel_times
 from tnl_jax import ModelConfig, create_model, generate, load_model_config
 from tnl_jax.generation import sample_token
+from tnl_jax.model.decode_layout import decode_layout, per_layer_caches
 
 GIB = 2**30
 
@@ -66,7 +72,8 @@ def build(cfg: ModelConfig, dtype: str):
                    donate_argnames=("caches",))
 def decode_loop(graphdef, state, caches, token, *, steps: int, cache_size: int):
     """``steps`` greedy decode steps taking slots ``cache_size - steps ...``; returns
-    ``(caches, last token)``."""
+    ``(caches, last token)``. ``graphdef, state``: a model in the decode layout, or a
+    stacked one (with caches to match), as ``decode_runner`` made them."""
     context = cache_size - steps
     slots = jnp.arange(cache_size)[None]
 
@@ -88,15 +95,19 @@ def failure(error: Exception) -> str:
     return "out of memory" if is_out_of_memory(text) else f"{type(error).__name__}: {text[:300]}"
 
 
-def decode_runner(model, batch: int, context: int, steps: int):
-    """A call of ``decode_loop`` at ``batch`` rows and ``context`` (caches zero-filled)."""
+def decode_runner(model, batch: int, context: int, steps: int, stacked: bool = False):
+    """A call of ``decode_loop`` at ``batch`` rows and ``context`` (caches zero-filled),
+    from the decode layout as ``generate`` decodes (``decode_layout.py``), or from the
+    stacked layers with ``stacked``."""
     cache_size = context + steps
-    graphdef, state = nnx.split(model)
     ids = jax.ShapeDtypeStruct((batch, 1), jnp.int32)
-    _, shapes = jax.eval_shape(lambda state, ids: nnx.merge(graphdef, state).prefill(
-        ids, jnp.ones_like(ids), jnp.zeros_like(ids), cache_size), state, ids)
-    held = [jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
-            jnp.full((batch,), 3, jnp.int32)]
+    _, shapes = nnx.eval_shape(lambda model, ids: model.prefill(
+        ids, jnp.ones_like(ids), jnp.zeros_like(ids), cache_size), model, ids)
+    caches = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    if not stacked:
+        model, caches = nnx.jit(decode_layout)(model), per_layer_caches(caches)
+    graphdef, state = nnx.split(model)
+    held = [caches, jnp.full((batch,), 3, jnp.int32)]
 
     def run():  # The loop donates its caches: each call takes the last one's.
         held[0], held[1] = decode_loop(graphdef, state, held[0], held[1], steps=steps,
@@ -154,7 +165,7 @@ def jax_rows(name: str, model, args) -> list[dict]:
             else:
                 try:
                     row["ms_per_token"] = decode_ms(model, batch, context, args.steps, args.repeats)
-                    if batch == 1:
+                    if batch == 1 and context == args.contexts[0]:
                         row["generate_ms_per_token"] = generate_ms(model, context, args.steps,
                                                                    args.repeats)
                 except Exception as error:
@@ -189,13 +200,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", default="tnl-1b", help="preset name or YAML file")
     parser.add_argument("--archs", nargs="+", default=["tnl", "softmax"])
     parser.add_argument("--anchor", choices=["llama"], help="also run HF Llama (torch)")
-    parser.add_argument("--anchor-from", help="merge the JSON lines a separate run of "
-                        "llama_anchor_torch.py printed, instead of running it")
+    parser.add_argument("--rows-from", nargs="+", default=[], help="merge the JSON rows "
+                        "earlier runs printed (llama_anchor_torch.py's, or this script's "
+                        "for other --archs): a study spread over several calls")
     parser.add_argument("--small", action="store_true", help="tiny model and lengths (CPU smoke test)")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--prefill", type=int, nargs="+", default=[2048, 8192, 32768])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64, 256])
-    parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 32768])
+    parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096, 32768])
     parser.add_argument("--steps", type=int, default=128, help="decode steps timed per call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=os.environ.get("OUT"))
@@ -235,8 +247,9 @@ def main() -> None:
     if args.small:
         cfg = cfg.replace(**SMALL)
     rows = anchor_rows(cfg, args) if args.anchor else []  # Before JAX takes the GPU.
-    if args.anchor_from:
-        rows += [json.loads(line) for line in open(args.anchor_from) if line.startswith("{")]
+    for path in args.rows_from:
+        rows += [row for row in map(json.loads, filter(lambda l: l.startswith('{"model"'),
+                                                        open(path)))]
     copies = [r.pop("TBps") for r in rows if r["model"] == "torch_copy"]
     rows = [r for r in rows if r["model"] != "torch_copy"]
     device = jax.devices()[0].device_kind
