@@ -149,16 +149,18 @@ def lightning_attention_step(
       q, k: ``(batch, heads, dk)``; v: ``(batch, heads, dv)``; decay: ``(heads,)``
         in ``[0, +inf]``; state: ``(batch, heads, dk, dv)`` float32 (the prefill's
         final state). checks: as for :func:`lightning_attention`.
-      backend: ``"pallas"``: one Triton kernel that reads and writes the state once
-        (decode_vjp.py), ``"interpret"``: the same kernel interpreted, ``"xla"``: jnp
-        (two passes over the state); ``None``: pallas on GPU, xla elsewhere. The kernel
-        runs on whole arrays: under a mesh, pass ``"xla"`` (XLA partitions it).
+      backend: ``"xla"`` (also ``None``): jnp, which XLA compiles to one fusion that
+        reads and writes the state once, with q, k and v's producers fused in;
+        ``"pallas"``: one Triton kernel doing the same (decode_vjp.py), ``"interpret"``:
+        that kernel interpreted. On an H200 (tnl-1b, benchmarks/RESULTS.md) the two
+        move the state at the same rate and the XLA step decodes 3% faster, hence the
+        default. The kernel runs on whole arrays: under a mesh use ``"xla"``.
 
     Returns:
       ``(o (batch, heads, dv) in q.dtype, new_state float32)``.
     """
     validation.check_flag("checks", checks)
-    backend = validation.resolve_backend(backend)
+    backend = "xla" if backend is None else validation.resolve_backend(backend)
     validation.check_qkv(q, k, v, with_seq=False)
     batch, heads, dk = q.shape
     validation.check_decay(decay, heads)

@@ -1,12 +1,12 @@
 """Triton decode step: ``S' = λ S + k vᵀ`` and ``o = qᵀ S'`` in one pass over the state.
 
-XLA runs the step as two passes over the float32 state (the update writes ``S'``, the
-output product reads it back). A decode step at batch 64 moves about as many state
-bytes as weight bytes (tnl-1b: 1.1 GB of states, 2 GB of weights), so one pass saves
-a sixth of the step. One program per ``(batch, head, dv block)`` holds its
-``dk × block`` slice of ``S`` in registers; the new state is written over the old
-(``input_output_aliases``), so a decode loop that donates its caches updates them in
-place.
+A decode step at batch 64 moves about as many state bytes as weight bytes (tnl-1b:
+1.1 GB of float32 states, 2 GB of weights), so the state must be read and written once.
+One program per ``(batch, head, dv block)`` holds its ``dk × block`` slice of ``S`` in
+registers; the new state is written over the old (``input_output_aliases``), so a
+decode loop that donates its caches updates them in place. Measured on an H200 it moves
+the state at 3.6 TB/s, as fast as the multi-output fusion XLA makes of the jnp step
+(xla_backend.step), which is therefore the default (ops.lightning_attention_step).
 """
 from __future__ import annotations
 
