@@ -46,7 +46,7 @@ from bench_args import colon_fields
 from kernel_bench import copy_bandwidth_tbps, is_out_of_memory, json_lines_of
 from profiling import format_table, kernel_times
 from tnl_jax import ModelConfig, create_model, generate, load_model_config
-from tnl_jax.generation import sample_token
+from tnl_jax.generation import compiler_options, sample_token
 from tnl_jax.model.decode_layout import decode_layout, per_layer_caches
 
 GIB = 2**30
@@ -68,8 +68,6 @@ def build(cfg: ModelConfig, dtype: str):
     return nnx.jit(lambda: create_model(cfg, nnx.Rngs(0)))()
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "steps", "cache_size"),
-                   donate_argnames=("caches",))
 def decode_loop(graphdef, state, caches, token, *, steps: int, cache_size: int):
     """``steps`` greedy decode steps taking slots ``cache_size - steps ...``; returns
     ``(caches, last token)``. ``graphdef, state``: a model in the decode layout, or a
@@ -87,6 +85,14 @@ def decode_loop(graphdef, state, caches, token, *, steps: int, cache_size: int):
 
     token, caches, _ = jax.lax.fori_loop(0, steps, body, (token, caches, state))
     return caches, token
+
+
+@functools.cache
+def jitted_decode_loop(batch: int):
+    """``decode_loop`` compiled as ``generate`` compiles its loop for ``batch`` rows
+    (``tnl_jax.generation.compiler_options``)."""
+    return jax.jit(decode_loop, static_argnames=("graphdef", "steps", "cache_size"),
+                   donate_argnames=("caches",), compiler_options=compiler_options(batch) or None)
 
 
 def failure(error: Exception) -> str:
@@ -110,8 +116,8 @@ def decode_runner(model, batch: int, context: int, steps: int, stacked: bool = F
     held = [caches, jnp.full((batch,), 3, jnp.int32)]
 
     def run():  # The loop donates its caches: each call takes the last one's.
-        held[0], held[1] = decode_loop(graphdef, state, held[0], held[1], steps=steps,
-                                       cache_size=cache_size)
+        held[0], held[1] = jitted_decode_loop(batch)(graphdef, state, held[0], held[1],
+                                                     steps=steps, cache_size=cache_size)
         return held[1]
 
     return run

@@ -78,17 +78,28 @@ def weights_in_compute_dtype(state: nnx.State, dtype: jnp.dtype) -> nnx.State:
                         is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy", "top_k",
-                                             "eos_id", "return_logits"))
+# Matrix products at decode shapes, measured on an H200 (tnl-1b, benchmarks/RESULTS.md):
+# from 8 rows, cuBLAS's kernels beat XLA's Triton GEMMs inside the decode loop (1.62
+# against 1.83 ms per token at 64 rows); at one row the Triton GEMMs win (1.16 against
+# 1.34 ms).
+CUBLAS_FROM_BATCH = 8
+
+
+def compiler_options(batch: int) -> dict:
+    """XLA options for generating ``batch`` rows: on a GPU from ``CUBLAS_FROM_BATCH``
+    rows, every matrix product through cuBLAS; otherwise none."""
+    if jax.default_backend() == "gpu" and batch >= CUBLAS_FROM_BATCH:
+        return {"xla_gpu_enable_triton_gemm": False}
+    return {}
+
+
 def _generate(graphdef, state, ids, segment_ids, positions, lengths, key, temperature, top_p, *,
               max_new_tokens, greedy, top_k, eos_id, return_logits):
     model: LanguageModel = nnx.merge(graphdef, state)
+    model = nnx.merge(graphdef, weights_in_compute_dtype(state, model.cfg.compute_dtype))
     batch, width = ids.shape
     cache_size = width + max_new_tokens
     logits, caches = model.prefill(ids, segment_ids, positions, cache_size)
-    # Decode from per-layer weights and caches, made once here (decode_layout.py).
-    decode_graphdef, state = nnx.split(decode_layout(model))
-    caches = per_layer_caches(caches)
     slots = jnp.arange(cache_size)[None]
     first_slot = (width - lengths)[:, None]
     fill = 0 if eos_id is None else eos_id
@@ -108,25 +119,39 @@ def _generate(graphdef, state, ids, segment_ids, positions, lengths, key, temper
             done = done | (token == eos_id)
         return token, tokens, all_logits, done
 
-    def body(carry):
-        i, logits, caches, tokens, all_logits, done, state = carry
-        token, tokens, all_logits, done = emit(i, logits, key, tokens, all_logits, done)
-        slot = width + i
-        kv_valid = (slots >= first_slot) & (slots <= slot)
-        # The weights ride in the carry: NNX transforms inside the loop body refuse
-        # variables whose values belong to the enclosing trace.
-        step_model: LanguageModel = nnx.merge(decode_graphdef, state)
-        logits, caches = step_model.decode_step(token, lengths + i, caches, slot, kv_valid)
-        return i + 1, logits, caches, tokens, all_logits, done, state
+    i = 0
+    if max_new_tokens > 1:  # One new token needs no decode step, nor the decode layout.
+        # Decode from per-layer weights and caches, made once here (decode_layout.py).
+        decode_graphdef, decode_state = nnx.split(decode_layout(model))
 
-    def more(carry):
-        i, *_, done, _ = carry
-        return (i < max_new_tokens - 1) & ~jnp.all(done)
+        def body(carry):
+            i, logits, caches, tokens, all_logits, done, state = carry
+            token, tokens, all_logits, done = emit(i, logits, key, tokens, all_logits, done)
+            slot = width + i
+            kv_valid = (slots >= first_slot) & (slots <= slot)
+            # The weights ride in the carry: NNX transforms inside the loop body refuse
+            # variables whose values belong to the enclosing trace.
+            step_model: LanguageModel = nnx.merge(decode_graphdef, state)
+            logits, caches = step_model.decode_step(token, lengths + i, caches, slot, kv_valid)
+            return i + 1, logits, caches, tokens, all_logits, done, state
 
-    carry = jax.lax.while_loop(more, body, (0, logits, caches, tokens, all_logits, done, state))
-    i, logits, _, tokens, all_logits, done, _ = carry
+        def more(carry):
+            i, *_, done, _ = carry
+            return (i < max_new_tokens - 1) & ~jnp.all(done)
+
+        carry = jax.lax.while_loop(more, body, (0, logits, per_layer_caches(caches), tokens,
+                                                all_logits, done, decode_state))
+        i, logits, _, tokens, all_logits, done, _ = carry
     _, tokens, all_logits, _ = emit(i, logits, key, tokens, all_logits, done)
     return tokens, all_logits
+
+
+@functools.cache
+def _jitted_generate(options: tuple[tuple[str, object], ...]):
+    """``_generate`` compiled with the XLA ``options`` (``compiler_options``)."""
+    return jax.jit(_generate, static_argnames=("graphdef", "max_new_tokens", "greedy", "top_k",
+                                               "eos_id", "return_logits"),
+                   compiler_options=dict(options) or None)
 
 
 def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperature: float = 1.0,
@@ -161,8 +186,8 @@ def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperatu
     pad = model.cfg.pad_token_id  # Its value never matters: padding has segment id 0.
     ids, segment_ids, positions, lengths = left_pad(rows, 0 if pad is None else pad)
     graphdef, state = nnx.split(model)
-    state = weights_in_compute_dtype(state, model.cfg.compute_dtype)
-    tokens, logits = _generate(graphdef, state, ids, segment_ids, positions, lengths,
+    run = _jitted_generate(tuple(sorted(compiler_options(len(rows)).items())))
+    tokens, logits = run(graphdef, state, ids, segment_ids, positions, lengths,
                                jax.random.key(seed), jnp.float32(temperature),
                                jnp.float32(1.0 if top_p is None else top_p),
                                max_new_tokens=max_new_tokens, greedy=temperature == 0,

@@ -103,3 +103,19 @@ def test_decoding_reads_weights_in_the_compute_dtype(small_model, rng):
     assert all(d == jnp.float32 for k, d in dtypes.items() if "theta" in k or "decay" in k)
     ids = jnp.asarray(rng.integers(0, model.cfg.vocab_size, (2, 9)))
     np.testing.assert_array_equal(nnx.merge(graphdef, cast)(ids), model(ids))
+
+
+def test_one_new_token_skips_the_decode_loop_and_matches_forward(tnl_model, rng):
+    prompts = [list(rng.integers(1, VOCAB, n)) for n in (6, 2)]
+    assert_decode_matches_forward(tnl_model, prompts, 1)
+
+
+def test_compiler_options_choose_cublas_from_8_rows_on_a_gpu(monkeypatch):
+    from tnl_jax import generation
+    assert generation.compiler_options(64) == {}  # Not a GPU: XLA's defaults.
+    monkeypatch.setattr(generation.jax, "default_backend", lambda: "gpu")
+    assert generation.compiler_options(generation.CUBLAS_FROM_BATCH - 1) == {}
+    options = generation.compiler_options(generation.CUBLAS_FROM_BATCH)
+    assert options == {"xla_gpu_enable_triton_gemm": False}
+    # XLA knows the option on every platform: it compiles here too.
+    assert float(jax.jit(lambda x: x @ x, compiler_options=options)(jnp.eye(2)).sum()) == 2.0
