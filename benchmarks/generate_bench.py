@@ -246,8 +246,10 @@ def write(rows: list[dict], copy_tbps: float, out: str | None, title: str) -> No
 def main() -> None:
     args = parse_args()
     if args.from_json:
-        saved = json.load(open(args.from_json))
-        write(saved["rows"], saved["copy_TBps"], args.out, saved["title"])
+        saved = json.load(open(args.from_json))  # Floors again: rows may be merged ones.
+        from generate_report import add_floors
+        write(add_floors(saved["rows"], saved["copy_TBps"]), saved["copy_TBps"], args.out,
+              saved["title"])
         return
     cfg = load_model_config(args.config)
     if args.small:

@@ -5,6 +5,10 @@ decays at one width, depth and parameter count, trained on the same bytes.
     python benchmarks/quality_study.py --report                      # table and plots
     python benchmarks/quality_study.py --smoke                       # CPU, < 90 s
 
+A device call returns a limited number of files: bring the results back as one archive
+without the checkpoints, ``tar czf $OUT/quality.tgz --exclude=checkpoints -C ROOT .``.
+The 2026-12-01 study (benchmarks/RESULTS.md) ran ``--tokens 25e6 --seeds 0``.
+
 Each run is a ``train.py`` run directory under ``--root``: rerunning with the same
 arguments resumes unfinished runs from their checkpoints and skips finished ones (a
 ``quality.json`` beside them), so the study spreads over device calls. At
