@@ -28,10 +28,10 @@ def _mean_curves(results: list[dict], x: str) -> dict[tuple, tuple[list, list]]:
 
 def _save(fig, ax, path: Path) -> Path:
     """Legend, grid, the file; the figure closed."""
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # Beside, not over.
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
