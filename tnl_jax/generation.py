@@ -9,6 +9,10 @@ positions (LRPE, RoPE) count from 0 at each prompt's first token and continue as
 cache of ``P + max_new_tokens`` slots and attend only to the slots of their own row's
 prompt and new tokens; linear layers keep their ``(B, H, dk, e)`` float32 state.
 
+The loop decodes from the model's decode layout (``model/decode_layout.py``: per-layer
+weights and caches, made once per call before the loop), compiled with the XLA options
+that ``compiler_options`` measured best for the batch size.
+
 ``tnl-generate --checkpoint DIR --prompt "..."`` (``tnl_jax/cli/generate.py``) samples
 from a training run, a converted or a Hugging Face directory.
 """
@@ -79,7 +83,7 @@ def weights_in_compute_dtype(state: nnx.State, dtype: jnp.dtype) -> nnx.State:
 
 
 # Matrix products at decode shapes, measured on an H200 (tnl-1b, benchmarks/RESULTS.md):
-# from 8 rows, cuBLAS's kernels beat XLA's Triton GEMMs inside the decode loop (1.62
+# from 8 rows, cuBLAS's kernels beat XLA's Triton GEMMs inside the decode loop (1.70
 # against 1.83 ms per token at 64 rows); at one row the Triton GEMMs win (1.16 against
 # 1.34 ms).
 CUBLAS_FROM_BATCH = 8
@@ -188,9 +192,9 @@ def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperatu
     graphdef, state = nnx.split(model)
     run = _jitted_generate(tuple(sorted(compiler_options(len(rows)).items())))
     tokens, logits = run(graphdef, state, ids, segment_ids, positions, lengths,
-                               jax.random.key(seed), jnp.float32(temperature),
-                               jnp.float32(1.0 if top_p is None else top_p),
-                               max_new_tokens=max_new_tokens, greedy=temperature == 0,
-                               top_k=top_k, eos_id=eos_id, return_logits=return_logits)
+                         jax.random.key(seed), jnp.float32(temperature),
+                         jnp.float32(1.0 if top_p is None else top_p),
+                         max_new_tokens=max_new_tokens, greedy=temperature == 0,
+                         top_k=top_k, eos_id=eos_id, return_logits=return_logits)
     return (tokens, logits) if return_logits else tokens
 
