@@ -44,13 +44,18 @@ def unstacked_layer(graphdef, state, index: int) -> DecoderLayer:
     return layer
 
 
+def _layer_count(stacked) -> int:
+    """The length of the leading (layer) axis that every leaf of ``stacked`` carries."""
+    return jax.tree.leaves(stacked)[0].shape[0]
+
+
 class LayerList(nnx.Module):
     """A ``LayerStack``'s layers, each with its own arrays; only ``step`` (decoding)."""
 
     def __init__(self, stacked_layers: DecoderLayer):
         graphdef, state = nnx.split(stacked_layers)
-        count = jax.tree.leaves(state)[0].shape[0]
-        self.layers = nnx.List([unstacked_layer(graphdef, state, i) for i in range(count)])
+        self.layers = nnx.List([unstacked_layer(graphdef, state, i)
+                                for i in range(_layer_count(state))])
 
     def __call__(self, *args, **kwargs):
         raise TypeError("a model in the decode layout (decode_layout) only runs decode_step; "
@@ -79,5 +84,5 @@ def decode_layout(model):
 def per_layer_caches(caches: list) -> list[list]:
     """``prefill``'s caches (one per stack, stacked over its layers) as one list of
     per-layer caches per stack, the form ``decode_layout``'s ``decode_step`` takes."""
-    return [[jax.tree.map(lambda a: a[i], cache) for i in range(jax.tree.leaves(cache)[0].shape[0])]
+    return [[jax.tree.map(lambda a: a[i], cache) for i in range(_layer_count(cache))]
             for cache in caches]
