@@ -9,8 +9,8 @@ split); decays learned (differentiated) and fixed (TNL's: the backward skips the
 gradient). The ``decode`` cases check the decode step's kernel the same way (decays 0
 to +inf, padded head dims). Exits non-zero on any failure.
 
-    python benchmarks/gpu_check.py
-    python benchmarks/gpu_check.py --shard 0/4 & ... --shard 3/4   # four processes
+    python -m benchmarks.kernel.gpu_check
+    python -m benchmarks.kernel.gpu_check --shard 0/4 & ... --shard 3/4   # four processes
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Long-context quality study (issue 21): TNL, softmax, hybrid and TNL with learned
 decays at one width, depth and parameter count, trained on the same bytes.
 
-    python benchmarks/quality_study.py --budget-seconds 540          # train, evaluate
-    python benchmarks/quality_study.py --report                      # table and plots
-    python benchmarks/quality_study.py --smoke                       # CPU, < 90 s
+    python -m benchmarks.quality.quality_study --budget-seconds 540          # train, evaluate
+    python -m benchmarks.quality.quality_study --report                      # table and plots
+    python -m benchmarks.quality.quality_study --smoke                       # CPU, < 90 s
 
 A device call returns a limited number of files: bring the results back as one archive
 without the checkpoints, ``tar czf $OUT/quality.tgz --exclude=checkpoints -C ROOT .``.
@@ -29,13 +29,12 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 if "--smoke" in sys.argv:  # Tiny programs: LLVM -O0 compiles them a third faster (as the tests).
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} " \
                               "--xla_backend_optimization_level=0"
-import quality_report  # noqa: E402
-import quality_results  # noqa: E402
-from quality_runs import ARCHS, Run, Scale, matched_glu, runs, train_cfg  # noqa: E402
+from benchmarks.quality import quality_report  # noqa: E402
+from benchmarks.quality import quality_results  # noqa: E402
+from benchmarks.quality.quality_runs import ARCHS, Run, Scale, matched_glu, runs, train_cfg  # noqa: E402
 from tnl_jax.checkpoints import run_dir as run_layout  # noqa: E402
 from tnl_jax.training.loop import main as train  # noqa: E402
 

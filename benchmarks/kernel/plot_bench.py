@@ -1,6 +1,6 @@
 """Plots and a Markdown table from kernel_bench.py's JSON files.
 
-    python benchmarks/plot_bench.py benchmarks/results/kernel_bench_*.json --out benchmarks/results
+    python -m benchmarks.kernel.plot_bench benchmarks/results/kernel_bench_*.json --out benchmarks/results
 
 Writes ``time_vs_T.png`` (fwd+bwd time at fixed tokens), ``speedup_vs_fla.png`` and
 ``floor_ratio.png`` (fwd+bwd time over the memory floor), and prints the table.
@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks.kernel_bench import IMPL_ORDER, floor_ms, results_table  # noqa: E402
+from benchmarks.kernel.kernel_bench import IMPL_ORDER, floor_ms, results_table  # noqa: E402
 
 
 def load(paths: list[str]) -> tuple[list[dict], float, int]:

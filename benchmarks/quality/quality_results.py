@@ -7,14 +7,18 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from quality_runs import Run
+from benchmarks.quality.quality_runs import Run
 from tnl_jax.evaluation import recall, run_eval
+from tnl_jax.evaluation.positions import bucket_names
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.metrics import read_metrics
 
 RESULT_FILE = "quality.json"
 MQAR_PAIRS = (4, 8, 16, 32, 64)
+# The position buckets of the table and plots: the open bucket past 16K is empty at these
+# row lengths.
+BUCKETS = bucket_names()[:-1]
 
 
 def curve(records: list[dict], tokens_per_step: int, flops_per_token: float) -> list[dict]:

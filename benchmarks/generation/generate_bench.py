@@ -6,13 +6,13 @@ over the copy bandwidth measured here; the H200's 4.8 TB/s spec beside it).
 GPU (tnl-1b, random bf16 weights; ``--anchor llama`` first runs Hugging Face's Llama of
 the same shape in its own process, ``llama_anchor_torch.py``, and merges its rows):
 
-    python benchmarks/generate_bench.py --anchor llama --out $OUT
+    python -m benchmarks.generation.generate_bench --anchor llama --out $OUT
 
 A study too long for one device call runs in parts, each printing its rows as JSON
 lines, merged by the last: ``--archs tnl > tnl.jsonl``, then ``--archs softmax
 --rows-from tnl.jsonl llama.jsonl --out $OUT``.
 
-CPU smoke test: ``python benchmarks/generate_bench.py --small``. Remake the table and
+CPU smoke test: ``python -m benchmarks.generation.generate_bench --small``. Remake the table and
 plot of a saved run: ``--from-json generate_bench.json --out DIR``.
 
 Decode is timed directly: ``decode_loop`` runs ``--steps`` greedy steps in one jitted
@@ -33,7 +33,6 @@ import importlib.util
 import json
 import os
 import statistics
-import sys
 import time
 
 import jax
@@ -41,10 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from decode_floor import decode_bytes, state_bytes
-from bench_args import colon_fields
-from kernel_bench import copy_bandwidth_tbps, is_out_of_memory, json_lines_of
-from profiling import format_table, kernel_times
+from benchmarks.common.bench_args import colon_fields
+from benchmarks.common.profiling import format_table, kernel_times
+from benchmarks.common.timing import (copy_bandwidth_tbps, is_out_of_memory, json_lines_of,
+                                      module_command)
+from benchmarks.generation.decode_floor import decode_bytes, state_bytes
 from tnl_jax import ModelConfig, create_model, generate, load_model_config
 from tnl_jax.generation import compiler_options, sample_token
 from tnl_jax.model.decode_layout import decode_layout, per_layer_caches
@@ -187,14 +187,14 @@ def anchor_rows(cfg: ModelConfig, args) -> list[dict]:
     if importlib.util.find_spec("torch") is None:
         print("--anchor llama: torch is not importable here, no anchor rows", flush=True)
         return []
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_anchor_torch.py")
     shape = ["--hidden", cfg.decoder_embed_dim, "--layers", cfg.decoder_layers,
              "--heads", cfg.decoder_attention_heads, "--mlp", cfg.mlp_dim,
              "--vocab", cfg.vocab_size, "--steps", args.steps,
              "--prefill", *args.prefill, "--batches", *args.batches, "--contexts", *args.contexts]
     if not cfg.tie_word_embeddings:
         shape.append("--untied")
-    return json_lines_of([sys.executable, script, *map(str, shape)], "llama anchor")
+    return json_lines_of(module_command("benchmarks.generation.llama_anchor_torch", *map(str, shape)),
+                         "llama anchor")
 
 
 SMALL = dict(vocab_size=384, decoder_embed_dim=64, decoder_layers=2, decoder_attention_heads=2,
@@ -231,7 +231,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def write(rows: list[dict], copy_tbps: float, out: str | None, title: str) -> None:
-    from generate_report import plot, table
+    from benchmarks.generation.generate_report import plot, table
     text = table(rows, copy_tbps)
     print(text)
     if out:
@@ -247,7 +247,7 @@ def main() -> None:
     args = parse_args()
     if args.from_json:
         saved = json.load(open(args.from_json))  # Floors again: rows may be merged ones.
-        from generate_report import add_floors
+        from benchmarks.generation.generate_report import add_floors
         write(add_floors(saved["rows"], saved["copy_TBps"]), saved["copy_TBps"], args.out,
               saved["title"])
         return
@@ -272,7 +272,7 @@ def main() -> None:
             _, batch, context = args.profile
             print_decode_profile(model, batch, context, args.steps, args.out)
         del model
-    from generate_report import add_floors
+    from benchmarks.generation.generate_report import add_floors
     title = f"{args.config}{' (--small)' if args.small else ''}, {args.dtype}, one {device}"
     write(add_floors(rows, copy_tbps), copy_tbps, args.out, title)
 

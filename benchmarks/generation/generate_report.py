@@ -2,7 +2,7 @@
 memory floor, so that the table says how far a step is from what the hardware allows."""
 from __future__ import annotations
 
-from decode_floor import H200_SPEC_TBPS, floor_ms
+from benchmarks.generation.decode_floor import H200_SPEC_TBPS, floor_ms
 
 
 def add_floors(rows: list[dict], copy_tbps: float) -> list[dict]:

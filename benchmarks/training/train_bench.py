@@ -1,7 +1,7 @@
 """The training step of TNL, softmax and hybrid models of one width at several row
 lengths, tokens per step fixed: tokens/s, MFU, memory — the paper's Table 1, measured.
 
-    python benchmarks/train_bench.py --preset tnl-385m --archs tnl,softmax,hybrid \\
+    python -m benchmarks.training.train_bench --preset tnl-385m --archs tnl,softmax,hybrid \\
         --rows 2048,8192,32768,131072 --tokens 131072 --remat op_io --out $OUT
 
 Each setting builds the trainer (``tnl_jax.training.loop.Trainer``) on one device,
@@ -25,9 +25,9 @@ import time
 import jax
 import numpy as np
 
-from bench_args import colon_fields, comma_list, positive_int
-from kernel_bench import is_out_of_memory
-from profiling import format_table, kernel_times
+from benchmarks.common.bench_args import colon_fields, comma_list, positive_int
+from benchmarks.common.profiling import format_table, kernel_times
+from benchmarks.common.timing import is_out_of_memory
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.training import config as train_config
 from tnl_jax.training import metrics, sharding

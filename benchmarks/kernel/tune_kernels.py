@@ -7,9 +7,9 @@ block is the columns of a program, 64 per compute warpgroup; warps do not apply)
 ``--split-chunks`` times the whole op, forward and backward, at each number of chunks
 per sequence split (and at the split policy's choice), to tune ``split_chunks``.
 
-    python benchmarks/tune_kernels.py --dims 128x128 --shapes 16x8192,64x2048
-    python benchmarks/tune_kernels.py --kernels fwd --lowering mosaic --blocks 64 --warps 4
-    python benchmarks/tune_kernels.py --kernels none --shapes 1x131072 --split-chunks 64,128
+    python -m benchmarks.kernel.tune_kernels --dims 128x128 --shapes 16x8192,64x2048
+    python -m benchmarks.kernel.tune_kernels --kernels fwd --lowering mosaic --blocks 64 --warps 4
+    python -m benchmarks.kernel.tune_kernels --kernels none --shapes 1x131072 --split-chunks 64,128
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 
-from benchmarks.kernel_bench import timed_ms
+from benchmarks.common.timing import timed_ms
 from pallas_kernels import lightning_attention
 from pallas_kernels.lightning import passes, tuning
 from pallas_kernels.lightning.launch import LOWERINGS, Launch

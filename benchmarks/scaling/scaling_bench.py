@@ -1,7 +1,7 @@
 """Scaling over the GPUs of one host: the op sharded against one device's share, and
 training tnl-385m on 1 GPU, DP, FSDP, TP and CP (context parallel), in one run.
 
-    NCCL_NVLS_ENABLE=0 python benchmarks/scaling_bench.py --out $OUT
+    NCCL_NVLS_ENABLE=0 python -m benchmarks.scaling.scaling_bench --out $OUT
 
 The op: fwd+bwd (bf16, d 128, fixed decays) of a global batch split over the devices,
 in every mode (plain ``jax.jit`` on Auto axes, Explicit axes, ``shard_axes``), against
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from kernel_bench import fwd_bwd, is_out_of_memory, timed_ms
+from benchmarks.common.timing import fwd_bwd, is_out_of_memory, timed_ms
 from pallas_kernels import ShardAxes, lightning_attention
 
 COLLECTIVE = re.compile(r"= (.*?) (all-gather|all-reduce|reduce-scatter|all-to-all|"
@@ -120,7 +120,7 @@ def op_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # The repository, where train.py is.
 # id, name, GPUs, rows x length, mesh (data, fsdp, tensor, context)
 TRAIN_LAYOUTS = [
     ("1gpu", "1 GPU", 1, (4, 8192), (1, 1, 1, 1)),

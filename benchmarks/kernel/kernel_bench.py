@@ -6,45 +6,20 @@ Reports forward and forward+backward time, the ratio to FLA, peak memory and the
 memory floor (bytes that must move / measured copy bandwidth). Writes JSON beside the
 table when ``--out`` is given.
 
-    python benchmarks/kernel_bench.py --seqs 2048,8192,32768,131072 --dims 128x128
+    python -m benchmarks.kernel.kernel_bench --seqs 2048,8192,32768,131072 --dims 128x128
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import statistics
-import subprocess
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks.common.timing import (GiB, copy_bandwidth_tbps, fwd_bwd, json_lines_of,
+                                      module_command, timed_ms)
 from pallas_kernels import lightning_attention
-
-GiB = 2**30
-
-
-def timed_ms(fn, *args, rounds: int = 20, calls: int = 5) -> float:
-    """Median over rounds of the mean of back-to-back calls (dispatch overlaps)."""
-    for _ in range(3):
-        jax.block_until_ready(fn(*args))
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        samples.append((time.perf_counter() - start) / calls * 1e3)
-    return statistics.median(samples)
-
-
-def copy_bandwidth_tbps(size_bytes: int = GiB) -> float:
-    """Read + write rate of one large elementwise pass (``x * 2``), in TB/s."""
-    x = jnp.ones((size_bytes // 2,), jnp.bfloat16)
-    ms = timed_ms(jax.jit(lambda x: x * 2), x)
-    return 2 * x.nbytes / (ms * 1e-3) / 1e12
 
 
 def ours(backend: str, heads: int, learned_decay: bool = False):
@@ -61,14 +36,6 @@ def cudnn(q, k, v):
     return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
 
 
-def fwd_bwd(op, learned=()):
-    """The VJP of ``op(q, k, v, *learned)`` for q, k, v and the learned parameters."""
-    def run(q, k, v, do):
-        _, vjp = jax.vjp(op, q, k, v, *learned)
-        return vjp(do)
-    return run
-
-
 def peak_gib(fn, *args) -> float:
     """Arguments + outputs + XLA temporaries of the compiled program."""
     m = jax.jit(fn).lower(*args).compile().memory_analysis()
@@ -79,7 +46,7 @@ def la2_row(row: dict, q, k, v, heads: int) -> dict:
     """The original LA-2 forward through jax_triton, on ``(B, H, T, d)`` copies of the
     inputs (its layout; the transposes are not timed), checked against ours."""
     try:
-        from benchmarks.la2_jax_triton import la2_forward
+        from benchmarks.kernel.la2_jax_triton import la2_forward
     except ImportError as e:
         return {**row, "error": f"not importable: {e}"}
     decay = jnp.arange(1, heads + 1, dtype=jnp.float32) / heads
@@ -131,28 +98,10 @@ def jax_rows(args) -> list[dict]:
 
 
 def torch_rows(args) -> list[dict]:
-    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "torch_anchors.py"),
-           "--seqs", args.seqs, "--tokens", str(args.tokens), "--heads", str(args.heads),
-           "--dims", args.dims, "--anchors", args.anchors]
+    cmd = module_command("benchmarks.common.torch_anchors",
+                         "--seqs", args.seqs, "--tokens", str(args.tokens), "--heads", str(args.heads),
+                         "--dims", args.dims, "--anchors", args.anchors)
     return json_lines_of(cmd, "torch anchors")
-
-
-def is_out_of_memory(text: str) -> bool:
-    """Whether an error's text (or a child process's stderr) says the device ran out of
-    memory: such a setting becomes an "out of memory" row, not a crash."""
-    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
-
-
-def json_lines_of(cmd: list[str], what: str) -> list[dict]:
-    """Runs ``cmd`` (a PyTorch anchor, in its own process so that the two frameworks do
-    not share the GPU's memory) and returns the JSON objects it printed, one a line."""
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        print(f"{what} failed:", done.stderr[-2000:], flush=True)
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    for row in rows:  # in the log now, should the JAX side not finish
-        print(json.dumps(row), flush=True)
-    return rows
 
 
 def floor_ms(row: dict, copy_tbps: float, with_backward: bool) -> float:

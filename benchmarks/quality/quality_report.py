@@ -9,10 +9,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from quality_results import RESULT_FILE
-from tnl_jax.evaluation.positions import bucket_names
-
-BUCKETS = bucket_names()[:-1]  # The open bucket past 16K is empty at these row lengths.
+from benchmarks.quality.quality_results import BUCKETS, RESULT_FILE
 
 
 def load(root: Path) -> list[dict]:
@@ -79,6 +76,6 @@ def write(root: Path) -> None:
     (root / "summary.md").write_text(text)
     (root / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
     print(text)
-    import quality_plots  # Only here: matplotlib is slow to import.
+    from benchmarks.quality import quality_plots  # Only here: matplotlib is slow to import.
     for path in quality_plots.plot_all(results, root):
         print(f"plot: {path}")

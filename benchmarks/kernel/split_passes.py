@@ -7,7 +7,7 @@ reads three and writes one. With S splits the state-only passes add 2·(S−1)/S
 forward's reads k and v of every split but the last, the backward's q and dO of every
 split but the first. The table compares that count with the time.
 
-    python benchmarks/split_passes.py --dims 128x128
+    python -m benchmarks.kernel.split_passes --dims 128x128
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from benchmarks.kernel_bench import fwd_bwd, ours, timed_ms
+from benchmarks.common.timing import fwd_bwd, timed_ms
+from benchmarks.kernel.kernel_bench import ours
 from pallas_kernels.lightning import passes, tuning
 from pallas_kernels.lightning.splits import split_layouts
 

@@ -1,7 +1,7 @@
 """Compile-time memory of one training step, per loss chunking and remat policy.
 
-    python benchmarks/train_memory.py                      # width 256, 4 layers, 64000 vocab
-    python benchmarks/train_memory.py --preset tnl-385m --rows 1 --seq 32768 model.dtype=bfloat16
+    python -m benchmarks.training.train_memory                      # width 256, 4 layers, 64000 vocab
+    python -m benchmarks.training.train_memory --preset tnl-385m --rows 1 --seq 32768 model.dtype=bfloat16
 
 Nothing runs: the step (``training.steps.make_train_step``, AdamW) is lowered on
 abstract parameters and batch and compiled, and XLA's ``memory_analysis`` gives its

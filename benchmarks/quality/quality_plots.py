@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from quality_report import BUCKETS  # noqa: E402
+from benchmarks.quality.quality_results import BUCKETS  # noqa: E402
 
 
 def _mean_curves(results: list[dict], x: str) -> dict[tuple, tuple[list, list]]:
