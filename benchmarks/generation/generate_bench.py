@@ -42,6 +42,7 @@ from flax import nnx
 
 from benchmarks.common.bench_args import colon_fields
 from benchmarks.common.profiling import format_table, kernel_times
+from benchmarks.common.results_io import read_json, read_text
 from benchmarks.common.timing import (copy_bandwidth_tbps, is_out_of_memory, json_lines_of,
                                       module_command)
 from benchmarks.generation.decode_floor import decode_bytes, state_bytes
@@ -246,7 +247,7 @@ def write(rows: list[dict], copy_tbps: float, out: str | None, title: str) -> No
 def main() -> None:
     args = parse_args()
     if args.from_json:
-        saved = json.load(open(args.from_json))  # Floors again: rows may be merged ones.
+        saved = read_json(args.from_json)  # Floors again: rows may be merged ones.
         from benchmarks.generation.generate_report import add_floors
         write(add_floors(saved["rows"], saved["copy_TBps"]), saved["copy_TBps"], args.out,
               saved["title"])
@@ -257,7 +258,7 @@ def main() -> None:
     rows = anchor_rows(cfg, args) if args.anchor else []  # Before JAX takes the GPU.
     for path in args.rows_from:
         rows += [row for row in map(json.loads, filter(lambda l: l.startswith('{"model"'),
-                                                        open(path)))]
+                                                        read_text(path).splitlines()))]
     copies = [r.pop("TBps") for r in rows if r["model"] == "torch_copy"]
     rows = [r for r in rows if r["model"] != "torch_copy"]
     device = jax.devices()[0].device_kind

@@ -8,7 +8,6 @@ Writes ``time_vs_T.png`` (fwd+bwd time at fixed tokens), ``speedup_vs_fla.png`` 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import matplotlib
@@ -16,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks.common.results_io import read_json  # noqa: E402
 from benchmarks.kernel.kernel_bench import IMPL_ORDER, floor_ms, results_table  # noqa: E402
 
 
@@ -24,8 +24,7 @@ def load(paths: list[str]) -> tuple[list[dict], float, int]:
     head sizes, B × T) of an earlier one, so that a re-run supersedes."""
     rows, copy_rates, heads = {}, [], 16
     for path in paths:
-        with open(path) as f:
-            data = json.load(f)
+        data = read_json(path)
         rows.update({(r["impl"], r["dk"], r["dv"], r["B"], r["T"]): r
                      for r in data["rows"] if "fwd_ms" in r})
         copy_rates.append(data["copy_TBps"])

@@ -9,11 +9,14 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.common.results_io import read_json
 from benchmarks.quality.quality_results import BUCKETS, RESULT_FILE
 
 
 def load(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(root.glob(f"*/{RESULT_FILE}"))]
+    """Every run's results under ``root`` (``quality.json``, or gzipped as archived)."""
+    return [read_json(p) for p in sorted([*root.glob(f"*/{RESULT_FILE}"),
+                                          *root.glob(f"*/{RESULT_FILE}.gz")])]
 
 
 def _fmt(value, spec: str = ".4f") -> str:

@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.common.bench_args import colon_fields, comma_list, positive_int
 from benchmarks.common.profiling import format_table, kernel_times
+from benchmarks.common.results_io import read_json
 from benchmarks.common.timing import is_out_of_memory
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.training import config as train_config
@@ -188,7 +189,7 @@ def main() -> None:
     parser.add_argument("--from-json", help="only remake the table and plot of a saved run")
     args = parser.parse_args()
     if args.from_json:
-        rows = json.load(open(args.from_json))
+        rows = read_json(args.from_json)
         print(table(rows))
         if args.out:
             plot(rows, os.path.join(args.out, "train_bench.png"))
