@@ -183,16 +183,6 @@ def expand(pattern: str, key: str = "data") -> list[str]:
     return files
 
 
-def _check_mqar(seq_len: int, vocab_size: int, key: str) -> None:
-    """MQAR's rows hold at least one pair and its query (4 tokens) and use ids up to 191."""
-    if seq_len + 1 < 4:
-        raise ValueError(f"{key}='mqar' needs seq_len >= 3 (a key, its value, the query and "
-                         f"the answer in one row of seq_len + 1 tokens), got seq_len={seq_len}")
-    if vocab_size <= mqar.VALUES.max():
-        raise ValueError(f"{key}='mqar' uses token ids up to {mqar.VALUES.max()}, beyond the "
-                         f"model's vocabulary (vocab_size={vocab_size})")
-
-
 def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float,
                    seq_len: int, vocab_size: int | None = None,
                    key: str = "data", eval_min_bytes: int = 0) -> grain.MapDataset:
@@ -207,8 +197,8 @@ def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float
         return text_documents(stdlib_files(), split, tokenizer, eval_fraction, root,
                               eval_min_bytes)
     if source == "mqar":
-        _check_mqar(seq_len, vocab_size, key)
-        return mqar.documents("train" if split == "train" else "eval", seq_len)
+        mqar.check(seq_len, vocab_size, key)
+        return mqar.documents("train" if split == "train" else "eval", seq_len, vocab_size)
     paths = expand(source, key)
     suffixes = {Path(p).suffix for p in paths}
     if suffixes == {".npy"}:
