@@ -5,6 +5,7 @@ documents, except the sweep's (the **validation** half, which chose the rates) a
 curves (the whole held-out set, the same batches at every point)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -14,7 +15,7 @@ import numpy as np
 
 from benchmarks.common.results_io import read_json
 from benchmarks.quality.quality_results import RESULT_FILE, read
-from benchmarks.quality.quality_runs import ARCHS, LABELS, Run, Scale
+from benchmarks.quality.quality_runs import ARCHS, LABELS, Run, Scale, plan
 from tnl_jax.evaluation import bootstrap, documents
 from tnl_jax.evaluation.positions import bucket_names
 
@@ -206,7 +207,8 @@ def write(root: Path, scale: Scale) -> None:
     text, numbers = tables(results, scale, chosen)
     (root / "summary.md").write_text(text)
     (root / "summary.json").write_text(json.dumps(
-        {"chosen_lrs": chosen, "main": numbers}, indent=1) + "\n")
+        {"scale": dataclasses.asdict(scale), "plan": plan(scale), "chosen_lrs": chosen,
+         "main": numbers}, indent=1) + "\n")
     print(text)
     from benchmarks.quality import quality_plots  # Only here: matplotlib is slow to import.
     for path in quality_plots.plot_all(results, scale, root):

@@ -14,6 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from benchmarks.common.results_io import read_json
 from benchmarks.quality.quality_runs import LONG_FILE_BYTES, Run, Scale
 from tnl_jax.evaluation import documents, passkey, recall, run_eval
@@ -48,6 +50,7 @@ def describe(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     last = records[-1] if records else {}
     return {"run": run.name, "phase": run.phase, "arch": run.arch, "task": run.task,
             "lr": run.lr, "seed": run.seed, "seq_len": cfg.seq_len, "warmup": cfg.warmup,
+            "device": jax.devices()[0].device_kind,
             "params": count_params(cfg.model), "glu_dim": cfg.model.glu_dim,
             "flops_per_token": flops, "steps": cfg.steps,
             "tokens": cfg.steps * tokens_per_step, "last_step": last.get("step", 0),

@@ -154,6 +154,16 @@ def matched_glu(scale: Scale, arch: str) -> tuple[int, int, int]:
     return glu, _params(scale, arch, glu), target
 
 
+def plan(scale: Scale) -> dict[str, dict]:
+    """Per architecture: what it is, its MLP width and parameter count, matched to TNL's."""
+    out = {}
+    for arch in scale.archs:
+        glu, params, target = matched_glu(scale, arch)
+        out[arch] = {"glu_dim": glu, "params": params, "tnl_params": target,
+                     "difference": params / target - 1, "label": LABELS[arch]}
+    return out
+
+
 def _schedule(scale: Scale, run: Run) -> dict:
     """Steps, rows, batch and warmup of the run's phase."""
     if run.task == "mqar":
@@ -173,8 +183,10 @@ def overrides(run: Run, scale: Scale, glu_dim: int, root: Path,
     schedule = _schedule(scale, run)
     values = {
         "run_dir": str(root / run.name), "seed": run.seed, "lr": run.lr, **schedule,
-        "eval_every": max(1, schedule["steps"] // scale.evals), "eval_batches": eval_batches,
-        "checkpoint_every": max(1, schedule["steps"] // 4), "keep_checkpoints": 1,
+        "eval_every": max(1, schedule["steps"] // (2 if run.phase == "sweep" else scale.evals)),
+        "eval_batches": eval_batches, "keep_checkpoints": 1,
+        "checkpoint_every": schedule["steps"] if run.phase == "sweep" else
+        max(1, schedule["steps"] // 4),
         "log_every": 10, "sample_tokens": 0, "data": "stdlib" if run.task == "lm" else "mqar",
         "eval_fraction": scale.eval_fraction,
         "eval_min_bytes": LONG_FILE_BYTES if run.task == "lm" else 0,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -89,16 +88,6 @@ class Deadline:
             signal.signal(signal.SIGTERM, self._external)
 
 
-def plan(scale: Scale) -> dict[str, dict]:
-    """Per architecture: its MLP width and parameter count, matched to TNL's."""
-    out = {}
-    for arch in scale.archs:
-        glu, params, target = runs.matched_glu(scale, arch)
-        out[arch] = {"glu_dim": glu, "params": params, "tnl_params": target,
-                     "difference": params / target - 1, "label": runs.LABELS[arch]}
-    return out
-
-
 def held_out_batches(scale: Scale) -> int:
     """Batches of ``batch_tokens`` that hold the whole held-out set once (at least): the
     training-time evaluation then reads every held-out document at every point."""
@@ -150,12 +139,9 @@ def study(scale: Scale, args) -> None:
     args.root.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(args.root / ".jax-cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    sizes = plan(scale)
     eval_batches = held_out_batches(scale)
-    (args.root / "plan.json").write_text(json.dumps(
-        {"scale": dataclasses.asdict(scale), "archs": sizes,
-         "held_out_batches": eval_batches}, indent=1) + "\n")
-    for arch, size in sizes.items():
+    print(f"held-out set: {eval_batches} batches of {scale.batch_tokens} tokens per curve point")
+    for arch, size in runs.plan(scale).items():
         print(f"{arch:12s} glu_dim {size['glu_dim']:5d}  {size['params'] / 1e6:8.3f}M "
               f"parameters ({size['difference']:+.2%} against TNL)", flush=True)
     for phase in args.phases:
