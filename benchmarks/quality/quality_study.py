@@ -106,8 +106,8 @@ def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) 
     glu = runs.matched_glu(scale, run.arch)[0] if run.task == "lm" else scale.glu_dim
     cfg = runs.train_cfg(run, scale, glu, args.root, args.set, eval_batches)
     done = quality_results.read(Path(cfg.run_dir))
-    if done and (done.get("last_step") == cfg.steps or "error" in done):
-        return "done before"
+    if done and done.get("last_step") == cfg.steps and "error" not in done:
+        return "done before"  # A failed run (say out of memory) is tried again.
     if not finished(cfg):
         try:
             deadline.run(train, cfg)
