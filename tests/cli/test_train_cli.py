@@ -8,6 +8,7 @@ import pytest
 
 from tests.paths import ROOT
 from tnl_jax.cli import train as train_cli
+from tnl_jax.config_help import field_at, help_of
 from tnl_jax.training import config as train_config
 
 
@@ -16,8 +17,52 @@ def test_help_of_the_checkout_script_lists_every_key_of_a_named_preset(tmp_path)
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for key in train_config.all_keys_of(train_config.TrainConfig):
-        assert f"  {key} " in out.stdout, key
-    assert re.search(r"run_dir +'runs/tnl-1b'", out.stdout) and "tnl-15b" in out.stdout
+        assert f"\n  {key} " in out.stdout, key
+    # The preset's value (as YAML reads it), the description, what the check allows.
+    text = unwrapped(out.stdout)
+    assert re.search(r'run_dir +"runs/tnl-1b" +directory of the run', text)
+    assert re.search(r"\n  steps +100000 +optimizer steps .*\[allowed: an integer >= 1", text)
+    assert re.search(r"model.attention_backend +null +lightning attention", text)
+    assert "tnl-15b" in out.stdout
+
+
+def test_every_settable_key_has_a_one_line_description():
+    for key in train_config.all_keys_of(train_config.TrainConfig):
+        description = help_of(field_at(train_config.TrainConfig, key))
+        assert description and "\n" not in description, key
+
+
+def unwrapped(text: str) -> str:
+    """The help's table with each key's wrapped lines joined into one."""
+    return re.sub(r"\n {40,}", " ", text)
+
+
+def allowed_in_help(cfg: train_config.TrainConfig) -> dict[str, str]:
+    """Each key's ``[allowed: ...]`` text in ``describe(cfg)``."""
+    text = unwrapped(train_config.describe(cfg))
+    return {m[1]: m[2] for m in re.finditer(r"^  (\S+) .*\[allowed: (.*)\]$", text, re.M)}
+
+
+def test_every_key_but_free_text_shows_what_its_check_allows():
+    allowed = allowed_in_help(train_config.load(None))
+    keys = set(train_config.all_keys_of(train_config.TrainConfig))
+    assert keys - set(allowed) == {"sample_prompt"}  # Any text: no check to quote.
+
+
+@pytest.mark.parametrize("override", [
+    "steps=0", "lr=-0.5", "beta2=1.5", "eval_fraction=1", "mesh.fsdp=0", "tensorboard=maybe",
+    "model.remat=everything", "model.chunk_size=24", "model.pad_token_id=384",
+    "model.decoder_layers=0", "loss_chunk_tokens=-2", "model.dtype=int8",
+])
+def test_the_help_states_the_range_the_error_enforces(override, capsys):
+    """A user who breaks a key's range is told what the help said it allows."""
+    key = override.split("=")[0]
+    shown = allowed_in_help(train_config.load(None))[key]
+    with pytest.raises(SystemExit) as exit_:
+        train_cli.parse([override])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and override.replace("model.", "").split("=")[0] in error
+    assert shown in " ".join(error.split()), (shown, error)
 
 
 @pytest.mark.parametrize("argv, message", [
