@@ -19,8 +19,6 @@ OUT_OF_EVERY_RANGE = -(10**9)
 def described(default: Any, help: str) -> Any:
     """A dataclass field with default ``default`` and the one-line ``help`` shown by
     ``tnl-train --help`` (``help_of``)."""
-    if isinstance(default, (list, dict, set)):
-        raise TypeError(f"a mutable default {default!r}: give a tuple or a frozen value")
     return dataclasses.field(default=default, metadata={"help": help})
 
 
@@ -64,7 +62,8 @@ def _without_opening(rest: str) -> str:
 
 def help_table(rows: Iterable[tuple[str, Any, str, str | None]], width: int | None = None) -> str:
     """``(key, value, description, allowed)`` rows as aligned lines: the key, its value
-    (as JSON, which YAML reads: ``null``, ``true``, ``"bytes"``), then the description and ``[allowed: ...]``, wrapped to ``width`` (the terminal's)."""
+    (as JSON, which YAML reads: ``null``, ``true``, ``"bytes"``), then the description
+    and ``[allowed: ...]``, wrapped to ``width`` (the terminal's)."""
     rows = list(rows)
     width = width or max(100, shutil.get_terminal_size((120, 24)).columns)
     key_width = max(len(key) for key, *_ in rows)

@@ -1,5 +1,6 @@
 """`python train.py` / `tnl-train`: --help, presets by name, errors that name the problem."""
 import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -7,9 +8,11 @@ from importlib import metadata
 import pytest
 
 from tests.paths import ROOT
+from tests.training.runs import TINY, TINY_RUN
 from tnl_jax.cli import train as train_cli
 from tnl_jax.config_help import field_at, help_of
 from tnl_jax.training import config as train_config
+from tnl_jax.training import loop
 
 
 def test_help_of_the_checkout_script_lists_every_key_of_a_named_preset(tmp_path):
@@ -87,3 +90,22 @@ def test_console_scripts_are_installed():
     assert scripts["tnl-train"] == "tnl_jax.cli.train:main"
     assert scripts["tnl-generate"] == "tnl_jax.cli.generate:main"
     assert scripts["tnl-convert"] == "tnl_jax.cli.convert:main"
+
+
+def test_rerunning_a_finished_run_says_so_and_changes_nothing(tmp_path, tiny_run, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.dir, run_dir)
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    train_cli.main([*TINY, *TINY_RUN, f"run_dir={run_dir}"])
+    out = capsys.readouterr().out.splitlines()
+    finished = f"run_dir {run_dir} already finished at step 4 of 4; raise steps= to train further"
+    assert out[-1] == finished and finished not in out[:-1]
+    assert not any(line.startswith(("step ", "resumed", "sample:")) for line in out)
+    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_run_past_its_steps_says_how_far_it_got(tmp_path):
+    assert loop.already_finished(tmp_path, 7, 5) == (
+        f"run_dir {tmp_path} is already at step 7, past steps=5; raise steps= above 7 to train "
+        f"further")

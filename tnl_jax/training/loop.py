@@ -188,7 +188,8 @@ def metrics_line(cfg: TrainConfig) -> str:
     elif cfg.tensorboard is False:
         events = "no TensorBoard events (tensorboard=false)"
     else:
-        events = f"no TensorBoard events ({tensorboard.PACKAGE} is not installed: {tensorboard.INSTALL})"
+        events = (f"no TensorBoard events ({tensorboard.PACKAGE} is not installed: "
+                  f"{tensorboard.INSTALL})")
     return f"metrics: {run_dir / 'metrics.jsonl'} every {cfg.log_every} step(s); {events}"
 
 
