@@ -50,11 +50,13 @@ class ModelConfig:
     eos_token_id: int | None = described(258, "id that ends a document and stops generation; "
                                               "null: none")
     # Ours.
-    architecture: str = described("tnl", "tnl (lightning attention), softmax (a Llama-like "
-                                          "baseline) or hybrid (softmax every softmax_every "
-                                          "layers)")
-    softmax_every: int = described(8, "hybrid: layer l is softmax attention when (l + 1) is "
-                                      "a multiple of this")
+    architecture: str = described("tnl", "tnl (lightning attention), softmax (TNL's backbone "
+                                          "with softmax attention), hybrid (a softmax layer in "
+                                          "every softmax_every) or llama (a LLaMA-style "
+                                          "baseline)")
+    softmax_every: int = described(8, "hybrid: layers per group, one of them softmax attention")
+    softmax_offset: int = described(-1, "hybrid: the softmax layer's place in each group of "
+                                        "softmax_every (-1: the last, 0: the first)")
     rope_theta: float = described(10000.0, "rotary position base of the softmax layers")
     tie_word_embeddings: bool = described(True, "the output projection is the embedding "
                                                 "matrix")
@@ -96,10 +98,19 @@ class ModelConfig:
     def weight_dtype(self) -> jnp.dtype:
         return jnp.dtype(self.param_dtype)
 
+    @property
+    def llama_style(self) -> bool:
+        """The LLaMA-style baseline: RMSNorm with a gain (pre-norms and the final norm),
+        a SwiGLU MLP and RMS-normalised queries and keys, around RoPE softmax attention;
+        ``softmax`` is TNL's backbone (SRMSNorm, SGLU) with a softmax token mixer."""
+        return self.architecture == "llama"
+
     def layer_kinds(self) -> list[str]:
         """Per layer: ``'lrpe'`` (linear attention with LRPE), ``'linear'`` or
-        ``'softmax'``. Hybrid: layer ``l`` is softmax when ``(l + 1) % softmax_every
-        == 0`` (with 8: seven lightning layers, then one softmax layer)."""
+        ``'softmax'``. Hybrid: layer ``l`` is softmax when ``l % softmax_every ==
+        softmax_offset % softmax_every`` (the default offset -1, with 8: seven lightning
+        layers, then one softmax layer; offset 0 puts the softmax layer first). ``llama``:
+        every layer softmax (with ``llama_style``'s norms, MLP and QK norm)."""
         n = self.decoder_layers
         lrpe = self.linear_use_lrpe_list
         if lrpe is None:
@@ -108,8 +119,10 @@ class ModelConfig:
             lrpe = (0,) * n
         kinds = []
         for layer in range(n):
-            softmax = (self.architecture == "softmax" or
-                       (self.architecture == "hybrid" and (layer + 1) % self.softmax_every == 0))
+            every = self.softmax_every
+            softmax = (self.architecture in ("softmax", "llama") or
+                       (self.architecture == "hybrid" and
+                        layer % every == self.softmax_offset % every))
             kinds.append("softmax" if softmax else ("lrpe" if lrpe[layer] else "linear"))
         return kinds
 
