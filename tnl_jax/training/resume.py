@@ -25,7 +25,7 @@ from tnl_jax.training.run_checkpoints import RunCheckpoints
 
 SAFE_TO_CHANGE = frozenset({
     "run_dir",  # The same directory, reached by another path (or copied).
-    "steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every",
+    "steps", "checkpoint_every", "keep_checkpoints", "log_every", "tensorboard", "eval_every",
     "eval_batches", "eval_data", "sample_prompt", "sample_tokens",
     "init_from",  # Read at a fresh start only.
     "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2",
