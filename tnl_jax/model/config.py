@@ -52,6 +52,11 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: str = "none"
+    # Layers per iteration of each layer stack's scan in the forward pass (and its
+    # backward): 1 is a loop over the layers; a stack's layer count or more inlines
+    # every layer (no loop: static slices of the stacked weights, compile time growing
+    # with depth). Results are the same (tests/model/test_layer_scan.py).
+    scan_unroll: int = 1
 
     def __post_init__(self) -> None:
         found = config_checks.problems(vars(self))

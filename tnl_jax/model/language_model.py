@@ -4,7 +4,7 @@ is false). One class serves TNL, the softmax baseline and the hybrid: the layers
 grouped into runs of one kind (``ModelConfig.layer_kinds``), each run a stack whose
 parameters carry a leading ``'layers'`` axis, created with ``nnx.vmap`` and run with
 ``nnx.scan`` (optionally rematerialised per layer: ``remat.py``), so compile time
-does not grow with depth. Each layer's fixed decay rates are stacked the same way (a
+does not grow with depth (``scan_unroll`` inlines layers instead). Each layer's fixed decay rates are stacked the same way (a
 ``FixedDecay`` variable per layer, different in every layer). Published TNL: a run of
 one LRPE layer (layer 0), then a run of ``L − 1`` layers.
 
@@ -69,7 +69,7 @@ class LayerStack(nnx.Module):
     (``'layers'`` for the parameters); ``decays (n, H)``, or ``None`` for softmax."""
 
     def __init__(self, layer_args: dict[str, Any], count: int, decays: np.ndarray | None,
-                 remat: str, rngs: nnx.Rngs):
+                 remat: str, rngs: nnx.Rngs, unroll: int = 1):
         @nnx.split_rngs(splits=count)
         @nnx.vmap(in_axes=(0, 0), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
         def create(rngs: nnx.Rngs, decay: jax.Array | None) -> DecoderLayer:
@@ -78,6 +78,7 @@ class LayerStack(nnx.Module):
         self.layers = create(rngs, None if decays is None else jnp.asarray(decays))
         self.remat_policy = REMAT_POLICIES[remat]
         self.remat = remat != "none"
+        self.unroll = min(unroll, count)
 
     def __call__(self, x, segment_ids, positions):
         def body(layer: DecoderLayer, x):
@@ -85,7 +86,8 @@ class LayerStack(nnx.Module):
 
         if self.remat:  # Per layer: the scan's body. Under scan, CSE cannot undo it.
             body = nnx.remat(body, policy=self.remat_policy, prevent_cse=False)
-        return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.layers, x)
+        return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
+                        unroll=self.unroll)(self.layers, x)
 
     def prefill(self, x, segment_ids, positions, cache_size: int):
         def body(layer: DecoderLayer, x):
@@ -128,7 +130,8 @@ class LanguageModel(nnx.Module):
         self.runs = tuple(layer_runs(cfg.layer_kinds()))
         self.stacks = nnx.List([
             LayerStack(layer_arguments(cfg, kind), stop - start,
-                       None if kind == "softmax" else decays[start:stop], cfg.remat, rngs)
+                       None if kind == "softmax" else decays[start:stop], cfg.remat, rngs,
+                       cfg.scan_unroll)
             for kind, start, stop in self.runs])
         self.final_norm = SRMSNorm()
         self.lm_head = None if cfg.tie_word_embeddings else create_param(
