@@ -145,15 +145,20 @@ class LanguageModel(nnx.Module):
         table = constrain(self.embed_tokens[...], ("vocab", None))
         return jnp.take(table, input_ids, axis=0).astype(self.cfg.compute_dtype) * self.embed_scale
 
+    def head_operands(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The head's two operands in the compute dtype: the final norm of ``x (..., d)``
+        and the output projection as ``(V, d)`` (the embedding when tied; an untied
+        head's ``(d, V)`` weight transposed). The fused loss takes them as they are."""
+        weight = self.embed_tokens[...] if self.lm_head is None else self.lm_head[...].T
+        dtype = self.cfg.compute_dtype
+        return self.final_norm(x).astype(dtype), weight.astype(dtype)
+
     def logits(self, x: jax.Array) -> jax.Array:
         """The head: final norm, then the output projection (the embedding when tied);
         float32 logits. ``x (..., d)``: ``hidden_states``'s, a chunk of its tokens (how
         the training loss avoids holding every token's logits) or one position's;
         ``(B, T, d)`` gives ``(B, T, V)``, split as ``LOGITS`` under a mesh."""
-        weight, spec = ((self.embed_tokens, "...d,vd->...v") if self.lm_head is None
-                        else (self.lm_head, "...d,dv->...v"))
-        out = head_matmul(spec, self.final_norm(x).astype(self.cfg.compute_dtype),
-                          weight[...].astype(self.cfg.compute_dtype))
+        out = head_matmul("...d,vd->...v", *self.head_operands(x))
         return constrain(out, LOGITS) if out.ndim == len(LOGITS) else out
 
     def _inputs(self, input_ids, segment_ids, positions):

@@ -55,6 +55,10 @@ class TrainConfig:
     # backward. 0: all at once; -1: 4096-token chunks when a device's logits would
     # pass 1 GiB, else all at once.
     loss_chunk_tokens: int = -1
+    # How the loss makes its logits (training/losses.py): "chunked" (as above) or
+    # "fused" (Pallas kernels, GPU, one device: the logits never written);
+    # "fused_interpret" runs those kernels interpreted (tests).
+    loss_kernel: str = "chunked"
     # Data: "stdlib", "mqar", or a glob of .txt/.py/... text, .npy token streams, .array_record.
     data: str = "stdlib"
     eval_data: str | None = None
