@@ -5,9 +5,10 @@ each checked against its reference and timed against its baseline, then one tabl
 
 - ``loss_kernel=fused`` (pallas_kernels/cross_entropy): losses, hits, dh and dw of a
   small ragged problem (an ignored target) against the naive reference in float32 and
-  bfloat16 (relative error bounds 1e-4 / 1e-2); then the loss's forward and backward at
-  the head's shape (bfloat16), fused against the chunked loss (``loss_chunk_tokens``
-  -1, the default) and all logits at once, with the compiled programs' temporaries.
+  bfloat16 (relative error bounds 1e-4 / 1e-2); then the loss's forward, and forward
+  with backward, at the head's shape (bfloat16): the fused kernels in a few block
+  configurations (``GPU_CONFIGS``) against the chunked loss (``loss_chunk_tokens`` -1,
+  the default) and all logits at once, with the compiled programs' temporaries.
 - ``model.remat=projections_op_out`` and ``model.scan_unroll``: a small TNL (Pallas op,
   bfloat16, rows of ``--rows`` tokens) whose loss and gradients must equal those of
   ``projections`` and of the one-layer-per-iteration scan, and the time of its
@@ -28,7 +29,8 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common.timing import is_out_of_memory, timed_ms
-from pallas_kernels.cross_entropy import fused_cross_entropy, reference_cross_entropy
+from pallas_kernels.cross_entropy import (CrossEntropyConfig, fused_cross_entropy,
+                                          reference_cross_entropy)
 from tnl_jax.model import ModelConfig, create_model
 from tnl_jax.model.head_matmul import head_matmul
 from tnl_jax.training import losses
@@ -77,44 +79,64 @@ def check_fused_loss(rng, backend: str, tokens: int = 1000, width: int = 320,
     return rows
 
 
-def _loss_step(kind: str, targets, weights):
-    """A jitted ``(dh, dw)`` of the weighted loss from ``h (B, T, d)``, ``w (V, d)``;
-    ``kind``: a ``loss_kernel`` or ``plain`` (all logits at once)."""
-    def step(h, w):
-        if kind.startswith("fused"):
-            token, _ = losses.fused_token_cross_entropy(lambda x: (x, w), h, targets, kind)
+# The fused kernels' blocks timed at the head's shape (the first is the default).
+GPU_CONFIGS = {"64x128 w4": CrossEntropyConfig(),
+               "128x128 w8": CrossEntropyConfig(token_block=128, num_warps=8),
+               "64x128, grads' tiles 256, w8": CrossEntropyConfig(
+                   dh_vocab_block=256, dw_token_block=256, num_warps=8)}
+
+
+def _loss_fn(kind: str, targets, weights, backend: str, config=None):
+    """The weighted loss of ``h (B, T, d)``, ``w (V, d)``; ``kind``: ``fused``,
+    ``chunked`` (``loss_chunk_tokens`` -1) or ``plain`` (all logits at once)."""
+    def loss(h, w):
+        if kind == "fused":
+            token, _ = fused_cross_entropy(h.reshape(-1, h.shape[-1]), w, targets.reshape(-1),
+                                           backend=backend, config=config)
+            token = token.reshape(targets.shape)
         else:
             chunk = losses.AUTO if kind == "chunked" else losses.UNCHUNKED
             head = lambda x: head_matmul("...d,vd->...v", x, w)
             token, _ = losses.cross_entropy(head, h, targets, chunk)
         return jnp.sum(token * weights)
-    return jax.jit(jax.grad(step, argnums=(0, 1)))
+    return loss
 
 
-def time_fused_loss(rng, tokens: int, width: int, vocab: int, fused: str) -> list[dict]:
-    """Forward and backward at the head's shape: fused against chunked and plain."""
+def _timed(fn, h, w) -> tuple[float | None, str]:
+    """``(ms, temporaries)`` of a jitted ``fn(h, w)``, or ``(None, why not)``."""
+    try:
+        temp = fn.lower(h, w).compile().memory_analysis().temp_size_in_bytes / MIB
+        return timed_ms(fn, h, w, rounds=5, calls=3), f"{temp:.0f} MiB"
+    except Exception as error:  # noqa: BLE001 (a row that says why)
+        return None, "out of memory" if is_out_of_memory(str(error)) else str(error)[:80]
+
+
+def time_fused_loss(rng, tokens: int, width: int, vocab: int, backend: str) -> list[dict]:
+    """Forward, and forward with backward, at the head's shape: the fused kernels (each
+    config) against the chunked and the plain loss."""
     rows_of = max(1, tokens // 8192)
     shape = (rows_of, tokens // rows_of)
     h = jnp.asarray(rng.normal(size=(*shape, width)), jnp.bfloat16)
     w = jnp.asarray(rng.normal(size=(vocab, width)) * 0.02, jnp.bfloat16)
     targets = jnp.asarray(rng.integers(0, vocab, shape), jnp.int32)
     weights = jnp.ones(shape, jnp.float32) / tokens
-    times, temps = {}, {}
-    for kind in ("chunked", "plain", fused):
-        step = _loss_step(kind, targets, weights)
-        try:
-            temps[kind] = step.lower(h, w).compile().memory_analysis().temp_size_in_bytes / MIB
-            times[kind] = timed_ms(step, h, w, rounds=5, calls=3)
-        except Exception as error:  # noqa: BLE001 (a row that says why)
-            times[kind] = None
-            temps[kind] = "out of memory" if is_out_of_memory(str(error)) else str(error)[:80]
+    configs = GPU_CONFIGS if backend == "pallas" else {"default": CrossEntropyConfig()}
+    kinds = {"chunked": ("chunked", None), "plain": ("plain", None),
+             **{f"fused {name}": ("fused", cfg) for name, cfg in configs.items()}}
     label = f"{shape[0]}x{shape[1]} tokens, d {width}, V {vocab}"
-    note = "temp MiB: " + ", ".join(
-        f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in temps.items())
-    return [row(f"CE fwd+bwd fused vs chunked ({label})", base_ms=times["chunked"],
-                new_ms=times[fused], note=note),
-            row(f"CE fwd+bwd fused vs plain ({label})", base_ms=times["plain"],
-                new_ms=times[fused])]
+    rows = []
+    for direction, transform in (("fwd", lambda f: f), ("fwd+bwd", jax.grad)):
+        results = {name: _timed(jax.jit(transform(_loss_fn(kind, targets, weights, backend,
+                                                           cfg))), h, w)
+                   for name, (kind, cfg) in kinds.items()}
+        base_ms, base_note = results["chunked"]
+        rows.append(row(f"CE {direction} plain vs chunked ({label})", base_ms=base_ms,
+                        new_ms=results["plain"][0],
+                        note=f"temp: chunked {base_note}, plain {results['plain'][1]}"))
+        rows += [row(f"CE {direction} {name} vs chunked", base_ms=base_ms, new_ms=ms,
+                     note=f"temp {note}")
+                 for name, (ms, note) in results.items() if name.startswith("fused")]
+    return rows
 
 
 def _model_grad(cfg: ModelConfig, ids):
@@ -187,9 +209,9 @@ def main() -> None:
     small = dict(tokens=100, width=40, vocab=300) if args.interpret else {}
     rows = check_fused_loss(rng, backend, **small)
     print(format_table(rows), flush=True)
-    rows += time_fused_loss(rng, args.tokens, args.width, args.vocab,
-                            "fused_interpret" if args.interpret else "fused")
-    print(format_table(rows[-2:]), flush=True)
+    timed = time_fused_loss(rng, args.tokens, args.width, args.vocab, backend)
+    print(format_table(timed), flush=True)
+    rows += timed
     rows += check_model_switches(rng, args.rows, args.model_width, args.model_layers, backend)
     print("\n" + format_table(rows))
 

@@ -31,15 +31,23 @@ NO_INDEX = jnp.iinfo(jnp.int32).max
 @dataclasses.dataclass(frozen=True)
 class CrossEntropyConfig:
     """Blocks (powers of two, >= 16) and the Triton launch of the three kernels."""
-    token_block: int = 64   # Tokens per program (forward, grad_hidden) and per step (grad_weight).
-    vocab_block: int = 128  # Vocabulary entries per tile.
+    token_block: int = 64   # Tokens per program (forward, grad_hidden).
+    vocab_block: int = 128  # Vocabulary entries per tile (forward) and per program (grad_weight).
     k_block: int = 64       # Width per slice of the logits' products.
     d_block: int = 64       # Width per slice of the gradients' sums.
     num_warps: int = 4
     num_stages: int = 2
+    # The gradients' walks sum into float32 blocks in memory once per tile: larger tiles
+    # there mean fewer passes over them. None: token_block / vocab_block.
+    dh_vocab_block: int | None = None  # Vocabulary entries per tile of grad_hidden.
+    dw_token_block: int | None = None  # Tokens per tile of grad_weight.
 
     def __post_init__(self):
-        for field in ("token_block", "vocab_block", "k_block", "d_block"):
+        for field in ("dh_vocab_block", "dw_token_block"):
+            if getattr(self, field) is None:
+                object.__setattr__(self, field, getattr(self, field[3:]))
+        for field in ("token_block", "vocab_block", "k_block", "d_block", "dh_vocab_block",
+                      "dw_token_block"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 16 or value & (value - 1):
                 raise ValueError(f"CrossEntropyConfig.{field}={value!r}: expected a power of "
@@ -53,6 +61,16 @@ class CrossEntropyConfig:
     def width_multiple(self) -> int:
         """What the padded width must be a multiple of."""
         return max(self.k_block, self.d_block)
+
+    @property
+    def token_multiple(self) -> int:
+        """What the padded token count must be a multiple of."""
+        return max(self.token_block, self.dw_token_block)
+
+    @property
+    def vocab_multiple(self) -> int:
+        """What the padded vocabulary must be a multiple of."""
+        return max(self.vocab_block, self.dh_vocab_block)
 
 
 def _logits_tile(rows_ref, row_start, cols_ref, col_start, rows: int, cols: int,
@@ -107,7 +125,7 @@ def _logit_grads(logits, ids, targets, lse, dloss, vocab: int, token_axis: int):
 
 def _grad_hidden_kernel(h_ref, w_ref, t_ref, lse_ref, dloss_ref, dh_ref, *, vocab: int,
                         cfg: CrossEntropyConfig):
-    n, v, dblk = cfg.token_block, cfg.vocab_block, cfg.d_block
+    n, v, dblk = cfg.token_block, cfg.dh_vocab_block, cfg.d_block
     width, vocab_tiles = h_ref.shape[1], w_ref.shape[0] // v
     targets, lse, dloss = t_ref[...], lse_ref[...], dloss_ref[...]
 
@@ -129,7 +147,7 @@ def _grad_hidden_kernel(h_ref, w_ref, t_ref, lse_ref, dloss_ref, dh_ref, *, voca
 
 def _grad_weight_kernel(h_ref, w_ref, t_ref, lse_ref, dloss_ref, dw_ref, *, vocab: int,
                         cfg: CrossEntropyConfig):
-    n, v, dblk = cfg.token_block, cfg.vocab_block, cfg.d_block
+    n, v, dblk = cfg.dw_token_block, cfg.vocab_block, cfg.d_block
     width, token_tiles = w_ref.shape[1], h_ref.shape[0] // n
     ids = _vocab_ids(pl.program_id(0) * v, (v, n), 0)
 

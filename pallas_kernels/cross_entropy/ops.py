@@ -76,9 +76,9 @@ def fused_cross_entropy(h: jax.Array, w: jax.Array, targets: jax.Array, *,
     tokens, width = h.shape
     if tokens == 0:
         return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), bool)
-    pad_tokens = -tokens % cfg.token_block
+    pad_tokens = -tokens % cfg.token_multiple
     pad_width = -width % cfg.width_multiple
-    pad_vocab = -w.shape[0] % cfg.vocab_block
+    pad_vocab = -w.shape[0] % cfg.vocab_multiple
     hp = jnp.pad(h, [(0, pad_tokens), (0, pad_width)])
     wp = jnp.pad(w, [(0, pad_vocab), (0, pad_width)])
     tp = jnp.pad(targets.astype(jnp.int32), [(0, pad_tokens)], constant_values=-1)

@@ -14,6 +14,10 @@ from tests.tolerances import BF16_TOL, F32_TOL, rel_err
 # The smallest blocks: 3 token blocks (the last ragged), 4 vocabulary tiles (the last
 # masked), width 40 padded to 48.
 TINY = CrossEntropyConfig(token_block=16, vocab_block=16, k_block=16, d_block=16)
+# The gradients' walks in larger tiles than the forward's (tokens and vocabulary padded
+# to 64): 2 tiles of 32 tokens for dw, 2 of 32 entries for dh.
+TINY_WIDE_GRADS = CrossEntropyConfig(token_block=16, vocab_block=16, k_block=16, d_block=16,
+                                     dh_vocab_block=32, dw_token_block=32)
 TOKENS, WIDTH, VOCAB = 37, 40, 53
 IGNORED = 5
 
@@ -38,10 +42,11 @@ def loss_and_grads(cross_entropy, h, w, targets, weights):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(h, w)
 
 
-@pytest.mark.parametrize("dtype, tol", [(jnp.float32, F32_TOL), (jnp.bfloat16, BF16_TOL)])
-def test_fused_matches_the_reference(rng, dtype, tol):
+@pytest.mark.parametrize("dtype, tol, config", [(jnp.float32, F32_TOL, TINY),
+                                                (jnp.bfloat16, BF16_TOL, TINY_WIDE_GRADS)])
+def test_fused_matches_the_reference(rng, dtype, tol, config):
     h, w, targets, weights = inputs(rng, dtype)
-    fused = lambda h, w, t: fused_cross_entropy(h, w, t, backend="interpret", config=TINY)
+    fused = lambda h, w, t: fused_cross_entropy(h, w, t, backend="interpret", config=config)
     (_, (losses, correct)), grads = loss_and_grads(fused, h, w, targets, weights)
     (_, (ref_losses, ref_correct)), ref_grads = loss_and_grads(reference_cross_entropy, h, w,
                                                                 targets, weights)
