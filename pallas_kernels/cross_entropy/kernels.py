@@ -41,8 +41,15 @@ class CrossEntropyConfig:
     # there mean fewer passes over them. None: token_block / vocab_block.
     dh_vocab_block: int | None = None  # Vocabulary entries per tile of grad_hidden.
     dw_token_block: int | None = None  # Tokens per tile of grad_weight.
+    # Instead of grad_hidden and grad_weight: the backward in XLA's products, this many
+    # tokens' logits at a time (xla_grads.py).
+    xla_grads_tokens: int | None = None
 
     def __post_init__(self):
+        value = self.xla_grads_tokens
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"CrossEntropyConfig.xla_grads_tokens={value!r}: expected None "
+                             "(the Pallas gradient kernels) or a number of tokens >= 1")
         for field in ("dh_vocab_block", "dw_token_block"):
             if getattr(self, field) is None:
                 object.__setattr__(self, field, getattr(self, field[3:]))

@@ -1,7 +1,8 @@
 """``fused_cross_entropy``: per-token cross entropy of ``logits = h wᵀ`` without the
 ``(tokens, vocab)`` logits ever written (kernels.py), behind ``jax.custom_vjp``: the
 forward keeps only each token's logsumexp; the backward makes the logits again, tile by
-tile, for ``dh`` and for ``dw``."""
+tile, for ``dh`` and for ``dw`` (or, with ``CrossEntropyConfig.xla_grads_tokens``, a
+chunk of tokens at a time in XLA's products: xla_grads.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.cross_entropy import kernels
+from pallas_kernels.cross_entropy import kernels, xla_grads
 from pallas_kernels.cross_entropy.kernels import CrossEntropyConfig
 
 BACKENDS = ("pallas", "interpret")
@@ -104,8 +105,12 @@ def _fused_fwd(h, w, targets, static: _Static):
 def _fused_bwd(static: _Static, residuals, cotangents):
     h, w, targets, lse = residuals
     dloss = jnp.where(targets >= 0, cotangents[0], 0.0).astype(jnp.float32)
-    dh = kernels.grad_hidden(h, w, targets, lse, dloss, **static.kwargs)
-    dw = kernels.grad_weight(h, w, targets, lse, dloss, **static.kwargs)
+    if static.cfg.xla_grads_tokens is not None:
+        dh, dw = xla_grads.grads(h, w, targets, lse, dloss, vocab=static.vocab,
+                                 chunk=static.cfg.xla_grads_tokens)
+    else:
+        dh = kernels.grad_hidden(h, w, targets, lse, dloss, **static.kwargs)
+        dw = kernels.grad_weight(h, w, targets, lse, dloss, **static.kwargs)
     return dh.astype(h.dtype), dw.astype(w.dtype), None
 
 

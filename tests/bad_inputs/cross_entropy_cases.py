@@ -45,6 +45,9 @@ CASES = [
     BadInput("cross entropy: block not a power of two",
              lambda: CrossEntropyConfig(vocab_block=48), ValueError,
              ("vocab_block=48", "power of two >= 16")),
+    BadInput("cross entropy: XLA gradients of no tokens",
+             lambda: CrossEntropyConfig(xla_grads_tokens=0), ValueError,
+             ("xla_grads_tokens=0", "number of tokens >= 1")),
     BadInput("cross entropy: no warps", lambda: CrossEntropyConfig(num_warps=0), ValueError,
              ("num_warps=0", "integer >= 1")),
 ]

@@ -42,8 +42,14 @@ def loss_and_grads(cross_entropy, h, w, targets, weights):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(h, w)
 
 
+# The backward in XLA's products, 20 tokens at a time (3 chunks, the last padded).
+TINY_XLA_GRADS = CrossEntropyConfig(token_block=16, vocab_block=16, k_block=16, d_block=16,
+                                    xla_grads_tokens=20)
+
+
 @pytest.mark.parametrize("dtype, tol, config", [(jnp.float32, F32_TOL, TINY),
-                                                (jnp.bfloat16, BF16_TOL, TINY_WIDE_GRADS)])
+                                                (jnp.bfloat16, BF16_TOL, TINY_WIDE_GRADS),
+                                                (jnp.float32, F32_TOL, TINY_XLA_GRADS)])
 def test_fused_matches_the_reference(rng, dtype, tol, config):
     h, w, targets, weights = inputs(rng, dtype)
     fused = lambda h, w, t: fused_cross_entropy(h, w, t, backend="interpret", config=config)

@@ -57,7 +57,8 @@ class TrainConfig:
     loss_chunk_tokens: int = -1
     # How the loss makes its logits (training/losses.py): "chunked" (as above) or
     # "fused" (Pallas kernels, GPU, one device: the logits never written);
-    # "fused_interpret" runs those kernels interpreted (tests).
+    # "fused_xla_grads" (their forward, the backward in XLA's products, chunked);
+    # "fused_interpret" runs the Pallas kernels interpreted (tests).
     loss_kernel: str = "chunked"
     # Data: "stdlib", "mqar", or a glob of .txt/.py/... text, .npy token streams, .array_record.
     data: str = "stdlib"
