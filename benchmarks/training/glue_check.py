@@ -8,7 +8,9 @@ each checked against its reference and timed against its baseline, then one tabl
   bfloat16 (relative error bounds 1e-4 / 1e-2); then the loss's forward, and forward
   with backward, at the head's shape (bfloat16): the fused kernels in a few block
   configurations (``GPU_CONFIGS``) against the chunked loss (``loss_chunk_tokens`` -1,
-  the default) and all logits at once, with the compiled programs' temporaries.
+  the default) and all logits at once, with the compiled programs' temporaries. The
+  last configuration is ``loss_kernel=fused_xla_grads``'s (the backward in XLA's
+  products).
 - ``model.remat=projections_op_out`` and ``model.scan_unroll``: a small TNL (Pallas op,
   bfloat16, rows of ``--rows`` tokens) whose loss and gradients must equal those of
   ``projections`` and of the one-layer-per-iteration scan, and the time of its
@@ -16,7 +18,8 @@ each checked against its reference and timed against its baseline, then one tabl
 
 The training step itself (tokens/s, memory) is train_bench's, switch by switch:
 ``--remat projections`` against ``--remat projections_op_out``, and ``--set
-model.scan_unroll=N`` / ``--set loss_kernel=fused`` against none.
+model.scan_unroll=N`` / ``--set loss_kernel=fused`` (or ``fused_xla_grads``) against
+none.
 """
 from __future__ import annotations
 
@@ -83,7 +86,8 @@ def check_fused_loss(rng, backend: str, tokens: int = 1000, width: int = 320,
 GPU_CONFIGS = {"64x128 w4": CrossEntropyConfig(),
                "128x128 w8": CrossEntropyConfig(token_block=128, num_warps=8),
                "64x128, grads' tiles 256, w8": CrossEntropyConfig(
-                   dh_vocab_block=256, dw_token_block=256, num_warps=8)}
+                   dh_vocab_block=256, dw_token_block=256, num_warps=8),
+               "64x128, XLA grads 4096 tokens": CrossEntropyConfig(xla_grads_tokens=4096)}
 
 
 def _loss_fn(kind: str, targets, weights, backend: str, config=None):
