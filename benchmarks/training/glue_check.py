@@ -168,13 +168,14 @@ def check_model_switches(rng, seq: int, width: int, layers: int,
     ref_value, ref_grads = baseline_fn(params)
     base_ms = timed_ms(baseline_fn, params, rounds=5, calls=3)
     rows = []
-    for label, change in (("remat projections_op_out vs projections", dict(remat="projections_op_out")),
-                          ("scan_unroll all vs 1", dict(scan_unroll=base.decoder_layers))):
+    switches = (("remat projections_op_out vs projections", dict(remat="projections_op_out")),
+                ("scan_unroll all vs 1", dict(scan_unroll=base.decoder_layers)))
+    for label, change in switches:
         fn, _ = _model_grad(base.replace(**change), ids)
         value, grads = fn(params)
+        pairs = zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True)
         err = max(rel_err(value, ref_value),
-                  *(rel_err(g, r) for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads))
-                    if np.any(np.asarray(r, np.float32))))
+                  *(rel_err(g, r) for g, r in pairs if np.any(np.asarray(r, np.float32))))
         rows.append(row(f"{label} (d {width}, {layers} layers, 2x{seq})", err,
                         TOLERANCE[jnp.bfloat16],
                         base_ms, timed_ms(fn, params, rounds=5, calls=3)))
