@@ -71,6 +71,9 @@ class ModelConfig:
     param_dtype: str = described("float32", "dtype of the stored weights")
     remat: str = described("none", "what the backward recomputes instead of storing "
                                    "(tnl_jax/model/remat.py)")
+    scan_unroll: int = described(1, "layers per iteration of each layer stack's scan: 1 a "
+                                    "loop over the layers; a stack's layer count or more "
+                                    "inlines every layer (same results)")
 
     def __post_init__(self) -> None:
         found = config_checks.problems(vars(self))

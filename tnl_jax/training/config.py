@@ -68,6 +68,11 @@ class TrainConfig:
     loss_chunk_tokens: int = described(
         -1, "tokens per chunk of the loss on each device: 0 all at once; -1 4096-token "
             "chunks when a device's logits would pass 1 GiB, else all at once")
+    loss_kernel: str = described(
+        "chunked", "how the loss makes its logits: chunked (loss_chunk_tokens), fused "
+                   "(Pallas kernels, GPU, one device: the logits never written), "
+                   "fused_xla_grads (their forward, the backward in XLA, chunked), "
+                   "fused_interpret (the kernels interpreted, tests)")
     data: str = described("stdlib", "training text: 'stdlib' (your Python's library), 'mqar' "
                                     "(recall task), or a glob of .txt/.py/... text, .npy "
                                     "token streams or .array_record files")

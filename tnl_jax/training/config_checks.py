@@ -129,10 +129,12 @@ def _data_problems(cfg: Any) -> list[str]:
         *text("data", cfg.data), *text("tokenizer", cfg.tokenizer),
         *text("eval_data", cfg.eval_data, optional=True, meaning=" (held-out files, used whole)"),
     ]
-    try:
-        losses.check_setting(cfg.loss_chunk_tokens)
-    except (ValueError, TypeError) as error:
-        found.append(str(error))
+    for check, value in ((losses.check_setting, cfg.loss_chunk_tokens),
+                         (losses.check_kernel, cfg.loss_kernel)):
+        try:
+            check(value)
+        except (ValueError, TypeError) as error:
+            found.append(str(error))
     return found
 
 

@@ -150,11 +150,12 @@ class Trainer:
         batch_shardings = {k: sharding.batch_sharding(mesh) for k in data.BATCH_KEYS}
         self.jitted_train_step = jax.jit(  # Lower it under the mesh (benchmarks do).
             make_train_step(self.graphdef, self.rest, self.tx, self.schedule, cfg.grad_accum,
-                            cfg.loss_chunk_tokens),
+                            cfg.loss_chunk_tokens, cfg.loss_kernel),
             in_shardings=(self.state_sharding, batch_shardings),
             out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=0)
         self.train_step = under_mesh(self.jitted_train_step, mesh)
-        self.eval_step = under_mesh(jax.jit(make_eval_step(self.graphdef, self.rest, cfg.loss_chunk_tokens),
+        self.eval_step = under_mesh(jax.jit(make_eval_step(self.graphdef, self.rest,
+                                                           cfg.loss_chunk_tokens, cfg.loss_kernel),
                                             in_shardings=(self.params_sharding, batch_shardings),
                                             out_shardings=sharding.replicated(mesh)), mesh)
 
