@@ -39,20 +39,43 @@ def validation_bpb(result: dict) -> float:
     return bpb(window(result, result["seq_len"], validation=True))
 
 
+def sweep_scores(scale: Scale, root: Path, arch: str) -> dict[float, float]:
+    """Validation bits per byte of every finished sweep run of ``arch`` (the grid and
+    any extension), by rate; a failed or diverged run scores +inf."""
+    scores = {}
+    for path in sorted(root.glob(f"sweep-{arch}-lr*-s0")):
+        result = read(path)
+        if result is not None:
+            score = validation_bpb(result) if "windows" in result else math.inf
+            scores[result["lr"]] = score if math.isfinite(score) else math.inf
+    return scores
+
+
+def sweep_choice(scale: Scale, root: Path, arch: str) -> tuple[float | None, float | None]:
+    """(the kept rate, or None while the sweep is incomplete; the rate still to run, if
+    any). The grid ``scale.lrs`` runs first; a best rate at either end of what was run
+    extends the grid by a factor of two that way (an optimum at the edge of a grid is
+    not an optimum), until the best rate is inside."""
+    scores = sweep_scores(scale, root, arch)
+    missing = [lr for lr in scale.lrs if lr not in scores]
+    if missing:
+        return None, missing[0]
+    finite = {lr: v for lr, v in scores.items() if math.isfinite(v)}
+    if not finite:
+        return None, None  # Every rate failed: nothing to keep, nothing obvious to try.
+    best = min(finite, key=finite.get)
+    if best == max(scores):
+        return None, best * 2
+    if best == min(scores):
+        return None, best / 2
+    return best, None
+
+
 def chosen_lrs(scale: Scale, root: Path) -> dict[str, float]:
     """Per architecture whose sweep is complete: the rate with the lowest validation
-    bits per byte (a diverged or failed rate is never kept)."""
-    chosen = {}
-    for arch in scale.archs:
-        scores = {}
-        for lr in scale.lrs:
-            result = read(root / Run("sweep", arch, lr).name)
-            if result is not None:
-                scores[lr] = validation_bpb(result) if "windows" in result else math.inf
-        finite = {lr: v for lr, v in scores.items() if math.isfinite(v)}
-        if len(scores) == len(scale.lrs) and finite:
-            chosen[arch] = min(finite, key=finite.get)
-    return chosen
+    bits per byte, inside the rates tried (``sweep_choice``)."""
+    chosen = {arch: sweep_choice(scale, root, arch)[0] for arch in scale.archs}
+    return {arch: lr for arch, lr in chosen.items() if lr is not None}
 
 
 def sweep_lines(results: list[dict], chosen: dict[str, float]) -> list[str]:
