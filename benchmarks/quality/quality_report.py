@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks.common.results_io import read_json
 from benchmarks.quality.quality_results import RESULT_FILE, bpb, read, window
-from benchmarks.quality.quality_runs import ARCHS, LABELS, Run, Scale, plan
+from benchmarks.quality.quality_runs import ARCHS, LABELS, Scale, plan
 from tnl_jax.evaluation import bootstrap, documents
 from tnl_jax.evaluation.positions import bucket_names
 
