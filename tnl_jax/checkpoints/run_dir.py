@@ -49,13 +49,20 @@ def newest_usable(steps: Iterable[int], restore: Callable[[int], T],
         except fatal:
             raise
         except Exception as error:  # Any unreadable checkpoint: try the one before.
-            unusable[step] = f"cannot be restored: {type(error).__name__}: {error}"
+            unusable[step] = f"cannot be restored: {brief(error)}"
             continue
         reason = refuse(step, restored)
         if reason is None:
             return step, restored
         unusable[step] = reason
     return None
+
+
+def brief(error: BaseException, limit: int = 240) -> str:
+    """``Type: message``, its first line only and at most ``limit`` characters (a
+    tensorstore error holds its whole JSON spec)."""
+    text = f"{type(error).__name__}: {str(error).strip()}".splitlines()[0]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def is_run_dir(directory: str | Path) -> bool:
