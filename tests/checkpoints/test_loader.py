@@ -102,3 +102,13 @@ def test_init_from(tmp_path, tiny_run, kind):
     wrong = tiny_config(tmp_path, f"init_from={source}", "model.glu_dim=32")
     with pytest.raises(ValueError, match="do not match the model config"):
         loop.initial_params(wrong, mesh)
+
+
+def test_training_refuses_a_checkpoint_directory_as_run_dir(tmp_path):
+    run_dir = tmp_path / "published"
+    shutil.copytree(PUBLISHED, run_dir)
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(kinds.WrongDirectoryKind, match=r"run_dir=.*found a Hugging Face "
+                       r"directory \(config.json\).*add init_from="):
+        loop.main(tiny_config(run_dir))
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # Nothing written there.
