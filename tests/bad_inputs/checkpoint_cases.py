@@ -108,6 +108,12 @@ def converted_dir(tmp: Path) -> Path:
     return tmp / "converted"
 
 
+def damaged_converted(tmp: Path):
+    directory = converted_dir(tmp)
+    shutil.rmtree(directory / "params" / "ocdbt.process_0")
+    loader.load_model(directory)
+
+
 def convert_onto(tmp: Path, target: str, overwrite: bool):
     """``export`` of the published checkpoint to ``tmp/<target>``: a run directory, a
     converted one, a file, or the source itself."""
@@ -161,6 +167,10 @@ CASES = [
         lambda tmp: loader.tokenizer_spec(converted_dir(tmp))), FileNotFoundError,
              ("found a converted directory", "without its tokenizer", "the model's 96 ids",
               "--tokenizer bytes (259 ids)")),
+    BadInput("checkpoint: a converted directory whose parameters lost their tensors",
+             in_a_tmp_dir(damaged_converted), ValueError,
+             ("converted/params: the converted parameters cannot be read",
+              "convert its source again")),
     BadInput("checkpoint: a run whose every checkpoint lost files",
              in_a_tmp_dir(run_without_intact_checkpoint), UnreadableCheckpoints,
              ("run: no checkpoint in", "step 4: cannot be restored", "step 2: cannot be")),
@@ -181,7 +191,7 @@ CASES = [
              kinds.WrongDirectoryKind, ("--out", "found a file, not a directory")),
     BadInput("convert: --out is the source",
              in_a_tmp_dir(lambda tmp: convert_onto(tmp, "source", True)), ValueError,
-             ("--out", "is (or holds) the source",)),
+             ("--out", "is, holds or lies inside the source")),
     BadInput("convert: a Hugging Face source that is a run",
              in_a_tmp_dir(lambda tmp: (tmp / "run" / "checkpoints").mkdir(parents=True)
                           or export.export(tmp / "run", tmp / "out", expected=("hf",),

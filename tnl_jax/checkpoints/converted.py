@@ -28,6 +28,7 @@ from flax import nnx
 
 from tnl_jax.checkpoints import saved_shapes
 from tnl_jax.checkpoints.json_files import read_mapping
+from tnl_jax.checkpoints.run_dir import brief
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.language_model import LanguageModel
 
@@ -57,7 +58,17 @@ def load_config(directory: str | Path) -> ModelConfig:
 
 def read_params(directory: str | Path, abstract: dict) -> dict:
     """The stored parameters in the shapes, dtypes and shardings of ``abstract`` (a pure
-    dict of ``jax.ShapeDtypeStruct``); another shape raises ``ValueError``."""
-    saved_shapes.check(Path(directory).absolute() / PARAMS_DIR, abstract)
-    with ocp.StandardCheckpointer() as checkpointer:
-        return checkpointer.restore(Path(directory).absolute() / PARAMS_DIR, abstract)
+    dict of ``jax.ShapeDtypeStruct``); other names or shapes raise
+    ``saved_shapes.ParamsMismatch``, files that cannot be read a ``ValueError`` naming
+    the directory."""
+    params = Path(directory).absolute() / PARAMS_DIR
+    try:
+        saved_shapes.check(params, abstract)
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(params, abstract)
+    except saved_shapes.ParamsMismatch:
+        raise
+    except Exception as error:  # Orbax's and tensorstore's errors name neither remedy.
+        raise ValueError(f"{params}: the converted parameters cannot be read ({brief(error)}); "
+                         "the directory is damaged or incomplete: convert its source again "
+                         "(tnl-convert ... --to converted --overwrite)") from None

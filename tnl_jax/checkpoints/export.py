@@ -39,9 +39,10 @@ def check_destination(out: Path, source: Path, overwrite: bool) -> None:
     """Refuses, before anything is read or written, a destination that is the source or
     holds it, a file, or a non-empty directory (unless ``overwrite`` and it is a
     converted or Hugging Face directory)."""
-    if out.resolve() == source.resolve() or out.resolve() in source.resolve().parents:
-        raise ValueError(f"--out {out}: this is (or holds) the source {source}; write the "
-                         "conversion to another directory")
+    if out.resolve() == source.resolve() or out.resolve() in source.resolve().parents \
+            or source.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {out}: this is, holds or lies inside the source {source}; "
+                         "write the conversion to another directory")
     kind = directory_kind(out)
     if kind in ("missing", "empty"):
         return
