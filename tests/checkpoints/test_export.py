@@ -83,3 +83,18 @@ def test_a_destination_is_replaced_only_when_asked_and_only_whole(tiny_run, tmp_
     files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if "params" not in p.parts)
     assert files(out) == files(fresh)
     np.testing.assert_array_equal(logits(out, ids), logits(fresh, ids))
+
+
+def test_a_destination_filled_meanwhile_is_left_to_its_writer(tmp_path, monkeypatch):
+    out = tmp_path / "x"
+
+    def another_writer_comes_first(model, directory):
+        (directory / "config.json").write_text("mine")
+        out.mkdir()
+        (out / "config.json").write_text("theirs")
+
+    monkeypatch.setitem(export.WRITERS, "hf", another_writer_comes_first)
+    with pytest.raises(FileExistsError, match="filled by another process"):
+        export.export(PUBLISHED, out, to="hf")
+    assert [p.name for p in tmp_path.iterdir()] == ["x"]
+    assert (out / "config.json").read_text() == "theirs"

@@ -10,7 +10,6 @@ leaves the destination as it was, never a mix of two checkpoints.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,27 +59,30 @@ def check_destination(out: Path, source: Path, overwrite: bool) -> None:
             "Hugging Face directory, never a training run or other files: choose another --out")
 
 
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 @contextlib.contextmanager
-def staged(out: Path) -> Iterator[Path]:
+def staged(out: Path, overwrite: bool = False) -> Iterator[Path]:
     """A new directory beside ``out`` to write into, renamed to ``out`` when the block
-    ends without an error (an existing ``out`` is replaced then, not before); removed,
-    with any parent directories made for it, when the block fails."""
+    ends without an error (an existing ``out`` is replaced then, not before, and only
+    with ``overwrite``: another writer may have filled it meanwhile); removed, with any
+    parent directories made for it, when the block or the rename fails."""
     made = [p for p in reversed(out.absolute().parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         yield stage
-        stage.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would make the result private.
+        stage.chmod(0o777 & ~hf.current_umask())  # mkdtemp's 0700 would make the result private.
         if out.is_dir() and any(out.iterdir()):
+            if not overwrite:
+                raise FileExistsError(f"--out {out}: filled by another process while this "
+                                      "conversion ran; nothing of it was changed")
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
             out.rename(old / out.name)
-            stage.rename(out)
+            try:
+                stage.rename(out)
+            except BaseException:
+                (old / out.name).rename(out)  # Put the old one back.
+                old.rmdir()
+                raise
             shutil.rmtree(old)
         else:
             if out.is_dir():
@@ -128,7 +130,7 @@ def export(source: str | Path, out: str | Path, to: str | None = None,
         config_to_hf(loader.load_model_config(source))  # A model the layout cannot hold.
     tokenizers = tokenizer_files(source, kind)
     model = loader.load_model(source, dtype=jnp.float32)
-    with staged(out) as stage:
+    with staged(out, overwrite) as stage:
         WRITERS[to](model, stage)
         for path in tokenizers:
             shutil.copyfile(path, stage / path.name)

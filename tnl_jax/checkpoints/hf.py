@@ -216,6 +216,11 @@ def save_hf(model: LanguageModel, directory: str | Path) -> None:
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
     weights = directory / "model.safetensors"
     save_file(params_to_hf(model), str(weights))
-    umask = os.umask(0)  # Read it: safetensors writes through a private (0600) file.
+    weights.chmod(0o666 & ~current_umask())  # safetensors writes a private (0600) file.
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it, then setting it back)."""
+    umask = os.umask(0)
     os.umask(umask)
-    weights.chmod(0o666 & ~umask)
+    return umask

@@ -35,7 +35,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     source.add_argument("--converted", metavar="DIR", help="a converted directory")
     source.add_argument("--hf", metavar="DIR", help="a Hugging Face TNL directory")
     parser.add_argument("--to", choices=sorted(WRITERS), default=None,
-                        help="what to write (default: hf; converted from a Hugging Face directory)")
+                        help="what to write (default: hf; converted from a Hugging Face "
+                             "directory)")
     parser.add_argument("--out", required=True, help="the new directory")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing converted or Hugging Face --out")
