@@ -174,6 +174,10 @@ CASES = [
     BadInput("checkpoint: a run whose every checkpoint lost files",
              in_a_tmp_dir(run_without_intact_checkpoint), UnreadableCheckpoints,
              ("run: no checkpoint in", "step 4: cannot be restored", "step 2: cannot be")),
+    BadInput("checkpoint: load_hf of a training run", in_a_tmp_dir(
+        lambda tmp: (tmp / "checkpoints").mkdir() or load_hf(tmp)), kinds.WrongDirectoryKind,
+             ("load_hf", "found a training run directory (checkpoints/), expected a Hugging "
+              "Face directory with config.json", "tnl_jax.load_model reads")),
     BadInput("checkpoint: load an empty directory", in_a_tmp_dir(loader.load_model),
              kinds.WrongDirectoryKind, ("found an empty directory", "expected a training run "
                                         "directory with checkpoints/ or a converted")),

@@ -28,6 +28,7 @@ from flax import nnx
 
 from tnl_jax.checkpoints.hf_config import config_to_hf, load_config
 from tnl_jax.checkpoints.json_files import read_mapping
+from tnl_jax.checkpoints.kinds import checkpoint_kind
 from tnl_jax.checkpoints.saved_shapes import ParamsMismatch
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.language_model import LanguageModel, layer_runs, model_with_params
@@ -200,6 +201,8 @@ def load_hf(path: str | Path, dtype: jnp.dtype = jnp.bfloat16, **overrides: Any)
 
     ``overrides`` set our own config fields (e.g. ``attention_backend='xla'``).
     """
+    checkpoint_kind(path, "load_hf", ("hf",),
+                    "; tnl_jax.load_model reads a training run or a converted directory")
     name = jnp.dtype(dtype).name
     cfg = load_config(path, **{"dtype": name, "param_dtype": name, **overrides})
     pure = params_from_hf(read_hf_tensors(path), cfg, jnp.dtype(dtype))

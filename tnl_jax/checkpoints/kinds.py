@@ -58,16 +58,16 @@ def directory_kind(path: str | Path) -> str:
 
 
 def checkpoint_kind(path: str | Path, argument: str | None = None,
-                    expected: tuple[str, ...] = CHECKPOINT_KINDS) -> str:
+                    expected: tuple[str, ...] = CHECKPOINT_KINDS, hint: str = "") -> str:
     """``directory_kind(path)``, which must be one of ``expected``; else
     ``WrongDirectoryKind`` (``FileNotFoundError`` for a missing path) naming
-    ``argument``, the path, what it is and what was expected."""
+    ``argument``, the path, what it is and what was expected, then ``hint``."""
     kind = directory_kind(path)
     if kind in expected:
         return kind
     named = f"{argument} {path}" if argument else str(path)
     message = (f"{named}: found {FOUND[kind]}, expected "
-               f"{' or '.join(EXPECTED[k] for k in expected)}")
+               f"{' or '.join(EXPECTED[k] for k in expected)}{hint}")
     if kind == "missing":
         raise FileNotFoundError(message)
     raise WrongDirectoryKind(message)
