@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common.results_io import read_json
-from benchmarks.quality.quality_results import RESULT_FILE, read
+from benchmarks.quality.quality_results import RESULT_FILE, bpb, read, window
 from benchmarks.quality.quality_runs import ARCHS, LABELS, Run, Scale, plan
 from tnl_jax.evaluation import bootstrap, documents
 from tnl_jax.evaluation.positions import bucket_names
@@ -32,25 +32,6 @@ def load(root: Path) -> list[dict]:
 def _fmt(value, spec: str = ".4f") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
         else format(value, spec)
-
-
-def _half(scores: documents.WindowScores, validation: bool) -> documents.WindowScores:
-    """The documents of one half (``documents.is_validation``)."""
-    rows = [i for i, k in enumerate(scores.keys) if documents.is_validation(k) == validation]
-    return documents.WindowScores(scores.window, [scores.keys[i] for i in rows],
-                                  scores.loss[rows], scores.count[rows], scores.edges)
-
-
-def window(result: dict, size: int, validation: bool = False) -> documents.WindowScores | None:
-    """The run's scores at window ``size`` on one half, or None."""
-    for d in result.get("windows", []):
-        if d["window"] == size:
-            return _half(documents.WindowScores.from_dict(d), validation)
-    return None
-
-
-def bpb(scores: documents.WindowScores | None) -> float:
-    return math.nan if scores is None else bootstrap.bits_per_byte(scores.loss, scores.count)
 
 
 def validation_bpb(result: dict) -> float:
@@ -193,7 +174,8 @@ def tables(results: list[dict], scale: Scale, chosen: dict[str, float]) -> tuple
         ("Passkey accuracy (all five digits), depths averaged", passkey_lines(results)),
         ("MQAR recall", mqar_lines(results)),
     ]
-    text = "\n\n".join(f"### {title}\n\n" + "\n".join(lines) for title, lines in sections if lines)
+    text = "\n\n".join(f"### {title}\n\n" + "\n".join(lines) for title, lines in sections
+                       if len(lines) > 2)  # A header alone: nothing measured yet.
     return text + "\n", numbers
 
 
