@@ -21,7 +21,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from tnl_jax import data
-from tnl_jax.checkpoints import loader
+from tnl_jax.checkpoints import kinds, loader
 from tnl_jax.generation import generate
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.model.language_model import create_model
@@ -64,7 +64,7 @@ def initial_params(cfg: TrainConfig, mesh) -> tuple[nnx.GraphDef, nnx.State, nnx
 # How a run stops on purpose, each with a message that says what happened and what to
 # do: the command line prints the message alone (tnl_jax/cli/train.py), not a traceback.
 RUN_STOPS = (divergence.NonFiniteStep, resume.RunConfigChanged, RunDirLocked,
-             UnreadableCheckpoints)
+             UnreadableCheckpoints, kinds.WrongDirectoryKind)
 
 
 class StopRequest:
@@ -201,6 +201,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     # Before anything compiles or is written: the run_dir is this trainer's alone, and
     # its checkpoints were saved under a config this one may continue.
+    kinds.refuse_as_run_dir(cfg.run_dir)  # Not a converted or Hugging Face checkpoint.
     with RunLock(cfg.run_dir, hold=is_main):
         config_dict = train_config.to_dict(cfg)
         announced = resume.check_run_dir(cfg.run_dir, config_dict)
