@@ -255,18 +255,35 @@ def candidate_meshes(devices: int) -> list[Mesh]:
     return list(dict.fromkeys(m for m in meshes if math.prod(m) == devices))
 
 
-def plan_cases(tokens_per_gpu: int, row_length: int, memory_limit_gb: float
-               ) -> list[Case]:
-    """Every (preset, device count, candidate layout) whose memory estimate fits."""
+def fitting_cases(preset: str, meshes: list[Mesh], tokens_per_gpu: int, row_length: int,
+                  memory_limit_gb: float) -> list[Case]:
+    """The cases of ``meshes`` whose rows split and whose memory estimate fits."""
     cases = []
-    for preset in PRESETS:
-        for devices in DEVICE_COUNTS:
-            rows = devices * tokens_per_gpu // row_length
-            for mesh in candidate_meshes(devices):
-                case = Case(preset, rows, row_length, mesh)
-                if rows % (mesh[0] * mesh[1]) == 0 and memory_gb(case) <= memory_limit_gb:
-                    cases.append(case)
+    for mesh in meshes:
+        rows = math.prod(mesh) * tokens_per_gpu // row_length
+        case = Case(preset, rows, row_length, mesh)
+        if rows % (mesh[0] * mesh[1]) == 0 and memory_gb(case) <= memory_limit_gb:
+            cases.append(case)
     return cases
+
+
+def search(preset: str, tokens_per_gpu: int, row_length: int, memory_limit_gb: float
+           ) -> list[Prediction]:
+    """Every candidate layout that fits on one host (``GPUS_PER_HOST``), compiled and
+    predicted; at 64 and 512 GPUs, the best host layout with DP across the hosts
+    (each layout compiles twice, minutes on 2 CPU cores: the search stays in a host)."""
+    host = figures.GPUS_PER_HOST
+    cases = fitting_cases(preset, candidate_meshes(host), tokens_per_gpu, row_length,
+                          memory_limit_gb)
+    cache = fill_cache([c.at_depth(d) for c in cases for d in DEPTHS])
+    found = [predict(c, cache) for c in cases]
+    if not found:
+        return []
+    best = max(found, key=lambda p: p.tokens_per_s(True)).case.mesh
+    wider = [(n // host * best[0], *best[1:]) for n in DEVICE_COUNTS if n > host]
+    cases = fitting_cases(preset, wider, tokens_per_gpu, row_length, memory_limit_gb)
+    cache = fill_cache([c.at_depth(d) for c in cases for d in DEPTHS])
+    return found + [predict(c, cache) for c in cases]
 
 
 def calibration_cases() -> list[tuple[str, Case, float]]:
@@ -345,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--row-length", type=int, default=8192)
     parser.add_argument("--gpu", choices=sorted(figures.MEMORY_GB), default="H100")
     parser.add_argument("--linearity", type=int, default=0,
-                        help="also compile the first case of each preset at this depth")
+                        help="also compile the first case at this depth")
     args = parser.parse_args(argv)
     calibration = [case for _, case, _ in calibration_cases() if case.devices > 1]
     cache = fill_cache([c.at_depth(d) for c in calibration for d in DEPTHS])
@@ -355,15 +372,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         return
     limit = 0.9 * figures.MEMORY_GB[args.gpu] / 1e9
-    cases = plan_cases(args.tokens_per_gpu, args.row_length, limit)
-    cache = fill_cache([c.at_depth(d) for c in cases for d in DEPTHS])
     print(f"\n{args.gpu}, {args.tokens_per_gpu} tokens per GPU in rows of {args.row_length}, "
           f"layouts under {limit:.0f} GB per GPU:\n")
-    print(prediction_table([predict(c, cache) for c in cases]))
+    predictions = [p for preset in PRESETS
+                   for p in search(preset, args.tokens_per_gpu, args.row_length, limit)]
+    print(prediction_table(predictions))
     if args.linearity:
-        firsts = [next(c for c in cases if c.preset == p) for p in PRESETS]
-        print("\n" + linearity_table(firsts, args.linearity))
-
+        print("\n" + linearity_table([predictions[0].case], args.linearity))
 
 if __name__ == "__main__":
     main()

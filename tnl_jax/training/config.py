@@ -55,6 +55,10 @@ class TrainConfig:
     # backward. 0: all at once; -1: 4096-token chunks when a device's logits would
     # pass 1 GiB, else all at once.
     loss_chunk_tokens: int = -1
+    # The dtype gradients are reduced in across devices (training/steps.py):
+    # float32, or bfloat16 (half the bytes; weight matrices' gradients taken against
+    # their bf16 copies, summed over grad_accum parts in float32).
+    grad_reduce_dtype: str = "float32"
     # Data: "stdlib", "mqar", or a glob of .txt/.py/... text, .npy token streams, .array_record.
     data: str = "stdlib"
     eval_data: str | None = None
