@@ -132,3 +132,34 @@ def test_overlap_flags_are_added_once_and_opt_out():
     assert overlap.apply_gpu_overlap_flags({overlap.OPT_OUT: "0"}) == []
     with pytest.raises(ValueError, match="TNL_JAX_OVERLAP_FLAGS='yes': expected 0"):
         overlap.apply_gpu_overlap_flags({overlap.OPT_OUT: "yes"})
+
+
+RESHARD_SCRIPT = """
+import json, shutil, sys
+from pathlib import Path
+from tnl_jax.training import config, loop
+from tnl_jax.training.metrics import read_metrics
+run_dir = Path(sys.argv[1])
+run = [*{tiny}, "steps=4", "checkpoint_every=2", "keep_checkpoints=3", f"run_dir={{run_dir}}"]
+loop.main(config.load(None, [*run, "mesh.data=1", "mesh.fsdp=4"]))
+first = {{r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}}
+shutil.rmtree(run_dir / "checkpoints" / "4")  # The newest left: step 2's.
+loop.main(config.load(None, [*run, "mesh.data=2", "mesh.context=2"]))
+again = {{r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}}
+print("RESULT", json.dumps({{"first": first, "again": again}}))
+"""
+
+
+def test_resume_on_another_mesh_trains_the_same_losses(tmp_path):
+    """fsdp=4 saved at step 2, resumed as data=2 x context=2 (4 fake devices): steps 3
+    and 4 give the losses of the run that went on as fsdp=4."""
+    out = subprocess.run([sys.executable, "-c", RESHARD_SCRIPT.format(tiny=TINY),
+                          str(tmp_path / "run")], cwd=ROOT, env=run_env(devices=4),
+                         capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from step 2" in out.stdout
+    result = json.loads(next(line for line in out.stdout.splitlines()
+                             if line.startswith("RESULT"))[len("RESULT"):])
+    first, again = result["first"], result["again"]
+    assert sorted(first) == sorted(again) == ["1", "2", "3", "4"]
+    np.testing.assert_allclose([again[s] for s in "34"], [first[s] for s in "34"], rtol=1e-6)
