@@ -63,10 +63,10 @@ def compiled_step_text(case: dict) -> tuple[str, object]:
     create = lambda: create_model(cfg.model, nnx.Rngs(0))
     graphdef, params, _ = nnx.split(nnx.eval_shape(create), nnx.Param, ...)
     rest = jax.jit(lambda: nnx.split(create(), nnx.Param, ...)[2])()
-    tx, schedule = optim.adamw(params, nnx.get_partition_spec(params), lr=cfg.lr,
-                               warmup=cfg.warmup, steps=cfg.steps,
-                               min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay,
-                               beta1=cfg.beta1, beta2=cfg.beta2, grad_clip=cfg.grad_clip)
+    settings = ("lr", "warmup", "steps", "min_lr_ratio", "weight_decay", "beta1", "beta2",
+                "grad_clip")
+    tx, schedule = optim.adamw(params, nnx.get_partition_spec(params),
+                               **{name: getattr(cfg, name) for name in settings})
     state_sharding = _state_shardings(tx, sharding.param_shardings(params, mesh), params, mesh)
     state = {"params": params, "opt_state": jax.eval_shape(tx.init, params),
              "step": jax.ShapeDtypeStruct((), jnp.int32)}
