@@ -21,7 +21,9 @@ gradient is still reduced over both GPUs, through NCCL:
    two processes holds each one's data position (``process_<i>-of-2``), which one
    process cannot read today.
 Prints a table and writes ``two_process.json`` under ``--out``; exit status 1 if a
-check fails.
+check fails. Exactness on a GPU assumes deterministic kernels: if a rerun differs,
+run again with ``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` to tell XLA's atomics
+(the embedding gradient's scatter-add) from a resume that is not exact.
 """
 from __future__ import annotations
 
