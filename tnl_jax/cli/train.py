@@ -40,6 +40,14 @@ def parse(argv: Sequence[str], prog: str = "tnl-train") -> train_config.TrainCon
 
 def main(argv: Sequence[str] | None = None, prog: str = "tnl-train") -> None:
     cfg = parse(sys.argv[1:] if argv is None else argv, prog)
+    from tnl_jax.training.overlap import OPT_OUT, apply_gpu_overlap_flags
+    try:  # Before any backend starts.
+        added = apply_gpu_overlap_flags()
+    except ValueError as error:
+        sys.exit(f"{prog}: error: {error}")
+    if added:
+        print(f"XLA_FLAGS += {' '.join(added)} (GPU overlap; {OPT_OUT}=0 leaves them out)",
+              flush=True)
     # Imported after parsing: --help and errors in the config are instant.
     from tnl_jax.training.loop import RUN_STOPS, main as train
     try:

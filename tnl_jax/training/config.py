@@ -73,6 +73,10 @@ class TrainConfig:
                    "(Pallas kernels, GPU, one device: the logits never written), "
                    "fused_xla_grads (their forward, the backward in XLA, chunked), "
                    "fused_interpret (the kernels interpreted, tests)")
+    grad_reduce_dtype: str = described(
+        "float32", "dtype the gradients are reduced in across devices: float32, or bfloat16 "
+                   "(half the bytes; weight matrices' gradients taken against their bf16 "
+                   "copies, summed over grad_accum parts in float32)")
     data: str = described("stdlib", "training text: 'stdlib' (your Python's library), 'mqar' "
                                     "(recall task), or a glob of .txt/.py/... text, .npy "
                                     "token streams or .array_record files")

@@ -150,7 +150,7 @@ class Trainer:
         batch_shardings = {k: sharding.batch_sharding(mesh) for k in data.BATCH_KEYS}
         self.jitted_train_step = jax.jit(  # Lower it under the mesh (benchmarks do).
             make_train_step(self.graphdef, self.rest, self.tx, self.schedule, cfg.grad_accum,
-                            cfg.loss_chunk_tokens, cfg.loss_kernel),
+                            cfg.loss_chunk_tokens, cfg.loss_kernel, cfg.grad_reduce_dtype),
             in_shardings=(self.state_sharding, batch_shardings),
             out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=0)
         self.train_step = under_mesh(self.jitted_train_step, mesh)

@@ -31,6 +31,7 @@ SAFE_TO_CHANGE = frozenset({
     "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2",
     "grad_clip",  # While it stays on (> 0) or off: see _grad_clip_switched.
     "grad_accum", "loss_chunk_tokens", "loss_kernel",  # The same batch, split otherwise.
+    "grad_reduce_dtype",  # The same gradients, reduced at another precision.
     "mesh.data", "mesh.fsdp", "mesh.context", "mesh.tensor",  # Resharded on restore.
     # How the model is run, not what it computes: the parameters mean the same.
     "model.remat", "model.attention_backend", "model.chunk_size", "model.scan_unroll",
