@@ -8,7 +8,7 @@ to `None`, which Grain passes over). Token ids are checked below the vocabulary.
 """
 from __future__ import annotations
 
-import glob
+import functools
 import os
 import sysconfig
 import zlib
@@ -18,7 +18,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from tnl_jax.data import mqar
+from tnl_jax.data import files, mqar
 
 TEXT_SECTION_BYTES = 1 << 20  # Large text files are cut at newlines into documents this big.
 STREAM_CHUNK_TOKENS = 1 << 24  # A .npy stream is scanned (EOS, ids) this many tokens at a time.
@@ -31,32 +31,66 @@ def has_targets(document: dict[str, np.ndarray]) -> bool:
     return len(document["tokens"]) >= MIN_TOKENS
 
 
+def _hash(key: str) -> int:
+    return zlib.crc32(key.encode()) % 10_000
+
+
 def held_out(key: str, eval_fraction: float) -> bool:
-    """Whether the document named `key` belongs to the evaluation split."""
-    return zlib.crc32(key.encode()) % 10_000 < eval_fraction * 10_000
+    """Whether the document named `key` belongs to the evaluation split (by its hash)."""
+    return _hash(key) < eval_fraction * 10_000
 
 
 def _keep(keys: list[str], split: str, eval_fraction: float,
           eligible: list[bool] | None = None) -> list[int]:
-    """Indices of the documents of `split`; only an `eligible` document can be held out."""
+    """Indices of the documents of `split`; only an `eligible` document can be held out.
+
+    When the hash holds out none of two or more eligible documents (a small corpus) and
+    `eval_fraction` > 0, the eligible document of the smallest hash is held out: a
+    held-out set of one document rather than none."""
     if split == "all":
         return list(range(len(keys)))
-    want_eval = split == "eval"
     eligible = eligible or [True] * len(keys)
-    return [i for i, (key, ok) in enumerate(zip(keys, eligible))
-            if (ok and held_out(key, eval_fraction)) == want_eval]
+    chosen = [ok and held_out(key, eval_fraction) for key, ok in zip(keys, eligible)]
+    candidates = [i for i, ok in enumerate(eligible) if ok]
+    if eval_fraction > 0 and not any(chosen) and len(candidates) >= 2:
+        chosen[min(candidates, key=lambda i: (_hash(keys[i]), keys[i]))] = True
+    want_eval = split == "eval"
+    return [i for i, held in enumerate(chosen) if held == want_eval]
 
 
 def stdlib_files() -> list[Path]:
-    """The standard library's .py files (no site-packages), in a fixed order."""
+    """The standard library's .py files (no site-packages), in a fixed order (found once
+    per process: walking the folder takes a second or more)."""
+    return list(_stdlib_files())
+
+
+@functools.cache
+def _stdlib_files() -> tuple[Path, ...]:
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = (p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.parts))
-    return sorted(files)
+    found = (p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.parts))
+    return tuple(sorted(found))
 
 
-def encode_bytes(tokenizer: Any, raw: bytes) -> np.ndarray:
-    """Token ids of raw file bytes, with the tokenizer's BOS in front when it has one."""
-    ids = tokenizer.encode(raw.decode("utf-8", errors="replace"))
+def encode_bytes(tokenizer: Any, raw: bytes, where: str = "a document",
+                 offset: int = 0) -> np.ndarray:
+    """Token ids of raw file bytes, with the tokenizer's BOS in front when it has one.
+
+    A tokenizer with ``encode_bytes`` (the bytes tokenizer) reads the bytes as they are,
+    any encoding; a text tokenizer (SentencePiece, ``tokenizers``) reads UTF-8 text, and
+    other bytes are a ``ValueError`` naming ``where`` and the first bad byte's offset
+    (``raw`` starts at byte ``offset`` of ``where``): never text made of U+FFFD."""
+    if hasattr(tokenizer, "encode_bytes"):
+        ids = tokenizer.encode_bytes(raw)
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            bad = raw[error.start:error.start + 4]
+            raise ValueError(
+                f"{where}: not UTF-8 text (byte {offset + error.start}: {bad!r}); "
+                f"a SentencePiece or tokenizers tokenizer reads UTF-8 text: convert the file "
+                f"to UTF-8, or train with tokenizer=bytes, which reads any bytes") from None
+        ids = tokenizer.encode(text)
     if getattr(tokenizer, "bos_id", None) is not None:
         ids = [tokenizer.bos_id, *ids]
     return np.asarray(ids, np.int32)
@@ -67,16 +101,23 @@ def _text_sections(path: Path) -> list[tuple[str, int]]:
     return [(str(path), start) for start in range(0, max(size, 1), TEXT_SECTION_BYTES)]
 
 
-def _read_section(path: str, start: int) -> bytes:
-    """The whole lines whose first byte lies in [start, start + TEXT_SECTION_BYTES)."""
+def _section(path: str, start: int) -> tuple[int, bytes]:
+    """The offset and bytes of the whole lines whose first byte lies in
+    [start, start + TEXT_SECTION_BYTES)."""
     end = start + TEXT_SECTION_BYTES
     with open(path, "rb") as f:
         if start:
             f.seek(start - 1)
             f.readline()  # The line holding byte start - 1 belongs to the section before.
-        if f.tell() >= end:
-            return b""
-        return f.read(end - 1 - f.tell()) + f.readline()
+        offset = f.tell()
+        if offset >= end:
+            return offset, b""
+        return offset, f.read(end - 1 - offset) + f.readline()
+
+
+def _read_section(path: str, start: int) -> bytes:
+    """The whole lines whose first byte lies in [start, start + TEXT_SECTION_BYTES)."""
+    return _section(path, start)[1]
 
 
 def text_documents(paths: list[Path], split: str, tokenizer: Any, eval_fraction: float,
@@ -87,8 +128,12 @@ def text_documents(paths: list[Path], split: str, tokenizer: Any, eval_fraction:
     keys = [f"{os.path.relpath(p, root) if root else p}:{start}" for p, start in sections]
     eligible = [os.path.getsize(p) >= eval_min_bytes for p, _ in sections]
     kept = [sections[i] for i in _keep(keys, split, eval_fraction, eligible)]
-    return grain.MapDataset.source(kept).map(
-        lambda s: {"tokens": encode_bytes(tokenizer, _read_section(*s))}).filter(has_targets)
+
+    def read(section: tuple[str, int]) -> dict[str, np.ndarray]:
+        offset, raw = _section(*section)
+        return {"tokens": encode_bytes(tokenizer, raw, section[0], offset)}
+
+    return grain.MapDataset.source(kept).map(read).filter(has_targets)
 
 
 def check_ids(tokens: np.ndarray, vocab_size: int, where: str, offset: int = 0) -> None:
@@ -156,10 +201,10 @@ def array_record_documents(paths: list[str], split: str, eval_fraction: float,
     records = grain.sources.ArrayRecordDataSource(paths)
     keys = [f"record:{i}" for i in range(len(records))]
     kept = _keep(keys, split, eval_fraction)
-    files = paths[0] + (f" (and {len(paths) - 1} more files)" if len(paths) > 1 else "")
+    named = paths[0] + (f" (and {len(paths) - 1} more files)" if len(paths) > 1 else "")
 
     def read(index: int) -> dict[str, np.ndarray]:
-        raw, where = records[index], f"{files} record {index}"
+        raw, where = records[index], f"{named} record {index}"
         if len(raw) % 4:
             raise ValueError(f"{where}: {len(raw)} bytes, not a whole number of int32 tokens")
         tokens = np.frombuffer(raw, dtype=np.int32).copy()
@@ -167,20 +212,6 @@ def array_record_documents(paths: list[str], split: str, eval_fraction: float,
         return {"tokens": tokens}
 
     return grain.MapDataset.source(kept).map(read).filter(has_targets)
-
-
-def expand(pattern: str, key: str = "data") -> list[str]:
-    """The files ``pattern`` matches (directories left out), sorted; none is an error
-    naming ``key`` and the pattern."""
-    matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-    if not matches:
-        raise FileNotFoundError(f"{key}={pattern!r}: no file matches")
-    files = [path for path in matches if os.path.isfile(path)]
-    if not files:
-        raise FileNotFoundError(f"{key}={pattern!r} matches only directories ({matches[0]!r}"
-                                f"{', ...' if len(matches) > 1 else ''}); give a glob of files, "
-                                f"e.g. '{pattern.rstrip('/')}/**/*.txt'")
-    return files
 
 
 def _check_mqar(seq_len: int, vocab_size: int, key: str) -> None:
@@ -209,14 +240,11 @@ def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float
     if source == "mqar":
         _check_mqar(seq_len, vocab_size, key)
         return mqar.documents("train" if split == "train" else "eval", seq_len)
-    paths = expand(source, key)
-    suffixes = {Path(p).suffix for p in paths}
-    if suffixes == {".npy"}:
+    paths = files.expand(source, key)
+    kind = files.kind_of(paths, source, key)
+    if kind == "npy":
         return npy_documents(paths, split, tokenizer.eos_id, eval_fraction, vocab_size)
-    if suffixes == {".array_record"}:
+    if kind == "array_record":
         return array_record_documents(paths, split, eval_fraction, vocab_size)
-    if suffixes & {".npy", ".array_record"}:
-        raise ValueError(f"{key}={source!r} mixes token shards with other files: "
-                         f"{sorted(suffixes)}")
     return text_documents([Path(p) for p in paths], split, tokenizer, eval_fraction,
                           eval_min_bytes=eval_min_bytes)

@@ -19,6 +19,7 @@ import grain
 import jax
 
 from tnl_jax.checkpoints import run_dir as run_layout
+from tnl_jax.data import files
 from tnl_jax.training import config as train_config
 from tnl_jax.training.divergence import count_non_finite
 from tnl_jax.training.run_checkpoints import RunCheckpoints
@@ -37,6 +38,25 @@ SAFE_TO_CHANGE = frozenset({
 })
 _DATA_STREAM = frozenset({"data", "seq_len", "batch_size", "seed", "shuffle_window",
                           "eval_fraction", "eval_min_bytes"})
+# The saved config's record of the data files (``files.fingerprint``), beside the keys.
+DATA_FILES = "data_files"
+
+
+def run_config(cfg: train_config.TrainConfig) -> dict[str, Any]:
+    """What a checkpoint saves of its run: the config's keys and the fingerprint of
+    the training data's files (names, sizes, hashes), to refuse a changed stream."""
+    return {**train_config.to_dict(cfg), DATA_FILES: files.fingerprint(cfg.data)}
+
+
+def _data_files_changed(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The refusal line for data files that changed under the same ``data`` (None: the
+    same files, or a checkpoint saved before fingerprints were kept)."""
+    if not isinstance(saved.get(DATA_FILES), dict) or DATA_FILES not in current:
+        return None
+    changes = files.describe_changes(saved[DATA_FILES], current[DATA_FILES])
+    return (f"  data={current.get('data')!r}: the files changed since the checkpoint: "
+            f"{changes}: another data stream: the saved data position is not a position "
+            f"in it") if changes else None
 
 
 class RunConfigChanged(ValueError):
@@ -74,18 +94,24 @@ def check(saved: dict[str, Any], current: dict[str, Any], where: str) -> list[st
     ``"key: old -> new"``; ``RunConfigChanged`` naming every other change. ``where``
     names the checkpoint (``"<run_dir> at step <n>"``). A key the saved config lacks
     (written before the key existed) is compared as its default."""
+    data_files = _data_files_changed(saved, current)
+    saved, current = ({k: v for k, v in c.items() if k != DATA_FILES} for c in (saved, current))
     new = flat(current)
     old = {**flat(train_config.to_dict(train_config.TrainConfig())), **flat(saved)}
     changed = sorted(k for k in new if old.get(k) != new[k])
     refused = [(k, reason) for k in changed if (reason := why_not(k, old.get(k), new[k]))]
+    lines = [f"  {k}: {old.get(k)!r} (saved) -> {new[k]!r} (now): {reason}"
+             for k, reason in refused]
+    if data_files and "data" not in changed:
+        refused.append(("data (its files)", ""))
+        lines.append(data_files)
     if refused:
-        lines = "\n".join(f"  {k}: {old.get(k)!r} (saved) -> {new[k]!r} (now): {reason}"
-                          for k, reason in refused)
         raise RunConfigChanged(
             f"cannot resume {where}: the config differs from the checkpoint's in "
-            f"{', '.join(k for k, _ in refused)}:\n{lines}\nNothing in the run directory was "
-            f"changed. To continue this run, drop these changes; to train the new config, "
-            f"choose a new run_dir (with init_from=<this run_dir> to start from its weights).")
+            f"{', '.join(k for k, _ in refused)}:\n" + "\n".join(lines) + "\nNothing in the "
+            f"run directory was changed. To continue this run, drop these changes; to train "
+            f"the new config, choose a new run_dir (with init_from=<this run_dir> to start "
+            f"from its weights).")
     return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed]
 
 
