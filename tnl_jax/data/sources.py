@@ -1,8 +1,11 @@
 """Document sources: each gives a `grain.MapDataset` of `{'tokens': int32[n]}`.
 
 The train/eval split is a fixed hash of a document's key (a file's path, or a
-file and an index), so adding files never moves a document between splits; split
-"all" takes every document (an `eval_data` corpus is held out whole). A document
+file and an index), so adding files never moves a document between splits (except in a
+corpus so small that the hash holds out none of its documents: then the one of smallest
+hash is held out); split "all" takes every document (an `eval_data` corpus is held out
+whole). Text files are read as bytes: the bytes tokenizer takes them as they are, a
+text tokenizer needs UTF-8 (``encode_bytes``). A document
 of fewer than `MIN_TOKENS` tokens has no target to learn and is skipped (filtered
 to `None`, which Grain passes over). Token ids are checked below the vocabulary.
 """

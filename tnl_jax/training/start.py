@@ -102,7 +102,9 @@ def _tokenizer_copy(run_dir: str, name: str) -> Path | None:
 def tokenizer_source(tokenizer: str, run_dir: str) -> str:
     """The file to read tokenizer ``tokenizer`` from: it, or when it is gone, the copy
     the run in ``run_dir`` kept of it (said when used)."""
-    if tokenizer == "bytes" or os.path.exists(os.path.expanduser(tokenizer)):
+    path = Path(tokenizer).expanduser()
+    if tokenizer == "bytes" or path.is_file() or any(
+            (path / name).is_file() for name in TOKENIZER_FILES):
         return tokenizer
     copy = _tokenizer_copy(run_dir, tokenizer)
     if copy is None:
