@@ -13,7 +13,13 @@ from tnl_jax.tokenizers import get_tokenizer
 from tnl_jax.training import config as train_config
 from tnl_jax.training import loop, metrics, resume
 
-CORPUS = [f"line {i}: the quick brown fox jumps over the lazy dog {i % 7}." for i in range(200)]
+
+
+def random_words(count: int, seed: int = 0) -> list[str]:
+    """Words of 2 to 6 random letters: enough distinct pairs for hundreds of merges."""
+    rng = np.random.default_rng(seed)
+    return ["".join(chr(97 + c) for c in rng.integers(0, 26, rng.integers(2, 7)))
+            for _ in range(count)]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +29,7 @@ def json_tokenizer(tmp_path_factory):
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=["<pad>", "<s>", "</s>", "<unk>"])
-    tokenizer.train_from_iterator(CORPUS, trainer)
+    tokenizer.train_from_iterator([" ".join(random_words(3000))], trainer)
     path = tmp_path_factory.mktemp("tokenizer") / "words.json"
     tokenizer.save(str(path))
     return path
@@ -85,8 +91,8 @@ def test_changed_data_files_refuse_the_resume_by_name(tmp_path, rng):
                       "eval_fraction=0.0")
     loop.main(cfg)
     (corpus / "doc3.txt").unlink()
-    with pytest.raises(resume.RunConfigChanged, match=r"data \(its files\).*1 file\(s\) gone "
-                                                      r"\(doc3.txt\)"):
+    with pytest.raises(resume.RunConfigChanged, match=r"(?s)data \(its files\).*1 file\(s\) "
+                                                      r"gone \(doc3.txt\)"):
         loop.main(dataclasses.replace(cfg, steps=3))
 
 

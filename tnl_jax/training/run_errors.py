@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from typing import Iterator
 
 # What an OSError of writing means for a run directory.
@@ -33,7 +34,8 @@ class StorageError(RuntimeError):
 
 def os_cause(error: BaseException, errnos: set[int] | None = None) -> OSError | None:
     """The first ``OSError`` (of ``errnos``, if given) in ``error``, its causes and
-    contexts, and the members of exception groups."""
+    contexts, and the members of exception groups (a TensorStore error that reports an
+    OS error code counts as that ``OSError``)."""
     seen: set[int] = set()
     pending = [error]
     while pending:
@@ -41,11 +43,23 @@ def os_cause(error: BaseException, errnos: set[int] | None = None) -> OSError | 
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, OSError) and (errnos is None or current.errno in errnos):
-            return current
+        found = current if isinstance(current, OSError) else _tensorstore_os_error(current)
+        if found is not None and (errnos is None or found.errno in errnos):
+            return found
         pending += [current.__cause__, current.__context__,
                     *getattr(current, "exceptions", ())]
     return None
+
+
+def _tensorstore_os_error(error: BaseException) -> OSError | None:
+    """The ``OSError`` that a TensorStore error (a ``ValueError`` whose message ends with
+    ``[os_error_code='27']``, under Orbax's array writes) stands for, if any."""
+    code = re.search(r"os_error_code='(\d+)'", str(error))
+    if code is None:
+        return None
+    where = re.search(r'Failed writing: "([^"]+)"', str(error))
+    number = int(code.group(1))
+    return OSError(number, os.strerror(number), where.group(1) if where else None)
 
 
 def describe_os_error(error: OSError) -> str:
