@@ -108,7 +108,8 @@ def _changed_data_files(change: Callable[[Path], Any]) -> Callable[[], Any]:
         with tempfile.TemporaryDirectory() as tmp:
             rng = np.random.default_rng(zlib.crc32(change.__name__.encode()))
             for i in range(3):
-                (Path(tmp) / f"doc{i}.txt").write_bytes(rng.integers(0, 256, 50 + i, dtype=np.uint8).tobytes())
+                raw = rng.integers(0, 256, 50 + i, dtype=np.uint8).tobytes()
+                (Path(tmp) / f"doc{i}.txt").write_bytes(raw)
             cfg = dataclasses.replace(train_config.TrainConfig(), data=f"{tmp}/*.txt")
             saved = resume.run_config(cfg)
             change(Path(tmp))
@@ -213,6 +214,12 @@ CASES = [
              run_errors.StartError, ("/f/run' passes through", "a file: expected a folder")),
     BadInput("run: run_dir a dangling link", _start_in({"run": "@<tmp>/gone"}, "run"),
              run_errors.StartError, ("is a symbolic link to", "/gone', which does not exist")),
+    BadInput("run: run_dir through a dangling link", _start_in({"old": "@<tmp>/gone"}, "old/run"),
+             run_errors.StartError, ("/old/run' passes through", "a symbolic link to",
+                                     "/gone', which does not exist")),
+    BadInput("run: checkpoints a dangling link",
+             _start_in({"run/checkpoints": "@<tmp>/moved"}, "run"), run_errors.StartError,
+             ("run/checkpoints is a symbolic link to", "/moved', which does not exist")),
     BadInput("run: metrics.jsonl is a folder", _start_in({"run/metrics.jsonl": None}, "run"),
              run_errors.StartError, ("metrics.jsonl is not a file",)),
     BadInput("run: checkpoints is a file", _start_in({"run/checkpoints": "x"}, "run"),

@@ -44,18 +44,18 @@ def held_out(key: str, eval_fraction: float) -> bool:
 
 
 def _keep(keys: list[str], split: str, eval_fraction: float,
-          eligible: list[bool] | None = None) -> list[int]:
+          eligible: list[bool] | None = None, hold_out_one: bool = True) -> list[int]:
     """Indices of the documents of `split`; only an `eligible` document can be held out.
 
-    When the hash holds out none of two or more eligible documents (a small corpus) and
-    `eval_fraction` > 0, the eligible document of the smallest hash is held out: a
-    held-out set of one document rather than none."""
+    When the hash holds out none of two or more eligible documents (a small corpus),
+    `eval_fraction` > 0 and `hold_out_one` (evaluation is on), the eligible document of
+    the smallest hash is held out: a held-out set of one document rather than none."""
     if split == "all":
         return list(range(len(keys)))
     eligible = eligible or [True] * len(keys)
     chosen = [ok and held_out(key, eval_fraction) for key, ok in zip(keys, eligible)]
     candidates = [i for i, ok in enumerate(eligible) if ok]
-    if eval_fraction > 0 and not any(chosen) and len(candidates) >= 2:
+    if hold_out_one and eval_fraction > 0 and not any(chosen) and len(candidates) >= 2:
         chosen[min(candidates, key=lambda i: (_hash(keys[i]), keys[i]))] = True
     want_eval = split == "eval"
     return [i for i, held in enumerate(chosen) if held == want_eval]
@@ -124,13 +124,14 @@ def _read_section(path: str, start: int) -> bytes:
 
 
 def text_documents(paths: list[Path], split: str, tokenizer: Any, eval_fraction: float,
-                   root: Path | None = None, eval_min_bytes: int = 0) -> grain.MapDataset:
+                   root: Path | None = None, eval_min_bytes: int = 0,
+                   hold_out_one: bool = True) -> grain.MapDataset:
     """Text files (sections of at most ~1 MiB), tokenised when read. Only files of at
     least `eval_min_bytes` bytes can be held out: a held-out set of long documents."""
     sections = [s for p in paths for s in _text_sections(p)]
     keys = [f"{os.path.relpath(p, root) if root else p}:{start}" for p, start in sections]
     eligible = [os.path.getsize(p) >= eval_min_bytes for p, _ in sections]
-    kept = [sections[i] for i in _keep(keys, split, eval_fraction, eligible)]
+    kept = [sections[i] for i in _keep(keys, split, eval_fraction, eligible, hold_out_one)]
 
     def read(section: tuple[str, int]) -> dict[str, np.ndarray]:
         offset, raw = _section(*section)
@@ -180,7 +181,7 @@ def stream_spans(path: str, eos_id: int | None, vocab_size: int) -> list[tuple[s
 
 
 def npy_documents(paths: list[str], split: str, eos_id: int | None, eval_fraction: float,
-                  vocab_size: int) -> grain.MapDataset:
+                  vocab_size: int, hold_out_one: bool = True) -> grain.MapDataset:
     """Token streams in .npy files (1-D integers, memory-mapped), cut after every EOS.
 
     Finding the documents reads each stream once at start-up (checking every id); the
@@ -188,7 +189,7 @@ def npy_documents(paths: list[str], split: str, eos_id: int | None, eval_fractio
     """
     spans = [span for path in paths for span in stream_spans(path, eos_id, vocab_size)]
     keys = [f"{os.path.basename(p)}:{a}" for p, a, _ in spans]
-    kept = [spans[i] for i in _keep(keys, split, eval_fraction)]
+    kept = [spans[i] for i in _keep(keys, split, eval_fraction, hold_out_one=hold_out_one)]
 
     def read(span: tuple[str, int, int]) -> dict[str, np.ndarray]:
         path, start, end = span
@@ -198,12 +199,12 @@ def npy_documents(paths: list[str], split: str, eos_id: int | None, eval_fractio
 
 
 def array_record_documents(paths: list[str], split: str, eval_fraction: float,
-                           vocab_size: int) -> grain.MapDataset:
+                           vocab_size: int, hold_out_one: bool = True) -> grain.MapDataset:
     """ArrayRecord files, one document per record stored as raw int32 tokens; the ids of
     a record are checked when it is read."""
     records = grain.sources.ArrayRecordDataSource(paths)
     keys = [f"record:{i}" for i in range(len(records))]
-    kept = _keep(keys, split, eval_fraction)
+    kept = _keep(keys, split, eval_fraction, hold_out_one=hold_out_one)
     named = paths[0] + (f" (and {len(paths) - 1} more files)" if len(paths) > 1 else "")
 
     def read(index: int) -> dict[str, np.ndarray]:
@@ -229,7 +230,8 @@ def _check_mqar(seq_len: int, vocab_size: int, key: str) -> None:
 
 def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float,
                    seq_len: int, vocab_size: int | None = None,
-                   key: str = "data", eval_min_bytes: int = 0) -> grain.MapDataset:
+                   key: str = "data", eval_min_bytes: int = 0,
+                   hold_out_one: bool = True) -> grain.MapDataset:
     """The documents of `source` in `split` ('train', 'eval' or 'all'); token ids must lie
     below `vocab_size` (default: the tokenizer's). `key` names the source in errors.
     `eval_min_bytes`: only text files at least this big can be held out."""
@@ -239,15 +241,16 @@ def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float
     if source == "stdlib":
         root = Path(sysconfig.get_paths()["stdlib"])
         return text_documents(stdlib_files(), split, tokenizer, eval_fraction, root,
-                              eval_min_bytes)
+                              eval_min_bytes, hold_out_one)
     if source == "mqar":
         _check_mqar(seq_len, vocab_size, key)
         return mqar.documents("train" if split == "train" else "eval", seq_len)
     paths = files.expand(source, key)
     kind = files.kind_of(paths, source, key)
     if kind == "npy":
-        return npy_documents(paths, split, tokenizer.eos_id, eval_fraction, vocab_size)
+        return npy_documents(paths, split, tokenizer.eos_id, eval_fraction, vocab_size,
+                             hold_out_one)
     if kind == "array_record":
-        return array_record_documents(paths, split, eval_fraction, vocab_size)
+        return array_record_documents(paths, split, eval_fraction, vocab_size, hold_out_one)
     return text_documents([Path(p) for p in paths], split, tokenizer, eval_fraction,
-                          eval_min_bytes=eval_min_bytes)
+                          eval_min_bytes=eval_min_bytes, hold_out_one=hold_out_one)

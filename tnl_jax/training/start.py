@@ -4,8 +4,9 @@ dtype; and the undoing of what a failed start created.
 
 Every problem found here is a ``ValueError`` (``run_errors.StartError`` once a run
 has begun starting): one message naming the key, its value and what is expected, which
-the command line prints alone with exit status 2. ``removed_on_failure`` deletes the folders a start created when it
-fails before training begins, so that a failed start leaves no empty ``run_dir``.
+the command line prints alone with exit status 2. ``removed_on_failure`` deletes the
+folders a start created when it fails before training begins, so that a failed start
+leaves no empty ``run_dir``.
 """
 from __future__ import annotations
 
@@ -53,13 +54,19 @@ def run_dir_problem(run_dir: str) -> str | None:
     from tnl_jax.checkpoints.run_dir import CHECKPOINTS_DIR  # Orbax: not for --help.
     path = Path(run_dir)
     key = f"run_dir={run_dir!r}"
-    if path.is_symlink() and not path.exists():
-        return f"{key} is a symbolic link to {os.readlink(path)!r}, which does not exist"
     existing = _first_existing(path)
+    if existing.is_symlink() and not existing.exists():
+        place = "is" if existing == path else f"passes through {str(existing)!r},"
+        return (f"{key} {place} a symbolic link to {os.readlink(existing)!r}, which does not "
+                f"exist")
     if not existing.is_dir():
         place = "is a file" if existing == path else f"passes through {str(existing)!r}, a file"
         return f"{key} {place}: expected a folder (or a path where one can be made)"
     checkpoints, metrics_file = path / CHECKPOINTS_DIR, path / METRICS_FILE
+    for inside in (checkpoints, metrics_file):
+        if inside.is_symlink() and not inside.exists():
+            return (f"{key}: {inside} is a symbolic link to {os.readlink(inside)!r}, which "
+                    f"does not exist")
     if checkpoints.exists() and not checkpoints.is_dir():
         return f"{key}: {checkpoints} is not a folder: expected the run's checkpoints folder"
     if metrics_file.exists() and not metrics_file.is_file():
