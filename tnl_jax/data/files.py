@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import glob
 import os
-import sysconfig
 import zlib
 from pathlib import Path
 
@@ -88,8 +87,8 @@ def source_files(source: str, key: str = "data") -> tuple[str, list[str]]:
     if source == "mqar":
         return ".", []
     if source == "stdlib":
-        from tnl_jax.data.sources import stdlib_files
-        return sysconfig.get_paths()["stdlib"], [str(p) for p in stdlib_files()]
+        from tnl_jax.data.sources import stdlib_files, stdlib_root  # It imports this module.
+        return str(stdlib_root()), [str(p) for p in stdlib_files()]
     return glob_root(source), expand(source, key)
 
 

@@ -22,6 +22,7 @@ import grain
 import numpy as np
 
 from tnl_jax.data import files, mqar
+from tnl_jax.data.files import expand  # noqa: F401 (this module's name for it, still used)
 
 TEXT_SECTION_BYTES = 1 << 20  # Large text files are cut at newlines into documents this big.
 STREAM_CHUNK_TOKENS = 1 << 24  # A .npy stream is scanned (EOS, ids) this many tokens at a time.
@@ -61,6 +62,11 @@ def _keep(keys: list[str], split: str, eval_fraction: float,
     return [i for i, held in enumerate(chosen) if held == want_eval]
 
 
+def stdlib_root() -> Path:
+    """Where this Python's standard library lies (the ``stdlib`` source's root)."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
 def stdlib_files() -> list[Path]:
     """The standard library's .py files (no site-packages), in a fixed order (found once
     per process: walking the folder takes a second or more)."""
@@ -69,8 +75,8 @@ def stdlib_files() -> list[Path]:
 
 @functools.cache
 def _stdlib_files() -> tuple[Path, ...]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    found = (p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.parts))
+    found = (p for p in stdlib_root().rglob("*.py")
+             if not {"site-packages", "dist-packages"} & set(p.parts))
     return tuple(sorted(found))
 
 
@@ -123,21 +129,34 @@ def _read_section(path: str, start: int) -> bytes:
     return _section(path, start)[1]
 
 
+def kept_sections(paths: list[Path], split: str, eval_fraction: float,
+                  root: Path | None = None, eval_min_bytes: int = 0, hold_out_one: bool = True
+                  ) -> list[tuple[str, tuple[Path, int]]]:
+    """``(key, (path, start))`` of the text sections of ``split``: the key (the path
+    relative to ``root``, then the section's start) is what the split hashes, and names
+    a held-out document in per-document results."""
+    sections = [s for p in paths for s in _text_sections(p)]
+    keys = [f"{os.path.relpath(p, root) if root else p}:{start}" for p, start in sections]
+    eligible = [os.path.getsize(p) >= eval_min_bytes for p, _ in sections]
+    return [(keys[i], sections[i])
+            for i in _keep(keys, split, eval_fraction, eligible, hold_out_one)]
+
+
+def read_section(section: tuple[Path, int], tokenizer: Any) -> np.ndarray:
+    """The token ids of one text section (an error names its file and byte offset)."""
+    offset, raw = _section(*section)
+    return encode_bytes(tokenizer, raw, str(section[0]), offset)
+
+
 def text_documents(paths: list[Path], split: str, tokenizer: Any, eval_fraction: float,
                    root: Path | None = None, eval_min_bytes: int = 0,
                    hold_out_one: bool = True) -> grain.MapDataset:
     """Text files (sections of at most ~1 MiB), tokenised when read. Only files of at
     least `eval_min_bytes` bytes can be held out: a held-out set of long documents."""
-    sections = [s for p in paths for s in _text_sections(p)]
-    keys = [f"{os.path.relpath(p, root) if root else p}:{start}" for p, start in sections]
-    eligible = [os.path.getsize(p) >= eval_min_bytes for p, _ in sections]
-    kept = [sections[i] for i in _keep(keys, split, eval_fraction, eligible, hold_out_one)]
-
-    def read(section: tuple[str, int]) -> dict[str, np.ndarray]:
-        offset, raw = _section(*section)
-        return {"tokens": encode_bytes(tokenizer, raw, section[0], offset)}
-
-    return grain.MapDataset.source(kept).map(read).filter(has_targets)
+    kept = [section for _, section in kept_sections(paths, split, eval_fraction, root,
+                                                    eval_min_bytes, hold_out_one)]
+    return grain.MapDataset.source(kept).map(
+        lambda s: {"tokens": read_section(s, tokenizer)}).filter(has_targets)
 
 
 def check_ids(tokens: np.ndarray, vocab_size: int, where: str, offset: int = 0) -> None:
@@ -218,14 +237,6 @@ def array_record_documents(paths: list[str], split: str, eval_fraction: float,
     return grain.MapDataset.source(kept).map(read).filter(has_targets)
 
 
-def _check_mqar(seq_len: int, vocab_size: int, key: str) -> None:
-    """MQAR's rows hold at least one pair and its query (4 tokens) and use ids up to 191."""
-    if seq_len + 1 < 4:
-        raise ValueError(f"{key}='mqar' needs seq_len >= 3 (a key, its value, the query and "
-                         f"the answer in one row of seq_len + 1 tokens), got seq_len={seq_len}")
-    if vocab_size <= mqar.VALUES.max():
-        raise ValueError(f"{key}='mqar' uses token ids up to {mqar.VALUES.max()}, beyond the "
-                         f"model's vocabulary (vocab_size={vocab_size})")
 
 
 def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float,
@@ -239,12 +250,11 @@ def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float
         raise ValueError(f"split={split!r}, expected one of {SPLITS}")
     vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
     if source == "stdlib":
-        root = Path(sysconfig.get_paths()["stdlib"])
-        return text_documents(stdlib_files(), split, tokenizer, eval_fraction, root,
+        return text_documents(stdlib_files(), split, tokenizer, eval_fraction, stdlib_root(),
                               eval_min_bytes, hold_out_one)
     if source == "mqar":
-        _check_mqar(seq_len, vocab_size, key)
-        return mqar.documents("train" if split == "train" else "eval", seq_len)
+        mqar.check(seq_len, vocab_size, key)
+        return mqar.documents("train" if split == "train" else "eval", seq_len, vocab_size)
     paths = files.expand(source, key)
     kind = files.kind_of(paths, source, key)
     if kind == "npy":
