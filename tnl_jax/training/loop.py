@@ -115,12 +115,12 @@ def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:
     return train, data.eval_batches(spec, cfg.eval_batches if cfg.eval_every else 0)
 
 
-def keep_tokenizer(cfg: TrainConfig, run_dir: Path) -> None:
+def keep_tokenizer(cfg: TrainConfig, run_dir: Path, copy: bool = True) -> None:
     """Copies a tokenizer file into `run_dir` as ``tokenizer.model`` or ``tokenizer.json``
     (by its suffix), so that the run directory is all that generation needs
     (`tnl_jax.checkpoints.loader.tokenizer_spec`). A copy already there must be the same
     file: another tokenizer is another model. A tokenizer file gone since the run began
-    is read from the copy (``start.tokenizer_source``)."""
+    is read from the copy (``start.tokenizer_source``). ``copy=False``: only checks."""
     if cfg.tokenizer == "bytes":
         return
     source = Path(start.tokenizer_source(cfg.tokenizer, str(run_dir))).expanduser()
@@ -132,6 +132,8 @@ def keep_tokenizer(cfg: TrainConfig, run_dir: Path) -> None:
         return
     kept = run_dir / name
     if not kept.exists():
+        if not copy:
+            return
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, kept)
     elif kept.read_bytes() != source.read_bytes():
@@ -206,7 +208,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     train_config.check(cfg)
     sharding.maybe_initialize_distributed()
     is_main = jax.process_index() == 0
-    with run_errors.as_start_errors():
+    with run_errors.as_start_errors(RUN_STOPS):
         prepared = prepare(cfg)
     new_folder = start.first_new_folder(cfg.run_dir)
     # The run_dir is this trainer's alone, and its checkpoints were saved under a config
@@ -238,6 +240,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     sharding.check_batch(cfg.batch_size, cfg.seq_len, cfg.grad_accum, mesh)
     losses.check_setting(cfg.loss_chunk_tokens)
     tokenizer = start.open_tokenizer(cfg)
+    keep_tokenizer(cfg, Path(cfg.run_dir), copy=False)
     train_iter, eval_set = data_iterators(cfg, tokenizer, mesh)
     return Prepared(mesh, tokenizer, train_iter, eval_set, resume.run_config(cfg))
 
@@ -246,9 +249,8 @@ def _train(cfg: TrainConfig, prepared: Prepared, announced_step: int | None,
            started: start.Started) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     is_main = jax.process_index() == 0
-    with run_errors.as_start_errors():
+    with run_errors.as_start_errors(RUN_STOPS):
         if is_main:
-            keep_tokenizer(cfg, run_dir)
             print(describe(cfg, prepared.mesh), flush=True)
         trainer = Trainer(cfg, prepared.mesh)
     checkpoints = RunCheckpoints(run_dir, cfg.keep_checkpoints)
@@ -261,6 +263,8 @@ def _train(cfg: TrainConfig, prepared: Prepared, announced_step: int | None,
                 print(f"resumed from step {begin} in {run_dir}")
             log = metrics.MetricsLog(run_dir / "metrics.jsonl", writer=is_main)
             started.done()
+            if is_main:
+                keep_tokenizer(cfg, run_dir)
             state, record = train_loop(cfg, trainer, state, begin, prepared, checkpoints, log)
     finally:
         with run_errors.writing_run_dir(cfg.run_dir):

@@ -71,11 +71,12 @@ def describe_os_error(error: OSError) -> str:
 
 
 @contextlib.contextmanager
-def as_start_errors() -> Iterator[None]:
-    """Turns the ``ValueError``s and ``OSError``s of a start into ``StartError``s."""
+def as_start_errors(keep: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turns the ``ValueError``s and ``OSError``s of a start into ``StartError``s, all
+    but those of the types in ``keep`` (errors with a meaning of their own)."""
     try:
         yield
-    except StartError:
+    except (StartError, *keep):
         raise
     except OSError as error:
         raise StartError(describe_os_error(error)) from error
