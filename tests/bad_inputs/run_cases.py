@@ -145,10 +145,14 @@ def _disk_full_under_orbax():
             raise ExceptionGroup("async save", [error]) from None
 
 
-def _float64_without_x64():
-    cfg = train_config.TrainConfig()
-    start.check_dtype(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
-                                                                         dtype="float64")))
+def _float64(key: str) -> Callable[[], Any]:
+    """``start.check_dtype`` of the default config with ``model.<key>=float64`` (jax's
+    64-bit mode off, as in the suite)."""
+    def call():
+        cfg = train_config.TrainConfig()
+        model = dataclasses.replace(cfg.model, **{key: "float64"})
+        start.check_dtype(dataclasses.replace(cfg, model=model))
+    return call
 
 
 CASES = [
@@ -205,8 +209,11 @@ CASES = [
               "a rerun resumes from step 4")),
     BadInput("run: file too large while saving", _disk_full_under_orbax, run_errors.StorageError,
              ("run_dir='runs/x'", "checkpoints/4/state/d/0: File too large (EFBIG)")),
-    BadInput("run: model.dtype=float64 without 64-bit jax", _float64_without_x64,
-             run_errors.StartError, ("model.dtype='float64'", "JAX_ENABLE_X64=1",
+    BadInput("run: model.dtype=float64", _float64("dtype"), run_errors.StartError,
+             ("model.dtype='float64'", "float32 logits", "expected float32, bfloat16 or "
+                                                         "float16")),
+    BadInput("run: model.param_dtype=float64 without 64-bit jax", _float64("param_dtype"),
+             run_errors.StartError, ("model.param_dtype='float64'", "JAX_ENABLE_X64=1",
                                      "expected float32, bfloat16 or float16")),
     BadInput("run: run_dir is a file", _start_in({"run": "text"}, "run"), run_errors.StartError,
              ("run_dir=", "/run' is a file: expected a folder",)),

@@ -231,6 +231,7 @@ def load(preset: str | Path | None = None, overrides: list[str] = ()) -> TrainCo
     path, data = presets.read(preset)
     values = dict(parse_override(o) for o in overrides)
     init_from = values.get("init_from", data.get("init_from"))
+    init_from = os.path.expanduser(init_from) if isinstance(init_from, str) else init_from
     if init_from and (preset is None or "model" not in data):
         from tnl_jax.checkpoints.loader import load_model_config  # Only then: --help stays instant.
         data = {**data, "model": load_model_config(init_from).to_dict()}
@@ -239,7 +240,8 @@ def load(preset: str | Path | None = None, overrides: list[str] = ()) -> TrainCo
     except ValueError as error:
         raise ValueError(f"config file {str(path)!r}: {error}") from None
     cfg = apply(from_file, values)
-    cfg = dataclasses.replace(cfg, run_dir=os.path.expanduser(cfg.run_dir))
+    cfg = dataclasses.replace(cfg, run_dir=os.path.expanduser(cfg.run_dir), init_from=(
+        os.path.expanduser(cfg.init_from) if cfg.init_from else cfg.init_from))
     check(cfg, f"training config ({path.name}{' and overrides' if overrides else ''})")
     # The vocabulary is the one named: by an override, a --config file or init_from's
     # model; else a text tokenizer's own (start.fit_vocabulary).

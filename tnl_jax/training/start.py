@@ -86,17 +86,20 @@ def check_run_dir(run_dir: str) -> None:
 
 
 def check_dtype(cfg: TrainConfig) -> None:
-    """float64 compute or weights need jax's 64-bit mode: without it jax makes float32
-    arrays, and the run would train in float32 while reporting float64."""
-    if jax.config.jax_enable_x64:
-        return
-    for key in ("dtype", "param_dtype"):
-        value = getattr(cfg.model, key)
-        if value == "float64":
-            raise StartError(
-                f"model.{key}={value!r} needs 64-bit jax (JAX_ENABLE_X64=1 in the "
-                f"environment), else it would train in float32: expected float32, "
-                f"bfloat16 or float16, or set JAX_ENABLE_X64=1")
+    """No float64 that would silently be float32: ``model.dtype=float64`` is refused (the
+    model's logits and the attention op's state are float32 whatever the compute dtype),
+    and so is ``model.param_dtype=float64`` without jax's 64-bit mode (jax would make
+    float32 weights while the run reported float64)."""
+    if cfg.model.dtype == "float64":
+        raise StartError(
+            "model.dtype='float64': training computes float32 logits and float32 attention "
+            "state whatever the compute dtype, so it would not be float64: expected float32, "
+            "bfloat16 or float16")
+    if cfg.model.param_dtype == "float64" and not jax.config.jax_enable_x64:
+        raise StartError(
+            "model.param_dtype='float64' needs 64-bit jax (JAX_ENABLE_X64=1 in the "
+            "environment), else the weights would be float32: expected float32, bfloat16 "
+            "or float16, or set JAX_ENABLE_X64=1")
 
 
 def _tokenizer_copy(run_dir: str, name: str) -> Path | None:
