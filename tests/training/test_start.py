@@ -111,3 +111,29 @@ def test_bad_metrics_lines_are_skipped_with_a_warning(tmp_path, rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert [r["step"] for r in metrics.read_metrics(path)] == [1]
+
+
+def test_another_path_to_the_same_files_is_a_safe_change(tmp_path, rng, monkeypatch):
+    """``data`` or ``tokenizer`` respelt (relative -> absolute, the run's own copy of the
+    tokenizer) resumes; the same respelling to other files is refused."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus").mkdir()
+    for i in range(2):
+        (tmp_path / "corpus" / f"d{i}.txt").write_bytes(
+            rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    (tmp_path / "tok.json").write_bytes(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "tokenizer.json").write_bytes((tmp_path / "tok.json").read_bytes())
+    base = dataclasses.replace(train_config.TrainConfig(), run_dir="run", data="corpus/*.txt",
+                               tokenizer="tok.json")
+    saved = resume.run_config(base)
+    respelt = dataclasses.replace(base, data=f"{tmp_path}/corpus/*.txt",
+                                  tokenizer="run/tokenizer.json")
+    assert resume.check(saved, resume.run_config(respelt), "run at step 2") == [
+        f"data: 'corpus/*.txt' -> '{tmp_path}/corpus/*.txt'",
+        "tokenizer: 'tok.json' -> 'run/tokenizer.json'"]
+    (tmp_path / "other.json").write_bytes(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    with pytest.raises(resume.RunConfigChanged, match="tokenizer: 'tok.json' .saved. -> "
+                                                      "'other.json' .now.: another model"):
+        resume.check(saved, resume.run_config(dataclasses.replace(base, tokenizer="other.json")),
+                     "run at step 2")

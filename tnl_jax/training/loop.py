@@ -121,14 +121,10 @@ def keep_tokenizer(cfg: TrainConfig, run_dir: Path, copy: bool = True) -> None:
     (`tnl_jax.checkpoints.loader.tokenizer_spec`). A copy already there must be the same
     file: another tokenizer is another model. A tokenizer file gone since the run began
     is read from the copy (``start.tokenizer_source``). ``copy=False``: only checks."""
-    if cfg.tokenizer == "bytes":
-        return
-    source = Path(start.tokenizer_source(cfg.tokenizer, str(run_dir))).expanduser()
-    if source.is_dir():
-        source = next((source / name for name in TOKENIZER_FILES
-                       if (source / name).exists()), source)
-    name = next((n for n in TOKENIZER_FILES if Path(n).suffix == source.suffix), None)
-    if name is None or not source.is_file():
+    source = start.tokenizer_file(cfg.tokenizer, str(run_dir))
+    name = source and next((n for n in TOKENIZER_FILES if Path(n).suffix == source.suffix),
+                           None)
+    if not name:
         return
     kept = run_dir / name
     if not kept.exists():

@@ -21,6 +21,7 @@ import jax
 from tnl_jax.checkpoints import run_dir as run_layout
 from tnl_jax.data import files
 from tnl_jax.training import config as train_config
+from tnl_jax.training import start
 from tnl_jax.training.divergence import count_non_finite
 from tnl_jax.training.run_checkpoints import RunCheckpoints
 
@@ -38,14 +39,26 @@ SAFE_TO_CHANGE = frozenset({
 })
 _DATA_STREAM = frozenset({"data", "seq_len", "batch_size", "seed", "shuffle_window",
                           "eval_fraction", "eval_min_bytes"})
-# The saved config's record of the data files (``files.fingerprint``), beside the keys.
-DATA_FILES = "data_files"
+# The saved config's records of the files behind two keys, beside the keys: the data
+# files' fingerprint (``files.fingerprint``) and the tokenizer file's digest. A changed
+# file under the same key is refused; a changed key naming the same files (another path
+# to them) is safe.
+DATA_FILES, TOKENIZER_FILE = "data_files", "tokenizer_file"
+RECORDS = {"data": DATA_FILES, "tokenizer": TOKENIZER_FILE}
 
 
 def run_config(cfg: train_config.TrainConfig) -> dict[str, Any]:
-    """What a checkpoint saves of its run: the config's keys and the fingerprint of
-    the training data's files (names, sizes, hashes), to refuse a changed stream."""
-    return {**train_config.to_dict(cfg), DATA_FILES: files.fingerprint(cfg.data)}
+    """What a checkpoint saves of its run: the config's keys, the fingerprint of the
+    training data's files (names, sizes, hashes) and the tokenizer file's digest."""
+    tokenizer = start.tokenizer_file(cfg.tokenizer, cfg.run_dir)
+    return {**train_config.to_dict(cfg), DATA_FILES: files.fingerprint(cfg.data),
+            TOKENIZER_FILE: files.file_digest(str(tokenizer)) if tokenizer else "bytes"}
+
+
+def _same_files(key: str, saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether both configs record the files behind ``key`` and they are the same."""
+    record = RECORDS.get(key)
+    return bool(record and saved.get(record) and saved.get(record) == current.get(record))
 
 
 def _data_files_changed(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
@@ -93,13 +106,17 @@ def check(saved: dict[str, Any], current: dict[str, Any], where: str) -> list[st
     """The safe changes from ``saved`` to ``current`` (nested config dicts), as
     ``"key: old -> new"``; ``RunConfigChanged`` naming every other change. ``where``
     names the checkpoint (``"<run_dir> at step <n>"``). A key the saved config lacks
-    (written before the key existed) is compared as its default."""
+    (written before the key existed) is compared as its default. ``data`` or
+    ``tokenizer`` changed to name the same files (``RECORDS``) is a safe change."""
     data_files = _data_files_changed(saved, current)
-    saved, current = ({k: v for k, v in c.items() if k != DATA_FILES} for c in (saved, current))
+    same_files = {key for key in RECORDS if _same_files(key, saved, current)}
+    saved, current = ({k: v for k, v in c.items() if k not in RECORDS.values()}
+                      for c in (saved, current))
     new = flat(current)
     old = {**flat(train_config.to_dict(train_config.TrainConfig())), **flat(saved)}
     changed = sorted(k for k in new if old.get(k) != new[k])
-    refused = [(k, reason) for k in changed if (reason := why_not(k, old.get(k), new[k]))]
+    refused = [(k, reason) for k in changed
+               if k not in same_files and (reason := why_not(k, old.get(k), new[k]))]
     lines = [f"  {k}: {old.get(k)!r} (saved) -> {new[k]!r} (now): {reason}"
              for k, reason in refused]
     if data_files and "data" not in changed:

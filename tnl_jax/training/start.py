@@ -126,6 +126,17 @@ def tokenizer_source(tokenizer: str, run_dir: str) -> str:
     return str(copy)
 
 
+def tokenizer_file(tokenizer: str, run_dir: str) -> Path | None:
+    """The file tokenizer ``tokenizer`` is read from (``tokenizer_source``; a folder's
+    ``tokenizer.model`` or ``.json``); None for ``bytes`` or a file that is missing."""
+    if tokenizer == "bytes":
+        return None
+    path = Path(tokenizer_source(tokenizer, run_dir)).expanduser()
+    if path.is_dir():
+        path = next((path / name for name in TOKENIZER_FILES if (path / name).is_file()), path)
+    return path if path.is_file() else None
+
+
 def open_tokenizer(cfg: TrainConfig) -> Tokenizer:
     """The run's tokenizer, checked to fit ``model.vocab_size``."""
     tokenizer = get_tokenizer(tokenizer_source(cfg.tokenizer, cfg.run_dir))
