@@ -22,7 +22,8 @@ import grain
 import numpy as np
 
 from tnl_jax.data import files, mqar
-from tnl_jax.data.files import expand  # noqa: F401 (this module's name for it, still used)
+
+expand = files.expand  # Its name here too: tnl_jax.evaluation reads sources.expand.
 
 TEXT_SECTION_BYTES = 1 << 20  # Large text files are cut at newlines into documents this big.
 STREAM_CHUNK_TOKENS = 1 << 24  # A .npy stream is scanned (EOS, ids) this many tokens at a time.

@@ -126,9 +126,9 @@ def check(saved: dict[str, Any], current: dict[str, Any], where: str) -> list[st
         raise RunConfigChanged(
             f"cannot resume {where}: the config differs from the checkpoint's in "
             f"{', '.join(k for k, _ in refused)}:\n" + "\n".join(lines) + "\nNothing in the "
-            f"run directory was changed. To continue this run, drop these changes; to train "
-            f"the new config, choose a new run_dir (with init_from=<this run_dir> to start "
-            f"from its weights).")
+            "run directory was changed. To continue this run, drop these changes; to train "
+            "the new config, choose a new run_dir (with init_from=<this run_dir> to start "
+            "from its weights).")
     return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed]
 
 
