@@ -123,8 +123,11 @@ def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) 
 
 
 def phase_runs(phase: str, scale: Scale, root: Path) -> list[Run]:
-    if phase == "sweep":
-        return runs.sweep_runs(scale)
+    if phase == "sweep":  # The grid, then one extension per architecture at a time.
+        extend = [Run("sweep", arch, quality_report.sweep_choice(scale, root, arch)[1])
+                  for arch in scale.archs]
+        grid = runs.sweep_runs(scale)
+        return grid + [r for r in extend if r.lr is not None and r not in grid]
     if phase == "mqar":
         return runs.mqar_runs(scale)
     chosen = quality_report.chosen_lrs(scale, root)

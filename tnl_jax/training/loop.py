@@ -21,18 +21,17 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
 from tnl_jax import data
-from tnl_jax.checkpoints import loader
+from tnl_jax.checkpoints import kinds, loader
 from tnl_jax.generation import generate
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.model.language_model import create_model
 from tnl_jax.data import files
 from tnl_jax.tokenizers import TOKENIZER_FILES
 from tnl_jax.training import config as train_config
-from tnl_jax.training import (divergence, losses, metrics, optim, resume, run_errors, sharding,
-                              start)
+from tnl_jax.training import (divergence, losses, metrics, optim, progress, resume, run_errors,
+                              sharding, start, tensorboard)
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.run_checkpoints import RunCheckpoints, UnreadableCheckpoints
 from tnl_jax.training.run_lock import RunDirLocked, RunLock
@@ -68,7 +67,7 @@ def initial_params(cfg: TrainConfig, mesh) -> tuple[nnx.GraphDef, nnx.State, nnx
 # How a run stops on purpose, each with a message that says what happened and what to
 # do: the command line prints the message alone (tnl_jax/cli/train.py), not a traceback.
 RUN_STOPS = (divergence.NonFiniteStep, resume.RunConfigChanged, RunDirLocked,
-             UnreadableCheckpoints, run_errors.StorageError)
+             UnreadableCheckpoints, kinds.WrongDirectoryKind, run_errors.StorageError)
 # A user's error: the command line prints the message alone, exit status 2.
 USER_ERRORS = (run_errors.StartError, run_errors.DataReadError)
 
@@ -167,11 +166,12 @@ class Trainer:
         batch_shardings = {k: sharding.batch_sharding(mesh) for k in data.BATCH_KEYS}
         self.jitted_train_step = jax.jit(  # Lower it under the mesh (benchmarks do).
             make_train_step(self.graphdef, self.rest, self.tx, self.schedule, cfg.grad_accum,
-                            cfg.loss_chunk_tokens),
+                            cfg.loss_chunk_tokens, cfg.loss_kernel),
             in_shardings=(self.state_sharding, batch_shardings),
             out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=0)
         self.train_step = under_mesh(self.jitted_train_step, mesh)
-        self.eval_step = under_mesh(jax.jit(make_eval_step(self.graphdef, self.rest, cfg.loss_chunk_tokens),
+        self.eval_step = under_mesh(jax.jit(make_eval_step(self.graphdef, self.rest,
+                                                           cfg.loss_chunk_tokens, cfg.loss_kernel),
                                             in_shardings=(self.params_sharding, batch_shardings),
                                             out_shardings=sharding.replicated(mesh)), mesh)
 
@@ -193,7 +193,21 @@ def describe(cfg: TrainConfig, mesh) -> str:
         f"{cfg.batch_size * cfg.seq_len:,} tokens (grad_accum {cfg.grad_accum})",
         f"data: {cfg.data} (tokenizer {cfg.tokenizer}, vocabulary {cfg.model.vocab_size}); "
         f"held out: {cfg.eval_batches} batch(es) of {cfg.eval_data or cfg.data}"
-        if cfg.eval_every else "held out: none (eval_every=0)"])
+        if cfg.eval_every else "held out: none (eval_every=0)",
+        metrics_line(cfg)])
+
+
+def metrics_line(cfg: TrainConfig) -> str:
+    """Where the run's metrics go, and how to get TensorBoard's when they do not."""
+    run_dir = Path(cfg.run_dir)
+    if tensorboard.writes(cfg.tensorboard):
+        events = f"TensorBoard events in {run_dir / tensorboard.DIRECTORY}"
+    elif cfg.tensorboard is False:
+        events = "no TensorBoard events (tensorboard=false)"
+    else:
+        events = (f"no TensorBoard events ({tensorboard.PACKAGE} is not installed: "
+                  f"{tensorboard.INSTALL})")
+    return f"metrics: {run_dir / 'metrics.jsonl'} every {cfg.log_every} step(s); {events}"
 
 
 def main(cfg: TrainConfig) -> dict[str, Any]:
@@ -230,6 +244,7 @@ class Prepared:
 def prepare(cfg: TrainConfig) -> Prepared:
     """The checks that need more than the config (the run directory, the devices, the
     tokenizer, the data, the dtype) and the data iterators; creates nothing."""
+    kinds.refuse_as_run_dir(cfg.run_dir)  # Not a converted or Hugging Face checkpoint.
     start.check_run_dir(cfg.run_dir)
     start.check_dtype(cfg)
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.context, cfg.mesh.tensor)
@@ -255,13 +270,23 @@ def _train(cfg: TrainConfig, prepared: Prepared, announced_step: int | None,
             begin, state = resume.restore(checkpoints, cfg.run_dir, trainer.initial_state,
                                           prepared.train_iter, prepared.config_dict,
                                           announced_step)
+            started.done()
+            if begin >= cfg.steps:  # Nothing to train: say so, rather than exit in silence.
+                if is_main:
+                    print(already_finished(run_dir, begin, cfg.steps), flush=True)
+                return last_record(run_dir, begin)
             if begin:
                 print(f"resumed from step {begin} in {run_dir}")
-            log = metrics.MetricsLog(run_dir / "metrics.jsonl", writer=is_main)
-            started.done()
             if is_main:
                 keep_tokenizer(cfg, run_dir)
-            state, record = train_loop(cfg, trainer, state, begin, prepared, checkpoints, log)
+            log = metrics.MetricsLog(run_dir / "metrics.jsonl", writer=is_main,
+                                     events=tensorboard.open_event_log(cfg.tensorboard, run_dir,
+                                                                       begin, is_main))
+            try:
+                state, record = train_loop(cfg, trainer, state, begin, prepared, checkpoints,
+                                           log)
+            finally:
+                log.close()
     finally:
         with run_errors.writing_run_dir(cfg.run_dir):
             checkpoints.wait()
@@ -286,8 +311,8 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, prepared: 
     throughput = metrics.Throughput(cfg.batch_size * cfg.seq_len,
                                     count_flops_per_token(cfg.model, cfg.seq_len))
     stop = StopRequest()
-    progress = tqdm(total=cfg.steps, initial=start, disable=jax.process_index() != 0,
-                    dynamic_ncols=True)
+    shown = progress.Progress(cfg.steps, start, cfg.log_every,
+                              enabled=jax.process_index() == 0)
     record: dict[str, Any] = {}
     pending = None  # (step, its metrics on the device), not read yet
     last_finite = start or None  # The newest checkpoint known to be finite.
@@ -298,9 +323,7 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, prepared: 
             last_finite, str(checkpoints.manager.directory))
         if write and (step % cfg.log_every == 0 or step == cfg.steps):
             log.write(record)
-        progress.update(step - progress.n)
-        progress.set_postfix(loss=f"{record['loss']:.3f}",
-                             tok_s=f"{record.get('tokens_per_s', 0):.0f}")
+        shown.update(step, record, throughput.seconds_per_step())
         return record
 
     try:
@@ -329,8 +352,23 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, prepared: 
                 print(f"SIGTERM: saved step {step} to {cfg.run_dir}, exiting")
                 break
     finally:
-        progress.close()
+        shown.close()
     return state, record
+
+
+def already_finished(run_dir: Path, step: int, steps: int) -> str:
+    """The one line of a rerun with nothing left to train."""
+    if step == steps:
+        return (f"run_dir {run_dir} already finished at step {step} of {steps}; raise "
+                f"steps= to train further")
+    return (f"run_dir {run_dir} is already at step {step}, past steps={steps}; raise steps= "
+            f"above {step} to train further")
+
+
+def last_record(run_dir: Path, step: int) -> dict[str, Any]:
+    """The metrics record of ``step`` in ``run_dir`` (``{"step": step}`` if none)."""
+    logged = [r for r in metrics.read_metrics(run_dir / "metrics.jsonl") if r["step"] == step]
+    return logged[-1] if logged else {"step": step}
 
 
 def report(cfg: TrainConfig, run_dir: Path, trainer: Trainer, params, tokenizer,
