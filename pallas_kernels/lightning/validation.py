@@ -22,9 +22,17 @@ def _shape(name: str, x) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
+SUPPORTED_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
 def _floating(name: str, x) -> None:
+    """One of ``SUPPORTED_DTYPES`` (float64 with ``jax_enable_x64``); float8 and other
+    floats are refused here, before anything is traced."""
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if jnp.dtype(x.dtype).name not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has dtype {x.dtype}, which the op does not support; "
+                        f"supported: {', '.join(SUPPORTED_DTYPES)}")
 
 
 def _concrete(x) -> np.ndarray | None:
@@ -52,6 +60,25 @@ def check_arguments(q, k, v, decay, *, segment_ids, initial_state, flags: dict,
     check_kernel_config(kernel_config, backend, chunk_size)
     check_shard_args(context_axis, shard_axes)
     return backend
+
+
+def check_reverse_mode_only(op: str, backend: str, arrays: dict) -> None:
+    """The kernels differentiate in reverse mode only (``jax.custom_vjp``): forward mode
+    (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) reaching them is refused by name,
+    with the backend that supports it. Seen at the op's entry from the tracers of
+    ``arrays`` (name -> array or None); a ``jax.jit`` between ``jvp`` and the op hides
+    them, and jax's own error says the same: custom_vjp has no forward mode."""
+    if backend == "xla":
+        return
+    for name, x in arrays.items():
+        while isinstance(x, jax.core.Tracer):
+            if type(x).__name__ == "JVPTracer":
+                raise NotImplementedError(
+                    f"{op}: forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian) of "
+                    f"{name} reached backend={backend!r}, whose kernels have a reverse-mode "
+                    "rule only (jax.custom_vjp); use backend='xla', which supports every "
+                    "JAX transformation")
+            x = getattr(x, "primal", getattr(x, "val", None))
 
 
 def check_flag(name: str, value) -> None:
