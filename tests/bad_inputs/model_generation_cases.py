@@ -104,6 +104,8 @@ MODEL_ROWS = [
              ValueError, ("architecture='mamba'", "'hybrid'")),
     BadInput("model: softmax_every=0", lambda: ModelConfig(softmax_every=0), ValueError,
              "softmax_every=0"),
+    BadInput("model: softmax_offset past the group", lambda: ModelConfig(
+        softmax_every=4, softmax_offset=4), ValueError, ("softmax_offset=4", "-4 to 3")),
     BadInput("model: negative rope_theta", lambda: ModelConfig(rope_theta=-1.0), ValueError,
              "rope_theta=-1.0"),
     BadInput("model: attention_backend='cuda'", lambda: ModelConfig(attention_backend="cuda"),

@@ -43,6 +43,7 @@ class ModelConfig:
     # Ours.
     architecture: str = "tnl"
     softmax_every: int = 8
+    softmax_offset: int = -1
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = True
     use_decay: bool = True
@@ -79,10 +80,19 @@ class ModelConfig:
     def weight_dtype(self) -> jnp.dtype:
         return jnp.dtype(self.param_dtype)
 
+    @property
+    def llama_style(self) -> bool:
+        """The LLaMA-style baseline: RMSNorm with a gain (pre-norms and the final norm),
+        a SwiGLU MLP and RMS-normalised queries and keys, around RoPE softmax attention;
+        ``softmax`` is TNL's backbone (SRMSNorm, SGLU) with a softmax token mixer."""
+        return self.architecture == "llama"
+
     def layer_kinds(self) -> list[str]:
         """Per layer: ``'lrpe'`` (linear attention with LRPE), ``'linear'`` or
-        ``'softmax'``. Hybrid: layer ``l`` is softmax when ``(l + 1) % softmax_every
-        == 0`` (with 8: seven lightning layers, then one softmax layer)."""
+        ``'softmax'``. Hybrid: layer ``l`` is softmax when ``l % softmax_every ==
+        softmax_offset % softmax_every`` (the default offset -1, with 8: seven lightning
+        layers, then one softmax layer; offset 0 puts the softmax layer first). ``llama``:
+        every layer softmax (with ``llama_style``'s norms, MLP and QK norm)."""
         n = self.decoder_layers
         lrpe = self.linear_use_lrpe_list
         if lrpe is None:
@@ -91,8 +101,10 @@ class ModelConfig:
             lrpe = (0,) * n
         kinds = []
         for layer in range(n):
-            softmax = (self.architecture == "softmax" or
-                       (self.architecture == "hybrid" and (layer + 1) % self.softmax_every == 0))
+            every = self.softmax_every
+            softmax = (self.architecture in ("softmax", "llama") or
+                       (self.architecture == "hybrid" and
+                        layer % every == self.softmax_offset % every))
             kinds.append("softmax" if softmax else ("lrpe" if lrpe[layer] else "linear"))
         return kinds
 

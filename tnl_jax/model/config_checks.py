@@ -17,7 +17,7 @@ from tnl_jax.config_keys import nearest
 from tnl_jax.range_checks import boolean, integer, is_int, number, one_of
 from tnl_jax.model.remat import REMAT_POLICIES
 
-ARCHITECTURES = ("tnl", "softmax", "hybrid")
+ARCHITECTURES = ("tnl", "softmax", "hybrid", "llama")
 ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
 ACTIVATIONS = ("silu", "swish")  # The published code's two names of x * sigmoid(x).
 NORMS = ("simplermsnorm",)
@@ -92,6 +92,17 @@ def shape_problems(cfg: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def softmax_offset(offset: Any, every: Any) -> list[str]:
+    """The hybrid's softmax place inside each group of ``every`` layers: ``-every`` to
+    ``every - 1`` (negative counts from the group's end)."""
+    if not (is_int(every) and every >= 1):
+        return []  # softmax_every's own check speaks.
+    if is_int(offset) and -every <= offset < every:
+        return []
+    return [f"softmax_offset={offset!r}: expected an integer from {-every} to {every - 1} "
+            f"(the softmax layer's place in each group of softmax_every={every}; -1 the last)"]
+
+
 def problems(cfg: Mapping[str, Any]) -> list[str]:
     """Every problem of ``cfg`` (``ModelConfig``'s fields by name), each naming its key,
     its value and what is allowed."""
@@ -108,6 +119,7 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     found += one_of("architecture", cfg["architecture"], ARCHITECTURES)
     found += integer("softmax_every", cfg["softmax_every"], 1, " (hybrid: every n-th layer is "
                      "softmax attention)")
+    found += softmax_offset(cfg["softmax_offset"], cfg["softmax_every"])
     found += number("rope_theta", cfg["rope_theta"], 0, low_open=True)
     found += one_of("attention_backend", cfg["attention_backend"], ATTENTION_BACKENDS,
                     " (null: pallas on GPU, xla elsewhere)")

@@ -1,5 +1,5 @@
 """The language model: embedding (× √d unless ``no_scale_embedding``), decoder
-layers, final SRMSNorm, head (tied to the embedding unless ``tie_word_embeddings``
+layers, final norm (SRMSNorm; RMSNorm for llama), head (tied to the embedding unless ``tie_word_embeddings``
 is false). One class serves TNL, the softmax baseline and the hybrid: the layers are
 grouped into runs of one kind (``ModelConfig.layer_kinds``), each run a stack whose
 parameters carry a leading ``'layers'`` axis, created with ``nnx.vmap`` and run with
@@ -25,7 +25,7 @@ from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.decay import layer_decays
 from tnl_jax.model.decoder_layer import DecoderLayer
 from tnl_jax.model.head_matmul import head_matmul
-from tnl_jax.model.norms import SRMSNorm
+from tnl_jax.model.norms import make_norm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
 from tnl_jax.model.remat import REMAT_POLICIES
@@ -58,8 +58,11 @@ def layer_arguments(cfg: ModelConfig, kind: str) -> dict[str, Any]:
     args = dict(num_heads=cfg.decoder_attention_heads, in_features=cfg.decoder_embed_dim,
                 mlp_features=cfg.mlp_dim, init_std=cfg.init_std, dtype=cfg.compute_dtype,
                 param_dtype=cfg.weight_dtype)
+    if cfg.llama_style:
+        args.update(norm_gain=True, mlp_activation="silu")
     if kind == "softmax":
-        return {**args, "attention": "softmax", "rope_theta": cfg.rope_theta}
+        return {**args, "attention": "softmax", "rope_theta": cfg.rope_theta,
+                "qk_norm": cfg.llama_style}
     return {**args, "attention": "linear", "use_lrpe": kind == "lrpe",
             "learn_decay": cfg.decay_learnable, "backend": cfg.attention_backend,
             "chunk_size": cfg.chunk_size}
@@ -134,7 +137,7 @@ class LanguageModel(nnx.Module):
             LayerStack(layer_arguments(cfg, kind), stop - start,
                        None if kind == "softmax" else decays[start:stop], cfg.remat, rngs)
             for kind, start, stop in self.runs])
-        self.final_norm = SRMSNorm()
+        self.final_norm = make_norm(cfg.llama_style, d, param_dtype=dtype, rngs=rngs)
         self.lm_head = None if cfg.tie_word_embeddings else create_param(
             rngs.params(), (d, vocab), ("embed", "vocab"), dtype, normal(cfg.init_std))
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(d)
@@ -205,7 +208,7 @@ class LanguageModel(nnx.Module):
 
 
 def create_model(cfg: ModelConfig, rngs: nnx.Rngs) -> LanguageModel:
-    """TNL, softmax or hybrid, as ``cfg.architecture`` says."""
+    """TNL, softmax (TNL's backbone), hybrid or llama, as ``cfg.architecture`` says."""
     return LanguageModel(cfg, rngs)
 
 

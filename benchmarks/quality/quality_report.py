@@ -1,0 +1,215 @@
+"""The quality study's tables and plots from the ``quality.json`` of every run under a
+root: ``summary.md`` and ``summary.json`` (the tables' numbers), and the plots of
+``quality_plots``. Every held-out figure is from the **test** half of the held-out
+documents, except the sweep's (the **validation** half, which chose the rates) and the
+curves (the whole held-out set, the same batches at every point)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common.results_io import read_json
+from benchmarks.quality.quality_results import RESULT_FILE, read
+from benchmarks.quality.quality_runs import ARCHS, LABELS, Run, Scale, plan
+from tnl_jax.evaluation import bootstrap, documents
+from tnl_jax.evaluation.positions import bucket_names
+
+BASELINE = "llama"  # The tuned softmax every architecture is paired with.
+GAIN_BUCKET = "8192-16384"
+
+
+def load(root: Path) -> list[dict]:
+    """Every run's results under ``root`` (``quality.json``, or gzipped as archived)."""
+    return [read_json(p) for p in sorted([*root.glob(f"*/{RESULT_FILE}"),
+                                          *root.glob(f"*/{RESULT_FILE}.gz")])]
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else format(value, spec)
+
+
+def _half(scores: documents.WindowScores, validation: bool) -> documents.WindowScores:
+    """The documents of one half (``documents.is_validation``)."""
+    rows = [i for i, k in enumerate(scores.keys) if documents.is_validation(k) == validation]
+    return documents.WindowScores(scores.window, [scores.keys[i] for i in rows],
+                                  scores.loss[rows], scores.count[rows], scores.edges)
+
+
+def window(result: dict, size: int, validation: bool = False) -> documents.WindowScores | None:
+    """The run's scores at window ``size`` on one half, or None."""
+    for d in result.get("windows", []):
+        if d["window"] == size:
+            return _half(documents.WindowScores.from_dict(d), validation)
+    return None
+
+
+def bpb(scores: documents.WindowScores | None) -> float:
+    return math.nan if scores is None else bootstrap.bits_per_byte(scores.loss, scores.count)
+
+
+def validation_bpb(result: dict) -> float:
+    """A sweep run's figure of merit: validation bits per byte at its row length."""
+    return bpb(window(result, result["seq_len"], validation=True))
+
+
+def chosen_lrs(scale: Scale, root: Path) -> dict[str, float]:
+    """Per architecture whose sweep is complete: the rate with the lowest validation
+    bits per byte (a diverged or failed rate is never kept)."""
+    chosen = {}
+    for arch in scale.archs:
+        scores = {}
+        for lr in scale.lrs:
+            result = read(root / Run("sweep", arch, lr).name)
+            if result is not None:
+                scores[lr] = validation_bpb(result) if "windows" in result else math.inf
+        finite = {lr: v for lr, v in scores.items() if math.isfinite(v)}
+        if len(scores) == len(scale.lrs) and finite:
+            chosen[arch] = min(finite, key=finite.get)
+    return chosen
+
+
+def sweep_lines(results: list[dict], chosen: dict[str, float]) -> list[str]:
+    sweep = [r for r in results if r["phase"] == "sweep"]
+    lrs = sorted({r["lr"] for r in sweep})
+    lines = ["| arch | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | kept |",
+             "|---|" + "---|" * (len(lrs) + 1)]
+    by = {(r["arch"], r["lr"]): r for r in sweep}
+    for arch in [a for a in ARCHS if any(r["arch"] == a for r in sweep)]:
+        cells = [_fmt(validation_bpb(by[(arch, lr)]) if (arch, lr) in by and
+                      "error" not in by[(arch, lr)] else None) for lr in lrs]
+        lines.append(f"| {arch} | " + " | ".join(cells) + f" | {_fmt(chosen.get(arch), 'g')} |")
+    return lines
+
+
+def _seed_losses(runs_: list[dict], size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(seeds, documents)`` test-half summed losses at ``size`` and the counts."""
+    scores = [window(r, size) for r in sorted(runs_, key=lambda r: r["seed"])]
+    if not scores or any(s is None for s in scores):
+        return None
+    return np.stack([s.loss.sum(1) for s in scores]), scores[0].count.sum(1)
+
+
+def main_lines(results: list[dict], rows: int) -> tuple[list[str], dict]:
+    """Test bits per byte per architecture (mean, spread over seeds) and the paired
+    difference to ``BASELINE`` with its bootstrap interval over documents and seeds."""
+    groups = defaultdict(list)
+    for r in results:
+        if r["phase"] == "main" and "windows" in r:
+            groups[r["arch"]].append(r)
+    base = _seed_losses(groups.get(BASELINE, []), rows)
+    lines = [f"| arch | what it is | seeds | test bits/byte (mean ± sd) | vs {BASELINE} (95% CI) "
+             "| all held-out, last curve point | tokens/s | MFU |", "|---|---|---|---|---|---|---|---|"]
+    numbers = {}
+    for arch in [a for a in ARCHS if a in groups]:
+        runs_ = groups[arch]
+        spread = bootstrap.seed_spread([bpb(window(r, rows)) for r in runs_])
+        own = _seed_losses(runs_, rows)
+        pair = None
+        if base is not None and own is not None and own[0].shape == base[0].shape:
+            pair = bootstrap.paired_difference(own[0], base[0], own[1])
+        curve = [r["curve"][-1]["eval_loss"] / math.log(2) for r in runs_ if r["curve"]]
+        numbers[arch] = {"test": spread, f"vs_{BASELINE}": pair}
+        vs = "-" if pair is None else (f"{pair['relative']:+.2%} ({pair['relative_interval'][0]:+.2%}"
+                                       f" to {pair['relative_interval'][1]:+.2%})")
+        lines.append(f"| {arch} | {LABELS[arch]} | {spread['n']} | {spread['mean']:.4f} ± "
+                     f"{spread['std']:.4f} | {vs} | {_fmt(np.mean(curve) if curve else None)} | "
+                     f"{_fmt(np.mean([r['tokens_per_s'] or 0 for r in runs_]), ',.0f')} | "
+                     f"{_fmt(np.mean([r['mfu'] or 0 for r in runs_]), '.1%')} |")
+    return lines, numbers
+
+
+def extrapolation_lines(results: list[dict], sizes: tuple[int, ...], rows: int) -> list[str]:
+    """Main runs (trained at ``rows``): test bits per byte at each window, and the
+    longest window against ``rows`` (seeds averaged)."""
+    lines = ["| arch | " + " | ".join(f"{s}" for s in sizes) + f" | {sizes[-1]} / {rows} |",
+             "|---|" + "---|" * (len(sizes) + 1)]
+    for arch in ARCHS:
+        runs_ = [r for r in results if r["phase"] == "main" and r["arch"] == arch]
+        if not runs_:
+            continue
+        values = [np.nanmean([bpb(window(r, s)) for r in runs_]) for s in sizes]
+        ratio = values[-1] / values[sizes.index(rows)] - 1 if rows in sizes else math.nan
+        lines.append(f"| {arch} | " + " | ".join(_fmt(v) for v in values) +
+                     f" | {_fmt(ratio, '+.2%')} |")
+    return lines
+
+
+def context_gain_lines(results: list[dict], short: int, full: int) -> list[str]:
+    """Bits per byte lost when the context is cut to ``short`` tokens, by position bucket
+    (test half, same targets): main seed 0 and ext runs."""
+    names = bucket_names()
+    lines = ["| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for r in results:
+        a, b = window(r, short), window(r, full)
+        if r["phase"] in ("main", "ext") and r["seed"] == 0 and a is not None and b is not None:
+            gain = documents.context_gain(a, b)
+            lines.append(f"| {r['run']} | " + " | ".join(_fmt(gain[n], "+.4f") for n in names) + " |")
+    return lines
+
+
+def passkey_lines(results: list[dict]) -> list[str]:
+    """Passkey accuracy by length, depths averaged (per depth in summary.json)."""
+    with_key = [r for r in results if r.get("passkey")]
+    lengths = sorted({p["length"] for r in with_key for p in r["passkey"]})
+    lines = ["| run | " + " | ".join(str(n) for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
+    for r in with_key:
+        cells = [np.mean([p["accuracy"] for p in r["passkey"] if p["length"] == n]) for n in lengths]
+        lines.append(f"| {r['run']} | " + " | ".join(_fmt(c, ".2f") for c in cells) + " |")
+    return lines
+
+
+def mqar_lines(results: list[dict]) -> list[str]:
+    """Recall per setting: in distribution, then (apart) past the training lengths."""
+    mqar = [r for r in results if r.get("mqar")]
+    if not mqar:
+        return []
+    settings = {k: [(p["length"], p["pairs"]) for p in mqar[0]["mqar"][k]]
+                for k in ("in_distribution", "extrapolation")}
+    head = [f"{n}/{p}" for k in settings for n, p in settings[k]]
+    lines = ["| run | " + " | ".join(head) + " |", "|---|" + "---|" * len(head),
+             f"(length/pairs; the first {len(settings['in_distribution'])} in distribution)"]
+    for r in mqar:
+        cells = [p["recall"] for k in settings for p in r["mqar"][k]]
+        lines.insert(-1, f"| {r['run']} | " + " | ".join(_fmt(c, ".3f") for c in cells) + " |")
+    return lines
+
+
+def tables(results: list[dict], scale: Scale, chosen: dict[str, float]) -> tuple[str, dict]:
+    main, numbers = main_lines(results, scale.rows)
+    sections = [
+        ("Learning-rate sweep: validation bits/byte", sweep_lines(results, chosen)),
+        (f"Main runs at {scale.rows}-token rows: test bits/byte", main),
+        ("Length extrapolation: test bits/byte at each window (trained at "
+         f"{scale.rows})", extrapolation_lines(results, scale.windows, scale.rows)),
+        (f"Context gain: bits/byte at a {min(scale.windows)}-token window minus at "
+         f"{max(scale.windows)}, same targets", context_gain_lines(
+             results, min(scale.windows), max(scale.windows))),
+        ("Passkey accuracy (all five digits), depths averaged", passkey_lines(results)),
+        ("MQAR recall", mqar_lines(results)),
+    ]
+    text = "\n\n".join(f"### {title}\n\n" + "\n".join(lines) for title, lines in sections if lines)
+    return text + "\n", numbers
+
+
+def write(root: Path, scale: Scale) -> None:
+    """Writes the tables and plots under ``root`` and prints the tables."""
+    results = load(root)
+    if not results:
+        print(f"no {RESULT_FILE} under {root}: nothing to report")
+        return
+    chosen = chosen_lrs(scale, root)
+    text, numbers = tables(results, scale, chosen)
+    (root / "summary.md").write_text(text)
+    (root / "summary.json").write_text(json.dumps(
+        {"scale": dataclasses.asdict(scale), "plan": plan(scale), "chosen_lrs": chosen,
+         "main": numbers}, indent=1) + "\n")
+    print(text)
+    from benchmarks.quality import quality_plots  # Only here: matplotlib is slow to import.
+    for path in quality_plots.plot_all(results, scale, root):
+        print(f"plot: {path}")

@@ -1,0 +1,217 @@
+"""The quality study: TNL, TNL with learned decays, two hybrids and two softmax
+baselines at one width, depth and parameter count, trained on the same bytes; the
+protocol is docs/QUALITY.md, the phases ``quality_runs``'s docstring.
+
+    python -m benchmarks.quality.quality_study --phases sweep,mqar --budget-seconds 540
+    python -m benchmarks.quality.quality_study --phases main,ext --budget-seconds 540
+    python -m benchmarks.quality.quality_study --report          # every table and plot
+    python -m benchmarks.quality.quality_study --smoke           # CPU, every phase, tiny
+
+Each run is a ``train.py`` run directory under ``--root``: rerunning with the same
+arguments resumes unfinished runs from their checkpoints and skips finished ones (a
+``quality.json`` beside them), so the study spreads over device calls and sessions.
+``main`` and ``ext`` runs use the learning rate the sweep chose per architecture, so
+they start only for architectures whose sweep is complete. At ``--budget-seconds`` the
+running run is asked to stop (SIGTERM: it saves and exits) and no new run starts. A
+run that fails (say a non-finite loss) is reported and the study goes on. Compiled
+programs are cached under ``ROOT/.jax-cache``: the seeds and rates of an architecture
+compile once.
+
+A device call returns a limited number of files: bring the results back as one
+archive without the checkpoints,
+``tar czf $OUT/quality.tgz --exclude=checkpoints --exclude=.jax-cache -C ROOT .``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+if "--smoke" in sys.argv:  # Tiny programs: LLVM -O0 compiles them a third faster (as the tests).
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} " \
+                              "--xla_backend_optimization_level=0"
+import jax  # noqa: E402
+
+from benchmarks.quality import quality_report, quality_results  # noqa: E402
+from benchmarks.quality import quality_runs as runs  # noqa: E402
+from benchmarks.quality.quality_runs import PHASES, Run, Scale  # noqa: E402
+from tnl_jax.checkpoints import run_dir as run_layout  # noqa: E402
+from tnl_jax.training.loop import main as train  # noqa: E402
+
+SMOKE = Scale(width=32, layers=2, heads=2, glu_dim=64, archs=("tnl", "llama"),
+              batch_tokens=4 * 256, rows=256, lrs=(3e-3,), sweep_tokens=4 * 4 * 256,
+              tokens=4 * 4 * 256, seeds=(0,), ext_rows=512, ext_tokens=2 * 4 * 256,
+              warmup_steps=2, dtype="float32", evals=2, eval_fraction=0.03,
+              mqar_archs=("tnl", "hybrid"), mqar_width=64, mqar_rows=127, mqar_batch=4,
+              mqar_steps=4, mqar_lrs=(3e-3,), windows=(256, 512), passkey_lengths=(512,),
+              eval_batch_tokens=1024, passkey_rows=2, mqar_eval_rows=4)
+
+
+class Deadline:
+    """Stops the study at ``budget`` seconds: SIGTERM to this process every few seconds
+    while a run trains (its loop saves and exits on the first it sees)."""
+
+    def __init__(self, budget: float | None):
+        self.end = None if budget is None else time.monotonic() + budget
+        self.training = threading.Event()
+        signal.signal(signal.SIGTERM, self._external)
+        self.stopped = False
+        if self.end is not None:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _external(self, signum, frame) -> None:
+        self.stopped = True
+
+    def passed(self) -> bool:
+        return self.stopped or (self.end is not None and time.monotonic() >= self.end)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(2)
+            if self.passed() and self.training.is_set():
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def run(self, fn, *args):
+        """``fn(*args)`` marked as training; the study's own SIGTERM handler after."""
+        self.training.set()
+        try:
+            return fn(*args)
+        finally:
+            self.training.clear()
+            signal.signal(signal.SIGTERM, self._external)
+
+
+def held_out_batches(scale: Scale) -> int:
+    """Batches of ``batch_tokens`` that hold the whole held-out set once (at least): the
+    training-time evaluation then reads every held-out document at every point."""
+    cfg = runs.train_cfg(Run("main", scale.archs[0], 1e-3), scale, scale.glu_dim, Path("/tmp"))
+    tokens = sum(len(d.tokens) for d in quality_results.held_out_docs(cfg))
+    return max(1, math.ceil(tokens / scale.batch_tokens))
+
+
+def finished(cfg) -> bool:
+    steps = run_layout.complete_steps(cfg.run_dir)
+    return bool(steps) and steps[0] >= cfg.steps
+
+
+def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) -> str:
+    """Train (or resume) one run, then evaluate it; what happened, in a word."""
+    glu = runs.matched_glu(scale, run.arch)[0] if run.task == "lm" else scale.glu_dim
+    cfg = runs.train_cfg(run, scale, glu, args.root, args.set, eval_batches)
+    done = quality_results.read(Path(cfg.run_dir))
+    if done and (done.get("last_step") == cfg.steps or "error" in done):
+        return "done before"
+    if not finished(cfg):
+        try:
+            deadline.run(train, cfg)
+        except Exception as error:  # A failed run is a result: say so and go on.
+            traceback.print_exc()
+            result = {**quality_results.describe(run, cfg), "error": repr(error)}
+            quality_results.write(Path(cfg.run_dir), result)
+            return "failed"
+        if not finished(cfg):
+            return "stopped (budget)"
+    quality_results.write(Path(cfg.run_dir), quality_results.evaluate(run, cfg, scale))
+    return "evaluated"
+
+
+def phase_runs(phase: str, scale: Scale, root: Path) -> list[Run]:
+    if phase == "sweep":
+        return runs.sweep_runs(scale)
+    if phase == "mqar":
+        return runs.mqar_runs(scale)
+    chosen = quality_report.chosen_lrs(scale, root)
+    missing = [a for a in scale.archs if a not in chosen]
+    if missing:
+        print(f"{phase}: no complete sweep yet for {', '.join(missing)}: left out")
+    return runs.main_runs(scale, chosen) if phase == "main" else runs.ext_runs(scale, chosen)
+
+
+def study(scale: Scale, args) -> None:
+    deadline = Deadline(args.budget_seconds)
+    args.root.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(args.root / ".jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    eval_batches = held_out_batches(scale)
+    print(f"held-out set: {eval_batches} batches of {scale.batch_tokens} tokens per curve point")
+    for arch, size in runs.plan(scale).items():
+        print(f"{arch:12s} glu_dim {size['glu_dim']:5d}  {size['params'] / 1e6:8.3f}M "
+              f"parameters ({size['difference']:+.2%} against TNL)", flush=True)
+    for phase in args.phases:
+        for run in phase_runs(phase, scale, args.root):
+            if args.only and not any(part in run.name for part in args.only.split(",")):
+                continue
+            if deadline.passed():
+                print(f"budget spent: {run.name} and later runs left for the next call")
+                return
+            start = time.monotonic()
+            status = do_run(run, scale, args, deadline, eval_batches)
+            print(f"== {run.name}: {status} ({time.monotonic() - start:.0f} s)", flush=True)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def scale_from(args) -> Scale:
+    if args.smoke:
+        return SMOKE
+    changes = {"archs": tuple(args.archs.split(",")) if args.archs else None,
+               "lrs": _floats(args.lrs) if args.lrs else None,
+               "seeds": _ints(args.seeds) if args.seeds else None,
+               "tokens": args.tokens, "sweep_tokens": args.sweep_tokens,
+               "ext_tokens": args.ext_tokens, "mqar_steps": args.mqar_steps,
+               "mqar_lrs": _floats(args.mqar_lrs) if args.mqar_lrs else None}
+    return dataclasses.replace(Scale(), **{k: v for k, v in changes.items() if v is not None})
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", type=Path, default=None,
+                   help="run directories (default benchmarks/results/quality, smoke: /tmp)")
+    p.add_argument("--phases", default="sweep,main,ext,mqar", help=f"of {', '.join(PHASES)}")
+    p.add_argument("--archs", default="", help=f"of {', '.join(runs.ARCHS)} (default all)")
+    p.add_argument("--lrs", default="", help="the sweep's learning rates (default 1e-3,2e-3,4e-3)")
+    p.add_argument("--seeds", default="", help="main seeds (default 0,1,2)")
+    p.add_argument("--tokens", type=float, default=None, help="main tokens per run (100e6)")
+    p.add_argument("--sweep-tokens", type=float, default=None, help="(25e6)")
+    p.add_argument("--ext-tokens", type=float, default=None, help="16K extension (25e6)")
+    p.add_argument("--mqar-steps", type=int, default=None, help="(3000)")
+    p.add_argument("--mqar-lrs", default="", help="(3e-4,1e-3,3e-3)")
+    p.add_argument("--budget-seconds", type=float, default=None)
+    p.add_argument("--only", default="", help="comma-separated parts of run names to run")
+    p.add_argument("--set", action="append", default=[],
+                   help="extra key=value for every run (e.g. model.remat=op_io)")
+    p.add_argument("--report", action="store_true", help="only the tables and plots")
+    p.add_argument("--smoke", action="store_true", help="tiny CPU study, every phase")
+    args = p.parse_args(argv)
+    args.phases = args.phases.split(",")
+    unknown = sorted(set(args.phases) - set(PHASES))
+    if unknown:
+        p.error(f"--phases: unknown {unknown}, expected of {PHASES}")
+    if args.root is None:
+        args.root = Path("/tmp/quality-smoke" if args.smoke else "benchmarks/results/quality")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    scale = scale_from(args)
+    if not args.report:
+        study(scale, args)
+    quality_report.write(args.root, scale)
+
+
+if __name__ == "__main__":
+    main()
