@@ -86,7 +86,9 @@ def lightning_attention(
     Autodiff: every backend differentiates in reverse mode (``jax.grad``, ``jax.vjp``),
     the decay and the initial state included. Forward mode (``jax.jvp``, ``jax.jacfwd``)
     and so ``jax.hessian`` need ``backend="xla"``: the kernels are a ``jax.custom_vjp``,
-    and forward mode reaching them raises ``NotImplementedError`` naming the backend.
+    and forward mode reaching them raises ``NotImplementedError`` naming the backend
+    (``jax.jvp`` straight of a ``jax.jit``-ed caller: jax's own ``TypeError`` that a
+    custom_vjp function has no forward mode).
 
     Non-finite inputs (docs/DESIGN.md): masks select, so an inf or NaN in ``q_t``,
     ``k_t`` or the initial state reaches only the outputs that depend on it; one in

@@ -5,6 +5,7 @@ of traced arrays cannot be checked here: ``checks=True`` adds them under
 from __future__ import annotations
 
 import difflib
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -62,23 +63,41 @@ def check_arguments(q, k, v, decay, *, segment_ids, initial_state, flags: dict,
     return backend
 
 
+def _forward_mode_error(op: str, what: str, backend: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{op}: forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian) of {what} reached "
+        f"backend={backend!r}, whose kernels have a reverse-mode rule only (jax.custom_vjp); "
+        "use backend='xla', which supports every JAX transformation")
+
+
 def check_reverse_mode_only(op: str, backend: str, arrays: dict) -> None:
     """The kernels differentiate in reverse mode only (``jax.custom_vjp``): forward mode
     (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) reaching them is refused by name,
-    with the backend that supports it. Seen at the op's entry from the tracers of
-    ``arrays`` (name -> array or None); a ``jax.jit`` between ``jvp`` and the op hides
-    them, and jax's own error says the same: custom_vjp has no forward mode."""
+    with the backend that supports it. Seen here, at the op's entry, from the tracers of
+    ``arrays`` (name -> array or None); behind a ``jax.jit`` the kernels' own guard
+    (``reverse_mode_only``) says the same, or jax's error that a custom_vjp function
+    has no forward mode."""
     if backend == "xla":
         return
     for name, x in arrays.items():
         while isinstance(x, jax.core.Tracer):
             if type(x).__name__ == "JVPTracer":
-                raise NotImplementedError(
-                    f"{op}: forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian) of "
-                    f"{name} reached backend={backend!r}, whose kernels have a reverse-mode "
-                    "rule only (jax.custom_vjp); use backend='xla', which supports every "
-                    "JAX transformation")
+                raise _forward_mode_error(op, name, backend)
             x = getattr(x, "primal", getattr(x, "val", None))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def reverse_mode_only(backend: str, arrays):
+    """The identity on ``arrays``, for the kernels' inputs: forward mode through it (a
+    ``jax.jvp`` of a traced program that holds the kernels, as ``jax.hessian`` of a
+    jitted function makes) raises the error naming ``backend='xla'``, not Pallas's
+    bare ``AssertionError``."""
+    return arrays
+
+
+@reverse_mode_only.defjvp
+def _reverse_mode_only_jvp(backend, primals, tangents):
+    raise _forward_mode_error("lightning_attention", "the kernels' inputs", backend)
 
 
 def check_flag(name: str, value) -> None:

@@ -237,6 +237,11 @@ AUTODIFF = [
         lambda: jax.hessian(lambda d: op(decay=d, backend="interpret")().sum())(
             np.full((H,), 0.3, np.float32)),
         NotImplementedError, "of decay reached backend='interpret'", "use backend='xla'"),
+    row("jax.hessian of a jitted function on the interpret backend",
+        lambda: jax.hessian(jax.jit(lambda d: op(decay=d, backend="interpret")().sum()))(
+            np.full((H,), 0.3, np.float32)),
+        NotImplementedError, "of the kernels' inputs reached backend='interpret'",
+        "use backend='xla'"),
 ]
 
 CASES = ARRAYS + FLAGS_AND_OPTIONS + LAUNCHES + SHARDING + STEP + AUTODIFF
