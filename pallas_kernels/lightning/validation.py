@@ -97,7 +97,7 @@ def reverse_mode_only(backend: str, arrays):
 
 @reverse_mode_only.defjvp
 def _reverse_mode_only_jvp(backend, primals, tangents):
-    raise _forward_mode_error("lightning_attention", "the kernels' inputs", backend)
+    raise _forward_mode_error("pallas_kernels.lightning", "the kernels' inputs", backend)
 
 
 def check_flag(name: str, value) -> None:

@@ -242,6 +242,10 @@ AUTODIFF = [
             np.full((H,), 0.3, np.float32)),
         NotImplementedError, "of the kernels' inputs reached backend='interpret'",
         "use backend='xla'"),
+    row("jax.hessian of a jitted decode step on the interpret backend",
+        lambda: jax.hessian(jax.jit(lambda d: step(decay=d, backend="interpret")()[0].sum()))(
+            np.full((H,), 0.3, np.float32)),
+        NotImplementedError, "reached backend='interpret'", "use backend='xla'"),
 ]
 
 CASES = ARRAYS + FLAGS_AND_OPTIONS + LAUNCHES + SHARDING + STEP + AUTODIFF
