@@ -8,7 +8,9 @@ With roles ``(A, B, C)`` (roles.py) and the warpgroup's 64 columns of C and of S
 
 The state lives in registers as float32 ``64 × 64`` wgmma tiles; products read it as
 16 bits from shared memory (or, for the decay gradient, as a hi/lo pair of 16-bit
-halves, chunk_math.split16).
+halves, chunk_math.split16). With float16 operands the score rows and the state's
+columns are first scaled into float16's range and the products scaled back
+(chunk_math.float16_scale); bfloat16 holds float32's range and runs as it is.
 """
 from __future__ import annotations
 
@@ -111,13 +113,14 @@ def output_tile(plan: WalkPlan, constants: WalkConstants, decays: ChunkDecays, s
     p_scale = chunk_math.float16_scale(p, 1, plan.dtype)
     if p_scale is not None:
         p = p / rows(plan, p_scale, cs)
+    p = p.astype(plan.dtype)
     a_state = products((cs, TILE), [(a_s, half) for half in state16], plan.interpret)
     if state_scale is not None:
         a_state = a_state * jax.lax.broadcast_in_dim(state_scale, (cs, TILE), [1])
     # The read decay scales the float32 product (not A before it): one bf16 rounding
     # fewer, which the decay gradient's cancelling sums need.
     out_state = chunk_math.weighted(a_state, rows(plan, decays.read, TILE))
-    intra = products((cs, TILE), [(p.astype(plan.dtype), c_own)], plan.interpret)
+    intra = products((cs, TILE), [(p, c_own)], plan.interpret)
     if p_scale is not None:
         intra = intra * rows(plan, p_scale, TILE)
     return out_state + intra, out_state
