@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.quality.quality_report import bpb, window  # noqa: E402
+from benchmarks.quality.quality_results import bpb, window  # noqa: E402
 from benchmarks.quality.quality_runs import Scale  # noqa: E402
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common.results_io import read_json
-from benchmarks.quality.quality_results import RESULT_FILE, read
-from benchmarks.quality.quality_runs import ARCHS, LABELS, Run, Scale, plan
+from benchmarks.quality.quality_results import RESULT_FILE, bpb, read, window
+from benchmarks.quality.quality_runs import ARCHS, LABELS, Scale, plan
 from tnl_jax.evaluation import bootstrap, documents
 from tnl_jax.evaluation.positions import bucket_names
 
@@ -34,44 +34,48 @@ def _fmt(value, spec: str = ".4f") -> str:
         else format(value, spec)
 
 
-def _half(scores: documents.WindowScores, validation: bool) -> documents.WindowScores:
-    """The documents of one half (``documents.is_validation``)."""
-    rows = [i for i, k in enumerate(scores.keys) if documents.is_validation(k) == validation]
-    return documents.WindowScores(scores.window, [scores.keys[i] for i in rows],
-                                  scores.loss[rows], scores.count[rows], scores.edges)
-
-
-def window(result: dict, size: int, validation: bool = False) -> documents.WindowScores | None:
-    """The run's scores at window ``size`` on one half, or None."""
-    for d in result.get("windows", []):
-        if d["window"] == size:
-            return _half(documents.WindowScores.from_dict(d), validation)
-    return None
-
-
-def bpb(scores: documents.WindowScores | None) -> float:
-    return math.nan if scores is None else bootstrap.bits_per_byte(scores.loss, scores.count)
-
-
 def validation_bpb(result: dict) -> float:
     """A sweep run's figure of merit: validation bits per byte at its row length."""
     return bpb(window(result, result["seq_len"], validation=True))
 
 
+def sweep_scores(scale: Scale, root: Path, arch: str) -> dict[float, float]:
+    """Validation bits per byte of every finished sweep run of ``arch`` (the grid and
+    any extension), by rate; a failed or diverged run scores +inf."""
+    scores = {}
+    for path in sorted(root.glob(f"sweep-{arch}-lr*-s0")):
+        result = read(path)
+        if result is not None:
+            score = validation_bpb(result) if "windows" in result else math.inf
+            scores[result["lr"]] = score if math.isfinite(score) else math.inf
+    return scores
+
+
+def sweep_choice(scale: Scale, root: Path, arch: str) -> tuple[float | None, float | None]:
+    """(the kept rate, or None while the sweep is incomplete; the rate still to run, if
+    any). The grid ``scale.lrs`` runs first; a best rate at either end of what was run
+    extends the grid by a factor of two that way (an optimum at the edge of a grid is
+    not an optimum), until the best rate is inside."""
+    scores = sweep_scores(scale, root, arch)
+    missing = [lr for lr in scale.lrs if lr not in scores]
+    if missing:
+        return None, missing[0]
+    finite = {lr: v for lr, v in scores.items() if math.isfinite(v)}
+    if not finite:
+        return None, None  # Every rate failed: nothing to keep, nothing obvious to try.
+    best = min(finite, key=finite.get)
+    if best == max(scores):
+        return None, best * 2
+    if best == min(scores):
+        return None, best / 2
+    return best, None
+
+
 def chosen_lrs(scale: Scale, root: Path) -> dict[str, float]:
     """Per architecture whose sweep is complete: the rate with the lowest validation
-    bits per byte (a diverged or failed rate is never kept)."""
-    chosen = {}
-    for arch in scale.archs:
-        scores = {}
-        for lr in scale.lrs:
-            result = read(root / Run("sweep", arch, lr).name)
-            if result is not None:
-                scores[lr] = validation_bpb(result) if "windows" in result else math.inf
-        finite = {lr: v for lr, v in scores.items() if math.isfinite(v)}
-        if len(scores) == len(scale.lrs) and finite:
-            chosen[arch] = min(finite, key=finite.get)
-    return chosen
+    bits per byte, inside the rates tried (``sweep_choice``)."""
+    chosen = {arch: sweep_choice(scale, root, arch)[0] for arch in scale.archs}
+    return {arch: lr for arch, lr in chosen.items() if lr is not None}
 
 
 def sweep_lines(results: list[dict], chosen: dict[str, float]) -> list[str]:
@@ -193,7 +197,8 @@ def tables(results: list[dict], scale: Scale, chosen: dict[str, float]) -> tuple
         ("Passkey accuracy (all five digits), depths averaged", passkey_lines(results)),
         ("MQAR recall", mqar_lines(results)),
     ]
-    text = "\n\n".join(f"### {title}\n\n" + "\n".join(lines) for title, lines in sections if lines)
+    text = "\n\n".join(f"### {title}\n\n" + "\n".join(lines) for title, lines in sections
+                       if len(lines) > 2)  # A header alone: nothing measured yet.
     return text + "\n", numbers
 
 

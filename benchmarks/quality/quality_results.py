@@ -10,6 +10,7 @@ the metrics of ``tnl_jax.evaluation`` on its final weights:
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import jax
 
 from benchmarks.common.results_io import read_json
 from benchmarks.quality.quality_runs import LONG_FILE_BYTES, Run, Scale
-from tnl_jax.evaluation import documents, passkey, recall, run_eval
+from tnl_jax.evaluation import bootstrap, documents, passkey, recall, run_eval
 from tnl_jax.evaluation.positions import bucket_names
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.tokenizers import get_tokenizer
@@ -95,6 +96,25 @@ def evaluate(run: Run, cfg: TrainConfig, scale: Scale) -> dict:
     else:
         result.update(language_metrics(run, cfg, scale, score))
     return result
+
+
+def _half(scores: documents.WindowScores, validation: bool) -> documents.WindowScores:
+    """The documents of one half (``documents.is_validation``)."""
+    rows = [i for i, k in enumerate(scores.keys) if documents.is_validation(k) == validation]
+    return documents.WindowScores(scores.window, [scores.keys[i] for i in rows],
+                                  scores.loss[rows], scores.count[rows], scores.edges)
+
+
+def window(result: dict, size: int, validation: bool = False) -> documents.WindowScores | None:
+    """The run's scores at window ``size`` on one half, or None."""
+    for d in result.get("windows", []):
+        if d["window"] == size:
+            return _half(documents.WindowScores.from_dict(d), validation)
+    return None
+
+
+def bpb(scores: documents.WindowScores | None) -> float:
+    return math.nan if scores is None else bootstrap.bits_per_byte(scores.loss, scores.count)
 
 
 def write(run_dir: Path, result: dict) -> None:

@@ -106,8 +106,8 @@ def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) 
     glu = runs.matched_glu(scale, run.arch)[0] if run.task == "lm" else scale.glu_dim
     cfg = runs.train_cfg(run, scale, glu, args.root, args.set, eval_batches)
     done = quality_results.read(Path(cfg.run_dir))
-    if done and (done.get("last_step") == cfg.steps or "error" in done):
-        return "done before"
+    if done and done.get("last_step") == cfg.steps and "error" not in done:
+        return "done before"  # A failed run (say out of memory) is tried again.
     if not finished(cfg):
         try:
             deadline.run(train, cfg)
@@ -123,8 +123,11 @@ def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) 
 
 
 def phase_runs(phase: str, scale: Scale, root: Path) -> list[Run]:
-    if phase == "sweep":
-        return runs.sweep_runs(scale)
+    if phase == "sweep":  # The grid, then one extension per architecture at a time.
+        extend = [Run("sweep", arch, quality_report.sweep_choice(scale, root, arch)[1])
+                  for arch in scale.archs]
+        grid = runs.sweep_runs(scale)
+        return grid + [r for r in extend if r.lr is not None and r not in grid]
     if phase == "mqar":
         return runs.mqar_runs(scale)
     chosen = quality_report.chosen_lrs(scale, root)

@@ -116,6 +116,8 @@ MODEL_ROWS = [
              ("dtype='int32'", "floating-point")),
     BadInput("model: misspelt param_dtype", lambda: ModelConfig(param_dtype="float33"),
              ValueError, "param_dtype='float33'"),
+    BadInput("model: scan_unroll of no layers", lambda: ModelConfig(scan_unroll=0),
+             ValueError, ("scan_unroll=0", "integer >= 1")),
     BadInput("model: learnable decay without decay",
              lambda: ModelConfig(decay_learnable=True, use_decay=False), ValueError,
              "decay_learnable=True needs use_decay=True"),

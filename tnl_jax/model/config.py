@@ -11,6 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from tnl_jax import presets
+from tnl_jax.config_help import described
 from tnl_jax.config_keys import unknown_key_error
 from tnl_jax.model import config_checks
 
@@ -25,34 +26,54 @@ class ModelConfig:
     ``"silu"`` (the same function). Every field is range-checked on construction
     (``config_checks``): one ``ValueError`` lists every problem.
     """
-    vocab_size: int = 384
-    decoder_embed_dim: int = 256
-    decoder_layers: int = 4
-    decoder_attention_heads: int = 4
-    hidden_dim: int | None = None
-    glu_dim: int = 704
-    linear_use_lrpe_list: tuple[int, ...] | None = None
-    linear_act_fun: str = "silu"
-    norm_type: str = "simplermsnorm"
-    no_scale_embedding: bool = False
-    bias: bool = False
-    init_std: float = 0.02
-    pad_token_id: int | None = 256
-    bos_token_id: int | None = 257
-    eos_token_id: int | None = 258
+    vocab_size: int = described(384, "token ids the model embeds and predicts (>= the "
+                                     "tokenizer's ids)")
+    decoder_embed_dim: int = described(256, "model width")
+    decoder_layers: int = described(4, "layers")
+    decoder_attention_heads: int = described(4, "attention heads per layer (each of width "
+                                                "decoder_embed_dim / heads)")
+    hidden_dim: int | None = described(None, "published config's name of the width; null: "
+                                             "decoder_embed_dim")
+    glu_dim: int = described(704, "hidden width of each layer's gated linear unit (-1: "
+                                  "decoder_embed_dim)")
+    linear_use_lrpe_list: tuple[int, ...] | None = described(
+        None, "per layer, 1 for linearized relative positional encoding (LRPE); null: layer 0 "
+              "only, as published")
+    linear_act_fun: str = described("silu", "activation of queries and keys")
+    norm_type: str = described("simplermsnorm", "normalization of each layer")
+    no_scale_embedding: bool = described(False, "true: do not scale the token embeddings by "
+                                                "sqrt(decoder_embed_dim)")
+    bias: bool = described(False, "biases in the projections")
+    init_std: float = described(0.02, "standard deviation of the initial weights")
+    pad_token_id: int | None = described(256, "padding id (its embedding is zero); null: none")
+    bos_token_id: int | None = described(257, "id put before a prompt; null: none")
+    eos_token_id: int | None = described(258, "id that ends a document and stops generation; "
+                                              "null: none")
     # Ours.
-    architecture: str = "tnl"
-    softmax_every: int = 8
-    softmax_offset: int = -1
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = True
-    use_decay: bool = True
-    decay_learnable: bool = False
-    attention_backend: str | None = None
-    chunk_size: int | None = None
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    remat: str = "none"
+    architecture: str = described("tnl", "tnl (lightning attention), softmax (TNL's backbone "
+                                          "with softmax attention), hybrid (a softmax layer in "
+                                          "every softmax_every) or llama (a LLaMA-style "
+                                          "baseline)")
+    softmax_every: int = described(8, "hybrid: layers per group, one of them softmax attention")
+    softmax_offset: int = described(-1, "hybrid: the softmax layer's place in each group of "
+                                        "softmax_every (-1: the last, 0: the first)")
+    rope_theta: float = described(10000.0, "rotary position base of the softmax layers")
+    tie_word_embeddings: bool = described(True, "the output projection is the embedding "
+                                                "matrix")
+    use_decay: bool = described(True, "per-head exponential decay in lightning attention")
+    decay_learnable: bool = described(False, "the decays are trained parameters, not fixed")
+    attention_backend: str | None = described(
+        None, "lightning attention's implementation: pallas (GPU kernels), interpret (their "
+              "CPU interpreter, for tests) or xla; null: pallas on GPU, xla elsewhere")
+    chunk_size: int | None = described(None, "tokens per block of lightning attention; null: "
+                                             "the op's choice")
+    dtype: str = described("float32", "compute dtype of activations")
+    param_dtype: str = described("float32", "dtype of the stored weights")
+    remat: str = described("none", "what the backward recomputes instead of storing "
+                                   "(tnl_jax/model/remat.py)")
+    scan_unroll: int = described(1, "layers per iteration of each layer stack's scan: 1 a "
+                                    "loop over the layers; a stack's layer count or more "
+                                    "inlines every layer (same results)")
 
     def __post_init__(self) -> None:
         found = config_checks.problems(vars(self))

@@ -126,6 +126,8 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     found += chunk_size(cfg["chunk_size"])
     found += float_dtype("dtype", cfg["dtype"]) + float_dtype("param_dtype", cfg["param_dtype"])
     found += remat(cfg["remat"])
+    found += integer("scan_unroll", cfg["scan_unroll"], 1, " (layers per iteration of the "
+                     "layer scan)")
     if cfg["decay_learnable"] is True and cfg["use_decay"] is False:
         found.append("decay_learnable=True needs use_decay=True")
     return found
