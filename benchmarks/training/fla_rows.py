@@ -7,6 +7,8 @@ ours and theirs with the ratios at equal shape (TNL / RetNet, softmax / Transfor
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from collections import defaultdict
 
 from benchmarks.common.timing import json_lines_of, module_command
@@ -108,3 +110,15 @@ def ran_with_lines(anchors: list[dict]) -> str:
         f"- fla {r['model']} {r['batch']} x {r['rows']}: "
         + ", ".join(f"{k} {v}" for k, v in r.get("ran_with", {}).items() if k != "fla_config")
         for r in anchors)
+
+
+def write_peer_table(ours: list[dict], anchors: list[dict], out: str | None) -> None:
+    """Prints the peer table and what each anchor ran with; with ``out``, also writes
+    them (``train_bench_fla.md``) and the anchor rows (``train_bench_fla.json``)."""
+    text = peer_table(ours, anchors) + "\n\nFLA rows ran with:\n" + ran_with_lines(anchors)
+    print(text, flush=True)
+    if out:
+        with open(os.path.join(out, "train_bench_fla.md"), "w") as f:
+            f.write(text + "\n")
+        with open(os.path.join(out, "train_bench_fla.json"), "w") as f:
+            json.dump(anchors, f, indent=1)

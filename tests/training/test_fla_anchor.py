@@ -8,7 +8,8 @@ import jax
 import pytest
 from flax import nnx
 
-from benchmarks.training.fla_rows import anchor_commands, flops_per_token, peer_table, shape_of
+from benchmarks.training.fla_rows import (anchor_commands, flops_per_token, peer_table, shape_of,
+                                          write_peer_table)
 from benchmarks.training.fla_shapes import FLOP_ARCH, Shape, fla_config, matrix_params
 from tnl_jax.model import create_model
 from tnl_jax.training import config as train_config
@@ -77,3 +78,15 @@ def test_peer_table_gives_ours_over_fla_at_equal_shape():
     lines = peer_table(ours, fla).splitlines()
     assert lines[2].endswith("| retnet | 60.0K | 16.0% | 30.0 | 2.50 |")
     assert "out of memory" in lines[3] and lines[3].endswith("| - |")
+
+
+def test_peer_table_is_written_with_what_each_anchor_ran_with(tmp_path):
+    ours = [{"preset": "p", "arch": "tnl", "remat": "projections", "rows": 2048, "tokens": 4096,
+             "tokens_per_s": 3e3, "mfu": None, "program_gib": 1.0}]
+    fla = [{"preset": "p", "model": "retnet", "rows": 2048, "tokens": 4096, "batch": 2,
+            "tokens_per_s": 2e3, "mfu": None, "peak_gib": 2.0,
+            "ran_with": {"compile": "off: RuntimeError: x", "fla_config": {"hidden_size": 8}}}]
+    write_peer_table(ours, fla, str(tmp_path))
+    text = (tmp_path / "train_bench_fla.md").read_text()
+    assert "| 1.50 |" in text and "- fla retnet 2 x 2048: compile off: RuntimeError: x" in text
+    assert "hidden_size" not in text and "hidden_size" in (tmp_path / "train_bench_fla.json").read_text()
