@@ -52,6 +52,7 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: str = "none"
+    projection_dtype: str | None = None
 
     def __post_init__(self) -> None:
         found = config_checks.problems(vars(self))

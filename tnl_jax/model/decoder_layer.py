@@ -23,6 +23,7 @@ class DecoderLayer(nnx.Module):
       attention: ``"linear"`` (TNL's ``NormLinearAttention``) or ``"softmax"``.
       use_lrpe, decay, learn_decay, backend, chunk_size: of the linear token mixer
         (see ``NormLinearAttention``); ``rope_theta``: of the softmax one.
+      projection_dtype: ``"fp8"``: every projection in fp8 (``model/fp8.py``).
     """
 
     def __init__(self, num_heads: int, in_features: int, mlp_features: int, *,
@@ -30,11 +31,13 @@ class DecoderLayer(nnx.Module):
                  decay: jax.Array | None = None, learn_decay: bool = False,
                  rope_theta: float = 10000.0, init_std: float = 0.02,
                  dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
-                 backend: str | None = None, chunk_size: int | None = None, rngs: nnx.Rngs):
+                 backend: str | None = None, chunk_size: int | None = None,
+                 projection_dtype: str | None = None, rngs: nnx.Rngs):
         if attention not in ATTENTIONS:
             raise ValueError(f"attention={attention!r}, expected one of {ATTENTIONS}")
         self.softmax = attention == "softmax"
-        common = dict(init_std=init_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        common = dict(init_std=init_std, dtype=dtype, param_dtype=param_dtype,
+                      projection_dtype=projection_dtype, rngs=rngs)
         self.token_norm = SRMSNorm()
         if self.softmax:
             if use_lrpe or decay is not None or learn_decay:

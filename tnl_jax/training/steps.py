@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from tnl_jax.model.fp8 import is_fp8_meta
 from tnl_jax.training import losses as token_loss
 from tnl_jax.training import sharding
 from tnl_jax.training.divergence import count_non_finite
@@ -36,6 +37,26 @@ def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Arra
             for k, v in batch.items()}
 
 
+def _add_gradients(path, total, part):
+    """Sums a parameter's gradients over microbatches; an fp8 scaling's "gradient" is
+    its next value (``model/fp8.py``): the largest over microbatches."""
+    return jnp.maximum(total, part) if is_fp8_meta(path) else total + part
+
+
+def without_fp8_meta(grads):
+    """``grads`` with the fp8 scaling variables' zeroed: what the optimizer and the
+    gradient norm see (unchanged without fp8 projections)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, g: jnp.zeros_like(g) if is_fp8_meta(path) else g, grads)
+
+
+def take_fp8_meta(params, grads):
+    """``params`` with each fp8 scaling variable set to its next value, its gradient
+    (``model/fp8.py``), rather than moved by the optimizer."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p, g: g.astype(p.dtype) if is_fp8_meta(path) else p, params, grads)
+
+
 def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum: int,
                     loss_chunk_tokens: int = token_loss.AUTO):
@@ -56,17 +77,19 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
             grads, total, count = carry
             (micro_total, micro_count), micro_grads = jax.value_and_grad(
                 loss_sum, has_aux=True)(params, micro)
-            grads = jax.tree.map(jnp.add, grads, micro_grads)
+            grads = jax.tree_util.tree_map_with_path(_add_gradients, grads, micro_grads)
             return (grads, total + micro_total, count + micro_count), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
         (grads, total, count), _ = jax.lax.scan(
             accumulate, (zeros, 0.0, 0.0), _microbatches(batch, grad_accum))
         count = jnp.maximum(count, 1.0)
-        grads = jax.tree.map(lambda g: g / count, grads)
+        grads = jax.tree_util.tree_map_with_path(
+            lambda path, g: g if is_fp8_meta(path) else g / count, grads)
+        next_meta, grads = grads, without_fp8_meta(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
-                     "step": state["step"] + 1}
+        new_state = {"params": take_fp8_meta(optax.apply_updates(params, updates), next_meta),
+                     "opt_state": opt_state, "step": state["step"] + 1}
         stats = {"loss": total / count, "grad_norm": optax.tree.norm(grads),
                  "lr": schedule(state["step"]),
                  "non_finite_params": count_non_finite(new_state["params"]),
