@@ -74,8 +74,8 @@ def program_bytes(compiled) -> int:
             - m.alias_size_in_bytes)
 
 
-def build(s: Setting):
-    cfg = train_config.load(s.preset, [
+def build(s: Setting, overrides: list[str] = ()):
+    cfg = train_config.load(s.preset, [*overrides, 
         f"model.architecture={s.arch}", f"model.remat={s.remat}", "model.dtype=bfloat16",
         f"seq_len={s.rows}", f"batch_size={s.tokens // s.rows}", "warmup=2", "steps=1000"])
     mesh = sharding.make_mesh(1, 1, 1, 1)
@@ -87,10 +87,11 @@ def build(s: Setting):
     return cfg, trainer, batch, compiled
 
 
-def measure(s: Setting, warmup: int, steps: int, profile: bool) -> dict:
-    row = {"setting": s.name, **dataclasses.asdict(s), "device": jax.devices()[0].device_kind}
+def measure(s: Setting, warmup: int, steps: int, profile: bool, overrides=()) -> dict:
+    row = {"setting": " ".join([s.name, *overrides]), **dataclasses.asdict(s),
+           "device": jax.devices()[0].device_kind}
     try:
-        cfg, trainer, batch, compiled = build(s)
+        cfg, trainer, batch, compiled = build(s, overrides)
         state = trainer.initial_state
         for _ in range(warmup):
             state, stats = compiled(state, batch)
@@ -187,6 +188,8 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="preset:arch:rows:remat[:tokens],...",
                         type=comma_list(colon_fields("preset:arch:rows:remat:tokens",
                                                      ints=(2, 4), optional=1)))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every setting, e.g. model.projection_dtype=fp8")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--profile", default=None, help="arch:rows of the setting to profile",
@@ -210,7 +213,7 @@ def main() -> None:
     rows = []
     for s in parse_settings(args):
         profile = args.profile == (s.arch, s.rows)
-        rows.append(measure(s, args.warmup, args.steps, profile))
+        rows.append(measure(s, args.warmup, args.steps, profile, args.set))
         gc.collect()  # The setting's trainer and state, before the next one's.
         print({k: v for k, v in rows[-1].items() if k != "profile"}, flush=True)
     text = table(rows)
