@@ -1,8 +1,8 @@
 """The launch tables and their resolution, and the sequence-split policy.
 
 Used when ``lightning_attention`` gets no ``kernel_config``. Rows were chosen by
-measurement on an H200 (benchmarks/tune_kernels.py, each walk alone; the op against the
-anchors in benchmarks/kernel_bench.py); the numbers behind each row are in
+measurement on an H200 (benchmarks/kernel/tune_kernels.py, each walk alone; the op against the
+anchors in benchmarks/kernel/kernel_bench.py); the numbers behind each row are in
 benchmarks/RESULTS.md, "Launch tables: why these rows". A row gives, per walk, the
 feature block that splits the ``dk × dv`` state across programs, Triton's warps and
 pipeline stages, and the chunk length ``C``.

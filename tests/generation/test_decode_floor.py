@@ -1,4 +1,4 @@
-"""The decode floor's byte count (benchmarks/decode_floor.py) against a hand count and
+"""The decode floor's byte count (benchmarks/generation/decode_floor.py) against a hand count and
 the model's own parameters: a wrong floor would make every ratio of the benchmark wrong."""
 import math
 
@@ -6,7 +6,7 @@ import jax
 import pytest
 from flax import nnx
 
-from benchmarks.decode_floor import decode_bytes, floor_ms, state_bytes, weight_bytes
+from benchmarks.generation.decode_floor import decode_bytes, floor_ms, state_bytes, weight_bytes
 from tests.conftest import SMALL_MODEL
 from tnl_jax import ModelConfig, create_model
 

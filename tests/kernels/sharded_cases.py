@@ -49,7 +49,7 @@ CASES = [
 # The kernels interpreted: the Auto modes and the caller's shard_map. jax 0.10's Pallas
 # interpreter cannot run kernels inside a shard_map with manual-axis types (check_vma),
 # which the Explicit and shard_axes modes use; those run here with the xla backend, and
-# with the real kernels on the GPU (benchmarks/gpu_check.py).
+# with the real kernels on the GPU (benchmarks/kernel/gpu_check.py).
 INTERPRET_CASES = ("auto seq", "auto all three", "plain jit, no mesh set",
                    "shard_map all three")
 

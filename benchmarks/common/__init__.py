@@ -1,0 +1,1 @@
+"""Helpers shared by the benchmarks: argument parsing, timing, profiles, PyTorch anchors."""

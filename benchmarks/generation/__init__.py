@@ -1,0 +1,1 @@
+"""Generation benchmarks: decode speed against Hugging Face Llama, with bandwidth floors."""

@@ -1,0 +1,1 @@
+"""Kernel benchmarks: correctness on the GPU, speed against FLA and cuDNN, launch tuning."""

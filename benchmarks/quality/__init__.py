@@ -1,0 +1,1 @@
+"""The long-context quality study: TNL, softmax, hybrid trained alike, then evaluated."""
