@@ -1,17 +1,21 @@
 """fp8 projections (model/fp8.py): flax's fp8 dot with delayed scaling against the
 plain product, its scaling state as the train step's "gradient", and a tiny model that
 trains, checkpoints and resumes with it."""
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 
 from tests.tolerances import rel_err
-from tests.training.runs import losses, tiny_config
-from tnl_jax.model import ModelConfig
-from tnl_jax.model.fp8 import fp8_scalings, project
-from tnl_jax.training import loop
+from tests.training.runs import tiny_config
+from tnl_jax.model import create_model
+from tnl_jax.model.fp8 import fp8_scalings, is_fp8_meta, project
+from tnl_jax.training import config as train_config
+from tnl_jax.training import sharding
+from tnl_jax.training.loop import Trainer
+from tnl_jax.training.run_checkpoints import RunCheckpoints
+from tnl_jax.training.steps import token_losses
 
 E4M3_MAX = float(jnp.finfo(jnp.float8_e4m3fn).max)
 
@@ -49,18 +53,46 @@ def test_fp8_product_is_the_product_within_fp8_rounding_and_records_amax(rng):
     assert meta["grad_amax"][...][0] > 0 and meta["input_scale"][...].tolist() == [1.0]
 
 
-def test_projection_dtype_is_checked():
-    with pytest.raises(ValueError, match="projection_dtype='fp16'"):
-        ModelConfig(projection_dtype="fp16")
+def random_batch(rng, rows: int, seq: int, vocab: int) -> dict[str, np.ndarray]:
+    tokens = rng.integers(3, vocab, (rows, seq + 1), dtype=np.int32)
+    return {"input_ids": tokens[:, :-1], "targets": tokens[:, 1:],
+            "segment_ids": np.ones((rows, seq), np.int32),
+            "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (rows, seq)).copy(),
+            "loss_mask": np.ones((rows, seq), np.float32)}
 
 
-def test_tiny_model_trains_in_fp8_near_bf16_and_resumes_exactly(tmp_path):
-    common = ["model.dtype=bfloat16", "checkpoint_every=2"]
-    loop.main(tiny_config(tmp_path / "bf16", "steps=1", *common))
-    loop.main(tiny_config(tmp_path / "fp8", "steps=4", "model.projection_dtype=fp8", *common))
-    loop.main(tiny_config(tmp_path / "resumed", "steps=2", "model.projection_dtype=fp8", *common))
-    loop.main(tiny_config(tmp_path / "resumed", "steps=4", "model.projection_dtype=fp8", *common))
-    fp8, bf16 = losses(tmp_path / "fp8"), losses(tmp_path / "bf16")
-    assert all(np.isfinite(v) for v in fp8.values()) and fp8[4] < fp8[1]
-    assert abs(fp8[1] - bf16[1]) <= 0.01 * bf16[1]
-    assert losses(tmp_path / "resumed") == fp8  # the scaling state was saved and restored
+def test_tiny_model_trains_in_fp8_near_bf16_and_resumes_exactly(tmp_path, rng):
+    cfg = tiny_config(tmp_path, "model.dtype=bfloat16", "model.projection_dtype=fp8",
+                      "model.remat=projections")
+    mesh = sharding.make_mesh(1, 1, 1, 1)
+    trainer = Trainer(cfg, mesh)
+    local = random_batch(rng, cfg.batch_size, cfg.seq_len, cfg.model.vocab_size)
+    batch = sharding.global_batch(local, mesh)
+    state, first = trainer.train_step(trainer.initial_state, batch)
+    # Step 1 against the same weights with bf16 projections (the fp8 scaling variables
+    # draw no random numbers: the other parameters are the same).
+    bf16 = create_model(cfg.model.replace(projection_dtype=None), nnx.Rngs(cfg.seed))
+    graphdef, params, rest = nnx.split(bf16, nnx.Param, ...)
+    bf16_loss = jnp.mean(jax.jit(token_losses, static_argnums=0)(graphdef, params, rest,
+                                                                 local)[0])
+    assert abs(float(first["loss"]) - float(bf16_loss)) <= 0.01 * float(bf16_loss)
+    state, _ = trainer.train_step(state, batch)
+    meta = {jax.tree_util.keystr(path): leaf for path, leaf
+            in jax.tree_util.tree_leaves_with_path(state["params"]) if is_fp8_meta(path)}
+    # Two layer stacks (LRPE, linear), each with 3 + 3 products of 6 scaling variables.
+    assert len(meta) == 2 * 6 * 6
+    assert all(float(jnp.min(v[..., 0])) > 0 for k, v in meta.items() if "amax" in k)
+    assert all(float(jnp.min(v)) != 1.0 for k, v in meta.items() if "input_scale" in k)
+    # Saved at step 2 and restored: the next step's loss and state are the same.
+    checkpoints = RunCheckpoints(tmp_path, keep=1)
+    iterator = iter(grain.MapDataset.range(8).to_iter_dataset())
+    checkpoints.save(2, state, iterator, train_config.to_dict(cfg))
+    checkpoints.wait()
+    _, restored = checkpoints.restore_latest(state, iterator)
+    checkpoints.close()
+    continued, stats = trainer.train_step(state, batch)
+    resumed, resumed_stats = trainer.train_step(restored, batch)
+    assert np.isfinite(float(stats["loss"])) and float(stats["loss"]) < float(first["loss"])
+    assert float(resumed_stats["loss"]) == float(stats["loss"])
+    for a, b in zip(jax.tree.leaves(continued["params"]), jax.tree.leaves(resumed["params"])):
+        np.testing.assert_array_equal(a, b)

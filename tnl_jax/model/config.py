@@ -1,6 +1,7 @@
 """The model configuration: field names follow the published TransNormerLLM
 ``config.json`` (so a Hugging Face config loads as is), plus the fields this codebase
-adds (backend, dtypes, architecture, remat). The preset files (``tnl_jax/presets``)
+adds (backend, dtypes, architecture, remat, ``projection_dtype``: ``"fp8"`` runs the
+layers' projections in fp8 with delayed scaling, ``model/fp8.py``). The preset files (``tnl_jax/presets``)
 keep these fields under a top-level ``model:`` mapping."""
 from __future__ import annotations
 

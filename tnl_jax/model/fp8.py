@@ -10,7 +10,8 @@ amax histories). ``Fp8Meta`` is an ``nnx.Param`` so that it lives with the param
 (checkpointed, restored, sharded, seen by evaluation and generation), but it is not
 trained: its "gradient" is its next value (flax's custom VJPs return it), which the
 train step writes over it (``training.steps``: ``take_fp8_meta``) instead of passing it
-to the optimizer.
+to the optimizer. Generation reads the trained scales; its decode layout runs the
+q|k|v|u and MLP input products of a decode step in the compute dtype.
 """
 from __future__ import annotations
 
