@@ -76,8 +76,8 @@ def program_bytes(compiled) -> int:
 
 
 def build(s: Setting, overrides: list[str] = ()):
-    cfg = train_config.load(s.preset, [*overrides, 
-        f"model.architecture={s.arch}", f"model.remat={s.remat}", "model.dtype=bfloat16",
+    cfg = train_config.load(s.preset, [
+        *overrides, f"model.architecture={s.arch}", f"model.remat={s.remat}", "model.dtype=bfloat16",
         f"seq_len={s.rows}", f"batch_size={s.tokens // s.rows}", "warmup=2", "steps=1000"])
     mesh = sharding.make_mesh(1, 1, 1, 1)
     trainer = Trainer(cfg, mesh)
