@@ -54,13 +54,13 @@ def main() -> None:
             cfg = train_config.load(args.preset, [*small, *args.overrides,
                                                   f"model.architecture={arch}",
                                                   f"model.remat={args.remat}"])
-            found[arch] = r = slope(cfg, rows, seq, args.loss_chunk_tokens)
-            ref = found.get("softmax")
+            found[arch] = slope(cfg, rows, seq, args.loss_chunk_tokens)
+        ref = found.get("softmax")
+        for arch, r in found.items():
             ratio = f"{r['per_token_bytes'] / ref['per_token_bytes']:.2f}" if ref else "-"
             print(f"| {arch} | {rows} x {seq} | {r['per_token_bytes'] / 1024:.2f} | {ratio} | "
                   f"{r['fixed_bytes'] / 2**20:.1f} | {r['arguments_bytes'] / 2**20:.1f} |",
                   flush=True)
-
 
 if __name__ == "__main__":
     main()
