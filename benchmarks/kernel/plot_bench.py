@@ -1,9 +1,10 @@
 """Plots and a Markdown table from kernel_bench.py's JSON files.
 
-    python -m benchmarks.kernel.plot_bench benchmarks/results/kernel_bench_*.json --out benchmarks/results
+    python -m benchmarks.kernel.plot_bench benchmarks/results/kernel_bench_*.json.gz --out DIR
 
-Writes ``time_vs_T.png`` (fwd+bwd time at fixed tokens), ``speedup_vs_fla.png`` and
-``floor_ratio.png`` (fwd+bwd time over the memory floor), and prints the table.
+Reads plain or gzipped JSON. Writes ``time_vs_T.png`` (fwd+bwd time at fixed tokens) and
+``speedup_and_floor.png`` (the speedup over FLA and fwd+bwd time over the memory
+floor), and prints the table.
 """
 from __future__ import annotations
 

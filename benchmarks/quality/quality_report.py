@@ -1,16 +1,26 @@
-"""The quality study's table and plots, from the ``quality.json`` of every run under a
-root: ``summary.md`` (one line per run, then means over seeds), ``summary.json``, and
-``loss_vs_tokens.png``, ``loss_vs_flops.png``, ``position_buckets.png``, ``mqar.png``."""
+"""The quality study's tables and plots from the ``quality.json`` of every run under a
+root: ``summary.md`` and ``summary.json`` (the tables' numbers), and the plots of
+``quality_plots``. Every held-out figure is from the **test** half of the held-out
+documents, except the sweep's (the **validation** half, which chose the rates) and the
+curves (the whole held-out set, the same batches at every point)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.common.results_io import read_json
-from benchmarks.quality.quality_results import BUCKETS, RESULT_FILE
+from benchmarks.quality.quality_results import RESULT_FILE, bpb, read, window
+from benchmarks.quality.quality_runs import ARCHS, LABELS, Scale, plan
+from tnl_jax.evaluation import bootstrap, documents
+from tnl_jax.evaluation.positions import bucket_names
+
+BASELINE = "llama"  # The tuned softmax every architecture is paired with.
+GAIN_BUCKET = "8192-16384"
 
 
 def load(root: Path) -> list[dict]:
@@ -24,61 +34,187 @@ def _fmt(value, spec: str = ".4f") -> str:
         else format(value, spec)
 
 
-def run_line(r: dict) -> str:
-    held = r.get("held_out") or {}
-    buckets = held.get("buckets") or {}
-    cells = [r["run"], _fmt(r["params"] / 1e6, ".2f"), str(r["glu_dim"]),
-             _fmt(r["flops_per_token"] / 1e6, ".1f"), _fmt(r["tokens"] / 1e6, ".1f"),
-             _fmt(r.get("tokens_per_s"), ",.0f"), _fmt(held.get("bits_per_byte")),
-             *[_fmt((buckets.get(b) or {}).get("bits_per_byte")) for b in BUCKETS],
-             r.get("error", "")[:40]]
-    return "| " + " | ".join(cells) + " |"
+def validation_bpb(result: dict) -> float:
+    """A sweep run's figure of merit: validation bits per byte at its row length."""
+    return bpb(window(result, result["seq_len"], validation=True))
 
 
-def seed_means(results: list[dict]) -> list[str]:
-    """Held-out bits per byte, mean ± spread over seeds, per architecture and row length."""
+def sweep_scores(scale: Scale, root: Path, arch: str) -> dict[float, float]:
+    """Validation bits per byte of every finished sweep run of ``arch`` (the grid and
+    any extension), by rate; a failed or diverged run scores +inf."""
+    scores = {}
+    for path in sorted(root.glob(f"sweep-{arch}-lr*-s0")):
+        result = read(path)
+        if result is not None:
+            score = validation_bpb(result) if "windows" in result else math.inf
+            scores[result["lr"]] = score if math.isfinite(score) else math.inf
+    return scores
+
+
+def sweep_choice(scale: Scale, root: Path, arch: str) -> tuple[float | None, float | None]:
+    """(the kept rate, or None while the sweep is incomplete; the rate still to run, if
+    any). The grid ``scale.lrs`` runs first; a best rate at either end of what was run
+    extends the grid by a factor of two that way (an optimum at the edge of a grid is
+    not an optimum), until the best rate is inside."""
+    scores = sweep_scores(scale, root, arch)
+    missing = [lr for lr in scale.lrs if lr not in scores]
+    if missing:
+        return None, missing[0]
+    finite = {lr: v for lr, v in scores.items() if math.isfinite(v)}
+    if not finite:
+        return None, None  # Every rate failed: nothing to keep, nothing obvious to try.
+    best = min(finite, key=finite.get)
+    if best == max(scores):
+        return None, best * 2
+    if best == min(scores):
+        return None, best / 2
+    return best, None
+
+
+def chosen_lrs(scale: Scale, root: Path) -> dict[str, float]:
+    """Per architecture whose sweep is complete: the rate with the lowest validation
+    bits per byte, inside the rates tried (``sweep_choice``)."""
+    chosen = {arch: sweep_choice(scale, root, arch)[0] for arch in scale.archs}
+    return {arch: lr for arch, lr in chosen.items() if lr is not None}
+
+
+def sweep_lines(results: list[dict], chosen: dict[str, float]) -> list[str]:
+    sweep = [r for r in results if r["phase"] == "sweep"]
+    lrs = sorted({r["lr"] for r in sweep})
+    lines = ["| arch | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | kept |",
+             "|---|" + "---|" * (len(lrs) + 1)]
+    by = {(r["arch"], r["lr"]): r for r in sweep}
+    for arch in [a for a in ARCHS if any(r["arch"] == a for r in sweep)]:
+        cells = [_fmt(validation_bpb(by[(arch, lr)]) if (arch, lr) in by and
+                      "error" not in by[(arch, lr)] else None) for lr in lrs]
+        lines.append(f"| {arch} | " + " | ".join(cells) + f" | {_fmt(chosen.get(arch), 'g')} |")
+    return lines
+
+
+def _seed_losses(runs_: list[dict], size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(seeds, documents)`` test-half summed losses at ``size`` and the counts."""
+    scores = [window(r, size) for r in sorted(runs_, key=lambda r: r["seed"])]
+    if not scores or any(s is None for s in scores):
+        return None
+    return np.stack([s.loss.sum(1) for s in scores]), scores[0].count.sum(1)
+
+
+def main_lines(results: list[dict], rows: int) -> tuple[list[str], dict]:
+    """Test bits per byte per architecture (mean, spread over seeds) and the paired
+    difference to ``BASELINE`` with its bootstrap interval over documents and seeds."""
     groups = defaultdict(list)
     for r in results:
-        if "held_out" in r:
-            groups[(r["seq_len"], r["arch"])].append(r["held_out"]["bits_per_byte"])
-    lines = ["| rows | arch | seeds | bits/byte mean | min-max |", "|---|---|---|---|---|"]
-    for (rows, arch), values in sorted(groups.items()):
-        lines.append(f"| {rows} | {arch} | {len(values)} | {statistics.mean(values):.4f} | "
-                     f"{min(values):.4f}-{max(values):.4f} |")
+        if r["phase"] == "main" and "windows" in r:
+            groups[r["arch"]].append(r)
+    base = _seed_losses(groups.get(BASELINE, []), rows)
+    lines = [f"| arch | what it is | seeds | test bits/byte (mean ± sd) | vs {BASELINE} (95% CI) "
+             "| all held-out, last curve point | tokens/s | MFU |", "|---|---|---|---|---|---|---|---|"]
+    numbers = {}
+    for arch in [a for a in ARCHS if a in groups]:
+        runs_ = groups[arch]
+        spread = bootstrap.seed_spread([bpb(window(r, rows)) for r in runs_])
+        own = _seed_losses(runs_, rows)
+        pair = None
+        if base is not None and own is not None and own[0].shape == base[0].shape:
+            pair = bootstrap.paired_difference(own[0], base[0], own[1])
+        curve = [r["curve"][-1]["eval_loss"] / math.log(2) for r in runs_ if r["curve"]]
+        numbers[arch] = {"test": spread, f"vs_{BASELINE}": pair}
+        vs = "-" if pair is None else (f"{pair['relative']:+.2%} ({pair['relative_interval'][0]:+.2%}"
+                                       f" to {pair['relative_interval'][1]:+.2%})")
+        lines.append(f"| {arch} | {LABELS[arch]} | {spread['n']} | {spread['mean']:.4f} ± "
+                     f"{spread['std']:.4f} | {vs} | {_fmt(np.mean(curve) if curve else None)} | "
+                     f"{_fmt(np.mean([r['tokens_per_s'] or 0 for r in runs_]), ',.0f')} | "
+                     f"{_fmt(np.mean([r['mfu'] or 0 for r in runs_]), '.1%')} |")
+    return lines, numbers
+
+
+def extrapolation_lines(results: list[dict], sizes: tuple[int, ...], rows: int) -> list[str]:
+    """Main runs (trained at ``rows``): test bits per byte at each window, and the
+    longest window against ``rows`` (seeds averaged)."""
+    lines = ["| arch | " + " | ".join(f"{s}" for s in sizes) + f" | {sizes[-1]} / {rows} |",
+             "|---|" + "---|" * (len(sizes) + 1)]
+    for arch in ARCHS:
+        runs_ = [r for r in results if r["phase"] == "main" and r["arch"] == arch]
+        if not runs_:
+            continue
+        values = [np.nanmean([bpb(window(r, s)) for r in runs_]) for s in sizes]
+        ratio = values[-1] / values[sizes.index(rows)] - 1 if rows in sizes else math.nan
+        lines.append(f"| {arch} | " + " | ".join(_fmt(v) for v in values) +
+                     f" | {_fmt(ratio, '+.2%')} |")
+    return lines
+
+
+def context_gain_lines(results: list[dict], short: int, full: int) -> list[str]:
+    """Bits per byte lost when the context is cut to ``short`` tokens, by position bucket
+    (test half, same targets): main seed 0 and ext runs."""
+    names = bucket_names()
+    lines = ["| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for r in results:
+        a, b = window(r, short), window(r, full)
+        if r["phase"] in ("main", "ext") and r["seed"] == 0 and a is not None and b is not None:
+            gain = documents.context_gain(a, b)
+            lines.append(f"| {r['run']} | " + " | ".join(_fmt(gain[n], "+.4f") for n in names) + " |")
+    return lines
+
+
+def passkey_lines(results: list[dict]) -> list[str]:
+    """Passkey accuracy by length, depths averaged (per depth in summary.json)."""
+    with_key = [r for r in results if r.get("passkey")]
+    lengths = sorted({p["length"] for r in with_key for p in r["passkey"]})
+    lines = ["| run | " + " | ".join(str(n) for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
+    for r in with_key:
+        cells = [np.mean([p["accuracy"] for p in r["passkey"] if p["length"] == n]) for n in lengths]
+        lines.append(f"| {r['run']} | " + " | ".join(_fmt(c, ".2f") for c in cells) + " |")
     return lines
 
 
 def mqar_lines(results: list[dict]) -> list[str]:
-    lines = ["| run | length | " + " | ".join(f"{p} pairs" for p in (4, 8, 16, 32, 64)) + " |",
-             "|---|---|" + "---|" * 5]
-    for r in results:
-        by_length = defaultdict(dict)
-        for point in r.get("mqar", []):
-            by_length[point["length"]][point["pairs"]] = point["recall"]
-        for length, row in sorted(by_length.items()):
-            lines.append(f"| {r['run']} | {length} | " + " | ".join(
-                _fmt(row.get(p), ".3f") for p in (4, 8, 16, 32, 64)) + " |")
+    """Recall per setting: in distribution, then (apart) past the training lengths."""
+    mqar = [r for r in results if r.get("mqar")]
+    if not mqar:
+        return []
+    settings = {k: [(p["length"], p["pairs"]) for p in mqar[0]["mqar"][k]]
+                for k in ("in_distribution", "extrapolation")}
+    head = [f"{n}/{p}" for k in settings for n, p in settings[k]]
+    lines = ["| run | " + " | ".join(head) + " |", "|---|" + "---|" * len(head),
+             f"(length/pairs; the first {len(settings['in_distribution'])} in distribution)"]
+    for r in mqar:
+        cells = [p["recall"] for k in settings for p in r["mqar"][k]]
+        lines.insert(-1, f"| {r['run']} | " + " | ".join(_fmt(c, ".3f") for c in cells) + " |")
     return lines
 
 
-def table(results: list[dict]) -> str:
-    head = ["run", "params M", "glu_dim", "MFLOP/token", "tokens M", "tokens/s",
-            "held-out bits/byte", *[f"bpb {b}" for b in BUCKETS], "error"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += [run_line(r) for r in results]
-    return "\n".join([*lines, "", *seed_means(results), "", *mqar_lines(results)]) + "\n"
+def tables(results: list[dict], scale: Scale, chosen: dict[str, float]) -> tuple[str, dict]:
+    main, numbers = main_lines(results, scale.rows)
+    sections = [
+        ("Learning-rate sweep: validation bits/byte", sweep_lines(results, chosen)),
+        (f"Main runs at {scale.rows}-token rows: test bits/byte", main),
+        ("Length extrapolation: test bits/byte at each window (trained at "
+         f"{scale.rows})", extrapolation_lines(results, scale.windows, scale.rows)),
+        (f"Context gain: bits/byte at a {min(scale.windows)}-token window minus at "
+         f"{max(scale.windows)}, same targets", context_gain_lines(
+             results, min(scale.windows), max(scale.windows))),
+        ("Passkey accuracy (all five digits), depths averaged", passkey_lines(results)),
+        ("MQAR recall", mqar_lines(results)),
+    ]
+    text = "\n\n".join(f"### {title}\n\n" + "\n".join(lines) for title, lines in sections
+                       if len(lines) > 2)  # A header alone: nothing measured yet.
+    return text + "\n", numbers
 
 
-def write(root: Path) -> None:
-    """Writes the table and plots under ``root`` and prints the table."""
+def write(root: Path, scale: Scale) -> None:
+    """Writes the tables and plots under ``root`` and prints the tables."""
     results = load(root)
     if not results:
         print(f"no {RESULT_FILE} under {root}: nothing to report")
         return
-    text = table(results)
+    chosen = chosen_lrs(scale, root)
+    text, numbers = tables(results, scale, chosen)
     (root / "summary.md").write_text(text)
-    (root / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
+    (root / "summary.json").write_text(json.dumps(
+        {"scale": dataclasses.asdict(scale), "plan": plan(scale), "chosen_lrs": chosen,
+         "main": numbers}, indent=1) + "\n")
     print(text)
     from benchmarks.quality import quality_plots  # Only here: matplotlib is slow to import.
-    for path in quality_plots.plot_all(results, root):
+    for path in quality_plots.plot_all(results, scale, root):
         print(f"plot: {path}")

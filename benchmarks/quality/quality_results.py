@@ -1,24 +1,33 @@
 """One run's results (``quality.json`` in its directory): size, cost, throughput, the
-loss curve from its ``metrics.jsonl``, and the metrics of ``tnl_jax.evaluation``."""
+held-out curve from its ``metrics.jsonl`` (every point the whole held-out set), and
+the metrics of ``tnl_jax.evaluation`` on its final weights:
+
+- language runs: every held-out document scored at each of ``WINDOWS`` (per-document
+  sums by position bucket, so the report can pair architectures document by document
+  and split validation from test); passkey accuracy for main (seed 0) and ext runs;
+- MQAR runs: recall in distribution and past the training lengths.
+"""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.quality.quality_runs import Run
-from tnl_jax.evaluation import recall, run_eval
+import jax
+
+from benchmarks.common.results_io import read_json
+from benchmarks.quality.quality_runs import LONG_FILE_BYTES, Run, Scale
+from tnl_jax.evaluation import bootstrap, documents, passkey, recall, run_eval
 from tnl_jax.evaluation.positions import bucket_names
 from tnl_jax.model.counting import count_flops_per_token, count_params
+from tnl_jax.tokenizers import get_tokenizer
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.metrics import read_metrics
 
 RESULT_FILE = "quality.json"
-MQAR_PAIRS = (4, 8, 16, 32, 64)
-# The position buckets of the table and plots: the open bucket past 16K is empty at these
-# row lengths.
-BUCKETS = bucket_names()[:-1]
+BUCKETS = bucket_names()  # Position buckets of the tables: 0-512 ... 16384+.
 
 
 def curve(records: list[dict], tokens_per_step: int, flops_per_token: float) -> list[dict]:
@@ -40,8 +49,10 @@ def describe(run: Run, cfg: TrainConfig) -> dict[str, Any]:
     tokens_per_step = cfg.batch_size * cfg.seq_len
     flops = count_flops_per_token(cfg.model, cfg.seq_len)
     last = records[-1] if records else {}
-    return {"run": run.name, "arch": run.arch, "task": run.task, "seq_len": run.seq_len,
-            "seed": run.seed, "params": count_params(cfg.model), "glu_dim": cfg.model.glu_dim,
+    return {"run": run.name, "phase": run.phase, "arch": run.arch, "task": run.task,
+            "lr": run.lr, "seed": run.seed, "seq_len": cfg.seq_len, "warmup": cfg.warmup,
+            "device": jax.devices()[0].device_kind,
+            "params": count_params(cfg.model), "glu_dim": cfg.model.glu_dim,
             "flops_per_token": flops, "steps": cfg.steps,
             "tokens": cfg.steps * tokens_per_step, "last_step": last.get("step", 0),
             "tokens_per_s": _median(records, "tokens_per_s"), "mfu": _median(records, "mfu"),
@@ -49,22 +60,70 @@ def describe(run: Run, cfg: TrainConfig) -> dict[str, Any]:
             "curve": curve(records, tokens_per_step, flops)}
 
 
-def evaluate(run: Run, cfg: TrainConfig, eval_batches: int, mqar_rows: int) -> dict:
-    """The run's results, its final weights evaluated (held-out set or MQAR grid)."""
+def held_out_docs(cfg: TrainConfig) -> list[documents.Document]:
+    """The run's held-out documents (its own rule: long stdlib files, hashed)."""
+    return documents.held_out_documents(cfg.data, get_tokenizer(cfg.tokenizer, cfg.model),
+                                        cfg.eval_fraction, LONG_FILE_BYTES)
+
+
+def passkey_filler(docs: list[documents.Document]) -> bytes:
+    """The held-out documents' bytes end to end (BOS dropped): the haystack, never
+    trained on."""
+    return b"".join(bytes(d.tokens[1:].astype("uint8")) for d in docs)
+
+
+def language_metrics(run: Run, cfg: TrainConfig, scale: Scale, score) -> dict:
+    """Documents at every window (a sweep run: its training rows only, the validation
+    loss) and, for main seed 0 and ext runs, passkey accuracy."""
+    docs = held_out_docs(cfg)
+    windows = (cfg.seq_len,) if run.phase == "sweep" else scale.windows
+    out = {"windows": [documents.score_windows(score, docs, w, scale.eval_batch_tokens)
+                       .to_dict() for w in windows]}
+    if run.phase == "ext" or (run.phase == "main" and run.seed == 0):
+        bos = get_tokenizer(cfg.tokenizer, cfg.model).bos_id
+        out["passkey"] = passkey.accuracy(score, passkey_filler(docs), scale.passkey_lengths,
+                                          scale.passkey_rows, bos)
+    return out
+
+
+def evaluate(run: Run, cfg: TrainConfig, scale: Scale) -> dict:
+    """The run's results, its final weights evaluated."""
     result = describe(run, cfg)
-    score, mesh = run_eval.load_scorer(cfg)
+    score, _ = run_eval.load_scorer(cfg)
     if run.task == "mqar":
-        lengths = sorted({cfg.seq_len >> k for k in range(4)} - {0})  # Up to the rows'.
-        result["mqar"] = recall.recall_grid(score, list(MQAR_PAIRS), lengths, mqar_rows)
+        result["mqar"] = recall.evaluate(score, cfg.seq_len, cfg.model.vocab_size,
+                                         scale.mqar_eval_rows)
     else:
-        result["held_out"] = run_eval.held_out(cfg, score, mesh, eval_batches)
+        result.update(language_metrics(run, cfg, scale, score))
     return result
 
 
+def _half(scores: documents.WindowScores, validation: bool) -> documents.WindowScores:
+    """The documents of one half (``documents.is_validation``)."""
+    rows = [i for i, k in enumerate(scores.keys) if documents.is_validation(k) == validation]
+    return documents.WindowScores(scores.window, [scores.keys[i] for i in rows],
+                                  scores.loss[rows], scores.count[rows], scores.edges)
+
+
+def window(result: dict, size: int, validation: bool = False) -> documents.WindowScores | None:
+    """The run's scores at window ``size`` on one half, or None."""
+    for d in result.get("windows", []):
+        if d["window"] == size:
+            return _half(documents.WindowScores.from_dict(d), validation)
+    return None
+
+
+def bpb(scores: documents.WindowScores | None) -> float:
+    return math.nan if scores is None else bootstrap.bits_per_byte(scores.loss, scores.count)
+
+
 def write(run_dir: Path, result: dict) -> None:
-    (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=1) + "\n")
+    (run_dir / RESULT_FILE).write_text(json.dumps(result) + "\n")
 
 
 def read(run_dir: Path) -> dict | None:
-    path = run_dir / RESULT_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    """The run's results (``quality.json``, or gzipped as archived), or None."""
+    for path in (run_dir / RESULT_FILE, run_dir / f"{RESULT_FILE}.gz"):
+        if path.exists():
+            return read_json(path)
+    return None

@@ -1,10 +1,23 @@
-"""The named runs of the quality study (issue 21) and the training config of each.
+"""The named runs of the quality study and the training config of each.
 
-Every run is a plain ``train.py`` run: the same preset (tnl-tiny's data and tokenizer
-keys) with ``key=value`` overrides, so a run directory resumes like any other. All
-architectures share width, depth, heads, tokens, batch, optimizer, schedule and seed
-(the seed fixes the data order too); only ``architecture``, ``decay_learnable`` and,
-to match parameter counts, ``glu_dim`` differ (``matched_glu``).
+Every run is a plain ``train.py`` run (tnl-tiny's data and tokenizer keys with
+``key=value`` overrides), so a run directory resumes like any other. The study has
+four phases, each a list of runs:
+
+- ``sweep``: every architecture at each learning rate of ``Scale.lrs`` (seed 0, 2K
+  rows, ``sweep_tokens``); the rate kept for an architecture is the one with the
+  lowest bits per byte on the **validation** half of the held-out documents;
+- ``main``: every architecture at its kept rate, each seed of ``Scale.seeds``, 2K
+  rows, ``tokens``; the reported numbers (the **test** half);
+- ``ext``: each main run of seed 0 trained on for ``ext_tokens`` at 16K rows (from its
+  weights, a fresh optimizer with the same warmup): the long-context rows, the same
+  extension for every architecture;
+- ``mqar``: Zoology's recall task on small models (``Scale.mqar_*``), each
+  architecture at each rate of ``mqar_lrs``.
+
+All architectures of a phase share width, depth, heads, tokens, batch, optimizer,
+schedule (warmup fixed in steps) and seed (which fixes the data order too); only the
+architecture keys and, to match parameter counts, ``glu_dim`` differ (``matched_glu``).
 """
 from __future__ import annotations
 
@@ -15,36 +28,64 @@ from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.counting import count_params
 from tnl_jax.training import config as train_config
 
-# Architecture name -> model overrides.
+# Architecture name -> model overrides; LABELS says what each is in a table.
 ARCHS = {
-    "tnl": {"architecture": "tnl"},  # Fixed decays, as published.
-    "softmax": {"architecture": "softmax"},  # RoPE.
-    "hybrid": {"architecture": "hybrid", "softmax_every": 8},  # One softmax layer in eight.
+    "tnl": {"architecture": "tnl"},
     "tnl-learned": {"architecture": "tnl", "decay_learnable": True},
+    "hybrid8": {"architecture": "hybrid", "softmax_every": 8},
+    "hybrid4": {"architecture": "hybrid", "softmax_every": 4},
+    "softmax": {"architecture": "softmax"},
+    "llama": {"architecture": "llama"},
+}
+LABELS = {
+    "tnl": "TNL (fixed decays)", "tnl-learned": "TNL, learned decays",
+    "hybrid8": "hybrid, softmax every 8th layer", "hybrid4": "hybrid, softmax every 4th layer",
+    "softmax": "softmax, TNL backbone (SRMSNorm, SGLU)",
+    "llama": "softmax, LLaMA-style (RMSNorm+gain, SwiGLU, QK norm)",
+}
+MQAR_ARCHS = {  # Two layers: the hybrid is one lightning layer, then one softmax layer.
+    "tnl": ARCHS["tnl"], "tnl-learned": ARCHS["tnl-learned"],
+    "hybrid": {"architecture": "hybrid", "softmax_every": 2},
+    "softmax": ARCHS["softmax"], "llama": ARCHS["llama"],
 }
 LONG_FILE_BYTES = 16384  # Held out: stdlib files of at least 16 KB (long documents).
+PHASES = ("sweep", "main", "ext", "mqar")
 
 
 @dataclasses.dataclass(frozen=True)
 class Scale:
-    """The study's size: the model, tokens and batch shared by every run."""
+    """The study's size: the models, tokens, batches and schedules of every phase."""
     width: int = 512
     layers: int = 8
     heads: int = 8
-    glu_dim: int = 1408  # TNL's MLP width (2.75 x width, as tnl-tiny); others are matched.
-    tokens: float = 300e6
-    batch_tokens: int = 1 << 17  # Tokens per step at every row length.
-    rows: tuple[int, ...] = (2048, 16384)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    glu_dim: int = 1408  # TNL's MLP width (2.75 x width); the others are matched.
     archs: tuple[str, ...] = tuple(ARCHS)
-    lr: float = 2e-3
-    warmup_fraction: float = 0.02
+    batch_tokens: int = 1 << 17  # Tokens per step at every row length.
+    rows: int = 2048
+    lrs: tuple[float, ...] = (1e-3, 2e-3, 4e-3)
+    sweep_tokens: float = 25e6
+    tokens: float = 100e6
+    seeds: tuple[int, ...] = (0, 1, 2)
+    ext_rows: int = 16384
+    ext_tokens: float = 25e6
+    warmup_steps: int = 100  # Fixed in steps, the same for every run of a phase.
     dtype: str = "bfloat16"
-    evals: int = 20  # Held-out evaluations per run (the loss curves).
-    eval_batches: int = 2  # Batches per curve point.
+    evals: int = 10  # Held-out evaluations per run (the curves), each of the whole set.
     eval_fraction: float = 0.1  # Of the long files: the held-out set.
-    mqar_tokens: float = 20e6  # 0: no MQAR runs.
-    mqar_len: int = 2048
+    mqar_archs: tuple[str, ...] = tuple(MQAR_ARCHS)
+    mqar_width: int = 256
+    mqar_layers: int = 2
+    mqar_rows: int = 512
+    mqar_batch: int = 64
+    mqar_steps: int = 3000
+    mqar_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    # The evaluation (quality_results): context windows (512: the short side of the
+    # context gain), passkey lengths, tokens per evaluation batch, rows per point.
+    windows: tuple[int, ...] = (512, 2048, 8192, 16384, 32768, 65536)
+    passkey_lengths: tuple[int, ...] = (2048, 4096, 8192, 16384, 32768)
+    eval_batch_tokens: int = 1 << 16
+    passkey_rows: int = 8
+    mqar_eval_rows: int = 256
 
     def steps(self, tokens: float) -> int:
         return max(1, round(tokens / self.batch_tokens))
@@ -52,37 +93,54 @@ class Scale:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One training run: an architecture on a task at a row length with a seed."""
+    """One training run: an architecture in a phase, at a learning rate and seed."""
+    phase: str
     arch: str
-    seq_len: int
-    seed: int
-    task: str = "lm"  # "lm" (stdlib bytes) or "mqar".
+    lr: float
+    seed: int = 0
 
     @property
     def name(self) -> str:
-        prefix = "mqar-" if self.task == "mqar" else ""
-        return f"{prefix}{self.arch}-r{self.seq_len}-s{self.seed}"
+        return f"{self.phase}-{self.arch}-lr{self.lr:g}-s{self.seed}"
+
+    @property
+    def task(self) -> str:
+        return "mqar" if self.phase == "mqar" else "lm"
 
 
-def runs(scale: Scale) -> list[Run]:
-    """Every run of the study: shorter rows first, so that a cut budget leaves whole
-    comparisons (all architectures of one setting) rather than one long run."""
-    found = [Run(a, rows, seed) for rows in sorted(scale.rows) for seed in scale.seeds
-             for a in scale.archs]
-    if scale.mqar_tokens:
-        found += [Run(a, scale.mqar_len, seed, "mqar") for seed in scale.seeds[:1]
-                  for a in scale.archs]
-    return found
+def sweep_runs(scale: Scale) -> list[Run]:
+    return [Run("sweep", arch, lr) for lr in scale.lrs for arch in scale.archs]
 
 
-def model_overrides(scale: Scale, arch: str, glu_dim: int) -> dict:
+def main_runs(scale: Scale, chosen: dict[str, float]) -> list[Run]:
+    """Seeds first, so a cut budget leaves whole comparisons; only architectures whose
+    sweep finished (``chosen``)."""
+    return [Run("main", arch, chosen[arch], seed) for seed in scale.seeds
+            for arch in scale.archs if arch in chosen]
+
+
+def ext_runs(scale: Scale, chosen: dict[str, float]) -> list[Run]:
+    return [Run("ext", arch, chosen[arch]) for arch in scale.archs if arch in chosen]
+
+
+def mqar_runs(scale: Scale) -> list[Run]:
+    return [Run("mqar", arch, lr) for lr in scale.mqar_lrs for arch in scale.mqar_archs]
+
+
+def model_overrides(scale: Scale, run: Run, glu_dim: int) -> dict:
+    if run.task == "mqar":
+        width = scale.mqar_width
+        return {"decoder_embed_dim": width, "decoder_layers": scale.mqar_layers,
+                "decoder_attention_heads": width // 64, "glu_dim": round(2.75 * width / 8) * 8,
+                "vocab_size": 8192, "dtype": scale.dtype, **MQAR_ARCHS[run.arch]}
     return {"decoder_embed_dim": scale.width, "decoder_layers": scale.layers,
             "decoder_attention_heads": scale.heads, "glu_dim": glu_dim,
-            "dtype": scale.dtype, **ARCHS[arch]}
+            "dtype": scale.dtype, **ARCHS[run.arch]}
 
 
 def _params(scale: Scale, arch: str, glu_dim: int) -> int:
-    return count_params(ModelConfig().replace(**model_overrides(scale, arch, glu_dim)))
+    overrides = model_overrides(scale, Run("main", arch, 0.0), glu_dim)
+    return count_params(ModelConfig().replace(**overrides))
 
 
 def matched_glu(scale: Scale, arch: str) -> tuple[int, int, int]:
@@ -96,25 +154,51 @@ def matched_glu(scale: Scale, arch: str) -> tuple[int, int, int]:
     return glu, _params(scale, arch, glu), target
 
 
-def overrides(run: Run, scale: Scale, glu_dim: int, root: Path) -> list[str]:
-    """The ``key=value`` list of ``run`` (what ``train.py`` would be given)."""
-    tokens = scale.mqar_tokens if run.task == "mqar" else scale.tokens
-    steps = scale.steps(tokens)
+def plan(scale: Scale) -> dict[str, dict]:
+    """Per architecture: what it is, its MLP width and parameter count, matched to TNL's."""
+    out = {}
+    for arch in scale.archs:
+        glu, params, target = matched_glu(scale, arch)
+        out[arch] = {"glu_dim": glu, "params": params, "tnl_params": target,
+                     "difference": params / target - 1, "label": LABELS[arch]}
+    return out
+
+
+def _schedule(scale: Scale, run: Run) -> dict:
+    """Steps, rows, batch and warmup of the run's phase."""
+    if run.task == "mqar":
+        return {"steps": scale.mqar_steps, "seq_len": scale.mqar_rows,
+                "batch_size": scale.mqar_batch, "warmup": max(1, scale.mqar_steps // 20)}
+    rows = scale.ext_rows if run.phase == "ext" else scale.rows
+    tokens = {"sweep": scale.sweep_tokens, "main": scale.tokens, "ext": scale.ext_tokens}
+    steps = scale.steps(tokens[run.phase])
+    return {"steps": steps, "seq_len": rows, "batch_size": max(1, scale.batch_tokens // rows),
+            "warmup": min(scale.warmup_steps, max(1, steps // 2))}
+
+
+def overrides(run: Run, scale: Scale, glu_dim: int, root: Path,
+              eval_batches: int = 1) -> list[str]:
+    """The ``key=value`` list of ``run`` (what ``train.py`` would be given);
+    ``eval_batches``: how many batches hold the whole held-out set once."""
+    schedule = _schedule(scale, run)
     values = {
-        "run_dir": str(root / run.name), "seed": run.seed, "steps": steps,
-        "seq_len": run.seq_len, "batch_size": max(1, scale.batch_tokens // run.seq_len),
-        "lr": scale.lr, "warmup": max(1, round(scale.warmup_fraction * steps)),
-        "eval_every": max(1, steps // scale.evals), "eval_batches": scale.eval_batches,
-        "checkpoint_every": max(1, steps // 10), "keep_checkpoints": 1, "log_every": 1,
-        "sample_tokens": 0, "data": "stdlib" if run.task == "lm" else "mqar",
+        "run_dir": str(root / run.name), "seed": run.seed, "lr": run.lr, **schedule,
+        "eval_every": max(1, schedule["steps"] // (2 if run.phase == "sweep" else scale.evals)),
+        "eval_batches": eval_batches, "keep_checkpoints": 1,
+        "checkpoint_every": schedule["steps"] if run.phase == "sweep" else
+        max(1, schedule["steps"] // 4),
+        "log_every": 10, "sample_tokens": 0, "data": "stdlib" if run.task == "lm" else "mqar",
         "eval_fraction": scale.eval_fraction,
         "eval_min_bytes": LONG_FILE_BYTES if run.task == "lm" else 0,
-        **{f"model.{k}": v for k, v in model_overrides(scale, run.arch, glu_dim).items()},
+        **{f"model.{k}": v for k, v in model_overrides(scale, run, glu_dim).items()},
     }
+    if run.phase == "ext":
+        values["init_from"] = str(root / Run("main", run.arch, run.lr, 0).name)
     return [f"{key}={value}" for key, value in values.items()]
 
 
-def train_cfg(run: Run, scale: Scale, glu_dim: int, root: Path,
-              extra: list[str] = ()) -> train_config.TrainConfig:
+def train_cfg(run: Run, scale: Scale, glu_dim: int, root: Path, extra: list[str] = (),
+              eval_batches: int = 1) -> train_config.TrainConfig:
     """The run's training config: tnl-tiny with ``overrides`` (then ``extra``)."""
-    return train_config.load(None, [*overrides(run, scale, glu_dim, root), *extra])
+    return train_config.load(None, [*overrides(run, scale, glu_dim, root, eval_batches),
+                                    *extra])

@@ -1,26 +1,31 @@
-"""Long-context quality study (issue 21): TNL, softmax, hybrid and TNL with learned
-decays at one width, depth and parameter count, trained on the same bytes.
+"""The quality study: TNL, TNL with learned decays, two hybrids and two softmax
+baselines at one width, depth and parameter count, trained on the same bytes; the
+protocol is docs/QUALITY.md, the phases ``quality_runs``'s docstring.
 
-    python -m benchmarks.quality.quality_study --budget-seconds 540          # train, evaluate
-    python -m benchmarks.quality.quality_study --report                      # table and plots
-    python -m benchmarks.quality.quality_study --smoke                       # CPU, < 90 s
-
-A device call returns a limited number of files: bring the results back as one archive
-without the checkpoints, ``tar czf $OUT/quality.tgz --exclude=checkpoints -C ROOT .``.
-The 2026-12-01 study (benchmarks/RESULTS.md) ran ``--tokens 25e6 --seeds 0``.
+    python -m benchmarks.quality.quality_study --phases sweep,mqar --budget-seconds 540
+    python -m benchmarks.quality.quality_study --phases main,ext --budget-seconds 540
+    python -m benchmarks.quality.quality_study --report          # every table and plot
+    python -m benchmarks.quality.quality_study --smoke           # CPU, every phase, tiny
 
 Each run is a ``train.py`` run directory under ``--root``: rerunning with the same
 arguments resumes unfinished runs from their checkpoints and skips finished ones (a
-``quality.json`` beside them), so the study spreads over device calls. At
-``--budget-seconds`` the running run is asked to stop (SIGTERM: it saves and exits)
-and no new run starts. A run that fails (say a non-finite loss) is reported and the
-study goes on.
+``quality.json`` beside them), so the study spreads over device calls and sessions.
+``main`` and ``ext`` runs use the learning rate the sweep chose per architecture, so
+they start only for architectures whose sweep is complete. At ``--budget-seconds`` the
+running run is asked to stop (SIGTERM: it saves and exits) and no new run starts. A
+run that fails (say a non-finite loss) is reported and the study goes on. Compiled
+programs are cached under ``ROOT/.jax-cache``: the seeds and rates of an architecture
+compile once.
+
+A device call returns a limited number of files: bring the results back as one
+archive without the checkpoints,
+``tar czf $OUT/quality.tgz --exclude=checkpoints --exclude=.jax-cache -C ROOT .``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import math
 import os
 import signal
 import sys
@@ -32,15 +37,21 @@ from pathlib import Path
 if "--smoke" in sys.argv:  # Tiny programs: LLVM -O0 compiles them a third faster (as the tests).
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} " \
                               "--xla_backend_optimization_level=0"
-from benchmarks.quality import quality_report  # noqa: E402
-from benchmarks.quality import quality_results  # noqa: E402
-from benchmarks.quality.quality_runs import ARCHS, Run, Scale, matched_glu, runs, train_cfg  # noqa: E402
+import jax  # noqa: E402
+
+from benchmarks.quality import quality_report, quality_results  # noqa: E402
+from benchmarks.quality import quality_runs as runs  # noqa: E402
+from benchmarks.quality.quality_runs import PHASES, Run, Scale  # noqa: E402
 from tnl_jax.checkpoints import run_dir as run_layout  # noqa: E402
 from tnl_jax.training.loop import main as train  # noqa: E402
 
-SMOKE = Scale(width=32, layers=2, heads=2, glu_dim=64, tokens=6 * 4 * 256, batch_tokens=4 * 256,
-              rows=(256,), seeds=(0,), archs=("tnl", "softmax"), lr=3e-3, dtype="float32",
-              evals=2, eval_batches=1, mqar_tokens=2 * 4 * 128, mqar_len=128)
+SMOKE = Scale(width=32, layers=2, heads=2, glu_dim=64, archs=("tnl", "llama"),
+              batch_tokens=4 * 256, rows=256, lrs=(3e-3,), sweep_tokens=4 * 4 * 256,
+              tokens=4 * 4 * 256, seeds=(0,), ext_rows=512, ext_tokens=2 * 4 * 256,
+              warmup_steps=2, dtype="float32", evals=2, eval_fraction=0.03,
+              mqar_archs=("tnl", "hybrid"), mqar_width=64, mqar_rows=127, mqar_batch=4,
+              mqar_steps=4, mqar_lrs=(3e-3,), windows=(256, 512), passkey_lengths=(512,),
+              eval_batch_tokens=1024, passkey_rows=2, mqar_eval_rows=4)
 
 
 class Deadline:
@@ -77,14 +88,12 @@ class Deadline:
             signal.signal(signal.SIGTERM, self._external)
 
 
-def plan(scale: Scale) -> dict[str, dict]:
-    """Per architecture: its MLP width and parameter count, matched to TNL's."""
-    out = {}
-    for arch in scale.archs:
-        glu, params, target = matched_glu(scale, arch)
-        out[arch] = {"glu_dim": glu, "params": params, "tnl_params": target,
-                     "difference": params / target - 1}
-    return out
+def held_out_batches(scale: Scale) -> int:
+    """Batches of ``batch_tokens`` that hold the whole held-out set once (at least): the
+    training-time evaluation then reads every held-out document at every point."""
+    cfg = runs.train_cfg(Run("main", scale.archs[0], 1e-3), scale, scale.glu_dim, Path("/tmp"))
+    tokens = sum(len(d.tokens) for d in quality_results.held_out_docs(cfg))
+    return max(1, math.ceil(tokens / scale.batch_tokens))
 
 
 def finished(cfg) -> bool:
@@ -92,12 +101,13 @@ def finished(cfg) -> bool:
     return bool(steps) and steps[0] >= cfg.steps
 
 
-def do_run(run: Run, scale: Scale, glu: int, args, deadline: Deadline) -> str:
+def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) -> str:
     """Train (or resume) one run, then evaluate it; what happened, in a word."""
-    cfg = train_cfg(run, scale, glu, args.root, args.set)
+    glu = runs.matched_glu(scale, run.arch)[0] if run.task == "lm" else scale.glu_dim
+    cfg = runs.train_cfg(run, scale, glu, args.root, args.set, eval_batches)
     done = quality_results.read(Path(cfg.run_dir))
     if done and done.get("last_step") == cfg.steps and "error" not in done:
-        return "done before"
+        return "done before"  # A failed run (say out of memory) is tried again.
     if not finished(cfg):
         try:
             deadline.run(train, cfg)
@@ -108,70 +118,91 @@ def do_run(run: Run, scale: Scale, glu: int, args, deadline: Deadline) -> str:
             return "failed"
         if not finished(cfg):
             return "stopped (budget)"
-    result = quality_results.evaluate(run, cfg, args.eval_batches, args.mqar_rows)
-    quality_results.write(Path(cfg.run_dir), result)
+    quality_results.write(Path(cfg.run_dir), quality_results.evaluate(run, cfg, scale))
     return "evaluated"
+
+
+def phase_runs(phase: str, scale: Scale, root: Path) -> list[Run]:
+    if phase == "sweep":  # The grid, then one extension per architecture at a time.
+        extend = [Run("sweep", arch, quality_report.sweep_choice(scale, root, arch)[1])
+                  for arch in scale.archs]
+        grid = runs.sweep_runs(scale)
+        return grid + [r for r in extend if r.lr is not None and r not in grid]
+    if phase == "mqar":
+        return runs.mqar_runs(scale)
+    chosen = quality_report.chosen_lrs(scale, root)
+    missing = [a for a in scale.archs if a not in chosen]
+    if missing:
+        print(f"{phase}: no complete sweep yet for {', '.join(missing)}: left out")
+    return runs.main_runs(scale, chosen) if phase == "main" else runs.ext_runs(scale, chosen)
 
 
 def study(scale: Scale, args) -> None:
     deadline = Deadline(args.budget_seconds)
-    sizes = plan(scale)
     args.root.mkdir(parents=True, exist_ok=True)
-    (args.root / "plan.json").write_text(json.dumps(
-        {"scale": dataclasses.asdict(scale), "archs": sizes}, indent=1) + "\n")
-    for arch, size in sizes.items():
+    jax.config.update("jax_compilation_cache_dir", str(args.root / ".jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    eval_batches = held_out_batches(scale)
+    print(f"held-out set: {eval_batches} batches of {scale.batch_tokens} tokens per curve point")
+    for arch, size in runs.plan(scale).items():
         print(f"{arch:12s} glu_dim {size['glu_dim']:5d}  {size['params'] / 1e6:8.3f}M "
               f"parameters ({size['difference']:+.2%} against TNL)", flush=True)
-    for run in runs(scale):
-        if args.only and not any(part in run.name for part in args.only.split(",")):
-            continue
-        if deadline.passed():
-            print(f"budget spent: {run.name} and later runs left for the next call")
-            break
-        start = time.monotonic()
-        status = do_run(run, scale, sizes[run.arch]["glu_dim"], args, deadline)
-        print(f"== {run.name}: {status} ({time.monotonic() - start:.0f} s)", flush=True)
+    for phase in args.phases:
+        for run in phase_runs(phase, scale, args.root):
+            if args.only and not any(part in run.name for part in args.only.split(",")):
+                continue
+            if deadline.passed():
+                print(f"budget spent: {run.name} and later runs left for the next call")
+                return
+            start = time.monotonic()
+            status = do_run(run, scale, args, deadline, eval_batches)
+            print(f"== {run.name}: {status} ({time.monotonic() - start:.0f} s)", flush=True)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
 
 
 def scale_from(args) -> Scale:
     if args.smoke:
         return SMOKE
-    return Scale(width=args.width, layers=args.layers, heads=args.heads or args.width // 64,
-                 glu_dim=args.glu_dim or round(2.75 * args.width / 8) * 8,
-                 tokens=args.tokens, batch_tokens=args.batch_tokens,
-                 rows=tuple(int(r) for r in args.rows.split(",")),
-                 seeds=tuple(int(s) for s in args.seeds.split(",")),
-                 archs=tuple(args.archs.split(",")), lr=args.lr, dtype=args.dtype,
-                 evals=args.evals, mqar_tokens=args.mqar_tokens, mqar_len=args.mqar_len)
+    changes = {"archs": tuple(args.archs.split(",")) if args.archs else None,
+               "lrs": _floats(args.lrs) if args.lrs else None,
+               "seeds": _ints(args.seeds) if args.seeds else None,
+               "tokens": args.tokens, "sweep_tokens": args.sweep_tokens,
+               "ext_tokens": args.ext_tokens, "mqar_steps": args.mqar_steps,
+               "mqar_lrs": _floats(args.mqar_lrs) if args.mqar_lrs else None}
+    return dataclasses.replace(Scale(), **{k: v for k, v in changes.items() if v is not None})
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=None,
                    help="run directories (default benchmarks/results/quality, smoke: /tmp)")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=0, help="default width / 64")
-    p.add_argument("--glu-dim", type=int, default=0, help="TNL's; default 2.75 x width")
-    p.add_argument("--tokens", type=float, default=300e6, help="training tokens per run")
-    p.add_argument("--batch-tokens", type=int, default=1 << 17, help="tokens per step")
-    p.add_argument("--rows", default="2048,16384", help="row lengths (tokens)")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--archs", default=",".join(ARCHS), help=f"of {', '.join(ARCHS)}")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--evals", type=int, default=20, help="held-out points per loss curve")
-    p.add_argument("--eval-batches", type=int, default=4, help="final held-out batches")
-    p.add_argument("--mqar-tokens", type=float, default=20e6, help="0: no MQAR runs")
-    p.add_argument("--mqar-len", type=int, default=2048)
-    p.add_argument("--mqar-rows", type=int, default=64, help="examples per recall point")
+    p.add_argument("--phases", default="sweep,main,ext,mqar", help=f"of {', '.join(PHASES)}")
+    p.add_argument("--archs", default="", help=f"of {', '.join(runs.ARCHS)} (default all)")
+    p.add_argument("--lrs", default="", help="the sweep's learning rates (default 1e-3,2e-3,4e-3)")
+    p.add_argument("--seeds", default="", help="main seeds (default 0,1,2)")
+    p.add_argument("--tokens", type=float, default=None, help="main tokens per run (100e6)")
+    p.add_argument("--sweep-tokens", type=float, default=None, help="(25e6)")
+    p.add_argument("--ext-tokens", type=float, default=None, help="16K extension (25e6)")
+    p.add_argument("--mqar-steps", type=int, default=None, help="(3000)")
+    p.add_argument("--mqar-lrs", default="", help="(3e-4,1e-3,3e-3)")
     p.add_argument("--budget-seconds", type=float, default=None)
     p.add_argument("--only", default="", help="comma-separated parts of run names to run")
     p.add_argument("--set", action="append", default=[],
                    help="extra key=value for every run (e.g. model.remat=op_io)")
-    p.add_argument("--report", action="store_true", help="only the table and plots")
-    p.add_argument("--smoke", action="store_true", help="tiny CPU study, end to end")
+    p.add_argument("--report", action="store_true", help="only the tables and plots")
+    p.add_argument("--smoke", action="store_true", help="tiny CPU study, every phase")
     args = p.parse_args(argv)
+    args.phases = args.phases.split(",")
+    unknown = sorted(set(args.phases) - set(PHASES))
+    if unknown:
+        p.error(f"--phases: unknown {unknown}, expected of {PHASES}")
     if args.root is None:
         args.root = Path("/tmp/quality-smoke" if args.smoke else "benchmarks/results/quality")
     return args
@@ -179,9 +210,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    scale = scale_from(args)
     if not args.report:
-        study(scale_from(args), args)
-    quality_report.write(args.root)
+        study(scale, args)
+    quality_report.write(args.root, scale)
 
 
 if __name__ == "__main__":

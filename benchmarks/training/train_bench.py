@@ -10,6 +10,8 @@ synthetic batch (random tokens, one document per row). Memory is the compiled st
 own (arguments + temporaries + outputs not aliased to arguments: what it needs to
 run), and the device's peak since the process started. ``--extra`` adds settings
 by ``preset:arch:rows:remat[:tokens]``, e.g. ``tnl-1b:tnl:8192:none:32768``.
+``--set`` gives every setting training-config overrides (``key=value``, comma-separated),
+e.g. ``--set model.scan_unroll=24,loss_kernel=fused``.
 ``--profile arch:rows`` also prints where one step's device time goes
 (``profiling.kernel_times``). ``--anchor fla`` first trains FLA's RetNet and Transformer
 at the TNL and softmax settings' shapes in their own process (``training/fla_rows.py``)
@@ -51,11 +53,13 @@ class Setting:
     rows: int         # tokens per row
     remat: str
     tokens: int       # tokens per step
+    overrides: tuple[str, ...] = ()  # more training-config key=value
 
     @property
     def name(self) -> str:
         length = f"{self.rows // 1024}K" if self.rows % 1024 == 0 else str(self.rows)
-        return f"{self.preset} {self.arch} {self.tokens // self.rows} x {length} remat {self.remat}"
+        return " ".join([f"{self.preset} {self.arch} {self.tokens // self.rows} x {length} "
+                         f"remat {self.remat}", *self.overrides])
 
 
 def synthetic_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -75,10 +79,11 @@ def program_bytes(compiled) -> int:
             - m.alias_size_in_bytes)
 
 
-def build(s: Setting, overrides: list[str] = ()):
+def build(s: Setting):
     cfg = train_config.load(s.preset, [
-        *overrides, f"model.architecture={s.arch}", f"model.remat={s.remat}", "model.dtype=bfloat16",
-        f"seq_len={s.rows}", f"batch_size={s.tokens // s.rows}", "warmup=2", "steps=1000"])
+        f"model.architecture={s.arch}", f"model.remat={s.remat}", "model.dtype=bfloat16",
+        f"seq_len={s.rows}", f"batch_size={s.tokens // s.rows}", "warmup=2", "steps=1000",
+        *s.overrides])
     mesh = sharding.make_mesh(1, 1, 1, 1)
     trainer = Trainer(cfg, mesh)
     batch = sharding.global_batch(
@@ -88,11 +93,10 @@ def build(s: Setting, overrides: list[str] = ()):
     return cfg, trainer, batch, compiled
 
 
-def measure(s: Setting, warmup: int, steps: int, profile: bool, overrides=()) -> dict:
-    row = {"setting": " ".join([s.name, *overrides]), **dataclasses.asdict(s),
-           "device": jax.devices()[0].device_kind}
+def measure(s: Setting, warmup: int, steps: int, profile: bool) -> dict:
+    row = {"setting": s.name, **dataclasses.asdict(s), "device": jax.devices()[0].device_kind}
     try:
-        cfg, trainer, batch, compiled = build(s, overrides)
+        cfg, trainer, batch, compiled = build(s)
         state = trainer.initial_state
         for _ in range(warmup):
             state, stats = compiled(state, batch)
@@ -130,11 +134,13 @@ def measure(s: Setting, warmup: int, steps: int, profile: bool, overrides=()) ->
 
 
 def parse_settings(args) -> list[Setting]:
-    settings = [Setting(args.preset, arch, rows, args.remat, max(args.tokens, rows))
+    settings = [Setting(args.preset, arch, rows, args.remat, max(args.tokens, rows),
+                        tuple(args.set))
                 for arch in args.archs.split(",") if arch
                 for rows in args.rows]
     for preset, arch, rows, remat, *tokens in args.extra:
-        settings.append(Setting(preset, arch, rows, remat, tokens[0] if tokens else args.tokens))
+        settings.append(Setting(preset, arch, rows, remat, tokens[0] if tokens else args.tokens,
+                                tuple(args.set)))
     return settings
 
 
@@ -189,8 +195,8 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="preset:arch:rows:remat[:tokens],...",
                         type=comma_list(colon_fields("preset:arch:rows:remat:tokens",
                                                      ints=(2, 4), optional=1)))
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides for every setting, e.g. model.projection_dtype=fp8")
+    parser.add_argument("--set", default="", type=comma_list(str),
+                        help="training-config key=value overrides for every setting")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--profile", default=None, help="arch:rows of the setting to profile",
@@ -214,7 +220,7 @@ def main() -> None:
     rows = []
     for s in parse_settings(args):
         profile = args.profile == (s.arch, s.rows)
-        rows.append(measure(s, args.warmup, args.steps, profile, args.set))
+        rows.append(measure(s, args.warmup, args.steps, profile))
         gc.collect()  # The setting's trainer and state, before the next one's.
         print({k: v for k, v in rows[-1].items() if k != "profile"}, flush=True)
     text = table(rows)

@@ -13,6 +13,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 from jax.custom_derivatives import SymbolicZero
 
 from pallas_kernels.lightning import passes, splits, tuning
@@ -20,6 +21,12 @@ from pallas_kernels.lightning.chunk_math import finite_decay
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.layout import WalkLayout
 from pallas_kernels.lightning.manual_axes import summed_like, varying_axes
+
+
+# The ``checkpoint_name`` of the states entering the sequence splits, a residual of the
+# forward (a state-only pass makes them when a row has several splits): a remat policy
+# that saves it and the op's output spares the backward a second forward.
+SPLIT_STATES_NAME = "lightning_split_states"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +141,7 @@ def _attention_fwd(q, k, v, gamma, run, s0, static: _Static):
     """Arguments arrive as ``CustomVJPPrimal`` (``symbolic_zeros``): value and perturbed."""
     o, final, entry_states, entry_run = _forward(
         q.value, k.value, v.value, gamma.value, run.value, s0.value, static)
+    entry_states = checkpoint_name(entry_states, SPLIT_STATES_NAME)
     return (o, final), _Residuals(q.value, k.value, v.value, gamma.value, run.value,
                                   entry_states, entry_run, decay_grad=gamma.perturbed,
                                   initial_state_grad=s0.perturbed,

@@ -104,6 +104,8 @@ MODEL_ROWS = [
              ValueError, ("architecture='mamba'", "'hybrid'")),
     BadInput("model: softmax_every=0", lambda: ModelConfig(softmax_every=0), ValueError,
              "softmax_every=0"),
+    BadInput("model: softmax_offset past the group", lambda: ModelConfig(
+        softmax_every=4, softmax_offset=4), ValueError, ("softmax_offset=4", "-4 to 3")),
     BadInput("model: negative rope_theta", lambda: ModelConfig(rope_theta=-1.0), ValueError,
              "rope_theta=-1.0"),
     BadInput("model: attention_backend='cuda'", lambda: ModelConfig(attention_backend="cuda"),
@@ -116,6 +118,8 @@ MODEL_ROWS = [
              ("dtype='int32'", "floating-point")),
     BadInput("model: misspelt param_dtype", lambda: ModelConfig(param_dtype="float33"),
              ValueError, "param_dtype='float33'"),
+    BadInput("model: scan_unroll of no layers", lambda: ModelConfig(scan_unroll=0),
+             ValueError, ("scan_unroll=0", "integer >= 1")),
     BadInput("model: learnable decay without decay",
              lambda: ModelConfig(decay_learnable=True, use_decay=False), ValueError,
              "decay_learnable=True needs use_decay=True"),

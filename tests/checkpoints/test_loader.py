@@ -13,7 +13,7 @@ from tests.tolerances import rel_err
 from tests.paths import PUBLISHED
 from tests.training.runs import tiny_config
 from tnl_jax import create_model
-from tnl_jax.checkpoints import converted, hf, loader
+from tnl_jax.checkpoints import export, hf, kinds, loader
 from tnl_jax.training import loop, sharding
 
 
@@ -24,7 +24,7 @@ def converted_dir(tmp_path_factory):
     shutil.copytree(PUBLISHED, hf_dir)
     (hf_dir / "tokenizer.json").write_text("{}")
     out = tmp_path_factory.mktemp("converted") / "out"
-    converted.convert(hf_dir, out)
+    export.export(hf_dir, out)
     return out
 
 
@@ -34,16 +34,26 @@ def published_logits(columns: int):
 
 
 def test_directory_kinds(tiny_run, converted_dir, tmp_path):
-    kinds = [loader.directory_kind(d) for d in (tiny_run.dir, converted_dir, PUBLISHED)]
-    assert kinds == ["run", "converted", "hf"]
-    with pytest.raises(FileNotFoundError, match="no checkpoints/.*model_config.json.*config.json"):
-        loader.directory_kind(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    (tmp_path / "file").write_text("x")
+    paths = [tiny_run.dir, converted_dir, PUBLISHED] + [tmp_path / name for name in (
+        "empty", "other", "file", "missing")]
+    assert [loader.directory_kind(p) for p in paths] == [
+        "run", "converted", "hf", "empty", "other", "file", "missing"]
+    with pytest.raises(kinds.WrongDirectoryKind, match=r"init_from .*/empty: found an empty "
+                       r"directory, expected a training run .* or a converted .* or a Hugging"):
+        kinds.checkpoint_kind(tmp_path / "empty", "init_from")
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        loader.load_model_config(tmp_path / "missing")
 
 
 def test_converted_directory_loads_and_keeps_the_tokenizer(converted_dir):
     assert (converted_dir / "tokenizer.json").read_text() == "{}"
     assert loader.tokenizer_spec(converted_dir) == str(converted_dir / "tokenizer.json")
-    assert loader.tokenizer_spec(PUBLISHED) == "bytes"
+    with pytest.raises(FileNotFoundError, match=r"without its tokenizer .* the model's 96 ids"):
+        loader.tokenizer_spec(PUBLISHED)
     ids, expected = published_logits(40)
     model = loader.load_model(converted_dir, dtype=jnp.float32, attention_backend="xla")
     assert rel_err(model(ids), expected) < 1e-4
@@ -92,3 +102,13 @@ def test_init_from(tmp_path, tiny_run, kind):
     wrong = tiny_config(tmp_path, f"init_from={source}", "model.glu_dim=32")
     with pytest.raises(ValueError, match="do not match the model config"):
         loop.initial_params(wrong, mesh)
+
+
+def test_training_refuses_a_checkpoint_directory_as_run_dir(tmp_path):
+    run_dir = tmp_path / "published"
+    shutil.copytree(PUBLISHED, run_dir)
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(kinds.WrongDirectoryKind, match=r"run_dir=.*found a Hugging Face "
+                       r"directory \(config.json\).*add init_from="):
+        loop.main(tiny_config(run_dir))
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # Nothing written there.

@@ -57,11 +57,16 @@ def test_generate_from_each_kind_of_directory(kind, tiny_run, converted_dir, wor
 def test_generate_names_what_a_directory_lacks(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         generate_cli.main(["--checkpoint", str(tmp_path), "--prompt", "x"])
-    assert exit_.value.code == 2 and "no checkpoints/" in capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert ("found an empty directory, expected a training run directory with checkpoints/"
+            in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("arguments, says", [
-    ([], "tokenizer 'bytes' has 259 ids (0 to 258) but the model's vocab_size is 96"),
+    ([], "found a Hugging Face directory (config.json) without its tokenizer (tokenizer.model "
+         "or tokenizer.json) for the model's 96 ids; give the tokenizer"),
+    (["--tokenizer", "bytes"], "tokenizer 'bytes' has 259 ids (0 to 258) but the model's "
+                               "vocab_size is 96"),
     (["--tokenizer", "WORDS", "--prompt", ""], "--prompt is empty"),
     (["--tokenizer", "WORDS", "--temperature", "nan"], "temperature=nan: expected a finite"),
     (["--tokenizer", "WORDS", "--temperature", "-1"], "temperature=-1.0: expected a finite"),

@@ -27,3 +27,8 @@ def test_the_wheel_holds_the_presets_and_entry_points(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "tnl-train = tnl_jax.cli.train:main" in text and "tnl-generate" in text
+    # TensorBoard's writer is an extra, not a dependency of the core install.
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA")))
+    requires = [line for line in metadata.decode().splitlines() if "tensorboardx" in line.lower()]
+    assert requires and all("extra ==" in line for line in requires), requires
+    assert any('extra == "tensorboard"' in line for line in requires), requires

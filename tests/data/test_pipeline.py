@@ -129,19 +129,25 @@ def test_long_text_files_are_cut_into_sections(tmp_path, monkeypatch):
     assert len(pieces) > 5 and b"".join(pieces) == path.read_bytes()
 
 
-def test_mqar_rows_weigh_answers_only(tokenizer):
-    doc = data_mqar.document("train", 3, pairs=4)
+def test_mqar_examples_follow_zoology(tokenizer):
+    assert data_mqar.train_mix(512) == ((128, 8), (256, 16), (512, 32), (512, 64))
+    doc = data_mqar.example("train", 3, length=128, pairs=8, vocab=8192)
     tokens, weights = doc["tokens"], doc["weights"]
-    lookup = dict(zip(tokens[:8:2], tokens[1:8:2]))
-    for q, a in zip(tokens[8::2], tokens[9::2]):
-        assert lookup[q] == a
-    assert weights.sum() == 4 and (weights[9::2] == 1).all()
-    batch = next(data.train_batches(spec_for("mqar", tokenizer, seq_len=40)))
+    keys, values = tokens[:16:2], tokens[1:16:2]
+    assert (keys >= 1).all() and (keys < 4096).all() and len(set(keys)) == 8
+    assert (values >= 4096).all() and len(set(values)) == 8
+    answered = np.flatnonzero(weights)
+    assert weights.sum() == 8 and (answered % 2 == 1).all() and answered.min() > 16
+    lookup = dict(zip(keys, values))
+    assert sorted(tokens[answered - 1]) == sorted(keys)  # Every key asked once...
+    assert all(lookup[tokens[i - 1]] == tokens[i] for i in answered)  # ...answered right.
+    gaps = np.concatenate([data_mqar.query_gaps(np.random.default_rng(i), 100, 4)
+                           for i in range(200)])
+    assert np.mean(gaps < 10) > 0.3  # The power law: over 3x uniform in the first tenth.
+    batch = next(data.train_batches(spec_for("mqar", tokenizer, seq_len=64)))
     mask = batch["loss_mask"]
-    assert mask.sum() == 4 * data_mqar.pairs_for(40)
     answers = batch["targets"][mask > 0]
-    assert ((answers >= 128) & (answers < 192)).all()
-    assert (mask[:, -1] == 0).all()  # First-fit padding ends each row; it is no target.
+    assert mask.sum() > 0 and (answers >= tokenizer.vocab_size // 2).all()
 
 
 def test_eval_data_is_held_out_whole(tmp_path, tokenizer):

@@ -24,14 +24,28 @@ def test_position_buckets_and_bits_per_byte_by_hand():
     assert empty["buckets"]["512-2048"] is None
 
 
-def test_mqar_rows_put_the_statement_length_tokens_before_its_answers():
-    batch = recall.batch_of(pairs=4, length=40, rows=2, row_len=64)
-    assert batch["input_ids"].shape == (2, 64)
+def test_mqar_eval_rows_hold_one_example_then_padding():
+    batch = recall.batch_of(length=64, pairs=4, vocab=300, rows=2, row_len=127)
+    assert batch["input_ids"].shape == (2, 127)
     row = {k: v[0] for k, v in batch.items()}
-    assert row["loss_mask"].sum() == 4 and row["loss_mask"][40:].sum() == 0
-    # The example is length + 1 tokens (inputs and the last target), then padding.
-    assert (row["segment_ids"][:41] == 1).all() and (row["segment_ids"][41:] == 0).all()
+    assert row["loss_mask"].sum() == 4 and row["loss_mask"][63:].sum() == 0
+    # The example's 64 tokens give 63 targets (the 64th input's target is padding).
+    assert (row["segment_ids"][:64] == 1).all() and (row["segment_ids"][64:] == 0).all()
     statement = dict(zip(row["input_ids"][:8:2], row["input_ids"][1:8:2]))
     answered = np.flatnonzero(row["loss_mask"])
     assert all(statement[row["input_ids"][i]] == row["targets"][i] for i in answered)
-    assert answered.min() >= 40 - 8  # Queries come after the filler.
+
+
+def test_mqar_recall_counts_top1_hits_on_answers_only():
+    def score(batch):  # Right on every even row, wrong elsewhere; hits off answers ignored.
+        correct = np.zeros(batch["loss_mask"].shape)
+        correct[::2] = 1.0
+        return np.zeros_like(correct), correct + (batch["loss_mask"] == 0)
+
+    grid = recall.evaluate(score, seq_len=63, vocab=300, rows=4)
+    assert [(r["length"], r["pairs"]) for r in grid["in_distribution"]] == \
+        [(16, 1), (32, 2), (64, 4), (64, 8)]
+    assert [(r["length"], r["pairs"]) for r in grid["extrapolation"]] == \
+        [(128, 8), (128, 16), (256, 8), (256, 32)]
+    assert all(r["recall"] == 0.5 for r in grid["in_distribution"] + grid["extrapolation"])
+    assert grid["in_distribution"][3]["answers"] == 4 * 8

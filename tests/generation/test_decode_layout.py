@@ -35,7 +35,7 @@ def decode_two_ways(model, ids, steps: int):
 
 
 @pytest.mark.parametrize("architecture,backend", [("tnl", "xla"), ("tnl", "interpret"),
-                                                  ("hybrid", "xla")])
+                                                  ("hybrid", "xla"), ("llama", "xla")])
 def test_decode_layout_decodes_like_the_stacked_model(small_model, rng, architecture, backend):
     model = small_model(2, architecture=architecture, softmax_every=2, attention_backend=backend)
     ids = jnp.asarray(rng.integers(3, SMALL_MODEL["vocab_size"], (2, 9)), jnp.int32)

@@ -1,4 +1,4 @@
-"""A float64 NumPy reference of the TNL / softmax / hybrid language model, written
+"""A float64 NumPy reference of the TNL / softmax / hybrid / llama language model, written
 from DESIGN.md's formulas (quadratic attention with an explicit decay mask), for the
 model tests. ``layer_weights(model, l)`` reads layer ``l``'s weights out of the stacks."""
 from __future__ import annotations
@@ -24,6 +24,10 @@ def layer_weights(model, layer: int) -> dict[str, np.ndarray]:
             out = {"kind": kind, "l1": pick(stack.layers.channel_mixer.l1),
                    "l2": pick(stack.layers.channel_mixer.l2), "l3": pick(stack.layers.channel_mixer.l3),
                    "out": pick(mixer.out_proj)}
+            layers = stack.layers
+            if model.cfg.llama_style:  # Gains of the norms, SwiGLU.
+                out["gains"] = [pick(layers.token_norm.scale), pick(layers.channel_norm.scale)]
+                out["qk_gains"] = [pick(mixer.q_norm.scale), pick(mixer.k_norm.scale)]
             if kind == "softmax":
                 out["qkv"] = pick(mixer.qkv_proj)
             else:
@@ -66,6 +70,8 @@ def softmax_mixer(x, w, segments, positions, heads):
     B, T, d = x.shape
     q, k, v = (x @ w["qkv"][:, i] for i in range(3))
     q, k, v = (t.reshape(B, T, heads, -1) for t in (q, k, v))
+    if "qk_gains" in w:
+        q, k = srms(q) * w["qk_gains"][0], srms(k) * w["qk_gains"][1]
     q, k = rope(q, positions), rope(k, positions)
     scores = np.einsum("bthe,bshe->bhts", q, k) / np.sqrt(q.shape[-1])
     t = np.arange(T)
@@ -96,12 +102,15 @@ def reference_logits(model, ids, segments=None, positions=None):
     heads = cfg.decoder_attention_heads
     for layer in range(cfg.decoder_layers):
         w = layer_weights(model, layer)
-        h = srms(x)
+        gains = w.get("gains", [1.0, 1.0])
+        h = srms(x) * gains[0]
         if w["kind"] == "softmax":
             x = x + softmax_mixer(h, w, segments, positions, heads)
         else:
             x = x + linear_mixer(h, w, decays[layer], segments, positions, heads)
-        h = srms(x)
-        x = x + ((h @ w["l1"]) * (h @ w["l2"])) @ w["l3"]
+        h = srms(x) * gains[1]
+        gate = silu(h @ w["l1"]) if cfg.llama_style else h @ w["l1"]
+        x = x + (gate * (h @ w["l2"])) @ w["l3"]
     head = table.T if model.lm_head is None else np.asarray(model.lm_head[...], np.float64)
-    return srms(x) @ head
+    final_gain = np.asarray(model.final_norm.scale[...], np.float64) if cfg.llama_style else 1.0
+    return (srms(x) * final_gain) @ head

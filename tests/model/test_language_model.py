@@ -18,6 +18,8 @@ from tnl_jax.model import layer_decays, load_model_config
     {"use_decay": False, "linear_use_lrpe_list": [1, 0, 1]},
     {"architecture": "softmax"},
     {"architecture": "hybrid", "softmax_every": 2},
+    {"architecture": "hybrid", "softmax_every": 2, "softmax_offset": 0},
+    {"architecture": "llama"},
 ])
 def test_logits_match_reference(small_model, rng, changes):
     model = small_model(int(rng.integers(1000)), **changes)
@@ -108,3 +110,27 @@ def test_flops_per_token():
     assert 1.0 < flops / six_n < 1.2
     assert count_flops_per_token(cfg.replace(architecture="softmax"), 8192) > \
         count_flops_per_token(cfg.replace(architecture="softmax"), 2048)
+
+
+@pytest.mark.parametrize("every,offset,kinds", [
+    (2, -1, ["lrpe", "softmax", "linear", "softmax"]),
+    (2, 0, ["softmax", "linear", "softmax", "linear"]),
+    (4, 1, ["lrpe", "softmax", "linear", "linear"]),
+])
+def test_hybrid_softmax_offset_places_the_softmax_layers(every, offset, kinds):
+    cfg = ModelConfig(decoder_layers=4, architecture="hybrid", softmax_every=every,
+                      softmax_offset=offset)
+    assert cfg.layer_kinds() == kinds
+
+
+def test_llama_baseline_has_gains_swiglu_and_qk_norm_in_every_layer():
+    cfg = ModelConfig(decoder_layers=2, architecture="llama")
+    assert cfg.layer_kinds() == ["softmax", "softmax"] and cfg.llama_style
+    model = nnx.eval_shape(lambda: create_model(cfg, nnx.Rngs(0)))
+    layers = model.stacks[0].layers
+    assert layers.token_norm.scale.shape == (2, cfg.decoder_embed_dim)
+    assert layers.token_mixer.q_norm.scale.shape == (2, cfg.head_dim)
+    assert layers.channel_mixer.activation == "silu"
+    # Parameters beyond the softmax backbone's: the gains alone.
+    extra = count_params(cfg) - count_params(cfg.replace(architecture="softmax"))
+    assert extra == cfg.decoder_embed_dim * (2 * 2 + 1) + 2 * 2 * cfg.head_dim

@@ -79,3 +79,56 @@ def test_a_bad_policy_names_the_nearest(bad, nearest):
     with pytest.raises(ValueError, match=f"remat='{bad}' is not a remat policy "
                                          f"\\(nearest: '{nearest}'"):
         ModelConfig(remat=bad)
+
+
+def live_calls(jaxpr, primitive: str = "pallas_call") -> int:
+    """Equations of ``primitive`` whose results are used (dead code, which XLA drops, is
+    not counted), in ``jaxpr`` and the jaxprs inside it."""
+    live = {v for v in jaxpr.outvars if isinstance(v, jax.extend.core.Var)}
+    count = 0
+    for eqn in reversed(jaxpr.eqns):
+        if not (eqn.effects or any(v in live for v in eqn.outvars)):
+            continue
+        live.update(v for v in eqn.invars if isinstance(v, jax.extend.core.Var))
+        count += eqn.primitive.name == primitive
+        count += sum(live_calls(inner, primitive) for inner in sub_jaxprs(eqn))
+    return count
+
+
+# Pallas kernels (interpreted), 8 chunks of 16 rows: two sequence splits, so the
+# forward's state-only pass runs too.
+KERNEL_LAYERS = dict(attention_backend="interpret", decoder_layers=1, linear_use_lrpe_list=[])
+KERNEL_TOKENS = 128
+
+
+def test_projections_op_out_keeps_the_op_forward_out_of_the_backward(small_model):
+    """Under ``projections`` the backward runs the op's forward and state-only pass
+    again; under ``projections_op_out`` the gradient launches the op's kernels exactly
+    as often as without remat (``none``)."""
+    ids = jnp.zeros((1, KERNEL_TOKENS), jnp.int32)
+    counts = {}
+    for remat in ("none", "projections", "projections_op_out"):
+        model = small_model(0, remat=remat, **KERNEL_LAYERS)
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        graphdef = nnx.graphdef(model)
+
+        def loss(params):
+            merged = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
+            return jnp.mean(merged(ids))
+
+        counts[remat] = live_calls(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+    # none: state pass, forward, dS pass, dq, dk, dv; projections: forward and state
+    # pass once more.
+    assert counts == {"none": 6, "projections": 8, "projections_op_out": 6}, counts
+
+
+def test_projections_op_out_gives_the_gradients_of_none(small_model, rng):
+    """The kernels under ``projections_op_out`` against the ``xla`` backend without remat."""
+    model = small_model(0, std=0.1, **KERNEL_LAYERS)
+    ids = jnp.asarray(rng.integers(0, model.cfg.vocab_size, (1, KERNEL_TOKENS)))
+    value, grads = loss_and_grads(model, "projections_op_out", ids)
+    reference = small_model(0, std=0.1, **{**KERNEL_LAYERS, "attention_backend": "xla"})
+    ref_value, ref_grads = loss_and_grads(reference, "none", ids)
+    assert rel_err(value, ref_value) <= 1e-5
+    for g, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+        assert rel_err(g, ref) <= 1e-4

@@ -100,6 +100,41 @@ def test_token_losses_chunked_are_today_s(small_model, rng):
     np.testing.assert_array_equal(correct, jnp.argmax(logits, -1) == targets)
 
 
+def test_token_losses_fused_are_the_chunked_ones(small_model, rng):
+    """The fused kernels (interpreted) in the training step's losses: the losses, hits
+    and parameter gradients of the chunked loss."""
+    model = small_model(0, std=0.1, decoder_layers=1, vocab_size=97)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ids, targets = (jnp.asarray(rng.integers(0, 97, (2, 19)), jnp.int32) for _ in range(2))
+    batch = {"input_ids": ids, "targets": targets, "segment_ids": None, "positions": None}
+    weights = jnp.asarray(rng.normal(size=(2, 19)), jnp.float32)
+
+    def loss(params, kernel):
+        token, correct = token_losses(graphdef, params, rest, batch, 5, kernel)
+        return jnp.sum(token * weights), (token, correct)
+
+    grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (_, (token, correct)), grads = grad(params, "fused_interpret")
+    (_, (ref_token, ref_correct)), ref_grads = grad(params, "chunked")
+    assert rel_err(token, ref_token) <= 1e-5
+    np.testing.assert_array_equal(correct, ref_correct)
+    for g, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+        assert rel_err(g, ref) <= 1e-4
+
+
+def test_fused_loss_refuses_what_it_cannot_run():
+    head = lambda x: (x, jnp.ones((5, 4)))
+    h, targets = jnp.ones((1, 3, 4)), jnp.zeros((1, 3), jnp.int32)
+    with pytest.raises(ValueError, match="loss_kernel='fuse': expected one of"):
+        losses.check_kernel("fuse")
+    with pytest.raises(ValueError, match="loss_kernel='fused' runs Triton kernels on a GPU, "
+                                         "and this platform is 'cpu'"):
+        losses.fused_token_cross_entropy(head, h, targets, "fused")
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((2,), ("data",))):
+        with pytest.raises(ValueError, match=r"runs on one device, and the mesh \{'data': 2\}"):
+            losses.fused_token_cross_entropy(head, h, targets, "fused_interpret")
+
+
 def test_chunks_hold_a_fraction_of_the_logits(rng):
     h, w, targets, mask = random_problem(rng, 2, 1024, width=16, vocab=2048)
     logits_bytes = 2 * 1024 * 2048 * 4

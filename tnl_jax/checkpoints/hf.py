@@ -18,6 +18,7 @@ The decay rates are not stored: they follow from the config (``tnl_jax.model.dec
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,8 +28,14 @@ from flax import nnx
 
 from tnl_jax.checkpoints.hf_config import config_to_hf, load_config
 from tnl_jax.checkpoints.json_files import read_mapping
+from tnl_jax.checkpoints.kinds import checkpoint_kind
+from tnl_jax.checkpoints.saved_shapes import ParamsMismatch
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.language_model import LanguageModel, layer_runs, model_with_params
+
+DOWNLOAD_AGAIN = ("the file is damaged or incomplete (an interrupted download?): download it "
+                  "again (huggingface_hub.snapshot_download or `hf download`)")
+
 
 def _layer_entries(cfg: ModelConfig, kind: str):
     """``(hf_suffix, path in our layer, to_ours, to_hf, hf_shape)`` of one layer."""
@@ -48,10 +55,23 @@ def _layer_entries(cfg: ModelConfig, kind: str):
     return entries
 
 
-def _check_shape(key: str, array, shape: tuple[int, ...]) -> None:
+def _checked(key: str, array: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``array`` as float32 NumPy, refused (naming ``key``) unless it has ``shape``, a
+    floating-point dtype and only finite values."""
     if tuple(array.shape) != tuple(shape):
-        raise ValueError(f"checkpoint tensor {key!r} has shape {tuple(array.shape)}, "
-                         f"the config expects {tuple(shape)}")
+        raise ParamsMismatch(f"checkpoint tensor {key!r} has shape {tuple(array.shape)}, "
+                             f"the config expects {tuple(shape)}")
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise ValueError(f"checkpoint tensor {key!r} is {np.dtype(array.dtype).name}: expected "
+                         "floating-point weights (float32, bfloat16 or float16); this file was "
+                         "not written as a TNL checkpoint")
+    values = np.asarray(array, np.float32)
+    bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise ValueError(f"checkpoint tensor {key!r} holds {bad:,} non-finite values (NaN or inf) "
+                         f"of {values.size:,}: these weights cannot be used (a diverged or "
+                         "damaged checkpoint); take another checkpoint")
+    return values
 
 
 def _get(tree: dict, path: tuple) -> Any:
@@ -74,26 +94,25 @@ def params_from_hf(tensors: dict[str, Any], cfg: ModelConfig, dtype: jnp.dtype) 
 
     def take(key: str, shape: tuple[int, ...]) -> np.ndarray:
         if key not in tensors:
-            raise ValueError(f"checkpoint has no tensor {key!r} (expected shape {shape})")
-        _check_shape(key, tensors[key], shape)
+            raise ParamsMismatch(f"checkpoint has no tensor {key!r} (expected shape {shape})")
         used.add(key)
-        return np.asarray(tensors[key])
+        return _checked(key, tensors[key], shape)
 
-    cast = lambda a: jnp.asarray(np.asarray(a, np.float32), dtype)
+    cast = lambda a: jnp.asarray(a, dtype)
     embedding = take("model.embed_tokens.weight", (vocab, d))
     pure: dict[str, Any] = {"embed_tokens": cast(embedding), "stacks": {}}
     if cfg.tie_word_embeddings:
         if "lm_head.weight" in tensors:
             head = take("lm_head.weight", (vocab, d))
-            if not np.array_equal(np.asarray(head, np.float32), np.asarray(embedding, np.float32)):
-                raise ValueError("lm_head.weight differs from model.embed_tokens.weight but the "
+            if not np.array_equal(head, embedding):
+                raise ParamsMismatch("lm_head.weight differs from model.embed_tokens.weight but the "
                                  "config ties them; set tie_word_embeddings: false")
     else:
         pure["lm_head"] = cast(take("lm_head.weight", (vocab, d)).T)
     for index, (kind, start, stop) in enumerate(layer_runs(cfg.layer_kinds())):
         layers: dict[str, Any] = {}
         for suffix, path, to_ours, _, shape in _layer_entries(cfg, kind):
-            per_layer = [to_ours(np.asarray(take(f"model.layers.{l}.{suffix}", shape), np.float32))
+            per_layer = [to_ours(take(f"model.layers.{l}.{suffix}", shape))
                          for l in range(start, stop)]
             parent = layers
             for part in path[:-1]:
@@ -102,7 +121,7 @@ def params_from_hf(tensors: dict[str, Any], cfg: ModelConfig, dtype: jnp.dtype) 
         pure["stacks"][index] = {"layers": layers}
     unexpected = sorted(set(tensors) - used)
     if unexpected:
-        raise ValueError(f"checkpoint has tensors this config does not use: {unexpected[:5]}"
+        raise ParamsMismatch(f"checkpoint has tensors this config does not use: {unexpected[:5]}"
                          f"{' ...' if len(unexpected) > 5 else ''}")
     return pure
 
@@ -126,19 +145,30 @@ def params_to_hf(model: LanguageModel) -> dict[str, np.ndarray]:
 
 
 def _torch_load(path: Path) -> dict[str, np.ndarray]:
+    """A PyTorch pickle of tensors (floating ones as float32: NumPy has no bfloat16)."""
     try:
         import torch
     except ImportError as err:
-        raise ImportError(f"{path.name} is a PyTorch file: reading it needs torch (CPU is "
-                          "enough): pip install torch --index-url "
-                          "https://download.pytorch.org/whl/cpu") from err
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v.float().numpy() for k, v in state.items()}
+        raise ImportError(
+            f"{path}: a PyTorch .bin file; reading it needs torch, which tnl-jax does not "
+            "install: pip install torch --index-url https://download.pytorch.org/whl/cpu (CPU "
+            "is enough), or convert the checkpoint to safetensors where torch is installed "
+            "(tnl-convert --from DIR --to hf --out NEW_DIR writes model.safetensors)") from err
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # Any unreadable pickle: say which file and what to do.
+        raise ValueError(f"{path}: not a readable PyTorch file ({type(error).__name__}: "
+                         f"{error}); {DOWNLOAD_AGAIN}") from None
+    return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in state.items()}
 
 
 def _safetensors_load(path: Path) -> dict[str, Any]:
     from safetensors.flax import load_file
-    return dict(load_file(str(path)))
+    try:
+        return dict(load_file(str(path)))
+    except Exception as error:  # safetensors' own errors name neither file nor remedy.
+        raise ValueError(f"{path}: not a readable safetensors file ({type(error).__name__}: "
+                         f"{error}); {DOWNLOAD_AGAIN}") from None
 
 
 def read_hf_tensors(directory: str | Path) -> dict[str, Any]:
@@ -155,6 +185,9 @@ def read_hf_tensors(directory: str | Path) -> dict[str, Any]:
             shards = sorted(set(weight_map.values()))
             tensors: dict[str, Any] = {}
             for shard in shards:
+                if not (directory / shard).is_file():
+                    raise FileNotFoundError(f"{index} lists the shard {shard}, which is not in "
+                                            f"{directory}: download the missing files")
                 tensors.update(reader(directory / shard))
             return tensors
         if (directory / name).exists():
@@ -168,6 +201,8 @@ def load_hf(path: str | Path, dtype: jnp.dtype = jnp.bfloat16, **overrides: Any)
 
     ``overrides`` set our own config fields (e.g. ``attention_backend='xla'``).
     """
+    checkpoint_kind(path, "load_hf", ("hf",),
+                    "; tnl_jax.load_model reads a training run or a converted directory")
     name = jnp.dtype(dtype).name
     cfg = load_config(path, **{"dtype": name, "param_dtype": name, **overrides})
     pure = params_from_hf(read_hf_tensors(path), cfg, jnp.dtype(dtype))
@@ -175,9 +210,20 @@ def load_hf(path: str | Path, dtype: jnp.dtype = jnp.bfloat16, **overrides: Any)
 
 
 def save_hf(model: LanguageModel, directory: str | Path) -> None:
-    """Writes ``config.json`` and ``model.safetensors`` (float32) in the published layout."""
+    """Writes ``config.json`` and ``model.safetensors`` (float32) in the published
+    layout, both with the permissions of any new file (``0o666`` less the umask)."""
     from safetensors.numpy import save_file
     directory = Path(directory)
+    hf_config = config_to_hf(model.cfg)  # Refuses a model the layout cannot hold, first.
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(config_to_hf(model.cfg), indent=2))
-    save_file(params_to_hf(model), str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
+    weights = directory / "model.safetensors"
+    save_file(params_to_hf(model), str(weights))
+    weights.chmod(0o666 & ~current_umask())  # safetensors writes a private (0600) file.
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it, then setting it back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

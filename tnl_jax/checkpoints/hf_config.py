@@ -123,6 +123,12 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     ``linear_use_lrpe`` as the published model leaves it."""
     if cfg.architecture != "tnl":
         raise ValueError(f"only TNL has a Hugging Face layout, not {cfg.architecture!r}")
+    fixed = {"use_decay": True, "decay_learnable": False}  # The published model's, always.
+    for key, published in fixed.items():
+        if getattr(cfg, key) != published:
+            raise ValueError(f"model.{key}={getattr(cfg, key)!r}: the published TransNormerLLM "
+                             f"has {key}={published!r}, so the Hugging Face layout cannot hold "
+                             "this model; keep it in a training run or a converted directory")
     keys = ("vocab_size", "decoder_embed_dim", "decoder_layers", "decoder_attention_heads",
             "glu_dim", "linear_act_fun", "norm_type", "no_scale_embedding", "bias", "init_std",
             "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings")

@@ -6,7 +6,8 @@
 * a Hugging Face TNL directory (``config.json``).
 
 ``load_model`` is for inference, ``load_params`` for training's ``init_from``,
-``load_model_config`` and ``tokenizer_spec`` for both.
+``load_model_config`` and ``tokenizer_spec`` for both. A run whose newest checkpoint
+lost files is read from its newest intact one, with a warning (``run_dir``).
 """
 from __future__ import annotations
 
@@ -19,27 +20,19 @@ import numpy as np
 from flax import nnx
 
 from tnl_jax.checkpoints import converted, hf, hf_config, run_dir
+from tnl_jax.checkpoints.kinds import FOUND, checkpoint_kind, directory_kind
+from tnl_jax.checkpoints.saved_shapes import ParamsMismatch
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.language_model import LanguageModel, create_model, model_with_params
-from tnl_jax.tokenizers import TOKENIZER_FILES
+from tnl_jax.tokenizers import TOKENIZER_FILES, BytesTokenizer
 
-
-def directory_kind(directory: str | Path) -> str:
-    """``"run"``, ``"converted"`` or ``"hf"``; anything else raises naming what is missing."""
-    if run_dir.is_run_dir(directory):
-        return "run"
-    if converted.is_converted(directory):
-        return "converted"
-    if (Path(directory) / "config.json").exists():
-        return "hf"
-    raise FileNotFoundError(
-        f"{directory}: not a training run (no {run_dir.CHECKPOINTS_DIR}/), a converted "
-        f"checkpoint (no {converted.CONFIG_FILE}) or a Hugging Face one (no config.json)")
+__all__ = ["directory_kind", "load_model", "load_model_config", "load_params", "read_params",
+           "tokenizer_spec"]
 
 
 def load_model_config(directory: str | Path) -> ModelConfig:
     """The config of the model stored in ``directory``."""
-    kind = directory_kind(directory)
+    kind = checkpoint_kind(directory)
     if kind == "run":
         return ModelConfig.from_dict(run_dir.read_config(directory)["model"])
     if kind == "converted":
@@ -51,7 +44,7 @@ def _fit(pure: dict, abstract: dict) -> dict:
     """``pure``'s arrays in the shapes, dtypes and shardings of ``abstract``."""
     def fit(path, array, want):
         if tuple(array.shape) != tuple(want.shape):
-            raise ValueError(f"parameter {jax.tree_util.keystr(path)} has shape "
+            raise ParamsMismatch(f"parameter {jax.tree_util.keystr(path)} has shape "
                              f"{tuple(array.shape)}, expected {tuple(want.shape)}")
         array = jnp.asarray(np.asarray(array, np.float32), want.dtype)
         return array if want.sharding is None else jax.device_put(array, want.sharding)
@@ -62,8 +55,8 @@ def _fit(pure: dict, abstract: dict) -> dict:
 def read_params(directory: str | Path, abstract: nnx.State) -> dict:
     """The parameters stored in ``directory`` as a pure dict, as ``abstract`` (an
     ``nnx.State`` of ``jax.ShapeDtypeStruct``) describes them: shapes, dtypes,
-    shardings. ``ValueError`` when they do not have its shapes."""
-    kind = directory_kind(directory)
+    shardings. ``ParamsMismatch`` when they do not have its names and shapes."""
+    kind = checkpoint_kind(directory)
     if kind == "run":
         return run_dir.read_params(directory, abstract)
     if kind == "converted":
@@ -94,7 +87,7 @@ def load_params(directory: str | Path, like: nnx.State) -> nnx.State:
     ``like`` (an ``nnx.State`` of ``nnx.Param``, e.g. a fresh model's)."""
     try:
         pure = read_params(directory, _abstract(like))
-    except ValueError as error:
+    except ParamsMismatch as error:
         raise ValueError(f"{directory}: its parameters do not match the model config "
                          f"({load_model_config(directory)}): {error}") from error
     state = jax.tree.map(lambda x: x, like)
@@ -104,10 +97,17 @@ def load_params(directory: str | Path, like: nnx.State) -> nnx.State:
 
 def tokenizer_spec(directory: str | Path) -> str:
     """The tokenizer that goes with ``directory``: its ``tokenizer.model`` /
-    ``tokenizer.json``, else a run's configured tokenizer, else ``"bytes"``."""
+    ``tokenizer.json``, else a run's configured tokenizer. A converted or Hugging Face
+    directory without a tokenizer file is a ``FileNotFoundError`` (never a guess)."""
     for name in TOKENIZER_FILES:
         if (Path(directory) / name).exists():
             return str(Path(directory) / name)
-    if directory_kind(directory) == "run":
+    kind = checkpoint_kind(directory)
+    if kind == "run":
         return run_dir.read_config(directory).get("tokenizer", "bytes")
-    return "bytes"
+    raise FileNotFoundError(
+        f"{directory}: found {FOUND[kind]} without its tokenizer ({' or '.join(TOKENIZER_FILES)}) "
+        f"for the model's {load_model_config(directory).vocab_size} ids; give the tokenizer the "
+        f"model was trained with (--tokenizer PATH; for a published checkpoint its "
+        f"tokenizer.model), or --tokenizer bytes ({BytesTokenizer.vocab_size} ids) for a model "
+        "trained on bytes")

@@ -8,11 +8,17 @@
     run_dir/trainer.lock                 while a trainer runs: its pid and host
 
 ``tnl_jax.training.run_checkpoints`` writes this layout with these names.
+
+A checkpoint that cannot be read (a lost ``state/``, tensor directory or ``config/``)
+is passed over for the newest one that can, with a warning naming each step passed
+and why (``newest_usable``: the one fallback, which resuming a run uses too); when
+none can be read, ``UnreadableCheckpoints`` lists them all.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, TypeVar
 
 import orbax.checkpoint as ocp
 from etils import epath
@@ -22,6 +28,41 @@ from tnl_jax.checkpoints import saved_shapes
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_ITEM, DATA_ITEM, CONFIG_ITEM = "state", "data", "config"
+T = TypeVar("T")
+
+
+class UnreadableCheckpoints(ValueError):
+    """The run directory has checkpoints, and none of them can be restored (a problem
+    of the directory given, so a ``ValueError``, which the command lines print alone)."""
+
+
+def newest_usable(steps: Iterable[int], restore: Callable[[int], T],
+                  refuse: Callable[[int, T], str | None], unusable: dict[int, str],
+                  fatal: tuple[type[BaseException], ...] = ()) -> tuple[int, T] | None:
+    """(step, what ``restore(step)`` read) of the first of ``steps`` (newest first) that
+    ``restore`` reads and ``refuse`` accepts (``None``: no reason to refuse); each step
+    passed goes into ``unusable`` with the reason. An error of a ``fatal`` type is
+    raised at once (it is the caller's, not the checkpoint's). None when none will do."""
+    for step in steps:
+        try:
+            restored = restore(step)
+        except fatal:
+            raise
+        except Exception as error:  # Any unreadable checkpoint: try the one before.
+            unusable[step] = f"cannot be restored: {brief(error)}"
+            continue
+        reason = refuse(step, restored)
+        if reason is None:
+            return step, restored
+        unusable[step] = reason
+    return None
+
+
+def brief(error: BaseException, limit: int = 240) -> str:
+    """``Type: message``, its first line only and at most ``limit`` characters (a
+    tensorstore error holds its whole JSON spec)."""
+    text = f"{type(error).__name__}: {str(error).strip()}".splitlines()[0]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def is_run_dir(directory: str | Path) -> bool:
@@ -53,23 +94,55 @@ def _item(directory: str | Path, item: str, step: int | None = None) -> Path:
 
 
 def read_config(directory: str | Path, step: int | None = None) -> dict[str, Any]:
-    """The run config saved with the checkpoint of ``step`` (default: the newest), a
-    nested dict."""
-    return ocp.JsonCheckpointHandler().restore(epath.Path(_item(directory, CONFIG_ITEM, step)))
+    """The run config saved with the checkpoint of ``step`` (default: the newest
+    whose config can be read, ``newest_intact``), a nested dict."""
+    if step is None:
+        return newest_intact(directory, lambda step: read_config(directory, step))[1]
+    saved = ocp.JsonCheckpointHandler().restore(epath.Path(_item(directory, CONFIG_ITEM, step)))
+    if not isinstance(saved, dict):
+        raise ValueError(f"the saved config is a {type(saved).__name__}, not a mapping")
+    return saved
 
 
-def read_params(directory: str | Path, abstract: nnx.State) -> dict:
-    """The newest checkpoint's parameters (not the optimizer state) as a pure dict, in
-    the shapes, dtypes and shardings of ``abstract`` (an ``nnx.State`` of
-    ``jax.ShapeDtypeStruct``, the tree the run saved)."""
-    saved_shapes.check(_item(directory, STATE_ITEM), nnx.to_pure_dict(abstract), "params")
+def newest_intact(directory: str | Path, read: Callable[[int], T],
+                  fatal: tuple[type[BaseException], ...] = ()) -> tuple[int, T]:
+    """(step, ``read(step)``) of the newest checkpoint of the run in ``directory`` that
+    ``read`` can read, warning about each newer one it passes; ``UnreadableCheckpoints``
+    naming every step and why when there is none."""
+    latest_step(directory)  # FileNotFoundError when there is no checkpoint at all.
+    unusable: dict[int, str] = {}
+    found = newest_usable(complete_steps(directory), read, lambda step, _: None, unusable, fatal)
+    if found is None:
+        raise UnreadableCheckpoints(
+            f"{directory}: no checkpoint in {Path(directory) / CHECKPOINTS_DIR} can be read:\n"
+            + "".join(f"  step {s}: {why}\n" for s, why in unusable.items())
+            + "Restore a checkpoint's missing files from a copy, or start from another run.")
+    for passed, why in unusable.items():
+        warnings.warn(f"checkpoint at step {passed} in {Path(directory) / CHECKPOINTS_DIR} "
+                      f"{why}; using step {found[0]} instead", stacklevel=2)
+    return found
+
+
+def _read_step_params(directory: str | Path, step: int, abstract: nnx.State) -> dict:
+    """The parameters of the checkpoint of ``step``, whose config must be readable too
+    (a step without its config is not intact, as for resuming)."""
+    read_config(directory, step)
+    saved_shapes.check(_item(directory, STATE_ITEM, step), nnx.to_pure_dict(abstract), "params")
     item = {"params": abstract}
     args = ocp.args.PyTreeRestore(item=item, partial_restore=True,
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(item))
     handler = ocp.PyTreeCheckpointHandler()  # Not a Checkpointer: no step metadata here.
     try:
-        restored = handler.restore(epath.Path(_item(directory, STATE_ITEM)), args=args)
+        restored = handler.restore(epath.Path(_item(directory, STATE_ITEM, step)), args=args)
     finally:
         handler.close()
     return nnx.to_pure_dict(restored["params"])
 
+
+def read_params(directory: str | Path, abstract: nnx.State) -> dict:
+    """The newest intact checkpoint's parameters (not the optimizer state) as a pure
+    dict, in the shapes, dtypes and shardings of ``abstract`` (an ``nnx.State`` of
+    ``jax.ShapeDtypeStruct``, the tree the run saved). Other names or shapes raise
+    ``saved_shapes.ParamsMismatch`` at once: the caller's config, not a broken file."""
+    return newest_intact(directory, lambda step: _read_step_params(directory, step, abstract),
+                         fatal=(saved_shapes.ParamsMismatch,))[1]

@@ -11,6 +11,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 
+class ParamsMismatch(ValueError):
+    """A checkpoint's parameters are not the ones a model config expects (names or
+    shapes): the config's problem, not a broken file's."""
+
+
 def shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     """``{"stacks/0/layers/...": shape}``; a saved ``nnx.Variable``'s ``value`` level and
     the key types (``0`` or ``"0"``) do not count."""
@@ -22,7 +27,7 @@ def shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 
 
 def check(item_dir: str | Path, expected: dict, subtree: str | None = None) -> None:
-    """``ValueError`` unless the tree saved in ``item_dir`` (or its ``subtree``) has
+    """``ParamsMismatch`` unless the tree saved in ``item_dir`` (or its ``subtree``) has
     exactly the names and shapes of ``expected`` (a pure dict of arrays or structs)."""
     handler = ocp.PyTreeCheckpointHandler()
     try:
@@ -32,5 +37,5 @@ def check(item_dir: str | Path, expected: dict, subtree: str | None = None) -> N
     have, want = shapes(saved[subtree] if subtree else saved), shapes(expected)
     if have != want:
         differ = sorted(set(have.items()) ^ set(want.items()))[:4]
-        raise ValueError(f"{item_dir}: the saved parameters are not the expected ones "
+        raise ParamsMismatch(f"{item_dir}: the saved parameters are not the expected ones "
                          f"(names and shapes in one but not the other: {differ})")

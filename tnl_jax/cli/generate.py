@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tnl_jax.checkpoints import loader
+from tnl_jax.cli.help_format import DefaultsHelpFormatter
 from tnl_jax.generation import generate
 from tnl_jax.generation_checks import check_sampling, prompt_rows
 from tnl_jax.model.config_checks import float_dtype
@@ -22,20 +23,26 @@ from tnl_jax.tokenizers import get_tokenizer
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="tnl-generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="training run, converted or Hugging Face directory")
-    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--prompt", required=True, help="the text to continue")
     parser.add_argument("--tokenizer", default=None,
                         help="'bytes', a tokenizer.model or tokenizer.json path; default: the "
                              "checkpoint's tokenizer (its tokenizer file, or the run's), else "
                              "bytes; its ids must fit the model's vocabulary")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help=">= 0")
-    parser.add_argument("--temperature", type=float, default=0.8, help=">= 0; 0: greedy")
-    parser.add_argument("--top-k", type=int, default=None, help="in [1, vocabulary]")
-    parser.add_argument("--top-p", type=float, default=None, help="in (0, 1]")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="bfloat16", help="float32, bfloat16 or float16")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to sample; >= 0")
+    parser.add_argument("--temperature", type=float, default=0.8,
+                        help="softmax temperature; >= 0, 0: greedy")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="sample among the k likeliest tokens; in [1, vocabulary]; "
+                             "default: all")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="sample among the likeliest tokens of total probability p; in "
+                             "(0, 1]; default: all")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    parser.add_argument("--dtype", default="bfloat16",
+                        help="compute dtype: float32, bfloat16 or float16")
     return parser, parser.parse_args(argv)
 
 

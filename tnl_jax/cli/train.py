@@ -2,7 +2,8 @@
 
 With no arguments, trains tnl-tiny on the bytes of your Python standard library.
 `--config` takes a preset name (tnl-tiny, tnl-385m, tnl-1b, tnl-3b, tnl-7b, tnl-15b)
-or a YAML file. `--help` lists every key with its value in the chosen config.
+or a YAML file. `--help` lists every key with its value in the chosen config, what it
+does and what it allows.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def parse(argv: Sequence[str], prog: str = "tnl-train") -> train_config.TrainCon
         if args.help:
             parser.print_help()
             cfg = train_config.load(args.config)
-            print("\nkeys (dotted for nested values) and their values in this config:")
+            print("\nkeys (dotted for nested values; set as key=value): the value in this "
+                  "config, what the key does, what it allows")
             print(train_config.describe(cfg))
             sys.exit(0)
         return train_config.load(args.config, args.overrides)

@@ -47,9 +47,14 @@ def _keep(keys: list[str], split: str, eval_fraction: float,
             if (ok and held_out(key, eval_fraction)) == want_eval]
 
 
+def stdlib_root() -> Path:
+    """Where this Python's standard library lies (the ``stdlib`` source's root)."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
 def stdlib_files() -> list[Path]:
     """The standard library's .py files (no site-packages), in a fixed order."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+    root = stdlib_root()
     files = (p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.parts))
     return sorted(files)
 
@@ -79,16 +84,31 @@ def _read_section(path: str, start: int) -> bytes:
         return f.read(end - 1 - f.tell()) + f.readline()
 
 
+def kept_sections(paths: list[Path], split: str, eval_fraction: float,
+                  root: Path | None = None, eval_min_bytes: int = 0
+                  ) -> list[tuple[str, tuple[Path, int]]]:
+    """``(key, (path, start))`` of the text sections of ``split``: the key (the path
+    relative to ``root``, then the section's start) is what the split hashes, and names
+    a held-out document in per-document results."""
+    sections = [s for p in paths for s in _text_sections(p)]
+    keys = [f"{os.path.relpath(p, root) if root else p}:{start}" for p, start in sections]
+    eligible = [os.path.getsize(p) >= eval_min_bytes for p, _ in sections]
+    return [(keys[i], sections[i]) for i in _keep(keys, split, eval_fraction, eligible)]
+
+
+def read_section(section: tuple[Path, int], tokenizer: Any) -> np.ndarray:
+    """The token ids of one text section."""
+    return encode_bytes(tokenizer, _read_section(*section))
+
+
 def text_documents(paths: list[Path], split: str, tokenizer: Any, eval_fraction: float,
                    root: Path | None = None, eval_min_bytes: int = 0) -> grain.MapDataset:
     """Text files (sections of at most ~1 MiB), tokenised when read. Only files of at
     least `eval_min_bytes` bytes can be held out: a held-out set of long documents."""
-    sections = [s for p in paths for s in _text_sections(p)]
-    keys = [f"{os.path.relpath(p, root) if root else p}:{start}" for p, start in sections]
-    eligible = [os.path.getsize(p) >= eval_min_bytes for p, _ in sections]
-    kept = [sections[i] for i in _keep(keys, split, eval_fraction, eligible)]
+    kept = [section for _, section in kept_sections(paths, split, eval_fraction, root,
+                                                    eval_min_bytes)]
     return grain.MapDataset.source(kept).map(
-        lambda s: {"tokens": encode_bytes(tokenizer, _read_section(*s))}).filter(has_targets)
+        lambda s: {"tokens": read_section(s, tokenizer)}).filter(has_targets)
 
 
 def check_ids(tokens: np.ndarray, vocab_size: int, where: str, offset: int = 0) -> None:
@@ -183,16 +203,6 @@ def expand(pattern: str, key: str = "data") -> list[str]:
     return files
 
 
-def _check_mqar(seq_len: int, vocab_size: int, key: str) -> None:
-    """MQAR's rows hold at least one pair and its query (4 tokens) and use ids up to 191."""
-    if seq_len + 1 < 4:
-        raise ValueError(f"{key}='mqar' needs seq_len >= 3 (a key, its value, the query and "
-                         f"the answer in one row of seq_len + 1 tokens), got seq_len={seq_len}")
-    if vocab_size <= mqar.VALUES.max():
-        raise ValueError(f"{key}='mqar' uses token ids up to {mqar.VALUES.max()}, beyond the "
-                         f"model's vocabulary (vocab_size={vocab_size})")
-
-
 def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float,
                    seq_len: int, vocab_size: int | None = None,
                    key: str = "data", eval_min_bytes: int = 0) -> grain.MapDataset:
@@ -203,12 +213,11 @@ def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float
         raise ValueError(f"split={split!r}, expected one of {SPLITS}")
     vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
     if source == "stdlib":
-        root = Path(sysconfig.get_paths()["stdlib"])
-        return text_documents(stdlib_files(), split, tokenizer, eval_fraction, root,
+        return text_documents(stdlib_files(), split, tokenizer, eval_fraction, stdlib_root(),
                               eval_min_bytes)
     if source == "mqar":
-        _check_mqar(seq_len, vocab_size, key)
-        return mqar.documents("train" if split == "train" else "eval", seq_len)
+        mqar.check(seq_len, vocab_size, key)
+        return mqar.documents("train" if split == "train" else "eval", seq_len, vocab_size)
     paths = expand(source, key)
     suffixes = {Path(p).suffix for p in paths}
     if suffixes == {".npy"}:

@@ -1,60 +1,61 @@
-"""MQAR recall against the number of key-value pairs and the sequence length.
+"""MQAR recall of a trained model, in distribution and beyond (Zoology's protocol).
 
-An evaluation row holds one MQAR example (``tnl_jax.data.mqar.document``) whose key-
-value statement and queries are pulled apart by filler tokens (ids 0-63, neither key
-nor value) so that the row is ``length`` tokens long: recall at a length is recall
-across that distance, which fixed decays and a bounded state make hard. Recall is the
-share of answers whose top-1 prediction is right (only answers carry weight).
+Each evaluation example (``tnl_jax.data.mqar.example`` of the ``eval`` stream, never
+trained on) sits alone in a row, padded after it. Recall is the share of answers whose
+top-1 prediction is right (only answers carry weight). ``mqar.train_mix`` holds the
+training mixture's settings; ``mqar.extrapolation_mix`` longer examples and more pairs
+than any training row, reported apart: a model may recall well at the lengths it saw and fail
+past them (RoPE's unseen positions, a fixed decay's horizon).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
 from tnl_jax.data import mqar
 from tnl_jax.data.pipeline import rows_from_packed
 
-FILLER = np.arange(0, 64)
+Scorer = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
-def example_row(index: int, pairs: int, length: int, row_len: int | None = None
+def example_row(index: int, length: int, pairs: int, vocab: int, row_len: int
                 ) -> dict[str, np.ndarray]:
-    """Model inputs of one example of ``pairs`` pairs spanning ``length`` tokens, in a
-    row of ``row_len`` (default ``length``) padded after it: one row shape for every
-    length, so one compilation."""
-    row_len = length if row_len is None else row_len
-    doc = mqar.document("eval", index, pairs)
-    gap = length + 1 - len(doc["tokens"])
-    if gap < 0:
-        raise ValueError(f"{pairs} pairs need {4 * pairs} tokens, more than {length} + 1")
-    filler = np.random.default_rng([2, index]).choice(FILLER, size=gap)
-    cut = 2 * pairs  # Statement, then filler, then queries and answers.
-    tokens = np.concatenate([doc["tokens"][:cut], filler, doc["tokens"][cut:]])
-    weights = np.concatenate([doc["weights"][:cut], np.zeros(gap), doc["weights"][cut:]])
-    pad = row_len - length
+    """Model inputs of one ``eval`` example in a row of ``row_len`` tokens (``>=
+    length - 1``: the example's ``length`` tokens give ``length - 1`` inputs)."""
+    doc = mqar.example("eval", index, length, pairs, vocab)
+    pad = row_len + 1 - length
     return rows_from_packed({
-        "tokens": np.pad(tokens, (0, pad)), "weights": np.pad(weights, (0, pad)),
-        "tokens_segment_ids": np.pad(np.ones(length + 1, np.int32), (0, pad)),
-        "tokens_positions": np.pad(np.arange(length + 1, dtype=np.int32), (0, pad))})
+        "tokens": np.pad(doc["tokens"], (0, pad)), "weights": np.pad(doc["weights"], (0, pad)),
+        "tokens_segment_ids": np.pad(np.ones(length, np.int32), (0, pad)),
+        "tokens_positions": np.pad(np.arange(length, dtype=np.int32), (0, pad))})
 
 
-def batch_of(pairs: int, length: int, rows: int, row_len: int | None = None
+def batch_of(length: int, pairs: int, vocab: int, rows: int, row_len: int
              ) -> dict[str, np.ndarray]:
-    """``rows`` example rows, stacked: a batch like the pipeline's."""
-    examples = [example_row(i, pairs, length, row_len) for i in range(rows)]
+    """``rows`` examples of one setting, stacked: a batch like the pipeline's."""
+    examples = [example_row(i, length, pairs, vocab, row_len) for i in range(rows)]
     return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
 
-def recall_grid(score, pairs: list[int], lengths: list[int], rows: int) -> list[dict]:
-    """Recall for each (pairs, length) that fits (``4 * pairs <= length + 1``), over
-    ``rows`` examples: ``score`` gives per-token losses and top-1 hits of a batch."""
+def recall_grid(score: Scorer, settings: tuple[tuple[int, int], ...], vocab: int,
+                rows: int) -> list[dict]:
+    """Recall for each ``(length, pairs)`` of ``settings`` over ``rows`` examples, every
+    batch ``max(length) - 1`` tokens wide (one compilation). ``score`` gives a batch's
+    per-token losses and top-1 hits."""
+    row_len = max(length for length, _ in settings) - 1
     results = []
-    for length in lengths:
-        for count in pairs:
-            if 4 * count > length + 1:
-                continue
-            batch = batch_of(count, length, rows, max(lengths))
-            _, correct = score(batch)
-            mask = batch["loss_mask"]
-            results.append({"pairs": count, "length": length, "answers": float(mask.sum()),
-                            "recall": float((correct * mask).sum() / mask.sum())})
+    for length, pairs in settings:
+        batch = batch_of(length, pairs, vocab, rows, row_len)
+        _, correct = score(batch)
+        mask = batch["loss_mask"]
+        results.append({"length": length, "pairs": pairs, "answers": float(mask.sum()),
+                        "recall": float((correct * mask).sum() / mask.sum())})
     return results
+
+
+def evaluate(score: Scorer, seq_len: int, vocab: int, rows: int) -> dict[str, list[dict]]:
+    """In-distribution recall of a model trained on rows of ``seq_len`` and, apart,
+    recall past the training lengths (one compilation each)."""
+    return {"in_distribution": recall_grid(score, mqar.train_mix(seq_len), vocab, rows),
+            "extrapolation": recall_grid(score, mqar.extrapolation_mix(seq_len), vocab, rows)}

@@ -1,7 +1,8 @@
-"""Per-token losses of a run's newest weights on its held-out set, by position bucket.
+"""A scorer of a run's newest weights: per-token losses and top-1 hits of any batch
+(``documents``, ``passkey`` and ``recall`` build the batches).
 
 The trainer's own pieces build everything (``loop.initial_params`` with ``init_from``
-at the run, ``loop.data_spec``, ``steps.token_losses``), so the numbers are those of
+at the run, ``steps.token_losses``), so the numbers are those of
 the model that trained; one process (a quality study's models fit one device).
 """
 from __future__ import annotations
@@ -12,12 +13,9 @@ from typing import Callable
 import jax
 import numpy as np
 
-from tnl_jax import data
-from tnl_jax.evaluation import positions as buckets
-from tnl_jax.tokenizers import get_tokenizer
 from tnl_jax.training import sharding
 from tnl_jax.training.config import TrainConfig
-from tnl_jax.training.loop import data_spec, initial_params, under_mesh
+from tnl_jax.training.loop import initial_params, under_mesh
 from tnl_jax.training.steps import token_losses
 
 Scorer = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
@@ -39,21 +37,3 @@ def load_scorer(cfg: TrainConfig) -> tuple[Scorer, object]:
         return np.asarray(jax.device_get(losses)), np.asarray(jax.device_get(correct))
 
     return score, mesh
-
-
-def held_out(cfg: TrainConfig, score: Scorer, mesh, batches: int) -> dict:
-    """Held-out nats per token, bits per byte and both by position bucket, over the
-    first ``batches`` held-out batches of ``cfg`` (the run's own held-out rule)."""
-    tokenizer = get_tokenizer(cfg.tokenizer, cfg.model)
-    spec = data_spec(cfg, tokenizer, mesh)
-    edges = buckets.EDGES
-    loss_sums, counts = np.zeros(len(edges)), np.zeros(len(edges))
-    for batch in data.eval_batches(spec, batches):
-        losses, _ = score(batch)
-        more_loss, more_count = buckets.bucket_sums(losses, batch["loss_mask"],
-                                                     batch["positions"], edges)
-        loss_sums, counts = loss_sums + more_loss, counts + more_count
-    if cfg.tokenizer != "bytes":
-        raise ValueError("bits per byte is computed for the byte tokenizer only")
-    return {"batches": batches, "rows": batches * cfg.batch_size, "seq_len": cfg.seq_len,
-            **buckets.summarise(loss_sums, counts)}

@@ -16,11 +16,11 @@ from tnl_jax.model.decay import alibi_slopes, layer_decays
 from tnl_jax.model.decoder_layer import DecoderLayer
 from tnl_jax.model.language_model import LanguageModel, create_model
 from tnl_jax.model.lrpe import Lrpe
-from tnl_jax.model.norms import SRMSNorm
+from tnl_jax.model.norms import RMSNorm, SRMSNorm
 from tnl_jax.model.softmax_attention import SoftmaxAttention
 from tnl_jax.model.token_mixer import FixedDecay, NormLinearAttention
 
 __all__ = ["DecoderLayer", "FixedDecay", "LanguageModel", "Lrpe", "ModelConfig",
-           "NormLinearAttention", "SGLU", "SRMSNorm", "SoftmaxAttention", "alibi_slopes",
+           "NormLinearAttention", "RMSNorm", "SGLU", "SRMSNorm", "SoftmaxAttention", "alibi_slopes",
            "count_flops_per_token", "count_params", "create_model", "layer_decays",
            "load_model_config"]

@@ -1,4 +1,5 @@
-"""SGLU, TNL's channel mixer: ``(x W₁ ⊙ x W₂) W₃`` with no activation."""
+"""SGLU, TNL's channel mixer: ``(x W₁ ⊙ x W₂) W₃`` with no activation; with
+``activation="silu"`` it is SwiGLU, ``(silu(x W₁) ⊙ x W₂) W₃`` (the LLaMA-style baseline)."""
 from __future__ import annotations
 
 import jax
@@ -15,12 +16,17 @@ from tnl_jax.partitioning import constrain
 HIDDEN = ("batch", "seq", "mlp")
 
 
+ACTIVATIONS = {None: lambda gate: gate, "silu": jax.nn.silu}
+
+
 def sglu(x: jax.Array, w1: jax.Array, w2: jax.Array, w3: jax.Array,
-         fp8_scaling=None) -> jax.Array:
+         activation: str | None = None, fp8_scaling=None) -> jax.Array:
     """x ``(..., d)``, w1 and w2 ``(d, glu)``, w3 ``(glu, d)``, products in ``x.dtype``
-    (or in fp8 by ``fp8_scaling``'s three ``Fp8Scaling``s: ``model/fp8.py``)."""
-    hidden = (name_projection(project(x, w1, fp8_scaling, 0), MLP_PROJECTION)
-              * name_projection(project(x, w2, fp8_scaling, 1), MLP_PROJECTION))
+    (or in fp8 by ``fp8_scaling``'s three ``Fp8Scaling``s: ``model/fp8.py``);
+    ``activation`` (of ``ACTIVATIONS``) applies to ``x W₁``."""
+    gate = ACTIVATIONS[activation](name_projection(project(x, w1, fp8_scaling, 0),
+                                                   MLP_PROJECTION))
+    hidden = gate * name_projection(project(x, w2, fp8_scaling, 1), MLP_PROJECTION)
     if hidden.ndim == len(HIDDEN):
         hidden = constrain(hidden, HIDDEN)
     return project(hidden, w3, fp8_scaling, 2)
@@ -28,11 +34,16 @@ def sglu(x: jax.Array, w1: jax.Array, w2: jax.Array, w3: jax.Array,
 
 class SGLU(nnx.Module):
     """``SGLU(in_features, hidden_features, rngs=...)``: weights ``l1, l2 (d, glu)`` and
-    ``l3 (glu, d)``, stored ``[in, out]``, drawn from ``N(0, init_std²)``."""
+    ``l3 (glu, d)``, stored ``[in, out]``, drawn from ``N(0, init_std²)``;
+    ``activation``: ``None`` (TNL) or ``"silu"`` (SwiGLU)."""
 
     def __init__(self, in_features: int, hidden_features: int, *, init_std: float = 0.02,
-                 dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
-                 projection_dtype: str | None = None, rngs: nnx.Rngs):
+                 activation: str | None = None, dtype: jnp.dtype = jnp.float32,
+                 param_dtype: jnp.dtype = jnp.float32, projection_dtype: str | None = None,
+                 rngs: nnx.Rngs):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}, expected one of {tuple(ACTIVATIONS)}")
+        self.activation = activation
         d, glu, init = in_features, hidden_features, normal(init_std)
         self.l1 = create_param(rngs.params(), (d, glu), ("embed", "mlp"), param_dtype, init)
         self.l2 = create_param(rngs.params(), (d, glu), ("embed", "mlp"), param_dtype, init)
@@ -43,4 +54,4 @@ class SGLU(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cast = lambda w: w[...].astype(self.dtype)
         return sglu(x.astype(self.dtype), cast(self.l1), cast(self.l2), cast(self.l3),
-                    self.fp8_scaling)
+                    self.activation, self.fp8_scaling)

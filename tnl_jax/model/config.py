@@ -1,8 +1,7 @@
 """The model configuration: field names follow the published TransNormerLLM
 ``config.json`` (so a Hugging Face config loads as is), plus the fields this codebase
-adds (backend, dtypes, architecture, remat, ``projection_dtype``: ``"fp8"`` runs the
-layers' projections in fp8 with delayed scaling, ``model/fp8.py``). The preset files (``tnl_jax/presets``)
-keep these fields under a top-level ``model:`` mapping."""
+adds (backend, dtypes, architecture, remat, fp8 projections). The preset files
+(``tnl_jax/presets``) keep these fields under a top-level ``model:`` mapping."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from tnl_jax import presets
+from tnl_jax.config_help import described
 from tnl_jax.config_keys import unknown_key_error
 from tnl_jax.model import config_checks
 
@@ -26,34 +26,57 @@ class ModelConfig:
     ``"silu"`` (the same function). Every field is range-checked on construction
     (``config_checks``): one ``ValueError`` lists every problem.
     """
-    vocab_size: int = 384
-    decoder_embed_dim: int = 256
-    decoder_layers: int = 4
-    decoder_attention_heads: int = 4
-    hidden_dim: int | None = None
-    glu_dim: int = 704
-    linear_use_lrpe_list: tuple[int, ...] | None = None
-    linear_act_fun: str = "silu"
-    norm_type: str = "simplermsnorm"
-    no_scale_embedding: bool = False
-    bias: bool = False
-    init_std: float = 0.02
-    pad_token_id: int | None = 256
-    bos_token_id: int | None = 257
-    eos_token_id: int | None = 258
+    vocab_size: int = described(384, "token ids the model embeds and predicts (>= the "
+                                     "tokenizer's ids)")
+    decoder_embed_dim: int = described(256, "model width")
+    decoder_layers: int = described(4, "layers")
+    decoder_attention_heads: int = described(4, "attention heads per layer (each of width "
+                                                "decoder_embed_dim / heads)")
+    hidden_dim: int | None = described(None, "published config's name of the width; null: "
+                                             "decoder_embed_dim")
+    glu_dim: int = described(704, "hidden width of each layer's gated linear unit (-1: "
+                                  "decoder_embed_dim)")
+    linear_use_lrpe_list: tuple[int, ...] | None = described(
+        None, "per layer, 1 for linearized relative positional encoding (LRPE); null: layer 0 "
+              "only, as published")
+    linear_act_fun: str = described("silu", "activation of queries and keys")
+    norm_type: str = described("simplermsnorm", "normalization of each layer")
+    no_scale_embedding: bool = described(False, "true: do not scale the token embeddings by "
+                                                "sqrt(decoder_embed_dim)")
+    bias: bool = described(False, "biases in the projections")
+    init_std: float = described(0.02, "standard deviation of the initial weights")
+    pad_token_id: int | None = described(256, "padding id (its embedding is zero); null: none")
+    bos_token_id: int | None = described(257, "id put before a prompt; null: none")
+    eos_token_id: int | None = described(258, "id that ends a document and stops generation; "
+                                              "null: none")
     # Ours.
-    architecture: str = "tnl"
-    softmax_every: int = 8
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = True
-    use_decay: bool = True
-    decay_learnable: bool = False
-    attention_backend: str | None = None
-    chunk_size: int | None = None
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    remat: str = "none"
-    projection_dtype: str | None = None
+    architecture: str = described("tnl", "tnl (lightning attention), softmax (TNL's backbone "
+                                          "with softmax attention), hybrid (a softmax layer in "
+                                          "every softmax_every) or llama (a LLaMA-style "
+                                          "baseline)")
+    softmax_every: int = described(8, "hybrid: layers per group, one of them softmax attention")
+    softmax_offset: int = described(-1, "hybrid: the softmax layer's place in each group of "
+                                        "softmax_every (-1: the last, 0: the first)")
+    rope_theta: float = described(10000.0, "rotary position base of the softmax layers")
+    tie_word_embeddings: bool = described(True, "the output projection is the embedding "
+                                                "matrix")
+    use_decay: bool = described(True, "per-head exponential decay in lightning attention")
+    decay_learnable: bool = described(False, "the decays are trained parameters, not fixed")
+    attention_backend: str | None = described(
+        None, "lightning attention's implementation: pallas (GPU kernels), interpret (their "
+              "CPU interpreter, for tests) or xla; null: pallas on GPU, xla elsewhere")
+    chunk_size: int | None = described(None, "tokens per block of lightning attention; null: "
+                                             "the op's choice")
+    dtype: str = described("float32", "compute dtype of activations")
+    param_dtype: str = described("float32", "dtype of the stored weights")
+    remat: str = described("none", "what the backward recomputes instead of storing "
+                                   "(tnl_jax/model/remat.py)")
+    scan_unroll: int = described(1, "layers per iteration of each layer stack's scan: 1 a "
+                                    "loop over the layers; a stack's layer count or more "
+                                    "inlines every layer (same results)")
+    projection_dtype: str | None = described(
+        None, "fp8: the layers' projections in fp8 with delayed scaling (tnl_jax/model/fp8.py); "
+              "null: in dtype")
 
     def __post_init__(self) -> None:
         found = config_checks.problems(vars(self))
@@ -81,10 +104,19 @@ class ModelConfig:
     def weight_dtype(self) -> jnp.dtype:
         return jnp.dtype(self.param_dtype)
 
+    @property
+    def llama_style(self) -> bool:
+        """The LLaMA-style baseline: RMSNorm with a gain (pre-norms and the final norm),
+        a SwiGLU MLP and RMS-normalised queries and keys, around RoPE softmax attention;
+        ``softmax`` is TNL's backbone (SRMSNorm, SGLU) with a softmax token mixer."""
+        return self.architecture == "llama"
+
     def layer_kinds(self) -> list[str]:
         """Per layer: ``'lrpe'`` (linear attention with LRPE), ``'linear'`` or
-        ``'softmax'``. Hybrid: layer ``l`` is softmax when ``(l + 1) % softmax_every
-        == 0`` (with 8: seven lightning layers, then one softmax layer)."""
+        ``'softmax'``. Hybrid: layer ``l`` is softmax when ``l % softmax_every ==
+        softmax_offset % softmax_every`` (the default offset -1, with 8: seven lightning
+        layers, then one softmax layer; offset 0 puts the softmax layer first). ``llama``:
+        every layer softmax (with ``llama_style``'s norms, MLP and QK norm)."""
         n = self.decoder_layers
         lrpe = self.linear_use_lrpe_list
         if lrpe is None:
@@ -93,8 +125,10 @@ class ModelConfig:
             lrpe = (0,) * n
         kinds = []
         for layer in range(n):
-            softmax = (self.architecture == "softmax" or
-                       (self.architecture == "hybrid" and (layer + 1) % self.softmax_every == 0))
+            every = self.softmax_every
+            softmax = (self.architecture in ("softmax", "llama") or
+                       (self.architecture == "hybrid" and
+                        layer % every == self.softmax_offset % every))
             kinds.append("softmax" if softmax else ("lrpe" if lrpe[layer] else "linear"))
         return kinds
 

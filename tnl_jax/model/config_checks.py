@@ -18,7 +18,7 @@ from tnl_jax.model.fp8 import PROJECTION_DTYPES
 from tnl_jax.model.remat import REMAT_POLICIES
 from tnl_jax.range_checks import boolean, integer, is_int, number, one_of
 
-ARCHITECTURES = ("tnl", "softmax", "hybrid")
+ARCHITECTURES = ("tnl", "softmax", "hybrid", "llama")
 ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
 ACTIVATIONS = ("silu", "swish")  # The published code's two names of x * sigmoid(x).
 NORMS = ("simplermsnorm",)
@@ -93,6 +93,17 @@ def shape_problems(cfg: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def softmax_offset(offset: Any, every: Any) -> list[str]:
+    """The hybrid's softmax place inside each group of ``every`` layers: ``-every`` to
+    ``every - 1`` (negative counts from the group's end)."""
+    if not (is_int(every) and every >= 1):
+        return []  # softmax_every's own check speaks.
+    if is_int(offset) and -every <= offset < every:
+        return []
+    return [f"softmax_offset={offset!r}: expected an integer from {-every} to {every - 1} "
+            f"(the softmax layer's place in each group of softmax_every={every}; -1 the last)"]
+
+
 def problems(cfg: Mapping[str, Any]) -> list[str]:
     """Every problem of ``cfg`` (``ModelConfig``'s fields by name), each naming its key,
     its value and what is allowed."""
@@ -109,6 +120,7 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     found += one_of("architecture", cfg["architecture"], ARCHITECTURES)
     found += integer("softmax_every", cfg["softmax_every"], 1, " (hybrid: every n-th layer is "
                      "softmax attention)")
+    found += softmax_offset(cfg["softmax_offset"], cfg["softmax_every"])
     found += number("rope_theta", cfg["rope_theta"], 0, low_open=True)
     found += one_of("attention_backend", cfg["attention_backend"], ATTENTION_BACKENDS,
                     " (null: pallas on GPU, xla elsewhere)")
@@ -117,6 +129,8 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     found += remat(cfg["remat"])
     found += one_of("projection_dtype", cfg["projection_dtype"], PROJECTION_DTYPES,
                     " (null: the projections in dtype; fp8: model/fp8.py)")
+    found += integer("scan_unroll", cfg["scan_unroll"], 1, " (layers per iteration of the "
+                     "layer scan)")
     if cfg["decay_learnable"] is True and cfg["use_decay"] is False:
         found.append("decay_learnable=True needs use_decay=True")
     return found

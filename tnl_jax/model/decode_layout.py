@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tnl_jax.model.channel_mixer import SGLU
+from tnl_jax.model.channel_mixer import ACTIVATIONS, SGLU
 from tnl_jax.model.decoder_layer import DecoderLayer
 
 
@@ -30,11 +30,12 @@ class JoinedSGLU(nnx.Module):
         self.w12 = nnx.Param(jnp.concatenate([mlp.l1[...], mlp.l2[...]], axis=1))
         self.l3 = mlp.l3
         self.dtype = mlp.dtype
+        self.activation = mlp.activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
         hidden = x.astype(self.dtype) @ self.w12[...].astype(self.dtype)
         gate, up = jnp.split(hidden, 2, axis=-1)
-        return (gate * up) @ self.l3[...].astype(self.dtype)
+        return (ACTIVATIONS[self.activation](gate) * up) @ self.l3[...].astype(self.dtype)
 
 
 def unstacked_layer(graphdef, state, index: int) -> DecoderLayer:

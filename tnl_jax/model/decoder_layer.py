@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnl_jax.model.channel_mixer import SGLU
-from tnl_jax.model.norms import SRMSNorm
+from tnl_jax.model.norms import make_norm
 from tnl_jax.model.softmax_attention import SoftmaxAttention
 from tnl_jax.model.token_mixer import NormLinearAttention
 from tnl_jax.partitioning import ACTIVATION, constrain
@@ -22,14 +22,17 @@ class DecoderLayer(nnx.Module):
     Args:
       attention: ``"linear"`` (TNL's ``NormLinearAttention``) or ``"softmax"``.
       use_lrpe, decay, learn_decay, backend, chunk_size: of the linear token mixer
-        (see ``NormLinearAttention``); ``rope_theta``: of the softmax one.
+        (see ``NormLinearAttention``); ``rope_theta``, ``qk_norm``: of the softmax one.
+      norm_gain: RMSNorm with a gain for both pre-norms (TNL: SRMSNorm, none).
+      mlp_activation: the channel mixer's (``None``: TNL's SGLU; ``"silu"``: SwiGLU).
       projection_dtype: ``"fp8"``: every projection in fp8 (``model/fp8.py``).
     """
 
     def __init__(self, num_heads: int, in_features: int, mlp_features: int, *,
                  attention: str = "linear", use_lrpe: bool = False,
                  decay: jax.Array | None = None, learn_decay: bool = False,
-                 rope_theta: float = 10000.0, init_std: float = 0.02,
+                 rope_theta: float = 10000.0, qk_norm: bool = False, norm_gain: bool = False,
+                 mlp_activation: str | None = None, init_std: float = 0.02,
                  dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
                  backend: str | None = None, chunk_size: int | None = None,
                  projection_dtype: str | None = None, rngs: nnx.Rngs):
@@ -38,18 +41,21 @@ class DecoderLayer(nnx.Module):
         self.softmax = attention == "softmax"
         common = dict(init_std=init_std, dtype=dtype, param_dtype=param_dtype,
                       projection_dtype=projection_dtype, rngs=rngs)
-        self.token_norm = SRMSNorm()
+        norm = lambda: make_norm(norm_gain, in_features, param_dtype=param_dtype, rngs=rngs)
+        self.token_norm = norm()
         if self.softmax:
             if use_lrpe or decay is not None or learn_decay:
                 raise ValueError("attention='softmax' takes no use_lrpe, decay or learn_decay")
             self.token_mixer = SoftmaxAttention(num_heads, in_features, rope_theta=rope_theta,
-                                                **common)
+                                                qk_norm=qk_norm, **common)
         else:
+            if qk_norm:
+                raise ValueError("qk_norm is of attention='softmax' (TNL normalises its output)")
             self.token_mixer = NormLinearAttention(
                 num_heads, in_features, use_lrpe=use_lrpe, decay=decay, learn_decay=learn_decay,
                 backend=backend, chunk_size=chunk_size, **common)
-        self.channel_norm = SRMSNorm()
-        self.channel_mixer = SGLU(in_features, mlp_features, **common)
+        self.channel_norm = norm()
+        self.channel_mixer = SGLU(in_features, mlp_features, activation=mlp_activation, **common)
         self.dtype = jnp.dtype(dtype)
 
     def _mix_channels(self, x: jax.Array) -> jax.Array:

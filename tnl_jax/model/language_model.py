@@ -1,10 +1,10 @@
 """The language model: embedding (× √d unless ``no_scale_embedding``), decoder
-layers, final SRMSNorm, head (tied to the embedding unless ``tie_word_embeddings``
+layers, final norm (SRMSNorm; RMSNorm for llama), head (tied to the embedding unless ``tie_word_embeddings``
 is false). One class serves TNL, the softmax baseline and the hybrid: the layers are
 grouped into runs of one kind (``ModelConfig.layer_kinds``), each run a stack whose
 parameters carry a leading ``'layers'`` axis, created with ``nnx.vmap`` and run with
 ``nnx.scan`` (optionally rematerialised per layer: ``remat.py``), so compile time
-does not grow with depth. Each layer's fixed decay rates are stacked the same way (a
+does not grow with depth (``scan_unroll`` inlines layers instead). Each layer's fixed decay rates are stacked the same way (a
 ``FixedDecay`` variable per layer, different in every layer). Published TNL: a run of
 one LRPE layer (layer 0), then a run of ``L − 1`` layers.
 
@@ -24,7 +24,7 @@ from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.decay import layer_decays
 from tnl_jax.model.decoder_layer import DecoderLayer
 from tnl_jax.model.head_matmul import head_matmul
-from tnl_jax.model.norms import SRMSNorm
+from tnl_jax.model.norms import make_norm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
 from tnl_jax.model.remat import REMAT_POLICIES
@@ -57,8 +57,11 @@ def layer_arguments(cfg: ModelConfig, kind: str) -> dict[str, Any]:
     args = dict(num_heads=cfg.decoder_attention_heads, in_features=cfg.decoder_embed_dim,
                 mlp_features=cfg.mlp_dim, init_std=cfg.init_std, dtype=cfg.compute_dtype,
                 param_dtype=cfg.weight_dtype, projection_dtype=cfg.projection_dtype)
+    if cfg.llama_style:
+        args.update(norm_gain=True, mlp_activation="silu")
     if kind == "softmax":
-        return {**args, "attention": "softmax", "rope_theta": cfg.rope_theta}
+        return {**args, "attention": "softmax", "rope_theta": cfg.rope_theta,
+                "qk_norm": cfg.llama_style}
     return {**args, "attention": "linear", "use_lrpe": kind == "lrpe",
             "learn_decay": cfg.decay_learnable, "backend": cfg.attention_backend,
             "chunk_size": cfg.chunk_size}
@@ -69,7 +72,7 @@ class LayerStack(nnx.Module):
     (``'layers'`` for the parameters); ``decays (n, H)``, or ``None`` for softmax."""
 
     def __init__(self, layer_args: dict[str, Any], count: int, decays: np.ndarray | None,
-                 remat: str, rngs: nnx.Rngs):
+                 remat: str, rngs: nnx.Rngs, unroll: int = 1):
         @nnx.split_rngs(splits=count)
         @nnx.vmap(in_axes=(0, 0), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
         def create(rngs: nnx.Rngs, decay: jax.Array | None) -> DecoderLayer:
@@ -78,6 +81,7 @@ class LayerStack(nnx.Module):
         self.layers = create(rngs, None if decays is None else jnp.asarray(decays))
         self.remat_policy = REMAT_POLICIES[remat]
         self.remat = remat != "none"
+        self.unroll = min(unroll, count)
 
     def __call__(self, x, segment_ids, positions):
         def body(layer: DecoderLayer, x):
@@ -85,7 +89,8 @@ class LayerStack(nnx.Module):
 
         if self.remat:  # Per layer: the scan's body. Under scan, CSE cannot undo it.
             body = nnx.remat(body, policy=self.remat_policy, prevent_cse=False)
-        return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.layers, x)
+        return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
+                        unroll=self.unroll)(self.layers, x)
 
     def prefill(self, x, segment_ids, positions, cache_size: int):
         def body(layer: DecoderLayer, x):
@@ -128,9 +133,10 @@ class LanguageModel(nnx.Module):
         self.runs = tuple(layer_runs(cfg.layer_kinds()))
         self.stacks = nnx.List([
             LayerStack(layer_arguments(cfg, kind), stop - start,
-                       None if kind == "softmax" else decays[start:stop], cfg.remat, rngs)
+                       None if kind == "softmax" else decays[start:stop], cfg.remat, rngs,
+                       cfg.scan_unroll)
             for kind, start, stop in self.runs])
-        self.final_norm = SRMSNorm()
+        self.final_norm = make_norm(cfg.llama_style, d, param_dtype=dtype, rngs=rngs)
         self.lm_head = None if cfg.tie_word_embeddings else create_param(
             rngs.params(), (d, vocab), ("embed", "vocab"), dtype, normal(cfg.init_std))
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(d)
@@ -142,15 +148,20 @@ class LanguageModel(nnx.Module):
         table = constrain(self.embed_tokens[...], ("vocab", None))
         return jnp.take(table, input_ids, axis=0).astype(self.cfg.compute_dtype) * self.embed_scale
 
+    def head_operands(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The head's two operands in the compute dtype: the final norm of ``x (..., d)``
+        and the output projection as ``(V, d)`` (the embedding when tied; an untied
+        head's ``(d, V)`` weight transposed). The fused loss takes them as they are."""
+        weight = self.embed_tokens[...] if self.lm_head is None else self.lm_head[...].T
+        dtype = self.cfg.compute_dtype
+        return self.final_norm(x).astype(dtype), weight.astype(dtype)
+
     def logits(self, x: jax.Array) -> jax.Array:
         """The head: final norm, then the output projection (the embedding when tied);
         float32 logits. ``x (..., d)``: ``hidden_states``'s, a chunk of its tokens (how
         the training loss avoids holding every token's logits) or one position's;
         ``(B, T, d)`` gives ``(B, T, V)``, split as ``LOGITS`` under a mesh."""
-        weight, spec = ((self.embed_tokens, "...d,vd->...v") if self.lm_head is None
-                        else (self.lm_head, "...d,dv->...v"))
-        out = head_matmul(spec, self.final_norm(x).astype(self.cfg.compute_dtype),
-                          weight[...].astype(self.cfg.compute_dtype))
+        out = head_matmul("...d,vd->...v", *self.head_operands(x))
         return constrain(out, LOGITS) if out.ndim == len(LOGITS) else out
 
     def _inputs(self, input_ids, segment_ids, positions):
@@ -200,7 +211,7 @@ class LanguageModel(nnx.Module):
 
 
 def create_model(cfg: ModelConfig, rngs: nnx.Rngs) -> LanguageModel:
-    """TNL, softmax or hybrid, as ``cfg.architecture`` says."""
+    """TNL, softmax (TNL's backbone), hybrid or llama, as ``cfg.architecture`` says."""
     return LanguageModel(cfg, rngs)
 
 

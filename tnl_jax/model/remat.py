@@ -32,6 +32,12 @@ from the layer's input. Kept per token per layer (values in the compute dtype; w
   against ``none``'s 144K, 51 GiB; benchmarks/RESULTS.md); the large presets use it.
 - ``projections_op_io``: ``projections`` and ``op_io`` together: the op's forward
   is not repeated, for about ``4d`` more per token per layer.
+- ``projections_op_out``: ``projections`` and the op's residuals that its inputs do
+  not give back cheaply: its output ``o`` (``d``) and the Pallas op's states entering
+  its sequence splits (``SPLIT_STATES_NAME``: ``dk·dv`` floats per split and head, not
+  per token). ``q, k, v`` are recomputed from the kept ``q|k|v`` product (elementwise),
+  so neither the op's forward nor its state-only passes run in the backward: for
+  ``d`` more per token per layer than ``projections``.
 - ``full``: only ``x`` (``d``): the whole layer runs again in the backward (about a
   third more compute for the layers).
 """
@@ -41,6 +47,8 @@ from typing import Any
 
 import jax
 from jax.ad_checkpoint import checkpoint_name
+
+from pallas_kernels.lightning.kernel_vjp import SPLIT_STATES_NAME
 
 # Names of the attention op's inputs and output (linear and softmax layers alike).
 ATTENTION_Q, ATTENTION_K, ATTENTION_V, ATTENTION_OUT = (
@@ -75,6 +83,8 @@ REMAT_POLICIES: dict[str, Any] = {
     "projections": _policy.save_only_these_names(PROJECTION, MLP_PROJECTION),
     "projections_op_io": _policy.save_only_these_names(*ATTENTION_NAMES, PROJECTION,
                                                        MLP_PROJECTION),
+    "projections_op_out": _policy.save_only_these_names(PROJECTION, MLP_PROJECTION,
+                                                        ATTENTION_OUT, SPLIT_STATES_NAME),
     "full": _policy.nothing_saveable,
 }
 

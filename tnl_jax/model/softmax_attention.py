@@ -1,5 +1,7 @@
 """The softmax-attention baseline's token mixer (LLaMA-style: fused q|k|v
-projection, RoPE, causal ``jax.nn.dot_product_attention``, output projection).
+projection, RoPE, causal ``jax.nn.dot_product_attention``, output projection), with
+optional QK normalisation (``qk_norm``: an RMSNorm with a gain over each head's
+queries and keys before RoPE, which keeps the logits bounded early in training).
 
 cuDNN's fused kernel serves the GPU in bfloat16/float16 (head size a multiple of 8,
 at most 256); everything else runs XLA's implementation. Packed documents are kept
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnl_jax.model.fp8 import fp8_scalings, project
+from tnl_jax.model.norms import RMSNorm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
 from tnl_jax.model.remat import name_op_inputs, name_op_output, name_projection
@@ -43,10 +46,11 @@ def attention_implementation(dtype: jnp.dtype, head_dim: int) -> str:
 
 class SoftmaxAttention(nnx.Module):
     """``SoftmaxAttention(num_heads, in_features, rngs=...)``: causal multi-head softmax
-    attention with RoPE, weights ``(d, 3, d)`` and ``(d, d)``."""
+    attention with RoPE, weights ``(d, 3, d)`` and ``(d, d)`` (and with ``qk_norm`` a
+    gain of the head size for queries and one for keys)."""
 
     def __init__(self, num_heads: int, in_features: int, *, rope_theta: float = 10000.0,
-                 init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
+                 qk_norm: bool = False, init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, projection_dtype: str | None = None,
                  rngs: nnx.Rngs):
         d, init = in_features, normal(init_std)
@@ -58,12 +62,16 @@ class SoftmaxAttention(nnx.Module):
         self.fp8_scaling = fp8_scalings(2, projection_dtype)  # q|k|v, output
         self.heads = num_heads
         self.rope_theta = rope_theta
+        norm = lambda: RMSNorm(d // num_heads, None, param_dtype=param_dtype, rngs=rngs)
+        self.q_norm, self.k_norm = (norm(), norm()) if qk_norm else (None, None)
         self.dtype = jnp.dtype(dtype)
 
     def _project(self, x: jax.Array, positions: jax.Array):
         qkv = name_projection(project(x.astype(self.dtype), self.qkv_proj[...],
                                       self.fp8_scaling, 0))
         q, k, v = (qkv[:, :, i].reshape(*x.shape[:2], self.heads, -1) for i in range(3))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         return apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta), v
 
     def _output(self, o: jax.Array) -> jax.Array:

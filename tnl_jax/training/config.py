@@ -17,7 +17,10 @@ from typing import Any
 import yaml
 
 from tnl_jax import presets
+from tnl_jax.config_help import (allowed_by_checks, described, field_at, help_of, help_table,
+                                 replaced)
 from tnl_jax.config_keys import unknown_key_error
+from tnl_jax.model import config_checks as model_checks
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.training.config_checks import problems, raise_problems
 
@@ -26,57 +29,77 @@ from tnl_jax.training.config_checks import problems, raise_problems
 class MeshConfig:
     """Device mesh sizes (axes of ``tnl_jax.partitioning.MESH_AXES``); -1 takes the
     devices the other axes leave. ``context`` splits the sequence (context parallelism)."""
-    data: int = -1
-    fsdp: int = 1
-    context: int = 1
-    tensor: int = 1
+    data: int = described(-1, "devices holding whole copies of the model, each its own rows "
+                              "(data parallelism); -1: the devices the other axes leave")
+    fsdp: int = described(1, "devices each holding a slice of every weight and of the rows "
+                             "(fully sharded data parallelism)")
+    context: int = described(1, "devices splitting each sequence (context parallelism)")
+    tensor: int = described(1, "devices splitting each matrix product (tensor parallelism)")
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything one training run needs; `model` follows the published config.json names."""
+    """Everything one training run needs; `model` follows the published config.json names.
+    Each field's help is what `tnl-train --help` prints (`describe`)."""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     # Run length and bookkeeping.
-    steps: int = 1000
-    run_dir: str = "runs/tnl-tiny"
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    log_every: int = 1
-    eval_every: int = 100
-    eval_batches: int = 4
-    seed: int = 0
+    steps: int = described(1000, "optimizer steps the run trains to (a rerun resumes up to it)")
+    run_dir: str = described("runs/tnl-tiny", "directory of the run's checkpoints, metrics, "
+                                               "loss plot and tokenizer; rerun to resume")
+    checkpoint_every: int = described(200, "steps between checkpoints (the last step is "
+                                           "always saved)")
+    keep_checkpoints: int = described(3, "newest checkpoints kept in run_dir")
+    log_every: int = described(1, "steps between lines of metrics.jsonl, TensorBoard and "
+                                  "the progress line")
+    tensorboard: bool | str = described(
+        "auto", "TensorBoard event files in run_dir/tensorboard (the tensorboard extra): "
+                "auto when it is installed, true/on always, false/off never")
+    eval_every: int = described(100, "steps between held-out evaluations (0: none)")
+    eval_batches: int = described(4, "held-out batches per evaluation")
+    seed: int = described(0, "seed of the initial weights, data order and the sample")
     # Batch: global size in sequences, each `seq_len` tokens.
-    batch_size: int = 16
-    seq_len: int = 256
-    grad_accum: int = 1
-    # Tokens per chunk of the loss on each device (training/losses.py): the logits
-    # (tokens x vocab, float32) are made a chunk at a time and recomputed in the
-    # backward. 0: all at once; -1: 4096-token chunks when a device's logits would
-    # pass 1 GiB, else all at once.
-    loss_chunk_tokens: int = -1
-    # Data: "stdlib", "mqar", or a glob of .txt/.py/... text, .npy token streams, .array_record.
-    data: str = "stdlib"
-    eval_data: str | None = None
-    tokenizer: str = "bytes"
-    eval_fraction: float = 0.02
-    eval_min_bytes: int = 0  # Only text files of at least this many bytes are held out.
-    shuffle_window: int = 256  # Packed rows shuffled together, so one long file does not fill a batch.
+    batch_size: int = described(16, "sequences per optimizer step, over all devices")
+    seq_len: int = described(256, "tokens per sequence")
+    grad_accum: int = described(1, "parts each batch is split into, their gradients summed "
+                                   "(the same step in less memory)")
+    # The logits (tokens x vocab, float32) are made a chunk at a time and recomputed in
+    # the backward (training/losses.py).
+    loss_chunk_tokens: int = described(
+        -1, "tokens per chunk of the loss on each device: 0 all at once; -1 4096-token "
+            "chunks when a device's logits would pass 1 GiB, else all at once")
+    loss_kernel: str = described(
+        "chunked", "how the loss makes its logits: chunked (loss_chunk_tokens), fused "
+                   "(Pallas kernels, GPU, one device: the logits never written), "
+                   "fused_xla_grads (their forward, the backward in XLA, chunked), "
+                   "fused_interpret (the kernels interpreted, tests)")
+    data: str = described("stdlib", "training text: 'stdlib' (your Python's library), 'mqar' "
+                                    "(recall task), or a glob of .txt/.py/... text, .npy "
+                                    "token streams or .array_record files")
+    eval_data: str | None = described(None, "held-out files (a glob, used whole); null: "
+                                            "eval_fraction of data's documents")
+    tokenizer: str = described("bytes", "'bytes', or a tokenizer.model (SentencePiece) or "
+                                        "tokenizer.json file or its directory")
+    eval_fraction: float = described(0.02, "share of data's documents held out for evaluation")
+    eval_min_bytes: int = described(0, "only text files of at least this many bytes are held "
+                                       "out")
+    shuffle_window: int = described(256, "packed rows shuffled together, so one long file "
+                                         "does not fill a batch")
     # AdamW with linear warmup then cosine decay to `lr * min_lr_ratio`.
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    # Start from the weights of a directory: a training run (its newest checkpoint), a
-    # converted (tnl-convert) or a Hugging Face one. Its model config is the run's unless
-    # --config names a preset or file with a `model:` mapping.
-    init_from: str | None = None
+    lr: float = described(3e-3, "peak learning rate of AdamW")
+    min_lr_ratio: float = described(0.1, "final learning rate as a fraction of lr (cosine "
+                                         "decay after warmup)")
+    warmup: int = described(50, "steps of linear warmup from 0 to lr")
+    weight_decay: float = described(0.1, "AdamW weight decay (projection matrices only)")
+    beta1: float = described(0.9, "AdamW's first-moment decay")
+    beta2: float = described(0.95, "AdamW's second-moment decay")
+    grad_clip: float = described(1.0, "largest global gradient norm (0: no clipping)")
+    init_from: str | None = described(
+        None, "start from the weights of a training run (its newest checkpoint), a converted "
+              "or a Hugging Face directory; its model config unless --config has a model:")
     # The sample printed at the end.
-    sample_prompt: str = "def "
-    sample_tokens: int = 200
+    sample_prompt: str = described("def ", "prompt of the sample printed at the end")
+    sample_tokens: int = described(200, "tokens of the sample printed at the end (0: none)")
 
 
 def check(cfg: TrainConfig, what: str = "training config") -> None:
@@ -240,7 +263,18 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def describe(cfg: TrainConfig) -> str:
-    """One line per key with its value in `cfg`: the body of `--help`."""
+    """The body of `--help`: one line per key with its value in `cfg`, its description
+    (the field's help) and what its range check allows."""
     flat = _flatten(to_dict(cfg))
-    width = max(len(k) for k in flat)
-    return "\n".join(f"  {k:<{width}}  {flat[k]!r}" for k in all_keys_of(TrainConfig) if k in flat)
+    return help_table((key, flat[key], help_of(field_at(TrainConfig, key)),
+                       allowed_by_checks(key, _problems_if(cfg, key)))
+                      for key in all_keys_of(TrainConfig) if key in flat)
+
+
+def _problems_if(cfg: TrainConfig, key: str):
+    """``value -> every problem of cfg with key set to value``: the model's checks for a
+    ``model.`` key (a ModelConfig checks itself when built), the training config's else."""
+    if key.startswith("model."):
+        fields = vars(cfg.model)
+        return lambda value: model_checks.problems({**fields, key.split(".", 1)[1]: value})
+    return lambda value: problems(replaced(cfg, key, value))

@@ -16,7 +16,7 @@ from typing import Any
 
 from tnl_jax.partitioning import MESH_AXES
 from tnl_jax.range_checks import integer, number, text
-from tnl_jax.training import losses
+from tnl_jax.training import losses, tensorboard
 
 SEED_LIMIT = 2**32  # Grain's shuffles take seeds in [0, 2**32).
 
@@ -88,6 +88,7 @@ def _run_problems(cfg: Any) -> list[str]:
         *integer("sample_tokens", cfg.sample_tokens, 0, " (0: no sample)"),
         *text("init_from", cfg.init_from, optional=True, meaning=" (a run or checkpoint "
               "directory)"),
+        *tensorboard.setting_problems(cfg.tensorboard),
     ]
     if isinstance(cfg.seed, int) and cfg.seed >= SEED_LIMIT:
         found.append(f"seed={cfg.seed}: expected an integer below 2**32")
@@ -128,10 +129,12 @@ def _data_problems(cfg: Any) -> list[str]:
         *text("data", cfg.data), *text("tokenizer", cfg.tokenizer),
         *text("eval_data", cfg.eval_data, optional=True, meaning=" (held-out files, used whole)"),
     ]
-    try:
-        losses.check_setting(cfg.loss_chunk_tokens)
-    except (ValueError, TypeError) as error:
-        found.append(str(error))
+    for check, value in ((losses.check_setting, cfg.loss_chunk_tokens),
+                         (losses.check_kernel, cfg.loss_kernel)):
+        try:
+            check(value)
+        except (ValueError, TypeError) as error:
+            found.append(str(error))
     return found
 
 

@@ -19,16 +19,16 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
 from tnl_jax import data
-from tnl_jax.checkpoints import loader
+from tnl_jax.checkpoints import kinds, loader
 from tnl_jax.generation import generate
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.model.language_model import create_model
 from tnl_jax.tokenizers import TOKENIZER_FILES, get_tokenizer
 from tnl_jax.training import config as train_config
-from tnl_jax.training import divergence, losses, metrics, optim, resume, sharding
+from tnl_jax.training import (divergence, losses, metrics, optim, progress, resume, sharding,
+                              tensorboard)
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.run_checkpoints import RunCheckpoints, UnreadableCheckpoints
 from tnl_jax.training.run_lock import RunDirLocked, RunLock
@@ -64,7 +64,7 @@ def initial_params(cfg: TrainConfig, mesh) -> tuple[nnx.GraphDef, nnx.State, nnx
 # How a run stops on purpose, each with a message that says what happened and what to
 # do: the command line prints the message alone (tnl_jax/cli/train.py), not a traceback.
 RUN_STOPS = (divergence.NonFiniteStep, resume.RunConfigChanged, RunDirLocked,
-             UnreadableCheckpoints)
+             UnreadableCheckpoints, kinds.WrongDirectoryKind)
 
 
 class StopRequest:
@@ -150,11 +150,12 @@ class Trainer:
         batch_shardings = {k: sharding.batch_sharding(mesh) for k in data.BATCH_KEYS}
         self.jitted_train_step = jax.jit(  # Lower it under the mesh (benchmarks do).
             make_train_step(self.graphdef, self.rest, self.tx, self.schedule, cfg.grad_accum,
-                            cfg.loss_chunk_tokens),
+                            cfg.loss_chunk_tokens, cfg.loss_kernel),
             in_shardings=(self.state_sharding, batch_shardings),
             out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=0)
         self.train_step = under_mesh(self.jitted_train_step, mesh)
-        self.eval_step = under_mesh(jax.jit(make_eval_step(self.graphdef, self.rest, cfg.loss_chunk_tokens),
+        self.eval_step = under_mesh(jax.jit(make_eval_step(self.graphdef, self.rest,
+                                                           cfg.loss_chunk_tokens, cfg.loss_kernel),
                                             in_shardings=(self.params_sharding, batch_shardings),
                                             out_shardings=sharding.replicated(mesh)), mesh)
 
@@ -176,7 +177,21 @@ def describe(cfg: TrainConfig, mesh) -> str:
         f"{cfg.batch_size * cfg.seq_len:,} tokens (grad_accum {cfg.grad_accum})",
         f"data: {cfg.data} (tokenizer {cfg.tokenizer}, vocabulary {cfg.model.vocab_size}); "
         f"held out: {cfg.eval_batches} batch(es) of {cfg.eval_data or cfg.data}"
-        if cfg.eval_every else "held out: none (eval_every=0)"])
+        if cfg.eval_every else "held out: none (eval_every=0)",
+        metrics_line(cfg)])
+
+
+def metrics_line(cfg: TrainConfig) -> str:
+    """Where the run's metrics go, and how to get TensorBoard's when they do not."""
+    run_dir = Path(cfg.run_dir)
+    if tensorboard.writes(cfg.tensorboard):
+        events = f"TensorBoard events in {run_dir / tensorboard.DIRECTORY}"
+    elif cfg.tensorboard is False:
+        events = "no TensorBoard events (tensorboard=false)"
+    else:
+        events = (f"no TensorBoard events ({tensorboard.PACKAGE} is not installed: "
+                  f"{tensorboard.INSTALL})")
+    return f"metrics: {run_dir / 'metrics.jsonl'} every {cfg.log_every} step(s); {events}"
 
 
 def main(cfg: TrainConfig) -> dict[str, Any]:
@@ -186,6 +201,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     # Before anything compiles or is written: the run_dir is this trainer's alone, and
     # its checkpoints were saved under a config this one may continue.
+    kinds.refuse_as_run_dir(cfg.run_dir)  # Not a converted or Hugging Face checkpoint.
     with RunLock(cfg.run_dir, hold=is_main):
         config_dict = train_config.to_dict(cfg)
         announced = resume.check_run_dir(cfg.run_dir, config_dict)
@@ -211,11 +227,20 @@ def _train(cfg: TrainConfig, config_dict: dict[str, Any], announced_step: int | 
     try:
         start, state = resume.restore(checkpoints, cfg.run_dir, trainer.initial_state,
                                       train_iter, config_dict, announced_step)
+        if start >= cfg.steps:  # Nothing to train: say so, rather than exit in silence.
+            if is_main:
+                print(already_finished(run_dir, start, cfg.steps), flush=True)
+            return last_record(run_dir, start)
         if start:
             print(f"resumed from step {start} in {run_dir}")
-        log = metrics.MetricsLog(run_dir / "metrics.jsonl", writer=is_main)
-        state, record = train_loop(cfg, trainer, state, start, train_iter, eval_set,
-                                   checkpoints, log)
+        log = metrics.MetricsLog(run_dir / "metrics.jsonl", writer=is_main,
+                                 events=tensorboard.open_event_log(cfg.tensorboard, run_dir,
+                                                                   start, is_main))
+        try:
+            state, record = train_loop(cfg, trainer, state, start, train_iter, eval_set,
+                                       checkpoints, log)
+        finally:
+            log.close()
     finally:
         checkpoints.wait()
         checkpoints.close()
@@ -238,8 +263,8 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
     throughput = metrics.Throughput(cfg.batch_size * cfg.seq_len,
                                     count_flops_per_token(cfg.model, cfg.seq_len))
     stop = StopRequest()
-    progress = tqdm(total=cfg.steps, initial=start, disable=jax.process_index() != 0,
-                    dynamic_ncols=True)
+    shown = progress.Progress(cfg.steps, start, cfg.log_every,
+                              enabled=jax.process_index() == 0)
     record: dict[str, Any] = {}
     pending = None  # (step, its metrics on the device), not read yet
     config_dict = train_config.to_dict(cfg)
@@ -251,9 +276,7 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
             last_finite, str(checkpoints.manager.directory))
         if write and (step % cfg.log_every == 0 or step == cfg.steps):
             log.write(record)
-        progress.update(step - progress.n)
-        progress.set_postfix(loss=f"{record['loss']:.3f}",
-                             tok_s=f"{record.get('tokens_per_s', 0):.0f}")
+        shown.update(step, record, throughput.seconds_per_step())
         return record
 
     try:
@@ -280,8 +303,23 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
                 print(f"SIGTERM: saved step {step} to {cfg.run_dir}, exiting")
                 break
     finally:
-        progress.close()
+        shown.close()
     return state, record
+
+
+def already_finished(run_dir: Path, step: int, steps: int) -> str:
+    """The one line of a rerun with nothing left to train."""
+    if step == steps:
+        return (f"run_dir {run_dir} already finished at step {step} of {steps}; raise "
+                f"steps= to train further")
+    return (f"run_dir {run_dir} is already at step {step}, past steps={steps}; raise steps= "
+            f"above {step} to train further")
+
+
+def last_record(run_dir: Path, step: int) -> dict[str, Any]:
+    """The metrics record of ``step`` in ``run_dir`` (``{"step": step}`` if none)."""
+    logged = [r for r in metrics.read_metrics(run_dir / "metrics.jsonl") if r["step"] == step]
+    return logged[-1] if logged else {"step": step}
 
 
 def report(cfg: TrainConfig, run_dir: Path, trainer: Trainer, params, tokenizer,

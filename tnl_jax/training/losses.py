@@ -17,6 +17,12 @@ viewed as ``(B, k, n, c, d)``, ``k`` the pieces the mesh cuts the sequence into
 tokens, and the rows stay split as before. Each device holds about ``chunk_tokens``
 tokens of a chunk (at least one position of each of its rows); a sequence piece that
 ``n`` does not divide is padded, and the padding's losses are dropped.
+
+``loss_kernel`` (``LOSS_KERNELS``) picks how: ``chunked`` is the above; ``fused`` the
+Pallas kernels of ``pallas_kernels.cross_entropy`` (GPU, one device), which make the
+logits a tile at a time in registers and never write them; ``fused_xla_grads`` their
+forward with the backward in XLA's products, ``DEFAULT_CHUNK_TOKENS`` tokens at a time
+(``fused_interpret``: the Pallas kernels interpreted, on any platform, for tests).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pallas_kernels.cross_entropy import CrossEntropyConfig, fused_cross_entropy
 from tnl_jax.partitioning import ACTIVATION, constrain, shard_counts
 
 AUTO = -1  # ``loss_chunk_tokens``: chunked only where the whole logits would be large.
@@ -38,6 +45,9 @@ DEFAULT_CHUNK_TOKENS = 4096  # On one device: 1 GiB of float32 logits at a 64000
 AUTO_MAX_LOGITS = 2**28
 
 LogitsFn = Callable[[jax.Array], jax.Array]
+# Hidden states (..., d) -> the head's operands: normed (..., d) and weight (V, d).
+HeadFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+LOSS_KERNELS = ("chunked", "fused", "fused_xla_grads", "fused_interpret")
 
 
 def chunk_tokens_for(setting: int, local_tokens: int, vocab: int) -> int:
@@ -54,6 +64,41 @@ def check_setting(setting: int) -> None:
     if setting < AUTO:
         raise ValueError(f"loss_chunk_tokens={setting}: expected a number of tokens per chunk, "
                          f"0 (unchunked) or {AUTO} (chunked when the logits are large)")
+
+
+def check_kernel(kernel: str) -> None:
+    """A ``loss_kernel`` value, or a ``ValueError`` naming it (checked at start)."""
+    if kernel not in LOSS_KERNELS:
+        raise ValueError(f"loss_kernel={kernel!r}: expected one of {LOSS_KERNELS}")
+
+
+def fused_token_cross_entropy(head_fn: HeadFn, hidden: jax.Array, targets: jax.Array,
+                              kernel: str = "fused") -> tuple[jax.Array, jax.Array]:
+    """``cross_entropy``'s ``(losses, correct)`` from the fused kernels (``kernel``:
+    ``fused`` or ``fused_xla_grads`` on a GPU, ``fused_interpret`` anywhere), on whole
+    arrays: no mesh that splits anything (the kernels are opaque to XLA's partitioner,
+    which would gather every operand), checked while tracing."""
+    check_kernel(kernel)
+    if kernel == "chunked":
+        raise ValueError("fused_token_cross_entropy: loss_kernel='chunked' is cross_entropy's")
+    if kernel != "fused_interpret" and jax.default_backend() != "gpu":
+        raise ValueError(f"loss_kernel={kernel!r} runs Triton kernels on a GPU, and this "
+                         f"platform is {jax.default_backend()!r}: use 'chunked' or "
+                         "'fused_interpret'")
+    if jax.sharding.get_abstract_mesh().size > 1:
+        raise ValueError(f"loss_kernel={kernel!r} runs on one device, and the mesh "
+                         f"{dict(jax.sharding.get_abstract_mesh().shape)} has more: use "
+                         "'chunked'")
+    if hidden.ndim != 3 or targets.shape != hidden.shape[:2]:
+        raise ValueError(f"hidden has shape {hidden.shape} and targets {targets.shape}: "
+                         "expected (B, T, d) and (B, T)")
+    h, weight = head_fn(hidden)
+    config = CrossEntropyConfig(
+        xla_grads_tokens=DEFAULT_CHUNK_TOKENS if kernel == "fused_xla_grads" else None)
+    losses, correct = fused_cross_entropy(
+        h.reshape(-1, h.shape[-1]), weight, targets.reshape(-1),
+        backend="interpret" if kernel == "fused_interpret" else "pallas", config=config)
+    return losses.reshape(targets.shape), correct.reshape(targets.shape)
 
 
 def plain_cross_entropy(logits_fn: LogitsFn, hidden: jax.Array,

@@ -41,23 +41,33 @@ def mfu(tokens_per_s: float, flops_per_token: float, device_count: int) -> float
 
 class Throughput:
     """Tokens/s and MFU between successive reads of the step counter (the first read
-    of a process includes compilation and gives nothing)."""
+    of a process includes compilation and gives nothing), and the mean time of a step
+    over every timed interval (``seconds_per_step``: what the time left is reckoned
+    from)."""
 
     def __init__(self, tokens_per_step: int, flops_per_token: float):
         self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
         self.last: tuple[int, float] | None = None
+        self.timed_steps, self.timed_seconds = 0, 0.0
 
     def update(self, step: int) -> dict[str, float]:
         now = time.perf_counter()
         out: dict[str, float] = {}
         if self.last is not None and step > self.last[0]:
-            rate = (step - self.last[0]) * self.tokens_per_step / (now - self.last[1])
+            steps, seconds = step - self.last[0], now - self.last[1]
+            self.timed_steps += steps
+            self.timed_seconds += seconds
+            rate = steps * self.tokens_per_step / seconds
             out["tokens_per_s"] = rate
             utilisation = mfu(rate, self.flops_per_token, jax.device_count())
             if utilisation is not None:
                 out["mfu"] = utilisation
         self.last = (step, now)
         return out
+
+    def seconds_per_step(self) -> float | None:
+        """The mean time of a timed step so far; None before one is timed."""
+        return self.timed_seconds / self.timed_steps if self.timed_steps else None
 
     def pause(self) -> None:
         """Time from here to the next read (evaluation, a checkpoint) is not counted."""
@@ -76,7 +86,8 @@ def peak_memory_bytes() -> int | None:
 
 class MetricsLog:
     """`metrics.jsonl`: one JSON object per line, appended by process 0 only; never
-    truncated or rewritten.
+    truncated or rewritten. Each record also goes to ``events`` (TensorBoard event
+    files, ``tensorboard.EventLog``) when given.
 
     A resumed run appends the steps after its checkpoint again, which the interrupted
     run may have logged already: `read_metrics` reads the newest record of each step.
@@ -84,9 +95,10 @@ class MetricsLog:
     stays a line of its own, skipped when read.
     """
 
-    def __init__(self, path: Path, writer: bool = True):
+    def __init__(self, path: Path, writer: bool = True, events: Any = None):
         self.path = path
         self.writer = writer
+        self.events = events
         if writer and path.exists() and path.stat().st_size:
             with path.open("rb+") as f:
                 f.seek(-1, 2)
@@ -98,6 +110,13 @@ class MetricsLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.events is not None:
+            self.events.write(record)
+
+    def close(self) -> None:
+        """Flushes and closes the event files (the JSONL file is closed after each line)."""
+        if self.events is not None:
+            self.events.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

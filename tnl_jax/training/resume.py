@@ -25,15 +25,15 @@ from tnl_jax.training.run_checkpoints import RunCheckpoints
 
 SAFE_TO_CHANGE = frozenset({
     "run_dir",  # The same directory, reached by another path (or copied).
-    "steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every",
+    "steps", "checkpoint_every", "keep_checkpoints", "log_every", "tensorboard", "eval_every",
     "eval_batches", "eval_data", "sample_prompt", "sample_tokens",
     "init_from",  # Read at a fresh start only.
     "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2",
     "grad_clip",  # While it stays on (> 0) or off: see _grad_clip_switched.
-    "grad_accum", "loss_chunk_tokens",  # The same global batch, split otherwise.
+    "grad_accum", "loss_chunk_tokens", "loss_kernel",  # The same batch, split otherwise.
     "mesh.data", "mesh.fsdp", "mesh.context", "mesh.tensor",  # Resharded on restore.
     # How the model is run, not what it computes: the parameters mean the same.
-    "model.remat", "model.attention_backend", "model.chunk_size",
+    "model.remat", "model.attention_backend", "model.chunk_size", "model.scan_unroll",
 })
 _DATA_STREAM = frozenset({"data", "seq_len", "batch_size", "seed", "shuffle_window",
                           "eval_fraction", "eval_min_bytes"})

@@ -20,16 +20,13 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from tnl_jax.checkpoints.run_dir import CHECKPOINTS_DIR, CONFIG_ITEM, DATA_ITEM, STATE_ITEM
+from tnl_jax.checkpoints.run_dir import (CHECKPOINTS_DIR, CONFIG_ITEM, DATA_ITEM, STATE_ITEM,
+                                         UnreadableCheckpoints, newest_usable)
 from tnl_jax.data import IteratorCheckpoint
 
 # Says why the checkpoint of a step, restored as this state, cannot be resumed (None:
 # it can). It may raise instead, to stop the run (a changed config, say).
 Refusal = Callable[[int, Any], "str | None"]
-
-
-class UnreadableCheckpoints(RuntimeError):
-    """The run directory has checkpoints, and none of them can be restored."""
 
 
 class RunCheckpoints:
@@ -64,19 +61,15 @@ class RunCheckpoints:
         """
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-        for step in sorted(self.manager.all_steps(), reverse=True):
-            try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(**{
-                    STATE_ITEM: ocp.args.StandardRestore(abstract),
-                    DATA_ITEM: grain.checkpoint.CheckpointRestore(IteratorCheckpoint(iterator))}))
-            except Exception as error:  # Any unreadable checkpoint: try the one before.
-                self.unusable[step] = f"cannot be restored: {type(error).__name__}: {error}"
-                continue
-            reason = refuse(step, restored[STATE_ITEM])
-            if reason is None:
-                self._warn_passed(step)
-                return step, restored[STATE_ITEM]
-            self.unusable[step] = reason
+        found = newest_usable(
+            sorted(self.manager.all_steps(), reverse=True),
+            lambda step: self.manager.restore(step, args=ocp.args.Composite(**{
+                STATE_ITEM: ocp.args.StandardRestore(abstract),
+                DATA_ITEM: grain.checkpoint.CheckpointRestore(IteratorCheckpoint(iterator))
+            }))[STATE_ITEM], refuse, self.unusable)
+        if found is not None:
+            self._warn_passed(found[0])
+            return found
         if self.unusable:
             raise UnreadableCheckpoints(
                 f"no checkpoint in {self.manager.directory} can be resumed:\n"

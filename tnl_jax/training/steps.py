@@ -1,7 +1,8 @@
 """The jitted computations of training: per-token losses, one optimizer step (with
 gradient accumulation), and held-out evaluation. ``loss_chunk_tokens`` sets how the
 loss makes its logits (``losses.cross_entropy``: -1 chunks them when they would be
-large, 0 makes them all at once)."""
+large, 0 makes them all at once); ``loss_kernel`` whether the fused Pallas kernels make
+them instead (``losses.LOSS_KERNELS``)."""
 from __future__ import annotations
 
 import jax
@@ -17,9 +18,11 @@ from tnl_jax.training.divergence import count_non_finite
 
 def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
                  batch: dict[str, jax.Array],
-                 loss_chunk_tokens: int = token_loss.AUTO) -> tuple[jax.Array, jax.Array]:
+                 loss_chunk_tokens: int = token_loss.AUTO,
+                 loss_kernel: str = "chunked") -> tuple[jax.Array, jax.Array]:
     """Per-token cross entropy (B, T) and whether the top prediction was right, the
-    logits made ``loss_chunk_tokens`` tokens at a time (see ``losses.cross_entropy``).
+    logits made ``loss_chunk_tokens`` tokens at a time (see ``losses.cross_entropy``),
+    or by the fused kernels (``loss_kernel``: ``losses.fused_token_cross_entropy``).
 
     `rest` (the layers' fixed decays) is a constant of the step: its variables are
     copied here, so that they belong to this trace as NNX's transforms require.
@@ -27,7 +30,11 @@ def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
     model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
     hidden = model.hidden_states(batch["input_ids"], segment_ids=batch["segment_ids"],
                                  positions=batch["positions"])
-    return token_loss.cross_entropy(model.logits, hidden, batch["targets"], loss_chunk_tokens)
+    if loss_kernel == "chunked":
+        return token_loss.cross_entropy(model.logits, hidden, batch["targets"],
+                                        loss_chunk_tokens)
+    return token_loss.fused_token_cross_entropy(model.head_operands, hidden, batch["targets"],
+                                                loss_kernel)
 
 
 def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Array]:
@@ -59,7 +66,7 @@ def take_fp8_meta(params, grads):
 
 def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum: int,
-                    loss_chunk_tokens: int = token_loss.AUTO):
+                    loss_chunk_tokens: int = token_loss.AUTO, loss_kernel: str = "chunked"):
     """One optimizer step on a global batch, its gradient summed over `grad_accum` parts.
 
     Its metrics count the non-finite values of the state it returns (see
@@ -67,7 +74,7 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
     update, so they alone cannot tell that the updated state is finite."""
 
     def loss_sum(params, batch):
-        losses, _ = token_losses(graphdef, params, rest, batch, loss_chunk_tokens)
+        losses, _ = token_losses(graphdef, params, rest, batch, loss_chunk_tokens, loss_kernel)
         return jnp.sum(losses * batch["loss_mask"]), jnp.sum(batch["loss_mask"])
 
     def step(state, batch):
@@ -99,9 +106,11 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
     return step
 
 
-def make_eval_step(graphdef, rest, loss_chunk_tokens: int = token_loss.AUTO):
+def make_eval_step(graphdef, rest, loss_chunk_tokens: int = token_loss.AUTO,
+                   loss_kernel: str = "chunked"):
     def evaluate(params, batch):
-        losses, correct = token_losses(graphdef, params, rest, batch, loss_chunk_tokens)
+        losses, correct = token_losses(graphdef, params, rest, batch, loss_chunk_tokens,
+                                       loss_kernel)
         mask = batch["loss_mask"]
         return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
                 "count": jnp.sum(mask)}

@@ -1,0 +1,225 @@
+"""The training step's glue switches on the real lowering (one GPU, about 3 minutes):
+each checked against its reference and timed against its baseline, then one table.
+
+    python -m benchmarks.training.glue_check [--tokens 32768 --width 1024 --vocab 64000]
+
+- ``loss_kernel=fused`` (pallas_kernels/cross_entropy): losses, hits, dh and dw of a
+  small ragged problem (an ignored target) against the naive reference in float32 and
+  bfloat16 (relative error bounds 1e-4 / 1e-2); then the loss's forward, and forward
+  with backward, at the head's shape (bfloat16): the fused kernels in a few block
+  configurations (``GPU_CONFIGS``) against the chunked loss (``loss_chunk_tokens`` -1,
+  the default) and all logits at once, with the compiled programs' temporaries. The
+  last configuration is ``loss_kernel=fused_xla_grads``'s (the backward in XLA's
+  products).
+- ``model.remat=projections_op_out`` and ``model.scan_unroll``: a small TNL (Pallas op,
+  bfloat16, rows of ``--rows`` tokens) whose loss and gradients must equal those of
+  ``projections`` and of the one-layer-per-iteration scan, and the time of its
+  gradient step under each.
+
+The training step itself (tokens/s, memory) is train_bench's, switch by switch:
+``--remat projections`` against ``--remat projections_op_out``, and ``--set
+model.scan_unroll=N`` / ``--set loss_kernel=fused`` (or ``fused_xla_grads``) against
+none.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from benchmarks.common.timing import is_out_of_memory, timed_ms
+from pallas_kernels.cross_entropy import (CrossEntropyConfig, fused_cross_entropy,
+                                          reference_cross_entropy)
+from tnl_jax.model import ModelConfig, create_model
+from tnl_jax.model.head_matmul import head_matmul
+from tnl_jax.training import losses
+
+TOLERANCE = {jnp.float32: 1e-4, jnp.bfloat16: 1e-2}
+MIB = 2**20
+
+
+def rel_err(out, ref) -> float:
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def row(check: str, err: float | None = None, tol: float | None = None,
+        base_ms: float | None = None, new_ms: float | None = None, note: str = "") -> dict:
+    return dict(check=check, err=err, tol=tol, base_ms=base_ms, new_ms=new_ms, note=note)
+
+
+def _weighted_grads(cross_entropy, h, w, targets, weights):
+    """``(losses, correct), (dh, dw)`` of ``sum(losses · weights)``."""
+    def loss(h, w):
+        token, correct = cross_entropy(h, w, targets)
+        return jnp.sum(token * weights), (token, correct)
+    (_, outs), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(h, w)
+    return outs, grads
+
+
+def check_fused_loss(rng, backend: str, tokens: int = 1000, width: int = 320,
+                     vocab: int = 1000) -> list[dict]:
+    """The fused kernels against the reference on a ragged problem."""
+    rows = []
+    for dtype in (jnp.float32, jnp.bfloat16):
+        h = jnp.asarray(rng.normal(size=(tokens, width)), dtype)
+        w = jnp.asarray(rng.normal(size=(vocab, width)) * 0.05, dtype)
+        targets = jnp.asarray(rng.integers(0, vocab, tokens), jnp.int32).at[7].set(-1)
+        weights = jnp.asarray(rng.normal(size=tokens), jnp.float32)
+        fused = jax.jit(functools.partial(
+            _weighted_grads, functools.partial(fused_cross_entropy, backend=backend)))
+        ref = jax.jit(functools.partial(_weighted_grads, reference_cross_entropy))
+        (token, correct), grads = fused(h, w, targets, weights)
+        (ref_token, ref_correct), ref_grads = ref(h, w, targets, weights)
+        err = max(rel_err(token, ref_token), *(rel_err(g, r) for g, r in zip(grads, ref_grads)))
+        hits = int(jnp.sum(correct != ref_correct))
+        rows.append(row(f"fused CE vs reference {jnp.dtype(dtype).name}", err,
+                        TOLERANCE[dtype], note=f"{hits} top-1 hits differ"))
+    return rows
+
+
+# The fused kernels' blocks timed at the head's shape (the first is the default).
+GPU_CONFIGS = {"64x128 w4": CrossEntropyConfig(),
+               "128x128 w8": CrossEntropyConfig(token_block=128, num_warps=8),
+               "64x128, grads' tiles 256, w8": CrossEntropyConfig(
+                   dh_vocab_block=256, dw_token_block=256, num_warps=8),
+               "64x128, XLA grads 4096 tokens": CrossEntropyConfig(xla_grads_tokens=4096)}
+
+
+def _loss_fn(kind: str, targets, weights, backend: str, config=None):
+    """The weighted loss of ``h (B, T, d)``, ``w (V, d)``; ``kind``: ``fused``,
+    ``chunked`` (``loss_chunk_tokens`` -1) or ``plain`` (all logits at once)."""
+    def loss(h, w):
+        if kind == "fused":
+            token, _ = fused_cross_entropy(h.reshape(-1, h.shape[-1]), w, targets.reshape(-1),
+                                           backend=backend, config=config)
+            token = token.reshape(targets.shape)
+        else:
+            chunk = losses.AUTO if kind == "chunked" else losses.UNCHUNKED
+            head = lambda x: head_matmul("...d,vd->...v", x, w)
+            token, _ = losses.cross_entropy(head, h, targets, chunk)
+        return jnp.sum(token * weights)
+    return loss
+
+
+def _timed(fn, h, w) -> tuple[float | None, str]:
+    """``(ms, temporaries)`` of a jitted ``fn(h, w)``, or ``(None, why not)``."""
+    try:
+        temp = fn.lower(h, w).compile().memory_analysis().temp_size_in_bytes / MIB
+        return timed_ms(fn, h, w, rounds=5, calls=3), f"{temp:.0f} MiB"
+    except Exception as error:  # noqa: BLE001 (a row that says why)
+        return None, "out of memory" if is_out_of_memory(str(error)) else str(error)[:80]
+
+
+def time_fused_loss(rng, tokens: int, width: int, vocab: int, backend: str) -> list[dict]:
+    """Forward, and forward with backward, at the head's shape: the fused kernels (each
+    config) against the chunked and the plain loss."""
+    rows_of = max(1, tokens // 8192)
+    shape = (rows_of, tokens // rows_of)
+    h = jnp.asarray(rng.normal(size=(*shape, width)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(vocab, width)) * 0.02, jnp.bfloat16)
+    targets = jnp.asarray(rng.integers(0, vocab, shape), jnp.int32)
+    weights = jnp.ones(shape, jnp.float32) / tokens
+    configs = GPU_CONFIGS if backend == "pallas" else {"default": CrossEntropyConfig()}
+    kinds = {"chunked": ("chunked", None), "plain": ("plain", None),
+             **{f"fused {name}": ("fused", cfg) for name, cfg in configs.items()}}
+    label = f"{shape[0]}x{shape[1]} tokens, d {width}, V {vocab}"
+    rows = []
+    for direction, transform in (("fwd", lambda f: f), ("fwd+bwd", jax.grad)):
+        results = {name: _timed(jax.jit(transform(_loss_fn(kind, targets, weights, backend,
+                                                           cfg))), h, w)
+                   for name, (kind, cfg) in kinds.items()}
+        base_ms, base_note = results["chunked"]
+        rows.append(row(f"CE {direction} plain vs chunked ({label})", base_ms=base_ms,
+                        new_ms=results["plain"][0],
+                        note=f"temp: chunked {base_note}, plain {results['plain'][1]}"))
+        rows += [row(f"CE {direction} {name} vs chunked", base_ms=base_ms, new_ms=ms,
+                     note=f"temp {note}")
+                 for name, (ms, note) in results.items() if name.startswith("fused")]
+    return rows
+
+
+def _model_grad(cfg: ModelConfig, ids):
+    """``(value, grads)`` of a mean token loss, jitted, and the params."""
+    model = create_model(cfg, nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+        merged = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
+        logits = merged(ids)
+        return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[..., 1])
+
+    return jax.jit(jax.value_and_grad(loss)), params
+
+
+def check_model_switches(rng, seq: int, width: int, layers: int,
+                         backend: str) -> list[dict]:
+    """``projections_op_out`` against ``projections``, ``scan_unroll`` against 1: the same
+    loss and gradients, and the gradient step's time."""
+    base = ModelConfig(vocab_size=4096, decoder_embed_dim=width, decoder_layers=layers,
+                       decoder_attention_heads=4, glu_dim=width * 11 // 4,
+                       attention_backend=backend, dtype="bfloat16", remat="projections")
+    ids = jnp.asarray(rng.integers(0, base.vocab_size, (2, seq)), jnp.int32)
+    baseline_fn, params = _model_grad(base, ids)
+    ref_value, ref_grads = baseline_fn(params)
+    base_ms = timed_ms(baseline_fn, params, rounds=5, calls=3)
+    rows = []
+    switches = (("remat projections_op_out vs projections", dict(remat="projections_op_out")),
+                ("scan_unroll all vs 1", dict(scan_unroll=base.decoder_layers)))
+    for label, change in switches:
+        fn, _ = _model_grad(base.replace(**change), ids)
+        value, grads = fn(params)
+        pairs = zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True)
+        err = max(rel_err(value, ref_value),
+                  *(rel_err(g, r) for g, r in pairs if np.any(np.asarray(r, np.float32))))
+        rows.append(row(f"{label} (d {width}, {layers} layers, 2x{seq})", err,
+                        TOLERANCE[jnp.bfloat16],
+                        base_ms, timed_ms(fn, params, rounds=5, calls=3)))
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| check | rel. err | bound | ok | baseline ms | new ms | speed-up | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        err = "" if r["err"] is None else f"{r['err']:.2e}"
+        tol = "" if r["tol"] is None else f"{r['tol']:.0e}"
+        ok = "" if r["err"] is None else ("yes" if r["err"] <= r["tol"] else "**NO**")
+        base = "" if r["base_ms"] is None else f"{r['base_ms']:.2f}"
+        new = "" if r["new_ms"] is None else f"{r['new_ms']:.2f}"
+        speed = (f"{r['base_ms'] / r['new_ms']:.2f}x" if r["base_ms"] and r["new_ms"] else "")
+        lines.append(f"| {r['check']} | {err} | {tol} | {ok} | {base} | {new} | {speed} | "
+                     f"{r['note']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=32768, help="tokens of the loss timing")
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--vocab", type=int, default=64000)
+    parser.add_argument("--rows", type=int, default=4096, help="tokens per row, model checks")
+    parser.add_argument("--model-width", type=int, default=512)
+    parser.add_argument("--model-layers", type=int, default=8)
+    parser.add_argument("--interpret", action="store_true",
+                        help="the kernels interpreted (a dry run on CPU, with small sizes)")
+    args = parser.parse_args()
+    print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
+    rng = np.random.default_rng(0)
+    backend = "interpret" if args.interpret else "pallas"
+    small = dict(tokens=100, width=40, vocab=300) if args.interpret else {}
+    rows = check_fused_loss(rng, backend, **small)
+    print(format_table(rows), flush=True)
+    timed = time_fused_loss(rng, args.tokens, args.width, args.vocab, backend)
+    print(format_table(timed), flush=True)
+    rows += timed
+    rows += check_model_switches(rng, args.rows, args.model_width, args.model_layers, backend)
+    print("\n" + format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

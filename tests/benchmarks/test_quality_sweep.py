@@ -1,0 +1,53 @@
+"""The quality study's choice of learning rate: the lowest validation bits per byte,
+never at the edge of the rates tried (the grid extends), failed runs never kept."""
+import json
+import math
+
+import numpy as np
+
+from benchmarks.quality import quality_report, quality_runs
+from benchmarks.quality.quality_runs import Run, Scale
+from tnl_jax.evaluation import documents
+
+KEYS = [k for k in (f"f{i}.py:0" for i in range(40)) if documents.is_validation(k)][:3]
+
+
+def write_sweep(root, arch, lr, bits_per_byte, rows=2048):
+    """A sweep run's quality.json whose validation documents score ``bits_per_byte``."""
+    count = np.full((len(KEYS), 5), 100.0)
+    loss = count * bits_per_byte * math.log(2)
+    scores = documents.WindowScores(rows, KEYS, loss, count)
+    result = {"phase": "sweep", "arch": arch, "lr": lr, "seed": 0, "seq_len": rows,
+              "windows": [scores.to_dict()]}
+    run_dir = root / Run("sweep", arch, lr).name
+    run_dir.mkdir()
+    (run_dir / "quality.json").write_text(json.dumps(result))
+
+
+def test_the_kept_rate_is_inside_the_rates_tried(tmp_path):
+    scale = Scale(archs=("tnl", "llama"), lrs=(1e-3, 2e-3, 4e-3))
+    for lr, bpb in [(1e-3, 1.7), (2e-3, 1.6), (4e-3, 1.65)]:
+        write_sweep(tmp_path, "tnl", lr, bpb)
+    for lr, bpb in [(1e-3, 1.9), (2e-3, 1.85)]:
+        write_sweep(tmp_path, "llama", lr, bpb)
+    assert quality_report.sweep_choice(scale, tmp_path, "tnl") == (2e-3, None)
+    assert quality_report.sweep_choice(scale, tmp_path, "llama") == (None, 4e-3)  # Grid first.
+    write_sweep(tmp_path, "llama", 4e-3, 1.80)  # Best at the top edge: try 8e-3.
+    assert quality_report.sweep_choice(scale, tmp_path, "llama") == (None, 8e-3)
+    assert quality_report.chosen_lrs(scale, tmp_path) == {"tnl": 2e-3}
+    write_sweep(tmp_path, "llama", 8e-3, math.nan)  # Diverged: never kept.
+    assert quality_report.sweep_choice(scale, tmp_path, "llama") == (4e-3, None)
+    assert quality_report.chosen_lrs(scale, tmp_path) == {"tnl": 2e-3, "llama": 4e-3}
+
+
+def test_main_and_ext_runs_use_the_kept_rate_and_fixed_warmup(tmp_path):
+    scale = Scale(archs=("tnl", "llama"), seeds=(0, 1))
+    main = quality_runs.main_runs(scale, {"tnl": 2e-3})
+    assert [r.name for r in main] == ["main-tnl-lr0.002-s0", "main-tnl-lr0.002-s1"]
+    cfg = quality_runs.train_cfg(main[1], scale, scale.glu_dim, tmp_path)
+    assert (cfg.lr, cfg.seed, cfg.warmup, cfg.seq_len) == (2e-3, 1, 100, 2048)
+    ext = quality_runs.ext_runs(scale, {"tnl": 2e-3})[0]
+    values = quality_runs.overrides(ext, scale, scale.glu_dim, tmp_path)  # Its source run
+    assert {"seq_len=16384", f"init_from={tmp_path / 'main-tnl-lr0.002-s0'}"} <= set(values)
+    glu, params, target = quality_runs.matched_glu(scale, "llama")
+    assert abs(params / target - 1) < 0.01  # Parameters matched to TNL's within 1%.

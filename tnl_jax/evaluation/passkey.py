@@ -1,0 +1,81 @@
+"""Passkey retrieval: a number hidden at a chosen depth of a long filler, asked for at
+the end; accuracy by length and depth.
+
+The study's models read Python source as bytes, so the needle and the question are
+Python too: the line ``PASS_KEY = 58213`` is put at a line break near ``depth`` of
+the filler (held-out source files, read end to end), and the row ends with
+``assert PASS_KEY == `` followed by the five digits, the only scored targets. An
+example is right when all five digits are the model's top-1 predictions (teacher
+forced); chance is 1e-5. Filler offsets and keys are drawn from (length, depth,
+index): every model sees the same rows.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+Scorer = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+DIGITS = 5
+DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def needle(key: int) -> tuple[bytes, bytes, bytes]:
+    """(the needle line, the question, the answer) for ``key``."""
+    answer = f"{key:0{DIGITS}d}".encode()
+    return b"\nPASS_KEY = " + answer + b"\n", b"\nassert PASS_KEY == ", answer
+
+
+def example_bytes(filler: bytes, length: int, depth: float, index: int
+                  ) -> tuple[bytes, int]:
+    """A ``length``-byte example and where its answer starts: filler from a random
+    offset, the needle at the line break nearest ``depth`` of the filler, the question
+    and the answer last."""
+    rng = np.random.default_rng([length, round(depth * 1000), index])
+    key = int(rng.integers(10 ** (DIGITS - 1), 10 ** DIGITS))
+    line, question, answer = needle(key)
+    room = length - len(line) - len(question) - len(answer)
+    if room <= 0 or len(filler) < room:
+        raise ValueError(f"passkey: length={length} leaves no room for filler, or the "
+                         f"filler ({len(filler)} bytes) is shorter than {room} bytes")
+    start = int(rng.integers(0, len(filler) - room + 1))
+    text = filler[start:start + room]
+    cut = text.rfind(b"\n", 0, max(1, int(depth * room))) + 1  # After a line break.
+    body = text[:cut] + line + text[cut:] + question
+    return body + answer, len(body)
+
+
+def batch_of(filler: bytes, length: int, depth: float, rows: int,
+             bos_id: int | None) -> dict[str, np.ndarray]:
+    """``rows`` examples as a model batch (byte ids, BOS first when the tokenizer has
+    one); only the answer's digits carry loss weight."""
+    width = length + (bos_id is not None) - 1
+    batch = {k: np.zeros((rows, width), np.int32)
+             for k in ("input_ids", "targets", "segment_ids", "positions")}
+    batch["loss_mask"] = np.zeros((rows, width), np.float32)
+    for row in range(rows):
+        text, answer_at = example_bytes(filler, length, depth, row)
+        ids = np.frombuffer(text, np.uint8).astype(np.int32)
+        if bos_id is not None:
+            ids, answer_at = np.concatenate([[bos_id], ids]), answer_at + 1
+        batch["input_ids"][row], batch["targets"][row] = ids[:-1], ids[1:]
+        batch["segment_ids"][row] = 1
+        batch["positions"][row] = np.arange(width)
+        batch["loss_mask"][row, answer_at - 1:answer_at - 1 + DIGITS] = 1.0
+    return batch
+
+
+def accuracy(score: Scorer, filler: bytes, lengths: tuple[int, ...], rows: int,
+             bos_id: int | None, depths: tuple[float, ...] = DEPTHS) -> list[dict]:
+    """Per (length, depth): the share of examples with every digit right, and the
+    share of digits right."""
+    results = []
+    for length in lengths:
+        for depth in depths:
+            batch = batch_of(filler, length, depth, rows, bos_id)
+            _, correct = score(batch)
+            hits = (np.asarray(correct) * batch["loss_mask"]).sum(1)
+            results.append({"length": length, "depth": depth, "rows": rows,
+                            "accuracy": float(np.mean(hits == DIGITS)),
+                            "digit_accuracy": float(hits.sum() / (rows * DIGITS))})
+    return results
