@@ -10,8 +10,13 @@ from typing import Iterable
 
 
 def nearest(name: str, valid: Iterable[str]) -> str | None:
-    """The valid name most like ``name`` (``None`` when there are none)."""
-    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.0)
+    """The valid name most like ``name`` (``None`` when there are none): a valid dotted
+    key ending with ``name``'s last part first (``optim.lr`` -> ``lr``), else the most
+    similar spelling."""
+    valid = list(valid)
+    last = name.rsplit(".", 1)[-1]
+    same_leaf = [key for key in valid if key.rsplit(".", 1)[-1] == last]
+    match = difflib.get_close_matches(name, same_leaf or valid, n=1, cutoff=0.0)
     return match[0] if match else None
 
 

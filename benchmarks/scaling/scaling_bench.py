@@ -10,6 +10,14 @@ device's half of the row; the collectives of each compiled program are listed (c
 largest array, in elements). Training: tokens/s (median of the steps after warm-up),
 MFU and peak memory per GPU, from ``train.py``'s own metrics and end-of-run report, one
 subprocess per layout (``CUDA_VISIBLE_DEVICES`` picks the GPUs).
+
+Issue 31's targets on two GPUs (train.py sets XLA's overlap flags, ``training.overlap``):
+
+    NCCL_NVLS_ENABLE=0 python -m benchmarks.scaling.scaling_bench --parts train \
+        --layouts 1gpu,dp2,dp2-no-overlap,dp2-bf16 --steps 10    # DP >= 1.9x one GPU
+    NCCL_NVLS_ENABLE=0 python -m benchmarks.scaling.scaling_bench --parts op  # seq <= 1.2x
+    NCCL_NVLS_ENABLE=0 python -m benchmarks.scaling.scaling_bench --parts train \
+        --preset tnl-1b --layouts 1gpu,dp2,fsdp2 --steps 10      # FSDP=2 <= 0.7x DP's memory
 """
 from __future__ import annotations
 
@@ -132,12 +140,20 @@ TRAIN_LAYOUTS = [
     # With the chunked loss a 64K row fits one GPU: the rows twice as long again.
     ("1gpu-128k", "1 GPU, 1 x 128K", 1, (1, 131072), (1, 1, 1, 1)),
     ("cp2-128k", "CP=2, 1 x 128K", 2, (1, 131072), (1, 1, 1, 2)),
+    # DP=2 without train.py's overlap flags, and with the gradient reduced in bf16.
+    ("dp2-no-overlap", "DP=2, no overlap flags", 2, (8, 8192), (2, 1, 1, 1)),
+    ("dp2-bf16", "DP=2, bf16 reduction", 2, (8, 8192), (2, 1, 1, 1)),
 ]
+# What a layout changes beyond its mesh: (train.py overrides, environment).
+LAYOUT_EXTRAS = {"dp2-no-overlap": ((), {"TNL_JAX_OVERLAP_FLAGS": "0"}),
+                 "dp2-bf16": (("grad_reduce_dtype=bfloat16",), {})}
 
 
-def train_row(name: str, gpus: int, rows: tuple[int, int], mesh, args) -> dict:
+def train_row(name: str, gpus: int, rows: tuple[int, int], mesh, args,
+              extras: tuple[tuple[str, ...], dict[str, str]] = ((), {})) -> dict:
     """One ``train.py`` run: median tokens/s and MFU of the steps after the first
-    ``steps // 3``, and the peak memory it reports."""
+    ``steps // 3``, and the peak memory it reports; ``extras``: more overrides and
+    environment (``LAYOUT_EXTRAS``)."""
     batch, seq = rows
     data, fsdp, tensor, context = mesh
     run_dir = tempfile.mkdtemp(prefix="scaling-")
@@ -148,8 +164,9 @@ def train_row(name: str, gpus: int, rows: tuple[int, int], mesh, args) -> dict:
                "warmup=2",
                "log_every=1", "eval_every=0", "checkpoint_every=100000", "sample_tokens=0",
                f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.tensor={tensor}",
-               f"mesh.context={context}", f"run_dir={run_dir}", *args.train_extra.split()]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(gpus)))}
+               f"mesh.context={context}", f"run_dir={run_dir}", *args.train_extra.split(),
+               *extras[0]]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(gpus))), **extras[1]}
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     row = {"layout": name, "gpus": gpus, "rows": f"{batch} x {seq // 1024}K",
            "mesh": dict(zip(("data", "fsdp", "tensor", "context"), mesh))}
@@ -172,7 +189,8 @@ def train_rows(args) -> list[dict]:
     for layout, name, gpus, shape, mesh in TRAIN_LAYOUTS:
         if layout not in args.layouts.split(","):
             continue
-        rows.append(train_row(name, gpus, shape, mesh, args))
+        rows.append(train_row(name, gpus, shape, mesh, args,
+                              LAYOUT_EXTRAS.get(layout, ((), {}))))
         print(rows[-1], flush=True)
     return rows
 

@@ -109,6 +109,7 @@ RANGES = [
     key_row("init_from=", "init_from=''", "non-empty string or null"),
     key_row("data=", "data=''", "non-empty string"),
     key_row("loss_chunk_tokens=-2", "loss_chunk_tokens=-2", "0 (unchunked) or -1"),
+    key_row("grad_reduce_dtype=float16", "grad_reduce_dtype='float16'", "float32, bfloat16"),
     key_row("loss_kernel=fast", "loss_kernel='fast'", "'chunked', 'fused'"),
     key_row("mesh.fsdp=0", "mesh.fsdp=0", "positive or -1"),
     key_row("mesh.data=-2", "mesh.data=-2", "positive or -1"),
@@ -247,4 +248,57 @@ DATA += [
              ValueError, ("record 0", "3 bytes", "int32")),
 ]
 
-CASES = RANGES + FILES + DATA
+class TextTokenizer:
+    """A text tokenizer (no ``encode_bytes``): reads UTF-8 text, ids are code points."""
+    vocab_size, pad_id, bos_id, eos_id = 0x110000, None, None, None
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+
+def latin1_text(name: str) -> str:
+    """Fresh random words with a Latin-1 byte among them (written as text below)."""
+    words = [bytes((random_ids(f"{name}{i}", 5, 26) + 97).astype(np.uint8)).decode()
+             for i in range(8)]
+    return " ".join(words) + " caf\xe9\n"
+
+
+def _write_latin1(root: Path, name: str) -> Path:
+    path = root / name
+    path.write_bytes(latin1_text(name).encode("latin-1"))
+    return path
+
+
+EDGES = [
+    key_row("optim.lr=0.1", "unknown config key 'optim.lr'", "nearest valid key: 'lr'"),
+    key_row("mesh.data.x=1", "'mesh.data' is a value, not a group", "mesh.data=<value>"),
+    key_row("model.vocab_size=100", "pad_token_id=256", "vocab_size=100"),
+    key_row("model.vocab_size=200 model.pad_token_id=null model.bos_token_id=null "
+            "model.eos_token_id=null", "tokenizer 'bytes' has 259 ids",
+            "expected model.vocab_size >= 259", "set model.vocab_size=259 or more"),
+    BadInput("config: tokenizer= a missing file", load("tokenizer=/nonexistent/tok.model"),
+             FileNotFoundError, ("tokenizer='/nonexistent/tok.model': no such file",)),
+    BadInput("config: tokenizer= a file that is no tokenizer",
+             in_files({"tok.model": "not a model"},
+                      lambda root: train_config.load(None, [f"tokenizer={root}/tok.model"])),
+             ValueError, ("tok.model", "is not a readable SentencePiece file")),
+    BadInput("config: a key given twice in a YAML file",
+             in_files({"run.yaml": "steps: 5\nlr: 0.001\nsteps: 7\n"}, load_file("run.yaml")),
+             ValueError, ("run.yaml", "the key 'steps' is given twice (lines 1 and 3)")),
+    BadInput("config: a key given twice in the model mapping",
+             in_files({"run.yaml": "model:\n  glu_dim: 64\n  glu_dim: 32\n"},
+                      load_file("run.yaml")),
+             ValueError, ("run.yaml", "the key 'glu_dim' is given twice (lines 2 and 3)")),
+    BadInput("data: non-UTF-8 text for a text tokenizer",
+             in_files({}, lambda root: sources.encode_bytes(
+                 TextTokenizer(), _write_latin1(root, "a.txt").read_bytes(),
+                 str(root / "a.txt"))), ValueError,
+             (f"a.txt: not UTF-8 text (byte {latin1_text('a.txt').index(chr(0xe9))}: "
+              f"b'\\xe9\\n')", "tokenizer=bytes")),
+    BadInput("data: a .npz token archive",
+             in_files({}, lambda root: (np.savez(root / "tokens.npz", random_ids("npz", 9)),
+                                        train_on("*.npz")(root))),
+             ValueError, ("data=", "tokens.npz", "a .npz archive is not read", "np.save")),
+]
+
+CASES = RANGES + FILES + DATA + EDGES

@@ -17,7 +17,7 @@ import pytest
 
 from tests.paths import ROOT
 from tests.training.runs import TINY, losses, run_env, tiny_config
-from tnl_jax.training import loop, sharding
+from tnl_jax.training import loop, overlap, sharding
 
 SCRIPT = """
 import json, sys, zlib
@@ -92,3 +92,74 @@ def test_an_incomplete_environment_names_what_is_wrong(monkeypatch, variables, m
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=message):
         sharding.maybe_initialize_distributed()
+
+
+REDUCE_SCRIPT = """
+import sys
+from tnl_jax.training import config, loop
+for run_dir, dtype in zip(sys.argv[1::2], sys.argv[2::2]):
+    loop.main(config.load(None, [*{tiny}, "steps=3", "checkpoint_every=100", "mesh.data=2",
+                                 "model.dtype=bfloat16", "grad_accum=2",
+                                 f"grad_reduce_dtype={{dtype}}", f"run_dir={{run_dir}}"]))
+"""
+
+
+def test_a_bf16_gradient_reduction_keeps_the_losses(tmp_path):
+    """data=2 on two fake devices, bf16 compute: the gradient reduced in bf16 trains the
+    same losses as in float32, to bf16's precision."""
+    runs = {dtype: tmp_path / dtype for dtype in ("float32", "bfloat16")}
+    out = subprocess.run(
+        [sys.executable, "-c", REDUCE_SCRIPT.format(tiny=TINY),
+         *(str(part) for dtype, run_dir in runs.items() for part in (run_dir, dtype))],
+        cwd=ROOT, env=run_env(devices=2), capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    reference, reduced = (losses(run_dir) for run_dir in runs.values())
+    assert list(reference) == list(reduced) == [1, 2, 3]
+    # The first loss is before any update: the forward of bf16 copies of the weight
+    # matrices is the bf16 forward's, up to where float32 weights were read whole.
+    assert reduced[1] == pytest.approx(reference[1], rel=1e-5)
+    np.testing.assert_allclose(list(reduced.values()), list(reference.values()), rtol=1e-2)
+
+
+def test_overlap_flags_are_added_once_and_opt_out():
+    environ = {"XLA_FLAGS": "--xla_gpu_enable_pipelined_all_gather=false --xla_foo=1"}
+    added = overlap.apply_gpu_overlap_flags(environ)
+    assert "--xla_gpu_enable_pipelined_all_gather=true" not in added  # The user's is kept.
+    assert len(added) == len(overlap.GPU_OVERLAP_FLAGS) - 1
+    assert environ["XLA_FLAGS"].split() == [
+        "--xla_gpu_enable_pipelined_all_gather=false", "--xla_foo=1", *added]
+    assert overlap.apply_gpu_overlap_flags(environ) == []  # Already there.
+    assert overlap.apply_gpu_overlap_flags({overlap.OPT_OUT: "0"}) == []
+    with pytest.raises(ValueError, match="TNL_JAX_OVERLAP_FLAGS='yes': expected 0"):
+        overlap.apply_gpu_overlap_flags({overlap.OPT_OUT: "yes"})
+
+
+RESHARD_SCRIPT = """
+import json, shutil, sys
+from pathlib import Path
+from tnl_jax.training import config, loop
+from tnl_jax.training.metrics import read_metrics
+run_dir = Path(sys.argv[1])
+run = [*{tiny}, "steps=4", "checkpoint_every=2", "keep_checkpoints=3", f"run_dir={{run_dir}}"]
+loop.main(config.load(None, [*run, "mesh.data=1", "mesh.fsdp=4"]))
+first = {{r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}}
+shutil.rmtree(run_dir / "checkpoints" / "4")  # The newest left: step 2's.
+loop.main(config.load(None, [*run, "mesh.data=2", "mesh.context=2"]))
+again = {{r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}}
+print("RESULT", json.dumps({{"first": first, "again": again}}))
+"""
+
+
+def test_resume_on_another_mesh_trains_the_same_losses(tmp_path):
+    """fsdp=4 saved at step 2, resumed as data=2 x context=2 (4 fake devices): steps 3
+    and 4 give the losses of the run that went on as fsdp=4."""
+    out = subprocess.run([sys.executable, "-c", RESHARD_SCRIPT.format(tiny=TINY),
+                          str(tmp_path / "run")], cwd=ROOT, env=run_env(devices=4),
+                         capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from step 2" in out.stdout
+    result = json.loads(next(line for line in out.stdout.splitlines()
+                             if line.startswith("RESULT"))[len("RESULT"):])
+    first, again = result["first"], result["again"]
+    assert sorted(first) == sorted(again) == ["1", "2", "3", "4"]
+    np.testing.assert_allclose([again[s] for s in "34"], [first[s] for s in "34"], rtol=1e-6)

@@ -1,4 +1,5 @@
 """The training loop: metrics and report, gradient accumulation, decay mask, schedule, data paths."""
+import dataclasses
 import json
 
 import jax
@@ -8,7 +9,7 @@ from flax import nnx
 
 from tests.training.runs import TINY_RUN, losses, tiny_config
 from tnl_jax.model import create_model
-from tnl_jax.training import loop, optim
+from tnl_jax.training import loop, optim, start
 
 
 def test_run_logs_metrics_plot_and_sample(tiny_run):
@@ -74,8 +75,11 @@ def test_other_data_sources_train(tmp_path, source):
 def test_the_run_keeps_a_copy_of_its_tokenizer(tmp_path, name):
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / name).write_text("a tokenizer file")
-    loop.keep_tokenizer(tiny_config(tmp_path / "run", f"tokenizer={tmp_path / 'tok'}"),
-                        tmp_path / "run")
+    cfg = dataclasses.replace(tiny_config(tmp_path / "run"), tokenizer=str(tmp_path / "tok"))
+    loop.keep_tokenizer(cfg, tmp_path / "run")
     assert (tmp_path / "run" / name).read_text() == "a tokenizer file"
+    (tmp_path / "tok" / name).unlink()  # Gone between runs: the run reads its copy.
+    assert start.tokenizer_source(cfg.tokenizer, cfg.run_dir) == str(tmp_path / "run" / name)
+    loop.keep_tokenizer(cfg, tmp_path / "run")  # The copy is the tokenizer: no refusal.
     loop.keep_tokenizer(tiny_config(tmp_path / "bytes"), tmp_path / "bytes")
     assert not (tmp_path / "bytes").exists()

@@ -34,16 +34,27 @@ def parse(argv: Sequence[str], prog: str = "tnl-train") -> train_config.TrainCon
             print(train_config.describe(cfg))
             sys.exit(0)
         return train_config.load(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         parser.exit(2, f"{prog}: error: {error}\n")
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "tnl-train") -> None:
     cfg = parse(sys.argv[1:] if argv is None else argv, prog)
+    from tnl_jax.training.overlap import OPT_OUT, apply_gpu_overlap_flags
+    try:  # Before any backend starts.
+        added = apply_gpu_overlap_flags()
+    except ValueError as error:
+        sys.exit(f"{prog}: error: {error}")
+    if added:
+        print(f"XLA_FLAGS += {' '.join(added)} (GPU overlap; {OPT_OUT}=0 leaves them out)",
+              flush=True)
     # Imported after parsing: --help and errors in the config are instant.
-    from tnl_jax.training.loop import RUN_STOPS, main as train
+    from tnl_jax.training.loop import RUN_STOPS, USER_ERRORS, main as train
     try:
         train(cfg)
+    except USER_ERRORS as error:  # A setting or a file to fix: exit status 2, as for keys.
+        sys.stderr.write(f"{prog}: error: {error}\n")
+        sys.exit(2)
     except RUN_STOPS as stop:  # The message says it all; exit status 1.
         sys.exit(f"{prog}: {type(stop).__name__}: {stop}")
 

@@ -1,6 +1,7 @@
 """Documents in, packed training batches out (Grain).
 
     sources.py         where documents come from: stdlib, text, .npy, .array_record, mqar
+    files.py           a source's files: glob (each file once), kind by suffix, fingerprint
     mqar.py            the synthetic associative-recall task
     pipeline.py        packing into rows with segment ids, batches, the train/eval iterators
     iterator_state.py  the iterator's position, for run checkpoints

@@ -52,13 +52,17 @@ class DataSpec:
     eval_source: str | None = None  # Held-out documents from other files, used whole.
     vocab_size: int | None = None  # Token ids must lie below it (None: the tokenizer's).
     eval_min_bytes: int = 0  # Only text files at least this big are held out (long documents).
+    # A small corpus whose hash holds out nothing holds out one document (sources._keep);
+    # off when nothing is evaluated, so that then every document trains.
+    hold_out_one: bool = True
 
 
 def documents(spec: DataSpec, split: str, key: str = "data") -> grain.MapDataset:
     """This process's share of the documents of `split` ('train', 'eval' or 'all');
     `key` names the source in errors."""
     docs = sources.open_documents(spec.source, split, spec.tokenizer, spec.eval_fraction,
-                                  spec.seq_len, spec.vocab_size, key, spec.eval_min_bytes)
+                                  spec.seq_len, spec.vocab_size, key, spec.eval_min_bytes,
+                                  spec.hold_out_one)
     return docs[spec.process_index::spec.process_count]
 
 

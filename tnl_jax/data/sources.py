@@ -1,14 +1,17 @@
 """Document sources: each gives a `grain.MapDataset` of `{'tokens': int32[n]}`.
 
 The train/eval split is a fixed hash of a document's key (a file's path, or a
-file and an index), so adding files never moves a document between splits; split
-"all" takes every document (an `eval_data` corpus is held out whole). A document
+file and an index), so adding files never moves a document between splits (except in a
+corpus so small that the hash holds out none of its documents: then the one of smallest
+hash is held out); split "all" takes every document (an `eval_data` corpus is held out
+whole). Text files are read as bytes: the bytes tokenizer takes them as they are, a
+text tokenizer needs UTF-8 (``encode_bytes``). A document
 of fewer than `MIN_TOKENS` tokens has no target to learn and is skipped (filtered
 to `None`, which Grain passes over). Token ids are checked below the vocabulary.
 """
 from __future__ import annotations
 
-import glob
+import functools
 import os
 import sysconfig
 import zlib
@@ -18,7 +21,9 @@ from typing import Any
 import grain
 import numpy as np
 
-from tnl_jax.data import mqar
+from tnl_jax.data import files, mqar
+
+expand = files.expand  # Its name here too: tnl_jax.evaluation reads sources.expand.
 
 TEXT_SECTION_BYTES = 1 << 20  # Large text files are cut at newlines into documents this big.
 STREAM_CHUNK_TOKENS = 1 << 24  # A .npy stream is scanned (EOS, ids) this many tokens at a time.
@@ -31,20 +36,31 @@ def has_targets(document: dict[str, np.ndarray]) -> bool:
     return len(document["tokens"]) >= MIN_TOKENS
 
 
+def _hash(key: str) -> int:
+    return zlib.crc32(key.encode()) % 10_000
+
+
 def held_out(key: str, eval_fraction: float) -> bool:
-    """Whether the document named `key` belongs to the evaluation split."""
-    return zlib.crc32(key.encode()) % 10_000 < eval_fraction * 10_000
+    """Whether the document named `key` belongs to the evaluation split (by its hash)."""
+    return _hash(key) < eval_fraction * 10_000
 
 
 def _keep(keys: list[str], split: str, eval_fraction: float,
-          eligible: list[bool] | None = None) -> list[int]:
-    """Indices of the documents of `split`; only an `eligible` document can be held out."""
+          eligible: list[bool] | None = None, hold_out_one: bool = True) -> list[int]:
+    """Indices of the documents of `split`; only an `eligible` document can be held out.
+
+    When the hash holds out none of two or more eligible documents (a small corpus),
+    `eval_fraction` > 0 and `hold_out_one` (evaluation is on), the eligible document of
+    the smallest hash is held out: a held-out set of one document rather than none."""
     if split == "all":
         return list(range(len(keys)))
-    want_eval = split == "eval"
     eligible = eligible or [True] * len(keys)
-    return [i for i, (key, ok) in enumerate(zip(keys, eligible))
-            if (ok and held_out(key, eval_fraction)) == want_eval]
+    chosen = [ok and held_out(key, eval_fraction) for key, ok in zip(keys, eligible)]
+    candidates = [i for i, ok in enumerate(eligible) if ok]
+    if hold_out_one and eval_fraction > 0 and not any(chosen) and len(candidates) >= 2:
+        chosen[min(candidates, key=lambda i: (_hash(keys[i]), keys[i]))] = True
+    want_eval = split == "eval"
+    return [i for i, held in enumerate(chosen) if held == want_eval]
 
 
 def stdlib_root() -> Path:
@@ -53,15 +69,38 @@ def stdlib_root() -> Path:
 
 
 def stdlib_files() -> list[Path]:
-    """The standard library's .py files (no site-packages), in a fixed order."""
-    root = stdlib_root()
-    files = (p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.parts))
-    return sorted(files)
+    """The standard library's .py files (no site-packages), in a fixed order (found once
+    per process: walking the folder takes a second or more)."""
+    return list(_stdlib_files())
 
 
-def encode_bytes(tokenizer: Any, raw: bytes) -> np.ndarray:
-    """Token ids of raw file bytes, with the tokenizer's BOS in front when it has one."""
-    ids = tokenizer.encode(raw.decode("utf-8", errors="replace"))
+@functools.cache
+def _stdlib_files() -> tuple[Path, ...]:
+    found = (p for p in stdlib_root().rglob("*.py")
+             if not {"site-packages", "dist-packages"} & set(p.parts))
+    return tuple(sorted(found))
+
+
+def encode_bytes(tokenizer: Any, raw: bytes, where: str = "a document",
+                 offset: int = 0) -> np.ndarray:
+    """Token ids of raw file bytes, with the tokenizer's BOS in front when it has one.
+
+    A tokenizer with ``encode_bytes`` (the bytes tokenizer) reads the bytes as they are,
+    any encoding; a text tokenizer (SentencePiece, ``tokenizers``) reads UTF-8 text, and
+    other bytes are a ``ValueError`` naming ``where`` and the first bad byte's offset
+    (``raw`` starts at byte ``offset`` of ``where``): never text made of U+FFFD."""
+    if hasattr(tokenizer, "encode_bytes"):
+        ids = tokenizer.encode_bytes(raw)
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            bad = raw[error.start:error.start + 4]
+            raise ValueError(
+                f"{where}: not UTF-8 text (byte {offset + error.start}: {bad!r}); "
+                f"a SentencePiece or tokenizers tokenizer reads UTF-8 text: convert the file "
+                f"to UTF-8, or train with tokenizer=bytes, which reads any bytes") from None
+        ids = tokenizer.encode(text)
     if getattr(tokenizer, "bos_id", None) is not None:
         ids = [tokenizer.bos_id, *ids]
     return np.asarray(ids, np.int32)
@@ -72,20 +111,27 @@ def _text_sections(path: Path) -> list[tuple[str, int]]:
     return [(str(path), start) for start in range(0, max(size, 1), TEXT_SECTION_BYTES)]
 
 
-def _read_section(path: str, start: int) -> bytes:
-    """The whole lines whose first byte lies in [start, start + TEXT_SECTION_BYTES)."""
+def _section(path: str, start: int) -> tuple[int, bytes]:
+    """The offset and bytes of the whole lines whose first byte lies in
+    [start, start + TEXT_SECTION_BYTES)."""
     end = start + TEXT_SECTION_BYTES
     with open(path, "rb") as f:
         if start:
             f.seek(start - 1)
             f.readline()  # The line holding byte start - 1 belongs to the section before.
-        if f.tell() >= end:
-            return b""
-        return f.read(end - 1 - f.tell()) + f.readline()
+        offset = f.tell()
+        if offset >= end:
+            return offset, b""
+        return offset, f.read(end - 1 - offset) + f.readline()
+
+
+def _read_section(path: str, start: int) -> bytes:
+    """The whole lines whose first byte lies in [start, start + TEXT_SECTION_BYTES)."""
+    return _section(path, start)[1]
 
 
 def kept_sections(paths: list[Path], split: str, eval_fraction: float,
-                  root: Path | None = None, eval_min_bytes: int = 0
+                  root: Path | None = None, eval_min_bytes: int = 0, hold_out_one: bool = True
                   ) -> list[tuple[str, tuple[Path, int]]]:
     """``(key, (path, start))`` of the text sections of ``split``: the key (the path
     relative to ``root``, then the section's start) is what the split hashes, and names
@@ -93,20 +139,23 @@ def kept_sections(paths: list[Path], split: str, eval_fraction: float,
     sections = [s for p in paths for s in _text_sections(p)]
     keys = [f"{os.path.relpath(p, root) if root else p}:{start}" for p, start in sections]
     eligible = [os.path.getsize(p) >= eval_min_bytes for p, _ in sections]
-    return [(keys[i], sections[i]) for i in _keep(keys, split, eval_fraction, eligible)]
+    return [(keys[i], sections[i])
+            for i in _keep(keys, split, eval_fraction, eligible, hold_out_one)]
 
 
 def read_section(section: tuple[Path, int], tokenizer: Any) -> np.ndarray:
-    """The token ids of one text section."""
-    return encode_bytes(tokenizer, _read_section(*section))
+    """The token ids of one text section (an error names its file and byte offset)."""
+    offset, raw = _section(*section)
+    return encode_bytes(tokenizer, raw, str(section[0]), offset)
 
 
 def text_documents(paths: list[Path], split: str, tokenizer: Any, eval_fraction: float,
-                   root: Path | None = None, eval_min_bytes: int = 0) -> grain.MapDataset:
+                   root: Path | None = None, eval_min_bytes: int = 0,
+                   hold_out_one: bool = True) -> grain.MapDataset:
     """Text files (sections of at most ~1 MiB), tokenised when read. Only files of at
     least `eval_min_bytes` bytes can be held out: a held-out set of long documents."""
     kept = [section for _, section in kept_sections(paths, split, eval_fraction, root,
-                                                    eval_min_bytes)]
+                                                    eval_min_bytes, hold_out_one)]
     return grain.MapDataset.source(kept).map(
         lambda s: {"tokens": read_section(s, tokenizer)}).filter(has_targets)
 
@@ -152,7 +201,7 @@ def stream_spans(path: str, eos_id: int | None, vocab_size: int) -> list[tuple[s
 
 
 def npy_documents(paths: list[str], split: str, eos_id: int | None, eval_fraction: float,
-                  vocab_size: int) -> grain.MapDataset:
+                  vocab_size: int, hold_out_one: bool = True) -> grain.MapDataset:
     """Token streams in .npy files (1-D integers, memory-mapped), cut after every EOS.
 
     Finding the documents reads each stream once at start-up (checking every id); the
@@ -160,7 +209,7 @@ def npy_documents(paths: list[str], split: str, eos_id: int | None, eval_fractio
     """
     spans = [span for path in paths for span in stream_spans(path, eos_id, vocab_size)]
     keys = [f"{os.path.basename(p)}:{a}" for p, a, _ in spans]
-    kept = [spans[i] for i in _keep(keys, split, eval_fraction)]
+    kept = [spans[i] for i in _keep(keys, split, eval_fraction, hold_out_one=hold_out_one)]
 
     def read(span: tuple[str, int, int]) -> dict[str, np.ndarray]:
         path, start, end = span
@@ -170,16 +219,16 @@ def npy_documents(paths: list[str], split: str, eos_id: int | None, eval_fractio
 
 
 def array_record_documents(paths: list[str], split: str, eval_fraction: float,
-                           vocab_size: int) -> grain.MapDataset:
+                           vocab_size: int, hold_out_one: bool = True) -> grain.MapDataset:
     """ArrayRecord files, one document per record stored as raw int32 tokens; the ids of
     a record are checked when it is read."""
     records = grain.sources.ArrayRecordDataSource(paths)
     keys = [f"record:{i}" for i in range(len(records))]
-    kept = _keep(keys, split, eval_fraction)
-    files = paths[0] + (f" (and {len(paths) - 1} more files)" if len(paths) > 1 else "")
+    kept = _keep(keys, split, eval_fraction, hold_out_one=hold_out_one)
+    named = paths[0] + (f" (and {len(paths) - 1} more files)" if len(paths) > 1 else "")
 
     def read(index: int) -> dict[str, np.ndarray]:
-        raw, where = records[index], f"{files} record {index}"
+        raw, where = records[index], f"{named} record {index}"
         if len(raw) % 4:
             raise ValueError(f"{where}: {len(raw)} bytes, not a whole number of int32 tokens")
         tokens = np.frombuffer(raw, dtype=np.int32).copy()
@@ -189,23 +238,12 @@ def array_record_documents(paths: list[str], split: str, eval_fraction: float,
     return grain.MapDataset.source(kept).map(read).filter(has_targets)
 
 
-def expand(pattern: str, key: str = "data") -> list[str]:
-    """The files ``pattern`` matches (directories left out), sorted; none is an error
-    naming ``key`` and the pattern."""
-    matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-    if not matches:
-        raise FileNotFoundError(f"{key}={pattern!r}: no file matches")
-    files = [path for path in matches if os.path.isfile(path)]
-    if not files:
-        raise FileNotFoundError(f"{key}={pattern!r} matches only directories ({matches[0]!r}"
-                                f"{', ...' if len(matches) > 1 else ''}); give a glob of files, "
-                                f"e.g. '{pattern.rstrip('/')}/**/*.txt'")
-    return files
 
 
 def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float,
                    seq_len: int, vocab_size: int | None = None,
-                   key: str = "data", eval_min_bytes: int = 0) -> grain.MapDataset:
+                   key: str = "data", eval_min_bytes: int = 0,
+                   hold_out_one: bool = True) -> grain.MapDataset:
     """The documents of `source` in `split` ('train', 'eval' or 'all'); token ids must lie
     below `vocab_size` (default: the tokenizer's). `key` names the source in errors.
     `eval_min_bytes`: only text files at least this big can be held out."""
@@ -214,18 +252,16 @@ def open_documents(source: str, split: str, tokenizer: Any, eval_fraction: float
     vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
     if source == "stdlib":
         return text_documents(stdlib_files(), split, tokenizer, eval_fraction, stdlib_root(),
-                              eval_min_bytes)
+                              eval_min_bytes, hold_out_one)
     if source == "mqar":
         mqar.check(seq_len, vocab_size, key)
         return mqar.documents("train" if split == "train" else "eval", seq_len, vocab_size)
-    paths = expand(source, key)
-    suffixes = {Path(p).suffix for p in paths}
-    if suffixes == {".npy"}:
-        return npy_documents(paths, split, tokenizer.eos_id, eval_fraction, vocab_size)
-    if suffixes == {".array_record"}:
-        return array_record_documents(paths, split, eval_fraction, vocab_size)
-    if suffixes & {".npy", ".array_record"}:
-        raise ValueError(f"{key}={source!r} mixes token shards with other files: "
-                         f"{sorted(suffixes)}")
+    paths = files.expand(source, key)
+    kind = files.kind_of(paths, source, key)
+    if kind == "npy":
+        return npy_documents(paths, split, tokenizer.eos_id, eval_fraction, vocab_size,
+                             hold_out_one)
+    if kind == "array_record":
+        return array_record_documents(paths, split, eval_fraction, vocab_size, hold_out_one)
     return text_documents([Path(p) for p in paths], split, tokenizer, eval_fraction,
-                          eval_min_bytes=eval_min_bytes)
+                          eval_min_bytes=eval_min_bytes, hold_out_one=hold_out_one)

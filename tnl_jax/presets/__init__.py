@@ -45,6 +45,22 @@ def resolve(name_or_path: str | Path | None = None) -> Path:
     return preset
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep
+    the last silently): a ``ValueError`` naming the key and both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise ValueError(f"the key {key!r} is given twice (lines {lines[key]} and "
+                                 f"{line}); keep one")
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def read(name_or_path: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """The path of a preset or YAML file and its top-level mapping (empty file: ``{}``);
     a file that is no YAML, or whose top level is no mapping, is a ``ValueError``
@@ -52,11 +68,13 @@ def read(name_or_path: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     path = resolve(name_or_path)
     try:
         with path.open() as stream:  # A stream: YAML's messages then name the file.
-            document = yaml.safe_load(stream)
+            document = yaml.load(stream, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ValueError(f"config file {str(path)!r} is not valid YAML: {error}") from None
     except UnicodeDecodeError as error:
         raise ValueError(f"config file {str(path)!r} is not UTF-8 text: {error}") from None
+    except ValueError as error:  # _UniqueKeyLoader's: a key given twice.
+        raise ValueError(f"config file {str(path)!r}: {error}") from None
     if document is None:
         return path, {}
     if not isinstance(document, dict):

@@ -12,4 +12,6 @@
     resume.py           resuming only under the checkpoint's config, from a finite state
     divergence.py       no non-finite number reaches a checkpoint
     run_lock.py         one trainer per run directory
+    start.py            checks before a run creates anything: run_dir, tokenizer, dtype
+    run_errors.py       the one-line errors of a start, a data read, a full disk
 """

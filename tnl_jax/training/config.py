@@ -9,6 +9,7 @@ before any compilation, naming the nearest valid key.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -22,6 +23,7 @@ from tnl_jax.config_help import (allowed_by_checks, described, field_at, help_of
 from tnl_jax.config_keys import unknown_key_error
 from tnl_jax.model import config_checks as model_checks
 from tnl_jax.model.config import ModelConfig
+from tnl_jax.training import start
 from tnl_jax.training.config_checks import problems, raise_problems
 
 
@@ -73,6 +75,10 @@ class TrainConfig:
                    "(Pallas kernels, GPU, one device: the logits never written), "
                    "fused_xla_grads (their forward, the backward in XLA, chunked), "
                    "fused_interpret (the kernels interpreted, tests)")
+    grad_reduce_dtype: str = described(
+        "float32", "dtype the gradients are reduced in across devices: float32, or bfloat16 "
+                   "(half the bytes; weight matrices' gradients taken against their bf16 "
+                   "copies, summed over grad_accum parts in float32)")
     data: str = described("stdlib", "training text: 'stdlib' (your Python's library), 'mqar' "
                                     "(recall task), or a glob of .txt/.py/... text, .npy "
                                     "token streams or .array_record files")
@@ -175,12 +181,19 @@ def _with_values(obj: Any, values: dict[str, Any], prefix: str = "") -> Any:
     for key, value in values.items():
         if key not in types_:
             valid = [prefix + k for k in all_keys_of(type(obj))]
-            raise unknown_key_error(prefix + key, valid)
+            inner = next(iter(_flatten(value)), None) if isinstance(value, dict) else None
+            raise unknown_key_error(prefix + key + (f".{inner}" if inner else ""), valid)
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
+            if value is None:  # An empty group in YAML (`model:`): nothing to change.
+                continue
             if not isinstance(value, dict):
                 raise ValueError(f"'{prefix + key}' is a group; set {prefix + key}.<field>=value")
             changes[key] = _with_values(current, value, prefix + key + ".")
+        elif isinstance(value, dict) and types_[key] is not Any:
+            inner = next(iter(value), "")
+            raise ValueError(f"'{prefix + key}' is a value, not a group (it has no key "
+                             f"'{prefix}{key}.{inner}'); set it as {prefix + key}=<value>")
         else:
             changes[key] = coerce(value, types_[key], prefix + key)
     return dataclasses.replace(obj, **changes)
@@ -245,6 +258,7 @@ def load(preset: str | Path | None = None, overrides: list[str] = ()) -> TrainCo
     path, data = presets.read(preset)
     values = dict(parse_override(o) for o in overrides)
     init_from = values.get("init_from", data.get("init_from"))
+    init_from = os.path.expanduser(init_from) if isinstance(init_from, str) else init_from
     if init_from and (preset is None or "model" not in data):
         from tnl_jax.checkpoints.loader import load_model_config  # Only then: --help stays instant.
         data = {**data, "model": load_model_config(init_from).to_dict()}
@@ -253,8 +267,14 @@ def load(preset: str | Path | None = None, overrides: list[str] = ()) -> TrainCo
     except ValueError as error:
         raise ValueError(f"config file {str(path)!r}: {error}") from None
     cfg = apply(from_file, values)
+    cfg = dataclasses.replace(cfg, run_dir=os.path.expanduser(cfg.run_dir), init_from=(
+        os.path.expanduser(cfg.init_from) if cfg.init_from else cfg.init_from))
     check(cfg, f"training config ({path.name}{' and overrides' if overrides else ''})")
-    return cfg
+    # The vocabulary is the one named: by an override, a --config file or init_from's
+    # model; else a text tokenizer's own (start.fit_vocabulary).
+    named = (preset is not None or init_from) and "vocab_size" in (data.get("model") or {})
+    named = named or "model.vocab_size" in _flatten(values)
+    return start.fit_vocabulary(cfg, bool(named))
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -135,7 +135,18 @@ def _data_problems(cfg: Any) -> list[str]:
             check(value)
         except (ValueError, TypeError) as error:
             found.append(str(error))
-    return found
+    return found + grad_reduce_problems(cfg.grad_reduce_dtype)
+
+
+# The dtypes a step may reduce its gradients in across devices (``grad_reduce_dtype``).
+GRAD_REDUCE_DTYPES = ("float32", "bfloat16")
+
+
+def grad_reduce_problems(value) -> list[str]:
+    """``[]``, or the one problem of a ``grad_reduce_dtype`` setting."""
+    if value in GRAD_REDUCE_DTYPES:
+        return []
+    return [f"grad_reduce_dtype={value!r}: expected one of {', '.join(GRAD_REDUCE_DTYPES)}"]
 
 
 def problems(cfg: Any) -> list[str]:

@@ -8,8 +8,10 @@ saved; finally plot the losses and print a sample.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,11 @@ from tnl_jax.checkpoints import kinds, loader
 from tnl_jax.generation import generate
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.model.language_model import create_model
-from tnl_jax.tokenizers import TOKENIZER_FILES, get_tokenizer
+from tnl_jax.data import files
+from tnl_jax.tokenizers import TOKENIZER_FILES
 from tnl_jax.training import config as train_config
-from tnl_jax.training import (divergence, losses, metrics, optim, progress, resume, sharding,
-                              tensorboard)
+from tnl_jax.training import (divergence, losses, metrics, optim, progress, resume, run_errors,
+                              sharding, start, tensorboard)
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.run_checkpoints import RunCheckpoints, UnreadableCheckpoints
 from tnl_jax.training.run_lock import RunDirLocked, RunLock
@@ -64,7 +67,9 @@ def initial_params(cfg: TrainConfig, mesh) -> tuple[nnx.GraphDef, nnx.State, nnx
 # How a run stops on purpose, each with a message that says what happened and what to
 # do: the command line prints the message alone (tnl_jax/cli/train.py), not a traceback.
 RUN_STOPS = (divergence.NonFiniteStep, resume.RunConfigChanged, RunDirLocked,
-             UnreadableCheckpoints, kinds.WrongDirectoryKind)
+             UnreadableCheckpoints, kinds.WrongDirectoryKind, run_errors.StorageError)
+# A user's error: the command line prints the message alone, exit status 2.
+USER_ERRORS = (run_errors.StartError, run_errors.DataReadError)
 
 
 class StopRequest:
@@ -92,34 +97,45 @@ def data_spec(cfg: TrainConfig, tokenizer, mesh) -> data.DataSpec:
                          shuffle_window=cfg.shuffle_window,
                          process_index=index, process_count=count,
                          eval_source=cfg.eval_data, vocab_size=cfg.model.vocab_size,
-                         eval_min_bytes=cfg.eval_min_bytes)
+                         eval_min_bytes=cfg.eval_min_bytes, hold_out_one=bool(cfg.eval_every))
 
 
 def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:
-    """This process's endless training iterator and the fixed held-out batches."""
+    """This process's endless training iterator and the fixed held-out batches (a
+    warning when ``eval_data`` reads training files: its loss is then no held-out loss)."""
     spec = data_spec(cfg, tokenizer, mesh)
     train = data.train_batches(spec)
+    if cfg.eval_every and cfg.eval_data:
+        shared = files.shared_files(cfg.data, cfg.eval_data)
+        if shared:
+            warnings.warn(f"eval_data={cfg.eval_data!r} holds {len(shared)} file(s) that "
+                          f"data={cfg.data!r} trains on (e.g. {shared[0]}): its loss is not a "
+                          f"held-out loss", stacklevel=2)
     return train, data.eval_batches(spec, cfg.eval_batches if cfg.eval_every else 0)
 
 
-def keep_tokenizer(cfg: TrainConfig, run_dir: Path) -> None:
-    """Copies a tokenizer file into `run_dir`, so that the run directory is all that
-    generation needs (`tnl_jax.checkpoints.loader.tokenizer_spec`). A copy already
-    there must be the same file: another tokenizer is another model."""
-    path = Path(cfg.tokenizer)
-    if cfg.tokenizer != "bytes" and path.is_dir():
-        path = next((path / name for name in TOKENIZER_FILES if (path / name).exists()), path)
-    if not (path.is_file() and path.name in TOKENIZER_FILES):
+def keep_tokenizer(cfg: TrainConfig, run_dir: Path, copy: bool = True) -> None:
+    """Copies a tokenizer file into `run_dir` as ``tokenizer.model`` or ``tokenizer.json``
+    (by its suffix), so that the run directory is all that generation needs
+    (`tnl_jax.checkpoints.loader.tokenizer_spec`). A copy already there must be the same
+    file: another tokenizer is another model. A tokenizer file gone since the run began
+    is read from the copy (``start.tokenizer_source``). ``copy=False``: only checks."""
+    source = start.tokenizer_file(cfg.tokenizer, str(run_dir))
+    name = source and next((n for n in TOKENIZER_FILES if Path(n).suffix == source.suffix),
+                           None)
+    if not name:
         return
-    kept = run_dir / path.name
+    kept = run_dir / name
     if not kept.exists():
+        if not copy:
+            return
         run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, kept)
-    elif kept.read_bytes() != path.read_bytes():
+        shutil.copyfile(source, kept)
+    elif kept.read_bytes() != source.read_bytes():
         raise resume.RunConfigChanged(
-            f"tokenizer={cfg.tokenizer!r}: {path} is not the tokenizer this run trained with "
-            f"(its copy {kept} differs); nothing in {run_dir} was changed. Use that copy as "
-            f"tokenizer=, or choose a new run_dir.")
+            f"tokenizer={cfg.tokenizer!r}: {source} is not the tokenizer this run trained "
+            f"with (its copy {kept} differs); nothing in {run_dir} was changed. Use that copy "
+            f"as tokenizer=, or choose a new run_dir.")
 
 
 def under_mesh(fn, mesh):
@@ -150,7 +166,7 @@ class Trainer:
         batch_shardings = {k: sharding.batch_sharding(mesh) for k in data.BATCH_KEYS}
         self.jitted_train_step = jax.jit(  # Lower it under the mesh (benchmarks do).
             make_train_step(self.graphdef, self.rest, self.tx, self.schedule, cfg.grad_accum,
-                            cfg.loss_chunk_tokens, cfg.loss_kernel),
+                            cfg.loss_chunk_tokens, cfg.loss_kernel, cfg.grad_reduce_dtype),
             in_shardings=(self.state_sharding, batch_shardings),
             out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=0)
         self.train_step = under_mesh(self.jitted_train_step, mesh)
@@ -195,61 +211,92 @@ def metrics_line(cfg: TrainConfig) -> str:
 
 
 def main(cfg: TrainConfig) -> dict[str, Any]:
-    """Trains as `cfg` says; returns the last record (with `eval_loss`) for callers and tests."""
+    """Trains as `cfg` says; returns the last record (with `eval_loss`) for callers and tests.
+
+    Everything that can be checked is checked before anything is created or compiled
+    (``prepare``); a start that fails later removes the folders it created."""
     train_config.check(cfg)
     sharding.maybe_initialize_distributed()
     is_main = jax.process_index() == 0
-    # Before anything compiles or is written: the run_dir is this trainer's alone, and
-    # its checkpoints were saved under a config this one may continue.
-    kinds.refuse_as_run_dir(cfg.run_dir)  # Not a converted or Hugging Face checkpoint.
-    with RunLock(cfg.run_dir, hold=is_main):
-        config_dict = train_config.to_dict(cfg)
-        announced = resume.check_run_dir(cfg.run_dir, config_dict)
+    with run_errors.as_start_errors(RUN_STOPS):
+        prepared = prepare(cfg)
+    new_folder = start.first_new_folder(cfg.run_dir)
+    # The run_dir is this trainer's alone, and its checkpoints were saved under a config
+    # this one may continue.
+    with RunLock(cfg.run_dir, hold=is_main), \
+            start.removed_on_failure(new_folder, enabled=is_main) as started:
+        announced = resume.check_run_dir(cfg.run_dir, prepared.config_dict)
         if announced and announced[1] and is_main:
             print(f"resuming with changed settings: {'; '.join(announced[1])}", flush=True)
-        return _train(cfg, config_dict, announced[0] if announced else None)
+        return _train(cfg, prepared, announced[0] if announced else None, started)
 
 
-def _train(cfg: TrainConfig, config_dict: dict[str, Any], announced_step: int | None
-           ) -> dict[str, Any]:
-    run_dir = Path(cfg.run_dir)
-    is_main = jax.process_index() == 0
+@dataclasses.dataclass
+class Prepared:
+    """What a run sets up before it creates or compiles anything."""
+    mesh: Any
+    tokenizer: Any
+    train_iter: Any
+    eval_set: list[dict]
+    config_dict: dict[str, Any]  # What its checkpoints save of the config (resume.run_config).
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    """The checks that need more than the config (the run directory, the devices, the
+    tokenizer, the data, the dtype) and the data iterators; creates nothing."""
+    kinds.refuse_as_run_dir(cfg.run_dir)  # Not a converted or Hugging Face checkpoint.
+    start.check_run_dir(cfg.run_dir)
+    start.check_dtype(cfg)
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.context, cfg.mesh.tensor)
     sharding.check_batch(cfg.batch_size, cfg.seq_len, cfg.grad_accum, mesh)
     losses.check_setting(cfg.loss_chunk_tokens)
-    tokenizer = get_tokenizer(cfg.tokenizer, cfg.model)
-    if is_main:
-        keep_tokenizer(cfg, run_dir)
-        print(describe(cfg, mesh), flush=True)
+    tokenizer = start.open_tokenizer(cfg)
+    keep_tokenizer(cfg, Path(cfg.run_dir), copy=False)
     train_iter, eval_set = data_iterators(cfg, tokenizer, mesh)
-    trainer = Trainer(cfg, mesh)
+    return Prepared(mesh, tokenizer, train_iter, eval_set, resume.run_config(cfg))
+
+
+def _train(cfg: TrainConfig, prepared: Prepared, announced_step: int | None,
+           started: start.Started) -> dict[str, Any]:
+    run_dir = Path(cfg.run_dir)
+    is_main = jax.process_index() == 0
+    with run_errors.as_start_errors(RUN_STOPS):
+        if is_main:
+            print(describe(cfg, prepared.mesh), flush=True)
+        trainer = Trainer(cfg, prepared.mesh)
     checkpoints = RunCheckpoints(run_dir, cfg.keep_checkpoints)
     try:
-        start, state = resume.restore(checkpoints, cfg.run_dir, trainer.initial_state,
-                                      train_iter, config_dict, announced_step)
-        if start >= cfg.steps:  # Nothing to train: say so, rather than exit in silence.
+        with run_errors.writing_run_dir(cfg.run_dir):
+            begin, state = resume.restore(checkpoints, cfg.run_dir, trainer.initial_state,
+                                          prepared.train_iter, prepared.config_dict,
+                                          announced_step)
+            started.done()
+            if begin >= cfg.steps:  # Nothing to train: say so, rather than exit in silence.
+                if is_main:
+                    print(already_finished(run_dir, begin, cfg.steps), flush=True)
+                return last_record(run_dir, begin)
+            if begin:
+                print(f"resumed from step {begin} in {run_dir}")
             if is_main:
-                print(already_finished(run_dir, start, cfg.steps), flush=True)
-            return last_record(run_dir, start)
-        if start:
-            print(f"resumed from step {start} in {run_dir}")
-        log = metrics.MetricsLog(run_dir / "metrics.jsonl", writer=is_main,
-                                 events=tensorboard.open_event_log(cfg.tensorboard, run_dir,
-                                                                   start, is_main))
-        try:
-            state, record = train_loop(cfg, trainer, state, start, train_iter, eval_set,
-                                       checkpoints, log)
-        finally:
-            log.close()
+                keep_tokenizer(cfg, run_dir)
+            log = metrics.MetricsLog(run_dir / "metrics.jsonl", writer=is_main,
+                                     events=tensorboard.open_event_log(cfg.tensorboard, run_dir,
+                                                                       begin, is_main))
+            try:
+                state, record = train_loop(cfg, trainer, state, begin, prepared, checkpoints,
+                                           log)
+            finally:
+                log.close()
     finally:
-        checkpoints.wait()
-        checkpoints.close()
+        with run_errors.writing_run_dir(cfg.run_dir):
+            checkpoints.wait()
+            checkpoints.close()
     if record.get("step") == cfg.steps:
-        report(cfg, run_dir, trainer, state["params"], tokenizer, is_main)
+        report(cfg, run_dir, trainer, state["params"], prepared.tokenizer, is_main)
     return record
 
 
-def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter, eval_set,
+def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, prepared: Prepared,
                checkpoints: RunCheckpoints, log: metrics.MetricsLog):
     """Steps from `start` to `cfg.steps` (or to a SIGTERM): log, evaluate, save.
     Returns the state and the last record.
@@ -260,6 +307,7 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
     checkpoint is written before its loss, gradient norm and new state are known to
     be finite (``divergence.check_step``).
     """
+    train_iter, eval_set = prepared.train_iter, prepared.eval_set
     throughput = metrics.Throughput(cfg.batch_size * cfg.seq_len,
                                     count_flops_per_token(cfg.model, cfg.seq_len))
     stop = StopRequest()
@@ -267,7 +315,6 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
                               enabled=jax.process_index() == 0)
     record: dict[str, Any] = {}
     pending = None  # (step, its metrics on the device), not read yet
-    config_dict = train_config.to_dict(cfg)
     last_finite = start or None  # The newest checkpoint known to be finite.
 
     def read(step: int, stats, write: bool = True) -> dict[str, Any]:
@@ -281,7 +328,9 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
 
     try:
         for step in range(start + 1, cfg.steps + 1):
-            batch = sharding.global_batch(next(train_iter), trainer.mesh)
+            with run_errors.reading_data(cfg.data, step, last_finite):
+                rows = next(train_iter)
+            batch = sharding.global_batch(rows, trainer.mesh)
             state, stats = trainer.train_step(state, batch)
             if pending is not None:
                 record = read(*pending)
@@ -296,7 +345,7 @@ def train_loop(cfg: TrainConfig, trainer: Trainer, state, start: int, train_iter
                                        trainer.mesh))
                 log.write(record)
             if save_now:
-                checkpoints.save(step, state, train_iter, config_dict)
+                checkpoints.save(step, state, train_iter, prepared.config_dict)
                 last_finite = step
             throughput.pause()  # Evaluation and saving are not training throughput.
             if stop.requested:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,19 +120,43 @@ class MetricsLog:
             self.events.close()
 
 
+PLOTTED = ("loss", "eval_loss")  # The values of a record that must be numbers.
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """The record of one line of a metrics file: a JSON object whose ``step`` is an
+    integer and whose losses (the plotted values) are numbers; None for anything else."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not (isinstance(record, dict) and type(record.get("step")) is int):
+        return None
+    numbers = all(isinstance(record[k], (int, float)) and not isinstance(record[k], bool)
+                  for k in PLOTTED if k in record)
+    return record if numbers else None
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a metrics file by step, the newest record of a step where a
-    resumed run logged it again; a torn (partly written) line is skipped."""
+    resumed run logged it again; a torn (partly written) last line is skipped, and so
+    is any other line that is no record (not UTF-8, not JSON, a ``step`` that is no
+    integer, a loss that is no number), with one warning naming how many and the first."""
     if not path.exists():
         return []
-    by_step: dict[Any, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "step" in record:
+    by_step: dict[int, dict[str, Any]] = {}
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    bad = []
+    for number, line in enumerate(lines, 1):
+        record = _record(line)
+        if record is None:
+            bad.append(number)
+        else:
             by_step[record["step"]] = record
+    torn = bad == [len(lines)]  # Only the last line: a process killed while writing it.
+    if bad and not torn:
+        warnings.warn(f"{path}: skipped {len(bad)} line(s) that are no metrics record (line "
+                      f"{bad[0]}: {lines[bad[0] - 1][:60]!r})", stacklevel=2)
     return sorted(by_step.values(), key=lambda r: r["step"])
 
 

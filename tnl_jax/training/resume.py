@@ -19,7 +19,9 @@ import grain
 import jax
 
 from tnl_jax.checkpoints import run_dir as run_layout
+from tnl_jax.data import files
 from tnl_jax.training import config as train_config
+from tnl_jax.training import start
 from tnl_jax.training.divergence import count_non_finite
 from tnl_jax.training.run_checkpoints import RunCheckpoints
 
@@ -31,12 +33,44 @@ SAFE_TO_CHANGE = frozenset({
     "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2",
     "grad_clip",  # While it stays on (> 0) or off: see _grad_clip_switched.
     "grad_accum", "loss_chunk_tokens", "loss_kernel",  # The same batch, split otherwise.
+    "grad_reduce_dtype",  # The same gradients, reduced at another precision.
     "mesh.data", "mesh.fsdp", "mesh.context", "mesh.tensor",  # Resharded on restore.
     # How the model is run, not what it computes: the parameters mean the same.
     "model.remat", "model.attention_backend", "model.chunk_size", "model.scan_unroll",
 })
 _DATA_STREAM = frozenset({"data", "seq_len", "batch_size", "seed", "shuffle_window",
                           "eval_fraction", "eval_min_bytes"})
+# The saved config's records of the files behind two keys, beside the keys: the data
+# files' fingerprint (``files.fingerprint``) and the tokenizer file's digest. A changed
+# file under the same key is refused; a changed key naming the same files (another path
+# to them) is safe.
+DATA_FILES, TOKENIZER_FILE = "data_files", "tokenizer_file"
+RECORDS = {"data": DATA_FILES, "tokenizer": TOKENIZER_FILE}
+
+
+def run_config(cfg: train_config.TrainConfig) -> dict[str, Any]:
+    """What a checkpoint saves of its run: the config's keys, the fingerprint of the
+    training data's files (names, sizes, hashes) and the tokenizer file's digest."""
+    tokenizer = start.tokenizer_file(cfg.tokenizer, cfg.run_dir)
+    return {**train_config.to_dict(cfg), DATA_FILES: files.fingerprint(cfg.data),
+            TOKENIZER_FILE: files.file_digest(str(tokenizer)) if tokenizer else "bytes"}
+
+
+def _same_files(key: str, saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether both configs record the files behind ``key`` and they are the same."""
+    record = RECORDS.get(key)
+    return bool(record and saved.get(record) and saved.get(record) == current.get(record))
+
+
+def _data_files_changed(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The refusal line for data files that changed under the same ``data`` (None: the
+    same files, or a checkpoint saved before fingerprints were kept)."""
+    if not isinstance(saved.get(DATA_FILES), dict) or DATA_FILES not in current:
+        return None
+    changes = files.describe_changes(saved[DATA_FILES], current[DATA_FILES])
+    return (f"  data={current.get('data')!r}: the files changed since the checkpoint: "
+            f"{changes}: another data stream: the saved data position is not a position "
+            f"in it") if changes else None
 
 
 class RunConfigChanged(ValueError):
@@ -73,19 +107,29 @@ def check(saved: dict[str, Any], current: dict[str, Any], where: str) -> list[st
     """The safe changes from ``saved`` to ``current`` (nested config dicts), as
     ``"key: old -> new"``; ``RunConfigChanged`` naming every other change. ``where``
     names the checkpoint (``"<run_dir> at step <n>"``). A key the saved config lacks
-    (written before the key existed) is compared as its default."""
+    (written before the key existed) is compared as its default. ``data`` or
+    ``tokenizer`` changed to name the same files (``RECORDS``) is a safe change."""
+    data_files = _data_files_changed(saved, current)
+    same_files = {key for key in RECORDS if _same_files(key, saved, current)}
+    saved, current = ({k: v for k, v in c.items() if k not in RECORDS.values()}
+                      for c in (saved, current))
     new = flat(current)
     old = {**flat(train_config.to_dict(train_config.TrainConfig())), **flat(saved)}
     changed = sorted(k for k in new if old.get(k) != new[k])
-    refused = [(k, reason) for k in changed if (reason := why_not(k, old.get(k), new[k]))]
+    refused = [(k, reason) for k in changed
+               if k not in same_files and (reason := why_not(k, old.get(k), new[k]))]
+    lines = [f"  {k}: {old.get(k)!r} (saved) -> {new[k]!r} (now): {reason}"
+             for k, reason in refused]
+    if data_files and "data" not in changed:
+        refused.append(("data (its files)", ""))
+        lines.append(data_files)
     if refused:
-        lines = "\n".join(f"  {k}: {old.get(k)!r} (saved) -> {new[k]!r} (now): {reason}"
-                          for k, reason in refused)
         raise RunConfigChanged(
             f"cannot resume {where}: the config differs from the checkpoint's in "
-            f"{', '.join(k for k, _ in refused)}:\n{lines}\nNothing in the run directory was "
-            f"changed. To continue this run, drop these changes; to train the new config, "
-            f"choose a new run_dir (with init_from=<this run_dir> to start from its weights).")
+            f"{', '.join(k for k, _ in refused)}:\n" + "\n".join(lines) + "\nNothing in the "
+            "run directory was changed. To continue this run, drop these changes; to train "
+            "the new config, choose a new run_dir (with init_from=<this run_dir> to start "
+            "from its weights).")
     return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed]
 
 

@@ -13,7 +13,21 @@ from flax import nnx
 from tnl_jax.model.fp8 import is_fp8_meta
 from tnl_jax.training import losses as token_loss
 from tnl_jax.training import sharding
+from tnl_jax.training.config_checks import grad_reduce_problems
 from tnl_jax.training.divergence import count_non_finite
+
+
+def _reduced_in(dtype: str, params):
+    """The parameters the gradient is taken against: with ``bfloat16``, each weight
+    matrix (2-D or more) as its bf16 copy, so that its gradient, partial sums over the
+    devices' rows included, is bf16 and is reduced in bf16 (half the bytes). The model
+    computes with bf16 copies of them anyway (``model.dtype=bfloat16``); vectors
+    (norm scales, decays) and the fp8 scaling state (``model/fp8.py``) keep their dtype."""
+    if dtype == "float32":
+        return params
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: p.astype(dtype) if p.ndim >= 2 and not is_fp8_meta(path) else p,
+        params)
 
 
 def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
@@ -47,6 +61,7 @@ def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Arra
 def _add_gradients(path, total, part):
     """Sums a parameter's gradients over microbatches; an fp8 scaling's "gradient" is
     its next value (``model/fp8.py``): the largest over microbatches."""
+    part = part.astype(total.dtype)
     return jnp.maximum(total, part) if is_fp8_meta(path) else total + part
 
 
@@ -66,8 +81,11 @@ def take_fp8_meta(params, grads):
 
 def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum: int,
-                    loss_chunk_tokens: int = token_loss.AUTO, loss_kernel: str = "chunked"):
-    """One optimizer step on a global batch, its gradient summed over `grad_accum` parts.
+                    loss_chunk_tokens: int = token_loss.AUTO, loss_kernel: str = "chunked",
+                    grad_reduce_dtype: str = "float32"):
+    """One optimizer step on a global batch, its gradient summed over `grad_accum` parts
+    (in float32; each part's gradient is reduced over the devices in
+    ``grad_reduce_dtype``: see ``_reduced_in``).
 
     Its metrics count the non-finite values of the state it returns (see
     ``divergence``): the loss and gradient norm describe the parameters before the
@@ -77,13 +95,17 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
         losses, _ = token_losses(graphdef, params, rest, batch, loss_chunk_tokens, loss_kernel)
         return jnp.sum(losses * batch["loss_mask"]), jnp.sum(batch["loss_mask"])
 
+    problems = grad_reduce_problems(grad_reduce_dtype)
+    if problems:
+        raise ValueError(problems[0])
+
     def step(state, batch):
         params = state["params"]
 
         def accumulate(carry, micro):
             grads, total, count = carry
             (micro_total, micro_count), micro_grads = jax.value_and_grad(
-                loss_sum, has_aux=True)(params, micro)
+                loss_sum, has_aux=True)(_reduced_in(grad_reduce_dtype, params), micro)
             grads = jax.tree_util.tree_map_with_path(_add_gradients, grads, micro_grads)
             return (grads, total + micro_total, count + micro_count), None
 
