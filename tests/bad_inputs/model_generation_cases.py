@@ -112,6 +112,8 @@ MODEL_ROWS = [
              ValueError, ("attention_backend='cuda'", "None, 'pallas'")),
     BadInput("model: chunk_size not a power of two", lambda: ModelConfig(chunk_size=48),
              ValueError, ("chunk_size=48", "power of two >= 16")),
+    BadInput("model: projection_dtype not fp8", lambda: ModelConfig(projection_dtype="fp16"),
+             ValueError, ("projection_dtype='fp16'", "None, 'fp8'")),
     BadInput("model: integer dtype", lambda: ModelConfig(dtype="int32"), ValueError,
              ("dtype='int32'", "floating-point")),
     BadInput("model: misspelt param_dtype", lambda: ModelConfig(param_dtype="float33"),
