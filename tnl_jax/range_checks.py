@@ -17,11 +17,18 @@ def is_int(value: Any) -> bool:
         and jnp.issubdtype(value.dtype, jnp.integer))
 
 
-def integer(key: str, value: Any, minimum: int, meaning: str = "") -> list[str]:
-    """``[]`` when ``value`` is an integer >= ``minimum``, else the one problem."""
-    if is_int(value) and value >= minimum:
+# The largest int32: step counters (optax's, the schedules') and token ids are int32.
+INT32_MAX = 2**31 - 1
+
+
+def integer(key: str, value: Any, minimum: int, meaning: str = "",
+            maximum: int | None = None) -> list[str]:
+    """``[]`` when ``value`` is an integer in ``[minimum, maximum]`` (no upper bound when
+    ``maximum`` is None), else the one problem."""
+    if is_int(value) and value >= minimum and (maximum is None or value <= maximum):
         return []
-    return [f"{key}={value!r}: expected an integer >= {minimum}{meaning}"]
+    allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    return [f"{key}={value!r}: expected an integer {allowed}{meaning}"]
 
 
 def number(key: str, value: Any, low: float, high: float = math.inf, *,

@@ -66,7 +66,9 @@ def bad_id_prompt():
 
 MODEL_ROWS = [
     BadInput("model: vocab_size=0", lambda: ModelConfig(vocab_size=0), ValueError,
-             ("vocab_size=0", "expected an integer >= 1")),
+             ("vocab_size=0", "expected an integer in [1, 2147483647]")),
+    BadInput("model: vocab_size=2**40", lambda: ModelConfig(vocab_size=2**40), ValueError,
+             (f"vocab_size={2**40}", "in [1, 2147483647]", "token ids are int32")),
     BadInput("model: negative decoder_embed_dim", lambda: ModelConfig(decoder_embed_dim=-64),
              ValueError, ("decoder_embed_dim=-64", ">= 1")),
     BadInput("model: decoder_layers=0", lambda: ModelConfig(decoder_layers=0), ValueError,
@@ -212,6 +214,10 @@ CALL_ROWS = [
              TypeError, ("input_ids has dtype float32", "integer")),
     BadInput("model call: 1-D input_ids", calling(np.arange(5, dtype=np.int32)), ValueError,
              ("input_ids has shape (5,)", "(batch, tokens)")),
+    BadInput("model call: no tokens", calling(np.zeros((2, 0), np.int32)), ValueError,
+             ("input_ids has shape (2, 0)", "at least one row and one token")),
+    BadInput("model call: no rows", calling(np.zeros((0, 5), np.int32)), ValueError,
+             "input_ids has shape (0, 5)"),
     BadInput("model call: input_ids a list", lambda: abstract_model()([[1, 2, 3]]), TypeError,
              ("input_ids is a list", "integer array")),
     BadInput("model call: segment_ids of another length",

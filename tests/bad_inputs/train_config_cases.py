@@ -76,11 +76,16 @@ def eos_stream(name: str, lengths: list[int]) -> np.ndarray:
 
 
 RANGES = [
-    key_row("steps=0", "steps=0", "integer >= 1"),
-    key_row("steps=-5", "steps=-5", "integer >= 1"),
+    key_row("steps=0", "steps=0", "integer in [1, 2147483647]"),
+    key_row("steps=-5", "steps=-5", "integer in [1, 2147483647]"),
     key_row("seq_len=0", "seq_len=0", "integer >= 1"),
     key_row("batch_size=0", "batch_size=0", "integer >= 1"),
     key_row("grad_accum=0", "grad_accum=0", "integer >= 1"),
+    key_row(f"steps={2**40}", f"steps={2**40}", "integer in [1, 2147483647]",
+            "the step counter is int32"),
+    key_row(f"warmup={2**31}", f"warmup={2**31}", "integer in [0, 2147483647]"),
+    key_row("run_dir=null", "run_dir: expected a string, got null"),
+    key_row("tokenizer=true", "tokenizer: expected a string, got True"),
     key_row("grad_accum=3", "batch_size=16 must divide by grad_accum (3)"),
     key_row("checkpoint_every=0", "checkpoint_every=0", "integer >= 1"),
     key_row("log_every=0", "log_every=0", "integer >= 1"),
@@ -91,7 +96,7 @@ RANGES = [
     key_row("lr=.nan", "lr=nan", "finite number > 0"),
     key_row("lr=.inf", "lr=inf", "finite number > 0"),
     key_row("min_lr_ratio=1.5", "min_lr_ratio=1.5", "in [0, 1]"),
-    key_row("warmup=-1", "warmup=-1", "integer >= 0"),
+    key_row("warmup=-1", "warmup=-1", "integer in [0, 2147483647]"),
     key_row("weight_decay=-0.1", "weight_decay=-0.1", "finite number >= 0"),
     key_row("weight_decay=.nan", "weight_decay=nan", "finite number >= 0"),
     key_row("beta1=1.0", "beta1=1.0", "in [0, 1)"),

@@ -75,8 +75,9 @@ def test_generate_names_what_a_directory_lacks(tmp_path, capsys):
     (["--tokenizer", "WORDS", "--top-k", "97"], "top_k=97"),
     (["--tokenizer", "WORDS", "--top-p", "1.5"], "top_p=1.5: expected a finite number in (0, 1]"),
     (["--tokenizer", "WORDS", "--max-new-tokens", "-1"], "max_new_tokens=-1: expected an integer"),
-    (["--tokenizer", "WORDS", "--dtype", "int8"], "--dtype='int8': expected the name of a "
-                                                  "floating-point dtype"),
+    (["--tokenizer", "WORDS", "--dtype", "int8"], "--dtype='int8': expected one of "
+                                                  "('float32', 'bfloat16', 'float16')"),
+    (["--tokenizer", "WORDS", "--dtype", "float64"], "--dtype='float64': expected one of"),
 ])
 def test_a_bad_argument_exits_2_naming_it(arguments, says, word_tokenizer, capsys):
     arguments = [word_tokenizer if a == "WORDS" else a for a in arguments]

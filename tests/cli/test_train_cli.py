@@ -24,7 +24,8 @@ def test_help_of_the_checkout_script_lists_every_key_of_a_named_preset(tmp_path)
     # The preset's value (as YAML reads it), the description, what the check allows.
     text = unwrapped(out.stdout)
     assert re.search(r'run_dir +"runs/tnl-1b" +directory of the run', text)
-    assert re.search(r"\n  steps +100000 +optimizer steps .*\[allowed: an integer >= 1", text)
+    assert re.search(r"\n  steps +100000 +optimizer steps .*\[allowed: an integer in "
+                     r"\[1, 2147483647\]", text)
     assert re.search(r"model.attention_backend +null +lightning attention", text)
     assert "tnl-15b" in out.stdout
 

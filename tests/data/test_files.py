@@ -1,5 +1,5 @@
 """A data source's files: raw bytes as ids, suffixes of any case, a symbolic-link loop,
-the held-out document of a small corpus, eval_data shared with training, fingerprints."""
+a file named like a glob, the held-out document of a small corpus, eval_data shared with training, fingerprints."""
 import os
 
 import numpy as np
@@ -43,6 +43,17 @@ def test_a_glob_through_a_link_loop_matches_each_file_once(tmp_path):
     (tmp_path / "corpus" / "loop").symlink_to(tmp_path / "corpus")
     assert files.expand(str(tmp_path / "corpus" / "**" / "*.txt")) == [
         str(tmp_path / "corpus" / "a.txt")]
+
+
+def test_a_file_whose_name_holds_glob_characters_is_that_file(tmp_path, rng):
+    """``a[1].txt`` names that file, not ``a1.txt`` (its glob); a pattern still globs."""
+    mine, other = rng.integers(0, 256, (2, 300), dtype=np.uint8)
+    (tmp_path / "a[1].txt").write_bytes(mine.tobytes())
+    (tmp_path / "a1.txt").write_bytes(other.tobytes())
+    assert files.expand(str(tmp_path / "a[1].txt")) == [str(tmp_path / "a[1].txt")]
+    assert files.expand(str(tmp_path / "a[0-9].txt")) == [str(tmp_path / "a1.txt")]
+    docs = data.documents(spec(str(tmp_path / "a[1].txt")), "train")
+    assert sum(tokens_of(docs), []) == [BYTES.bos_id, *mine.tolist()]
 
 
 def test_a_small_corpus_holds_out_one_document(tmp_path, rng):

@@ -31,6 +31,7 @@ from tnl_jax.checkpoints.json_files import read_mapping
 from tnl_jax.checkpoints.kinds import checkpoint_kind
 from tnl_jax.checkpoints.saved_shapes import ParamsMismatch
 from tnl_jax.model.config import ModelConfig
+from tnl_jax.model.config_checks import needs_x64
 from tnl_jax.model.language_model import LanguageModel, layer_runs, model_with_params
 
 DOWNLOAD_AGAIN = ("the file is damaged or incomplete (an interrupted download?): download it "
@@ -203,6 +204,8 @@ def load_hf(path: str | Path, dtype: jnp.dtype = jnp.bfloat16, **overrides: Any)
     """
     checkpoint_kind(path, "load_hf", ("hf",),
                     "; tnl_jax.load_model reads a training run or a converted directory")
+    for problem in needs_x64("dtype", dtype):
+        raise ValueError(problem)
     name = jnp.dtype(dtype).name
     cfg = load_config(path, **{"dtype": name, "param_dtype": name, **overrides})
     pure = params_from_hf(read_hf_tensors(path), cfg, jnp.dtype(dtype))

@@ -23,6 +23,7 @@ from tnl_jax.checkpoints import converted, hf, hf_config, run_dir
 from tnl_jax.checkpoints.kinds import FOUND, checkpoint_kind, directory_kind
 from tnl_jax.checkpoints.saved_shapes import ParamsMismatch
 from tnl_jax.model.config import ModelConfig
+from tnl_jax.model.config_checks import needs_x64
 from tnl_jax.model.language_model import LanguageModel, create_model, model_with_params
 from tnl_jax.tokenizers import TOKENIZER_FILES, BytesTokenizer
 
@@ -76,6 +77,8 @@ def load_model(directory: str | Path, dtype: jnp.dtype = jnp.bfloat16,
                **overrides: Any) -> LanguageModel:
     """The model stored in ``directory``, weights and compute in ``dtype``; ``overrides``
     set other config fields (e.g. ``attention_backend='xla'``)."""
+    for problem in needs_x64("dtype", dtype):
+        raise ValueError(problem)
     name = jnp.dtype(dtype).name
     cfg = load_model_config(directory).replace(dtype=name, param_dtype=name, **overrides)
     params = nnx.state(nnx.eval_shape(lambda: create_model(cfg, nnx.Rngs(0))), nnx.Param)

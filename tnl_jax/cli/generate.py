@@ -17,8 +17,10 @@ from tnl_jax.checkpoints import loader
 from tnl_jax.cli.help_format import DefaultsHelpFormatter
 from tnl_jax.generation import generate
 from tnl_jax.generation_checks import check_sampling, prompt_rows
-from tnl_jax.model.config_checks import float_dtype
+from tnl_jax.range_checks import one_of
 from tnl_jax.tokenizers import get_tokenizer
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -42,7 +44,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
                              "(0, 1]; default: all")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling")
     parser.add_argument("--dtype", default="bfloat16",
-                        help="compute dtype: float32, bfloat16 or float16")
+                        help=f"compute dtype: {', '.join(COMPUTE_DTYPES)} (the logits are "
+                             "float32 whatever it is)")
     return parser, parser.parse_args(argv)
 
 
@@ -50,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Prints the prompt followed by the sampled text."""
     parser, args = parse_args(argv)
     try:
-        dtype_problems = float_dtype("--dtype", args.dtype)
+        dtype_problems = one_of("--dtype", args.dtype, COMPUTE_DTYPES)
         if dtype_problems:
             raise ValueError(dtype_problems[0])
         cfg = loader.load_model_config(args.checkpoint)

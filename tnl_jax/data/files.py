@@ -25,8 +25,12 @@ REFUSED = {".npz": "a .npz archive is not read: save each token stream with np.s
 
 def expand(pattern: str, key: str = "data") -> list[str]:
     """The files ``pattern`` matches (directories left out, each file once), sorted;
-    none is a ``FileNotFoundError`` naming ``key`` and the pattern."""
-    matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+    none is a ``FileNotFoundError`` naming ``key`` and the pattern. A pattern that is
+    the name of an existing file is that file (``a[1].txt`` is not ``a1.txt``)."""
+    expanded = os.path.expanduser(pattern)
+    if glob.escape(expanded) != expanded and os.path.isfile(expanded):
+        return [expanded]  # A file's own name, holding [, ] * or ?: that file, not a glob.
+    matches = sorted(glob.glob(expanded, recursive=True))
     if not matches:
         raise FileNotFoundError(f"{key}={pattern!r}: no file matches")
     files, seen = [], set()

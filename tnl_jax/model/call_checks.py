@@ -43,6 +43,9 @@ def check_call_arguments(input_ids: Any, segment_ids: Any, positions: Any,
     if len(shape) != 2:
         raise ValueError(f"input_ids has shape {shape}: expected (batch, tokens) token ids "
                          "(one prompt: input_ids[None])")
+    if 0 in shape:
+        raise ValueError(f"input_ids has shape {shape}: expected at least one row and one "
+                         "token")
     for name, x in (("segment_ids", segment_ids), ("positions", positions)):
         if x is not None and _array(name, x)[0] != shape:
             raise ValueError(f"{name} has shape {tuple(x.shape)}: expected input_ids' shape "

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 
 from pallas_kernels import BACKENDS
 from tnl_jax.config_keys import nearest
 from tnl_jax.model.fp8 import PROJECTION_DTYPES
 from tnl_jax.model.remat import REMAT_POLICIES
-from tnl_jax.range_checks import boolean, integer, is_int, number, one_of
+from tnl_jax.range_checks import INT32_MAX, boolean, integer, is_int, number, one_of
 
 ARCHITECTURES = ("tnl", "softmax", "hybrid", "llama")
 ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
@@ -41,6 +42,16 @@ def float_dtype(key: str, value: Any) -> list[str]:
             pass
     return [f"{key}={value!r}: expected the name of a floating-point dtype "
             "('float32', 'bfloat16', 'float16')"]
+
+
+def needs_x64(key: str, value: Any) -> list[str]:
+    """``[]`` unless ``value`` is float64 while jax's 64-bit mode is off: then jax would
+    make float32 arrays under a config that says float64."""
+    if jnp.dtype(value) != jnp.float64 or jax.config.jax_enable_x64:
+        return []
+    return [f"{key}='float64' needs 64-bit jax (JAX_ENABLE_X64=1 in the environment), else "
+            "the weights would be float32: expected float32, bfloat16 or float16, or set "
+            "JAX_ENABLE_X64=1"]
 
 
 def lrpe_list(value: Any, layers: Any) -> list[str]:
@@ -79,7 +90,7 @@ def shape_problems(cfg: Mapping[str, Any]) -> list[str]:
     hidden, glu, vocab = cfg["hidden_dim"], cfg["glu_dim"], cfg["vocab_size"]
     width = [*integer("decoder_embed_dim", d, 1, " (the model width)"),
              *integer("decoder_attention_heads", heads, 1)]
-    found = [*integer("vocab_size", vocab, 1), *width, *integer("decoder_layers", layers, 1)]
+    found = [*integer("vocab_size", vocab, 1, " (token ids are int32)", INT32_MAX), *width, *integer("decoder_layers", layers, 1)]
     if not width and d % heads:
         found.append(f"decoder_embed_dim={d} is not divisible by decoder_attention_heads={heads}")
     if hidden is not None and hidden != d:

@@ -161,9 +161,11 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key}: expected a number, got {value!r}") from None
-    if annotation is str:
-        if isinstance(value, (dict, list)):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
+    if annotation is str:  # A number is the text written (run_dir: 123); null and
+        # true/false are not (they would be the folders 'None' and 'True').
+        if value is None or isinstance(value, (bool, dict, list)):
+            shown = "null" if value is None else repr(value)
+            raise ValueError(f"{key}: expected a string, got {shown}")
         return str(value)
     if dataclasses.is_dataclass(annotation):
         raise ValueError(f"{key}: is a group; set its fields as {key}.<field>=value")

@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from tnl_jax.partitioning import MESH_AXES
-from tnl_jax.range_checks import integer, number, text
+from tnl_jax.range_checks import INT32_MAX, integer, number, text
 from tnl_jax.training import losses, tensorboard
 
 SEED_LIMIT = 2**32  # Grain's shuffles take seeds in [0, 2**32).
@@ -27,8 +27,10 @@ def optimizer_problems(*, lr: Any, warmup: Any, steps: Any, min_lr_ratio: Any,
     same arguments, under the same names)."""
     return [
         *number("lr", lr, 0, low_open=True, meaning=" (the peak learning rate)"),
-        *integer("warmup", warmup, 0, " (steps of linear warmup)"),
-        *integer("steps", steps, 1, " (optimizer steps)"),
+        *integer("warmup", warmup, 0, " (steps of linear warmup; the step counter is int32)",
+                 INT32_MAX),
+        *integer("steps", steps, 1, " (optimizer steps; the step counter is int32)",
+                 INT32_MAX),
         *number("min_lr_ratio", min_lr_ratio, 0, 1, high_open=False,
                 meaning=" (the final learning rate as a fraction of lr)"),
         *number("weight_decay", weight_decay, 0),

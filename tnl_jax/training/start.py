@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-import jax
 
+from tnl_jax.model.config_checks import needs_x64
 from tnl_jax.tokenizers import TOKENIZER_FILES, Tokenizer, check_fits, get_tokenizer
 from tnl_jax.training.run_errors import StartError
 
@@ -95,11 +95,8 @@ def check_dtype(cfg: TrainConfig) -> None:
             "model.dtype='float64': training computes float32 logits and float32 attention "
             "state whatever the compute dtype, so it would not be float64: expected float32, "
             "bfloat16 or float16")
-    if cfg.model.param_dtype == "float64" and not jax.config.jax_enable_x64:
-        raise StartError(
-            "model.param_dtype='float64' needs 64-bit jax (JAX_ENABLE_X64=1 in the "
-            "environment), else the weights would be float32: expected float32, bfloat16 "
-            "or float16, or set JAX_ENABLE_X64=1")
+    for problem in needs_x64("model.param_dtype", cfg.model.param_dtype):
+        raise StartError(problem)
 
 
 def _tokenizer_copy(run_dir: str, name: str) -> Path | None:
