@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+from tests.training import runs
 
 
 @dataclasses.dataclass
@@ -19,9 +19,7 @@ class Case:
     says: tuple[str, ...] = ()  # Words an error must hold (the key, the value).
 
 
-TINY = ["model.decoder_embed_dim=32", "model.decoder_layers=2", "model.decoder_attention_heads=2",
-        "model.glu_dim=64", "seq_len=64", "batch_size=4", "eval_batches=1", "sample_tokens=0",
-        "warmup=2", "lr=3e-3", "eval_every=0", "shuffle_window=16", "tensorboard=false"]
+TINY = [*runs.TINY, "tensorboard=false"]  # The tests' tiny model, rows of 64 bytes.
 
 
 def load(*overrides: str, preset=None):
@@ -90,11 +88,13 @@ def config_cases(scratch: Path) -> list[Case]:
     bad("warmup=-1", "warmup=-1", says=("warmup",))
     bad("keep_checkpoints=0", "keep_checkpoints=0", says=("keep_checkpoints",))
     bad("checkpoint_every=0", "checkpoint_every=0", says=("checkpoint_every",))
-    bad("seq_len=1 (no target)", "seq_len=1", says=("seq_len",))
+    c.append(Case("config", "seq_len=1 (rows are seq_len + 1 tokens: one target each)",
+                  lambda: (load("seq_len=1").seq_len == 1, "accepted"), "result"))
     bad("grad_accum=3 with batch_size=4", "grad_accum=3", "batch_size=4", says=("grad_accum",))
     bad("model.chunk_size=24", "model.chunk_size=24", says=("chunk_size",))
     bad("steps=[1, 2] (a list)", "steps=[1, 2]", says=("steps",))
-    bad("lr='0.1' (a quoted string)", "lr='0.1'", says=("lr",))
+    c.append(Case("config", "lr='0.1' (a quoted number: YAML 1.1 reads 3e-4 so)",
+                  lambda: (load("lr='0.1'").lr == 0.1, "read as 0.1"), "result"))
     bad("model.vocab_size=2**40", f"model.vocab_size={2**40}", says=("vocab_size",))
     bad("model.decoder_embed_dim=2**40", f"model.decoder_embed_dim={2**40}",
         says=("decoder_embed_dim",))
@@ -107,9 +107,12 @@ def config_cases(scratch: Path) -> list[Case]:
 
     from_yaml("a top-level list", "- 1\n- 2\n")
     from_yaml("binary garbage", b"\x00\xff\xfe\x80steps: 3\n")
-    from_yaml("a python tag", "steps: !!python/object/apply:os.getcwd []\n", says=("steps",))
+    from_yaml("a python tag", "steps: !!python/object/apply:os.getcwd []\n",
+              says=("python/object",))
     from_yaml("steps: '10' (quoted)", "steps: '10'\n", says=("steps",))
-    from_yaml("run_dir: 123 (an int)", "run_dir: 123\n", says=("run_dir",))
+    from_yaml("run_dir: 123 (a number: the folder '123')", "run_dir: 123\n", expect="result",
+              check=lambda cfg: (cfg.run_dir == "123", f"run_dir={cfg.run_dir!r}"))
+    from_yaml("run_dir: yes (a YAML 1.1 boolean)", "run_dir: yes\n", says=("run_dir",))
     from_yaml("lr: .NaN", "lr: .NaN\n", says=("lr",))
     from_yaml("model inside model", "model:\n  model:\n    vocab_size: 3\n", says=("model",))
     from_yaml("an anchor and an alias (allowed)",

@@ -43,8 +43,8 @@ def model_cases() -> list[Case]:
     c.append(Case("model", "3-D input_ids", lambda: m(ids(shape=(1, 2, 3))), says=("input_ids",)))
     c.append(Case("model", "float segment_ids", lambda: m(ids(), segment_ids=np.ones((2, 9))),
                   says=("segment_ids",)))
-    c.append(Case("model", "(2, 0) input_ids: empty logits", lambda: (
-        np.asarray(m(np.zeros((2, 0), np.int32))).shape == (2, 0, 61), "shape"), "result"))
+    c.append(Case("model", "(2, 0) input_ids", lambda: m(np.zeros((2, 0), np.int32)),
+                  says=("input_ids",)))
     return c
 
 
@@ -90,6 +90,18 @@ def generate_cases() -> list[Case]:
     good("eos_id=np.int32(2)", p, eos_id=np.int32(2), reference=dict(eos_id=2))
     good("top_p=np.float64(1.0)", p, top_p=np.float64(1.0), seed=1,
          reference=dict(top_p=1.0, seed=1))
+    good("top_p=1e-30 (keeps the top token: greedy)", p, top_p=1e-30, seed=2,
+         reference=dict(temperature=0))
+    good("temperature=1e-30 (greedy)", p, temperature=1e-30, seed=2,
+         reference=dict(temperature=0))
+    good("a jax int32 array prompt", __import__("jax").numpy.asarray(p, "int32"))
+
+    def hot():
+        tokens = gen(p, 8, temperature=1e30, seed=5)
+        return bool(((tokens >= 0) & (tokens < 61)).all()), f"{tokens.tolist()}"
+    c.append(Case("generation", "temperature=1e30 (uniform): ids in range", hot, "result"))
+    c.append(Case("generation", "max_new_tokens=0: (1, 0) tokens", lambda: (
+        gen(p, 0).shape == (1, 0), "shape"), "result"))
     return c
 
 
@@ -144,6 +156,16 @@ def op_cases() -> list[Case]:
                                            None, None))
     right("decay=1e-45 (subnormal, as 0)", lambda: (*qkv(), np.array([1e-45, 0], np.float32),
                                                     None, None))
+    right("decay=88.8 (exp underflows to a subnormal)",
+          lambda: (*qkv(), np.array([88.8, 0.5], np.float32), None, None))
+
+    def float16_large():  # q.k = 80,000 > float16's 65,504; the output is about 80.
+        q = np.full((1, 20, 2, 8), 100, np.float16)
+        v = np.random.default_rng(1).uniform(1e-3, 2e-3, (1, 20, 2, 8)).astype(np.float16)
+        return q, q.copy(), v, DECAY.astype(np.float16), None, None
+    right("float16 scores past 65,504, output in range (xla)", float16_large, 1e-2)
+    right("float16 scores past 65,504, output in range (interpret)", float16_large, 1e-2,
+          backend="interpret", chunk_size=16)
     right("T=1", lambda: plain(t=1))
     right("dk=dv=1", lambda: plain(dk=1, dv=1))
     right("chunk_size=np.int64(32)", lambda: plain(), chunk_size=np.int64(32))

@@ -56,7 +56,8 @@ def data_cases(s: Path) -> list[Case]:
         return str(d / name)
 
     data_run("an empty text file", lambda: write("empty.txt", b""))
-    data_run("a one-byte text file", lambda: write("one.txt", b"x"))
+    data_run("a one-byte text file (bos + 1 byte: one document)",
+             lambda: write("one.txt", b"x"), expect="result")
     data_run("one 300 kB line with no newline", lambda: write("line.txt", b"ab" * 150_000),
              expect="result")
     data_run("a .npy of float64", lambda: npy("f.npy", np.arange(500.0)))
@@ -77,11 +78,14 @@ def data_cases(s: Path) -> list[Case]:
     data_run("a .npy header only (0 tokens)", lambda: npy("none.npy", np.zeros(0, np.int32)))
 
     def bracket_name():
+        """data= a file named a[1].txt, a1.txt beside it: the documents are a[1].txt's."""
+        from tnl_jax.data import files
         write("a[1].txt", b"hello world " * 400)
         write("a1.txt", b"other file " * 400)
-        return str(d / "a[1].txt")
-    data_run("a file named a[1].txt (glob characters), a1.txt beside it", bracket_name,
-             says=("a[1].txt",))
+        found = files.expand(str(d / "a[1].txt"))
+        return found == [str(d / "a[1].txt")], f"data files {found}"
+    c.append(Case("data", "a file named a[1].txt (glob characters), a1.txt beside it",
+                  bracket_name, "result"))
     data_run("a path with spaces and unicode", lambda: write("dé jà vu.txt", b"text " * 2000),
              expect="result")
     data_run("eval_data a missing file", lambda: write("ok.txt", b"text " * 2000),
@@ -144,6 +148,28 @@ def resume_cases(s: Path) -> list[Case]:
                 path.write_bytes(b"\x00" * path.stat().st_size)
     resumed("newest step's data-iterator state zero-filled", data_zeroed,
             check=lambda run, steps: (steps[-4:] == [3, 4, 5, 6], f"steps {steps}"))
+
+    def lower_steps():
+        run = copy_run(s, "resume-lower")
+        train(run, "steps=2", "checkpoint_every=2")
+        return (_steps_in_metrics(run) == [1, 2, 3, 4], f"steps {_steps_in_metrics(run)}")
+    c.append(Case("resume", "steps=2 on a run already at step 4", lower_steps, "result"))
+
+    def linked_checkpoints():
+        run = copy_run(s, "resume-linked")
+        shutil.move(run / "checkpoints", s / "elsewhere-checkpoints")
+        (run / "checkpoints").symlink_to(s / "elsewhere-checkpoints")
+        train(run, "steps=6", "checkpoint_every=2")
+        steps = _steps_in_metrics(run)
+        return (steps[-2:] == [5, 6] and (s / "elsewhere-checkpoints/6").is_dir(), f"{steps}")
+    c.append(Case("resume", "checkpoints/ a symbolic link to another disk", linked_checkpoints,
+                  "result"))
+
+    def unicode_run_dir():
+        run = s / "runs with space" / "ü ñ"
+        train(run, "steps=1")
+        return (_steps_in_metrics(run) == [1], "trained")
+    c.append(Case("resume", "run_dir with spaces and unicode", unicode_run_dir, "result"))
     return c
 
 
@@ -168,7 +194,7 @@ def load_cases(s: Path) -> list[Case]:
         for step in ("2", "4"):
             shutil.rmtree(run / "checkpoints" / step / "state")
     loaded("load_model: every step lost state/", all_broken, expect="error",
-           says=("state",))
+           says=("can be read",))
     loaded("load_model: checkpoints/ is empty",
            lambda run: [shutil.rmtree(p) for p in (run / "checkpoints").iterdir()],
            expect="error", says=("checkpoint",))
@@ -222,7 +248,8 @@ def cli_cases(s: Path) -> list[Case]:
     gen("--seed 2**70", "--seed", str(2**70), says=("seed",))
     gen("--dtype int8", "--dtype", "int8", says=("int8",))
     gen("--dtype float64", "--dtype", "float64", says=("float64",))
-    gen("--prompt ''", "--prompt", "", says=("prompt",))
+    gen("--prompt '' (the bytes tokenizer adds bos)", "--prompt", "", expect="result",
+        check=lambda: (True, "generated after bos"))
     gen("--tokenizer a missing file", "--prompt", "a", "--tokenizer", str(s / "no.model"),
         says=("no.model",))
 
@@ -296,7 +323,7 @@ def convert_cases(s: Path) -> list[Case]:
         (out / "notes.txt").write_text("mine")
         return src, out
     converted("--out a folder of user files, --overwrite", user_folder, "--overwrite",
-              keep=lambda src, out: out, says=("notes.txt",))
+              keep=lambda src, out: out, says=("--overwrite",))
 
     def user_file():
         src = copy_run(s, f"conv-src-{next(_IDS)}")
@@ -319,6 +346,26 @@ def convert_cases(s: Path) -> list[Case]:
         shutil.rmtree(src / "checkpoints/4/state")
         return src, s / f"conv-fallback-{next(_IDS)}"
     converted("--from a run whose newest step lost state/", newest_broken, expect="result")
+
+    def through_a_file():
+        src = copy_run(s, f"conv-src-{next(_IDS)}")
+        (s / "plain-file").write_text("mine")
+        return src, s / "plain-file" / "out"
+    converted("--out through a file", through_a_file, keep=lambda src, out: s / "plain-file",
+              says=("plain-file",))
+
+    def round_trip():
+        """run -> hf -> converted: the same logits as the run's model."""
+        from tnl_jax.checkpoints import loader
+        n = next(_IDS)
+        hf, conv = s / f"rt-hf-{n}", s / f"rt-conv-{n}"
+        _convert("--from", str(trained(s)), "--out", str(hf))
+        _convert("--hf", str(hf), "--out", str(conv))
+        ids = np.random.default_rng(n).integers(0, 256, (1, 12)).astype(np.int32)
+        want, got = (np.asarray(loader.load_model(p, dtype="float32", attention_backend="xla")(
+            ids)) for p in (trained(s), conv))
+        return bool(np.allclose(got, want, atol=1e-5)), f"max diff {np.abs(got - want).max():.2g}"
+    c.append(Case("convert", "run -> hf -> converted keeps the logits", round_trip, "result"))
     return c
 
 
