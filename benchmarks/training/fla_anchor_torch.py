@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import importlib.machinery
 import sys
 import types
 
@@ -56,6 +57,9 @@ def flash_attn_stand_in() -> str:
     module = types.ModuleType("flash_attn")
     module.flash_attn_func, module.flash_attn_varlen_func = flash_attn_func, flash_attn_varlen_func
     module.__version__ = "stand-in"
+    # importlib.util.find_spec (transformers' and FLA's availability checks) raises on a
+    # module whose __spec__ is None: the first GPU run failed so, for RetNet too.
+    module.__spec__ = importlib.machinery.ModuleSpec("flash_attn", loader=None)
     sys.modules["flash_attn"] = module
     return "torch SDPA (flash_attn not installed: a stand-in flash_attn_func)"
 

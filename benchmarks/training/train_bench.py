@@ -207,6 +207,8 @@ def main() -> None:
     parser.add_argument("--anchor-args", default="",
                         help="more fla_anchor_torch.py arguments, e.g. '--no-compile'")
     args = parser.parse_args()
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
     if args.from_json:
         rows = read_json(args.from_json)
         print(table(rows))

@@ -8,14 +8,15 @@ import numpy as np
 from flax import nnx
 
 from tests.tolerances import rel_err
+from tests.conftest import SMALL_MODEL
 from tests.training.runs import tiny_config
-from tnl_jax.model import create_model
+from tnl_jax.model import ModelConfig, create_model
 from tnl_jax.model.fp8 import fp8_scalings, is_fp8_meta, project
 from tnl_jax.training import config as train_config
 from tnl_jax.training import sharding
 from tnl_jax.training.loop import Trainer
 from tnl_jax.training.run_checkpoints import RunCheckpoints
-from tnl_jax.training.steps import token_losses
+from tnl_jax.training.steps import _reduced_in, token_losses
 
 E4M3_MAX = float(jnp.finfo(jnp.float8_e4m3fn).max)
 
@@ -96,3 +97,15 @@ def test_tiny_model_trains_in_fp8_near_bf16_and_resumes_exactly(tmp_path, rng):
     assert float(resumed_stats["loss"]) == float(stats["loss"])
     for a, b in zip(jax.tree.leaves(continued["params"]), jax.tree.leaves(resumed["params"])):
         np.testing.assert_array_equal(a, b)
+
+
+def test_bf16_gradient_reduction_keeps_the_fp8_state_in_float32():
+    """grad_reduce_dtype=bfloat16 takes the gradient against bf16 copies of the weight
+    matrices; the scaling state's "gradient" is its next value and stays float32."""
+    cfg = ModelConfig(**{**SMALL_MODEL, "projection_dtype": "fp8"})
+    params = nnx.state(create_model(cfg, nnx.Rngs(0)), nnx.Param)
+    leaves = jax.tree_util.tree_leaves_with_path(_reduced_in("bfloat16", params))
+    assert sum(is_fp8_meta(path) for path, _ in leaves) > 0
+    for path, leaf in leaves:
+        matrix = leaf.ndim >= 2 and not is_fp8_meta(path)
+        assert leaf.dtype == (jnp.bfloat16 if matrix else jnp.float32), path
