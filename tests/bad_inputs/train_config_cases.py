@@ -277,7 +277,10 @@ def _write_latin1(root: Path, name: str) -> Path:
 EDGES = [
     key_row("optim.lr=0.1", "unknown config key 'optim.lr'", "nearest valid key: 'lr'"),
     key_row("mesh.data.x=1", "'mesh.data' is a value, not a group", "mesh.data=<value>"),
-    key_row("model.vocab_size=100", "pad_token_id=256", "vocab_size=100"),
+    key_row("model.vocab_size=100", "model.pad_token_id=256", "vocab_size=100"),
+    key_row("model.dtype=int8", "model.dtype='int8': expected the name of a floating-point"),
+    key_row("model.decoder_layers=0 model.vocab_size=-1", "model.vocab_size=-1",
+            "model.decoder_layers=0: expected an integer >= 1"),
     key_row("model.vocab_size=200 model.pad_token_id=null model.bos_token_id=null "
             "model.eos_token_id=null", "tokenizer 'bytes' has 259 ids",
             "expected model.vocab_size >= 259", "set model.vocab_size=259 or more"),

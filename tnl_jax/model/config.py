@@ -78,6 +78,11 @@ class ModelConfig:
         None, "fp8: the layers' projections in fp8 with delayed scaling (tnl_jax/model/fp8.py); "
               "null: in dtype")
 
+    @staticmethod
+    def field_problems(fields: dict[str, Any]) -> list[str]:
+        """Every problem of these field values, each ``key=value: expected ...``."""
+        return config_checks.problems(fields)
+
     def __post_init__(self) -> None:
         found = config_checks.problems(vars(self))
         if found:

@@ -198,6 +198,10 @@ def _with_values(obj: Any, values: dict[str, Any], prefix: str = "") -> Any:
                              f"'{prefix}{key}.{inner}'); set it as {prefix + key}=<value>")
         else:
             changes[key] = coerce(value, types_[key], prefix + key)
+    field_problems = getattr(type(obj), "field_problems", None)  # A group that checks itself.
+    found = field_problems({**vars(obj), **changes}) if field_problems and prefix else []
+    if found:  # Named by their dotted keys (model.dtype=...), as the other keys are.
+        raise ValueError("; ".join(prefix + problem for problem in found))
     return dataclasses.replace(obj, **changes)
 
 
