@@ -116,17 +116,17 @@ def damaged_converted(tmp: Path):
 
 def convert_onto(tmp: Path, target: str, overwrite: bool):
     """``export`` of the published checkpoint to ``tmp/<target>``: a run directory, a
-    converted one, a file, or the source itself."""
+    converted one, a file, a path through a file, or the source itself."""
     source = hf_dir(tmp)
     out = {"run": tmp / "run", "converted": tmp / "converted", "file": tmp / "file",
-           "source": source}[target]
+           "through": tmp / "file" / "out", "source": source}[target]
     if target == "run":
         (out / "checkpoints" / "4").mkdir(parents=True)
     elif target == "converted":
         (out / "model_config.json").parent.mkdir()
         (out / "model_config.json").write_text("{}")
-    elif target == "file":
-        out.write_text("x")
+    elif target in ("file", "through"):
+        (tmp / "file").write_text("x")
     export.export(source, out, overwrite=overwrite)
 
 
@@ -193,6 +193,10 @@ CASES = [
     BadInput("convert: --out is a file",
              in_a_tmp_dir(lambda tmp: convert_onto(tmp, "file", False)),
              kinds.WrongDirectoryKind, ("--out", "found a file, not a directory")),
+    BadInput("convert: --out through a file",
+             in_a_tmp_dir(lambda tmp: convert_onto(tmp, "through", False)),
+             kinds.WrongDirectoryKind, ("--out", "/file/out: passes through", "/file', which is "
+                                        "not a directory", "expected a new or empty directory")),
     BadInput("convert: --out is the source",
              in_a_tmp_dir(lambda tmp: convert_onto(tmp, "source", True)), ValueError,
              ("--out", "is, holds or lies inside the source")),

@@ -352,7 +352,7 @@ def convert_cases(s: Path) -> list[Case]:
         (s / "plain-file").write_text("mine")
         return src, s / "plain-file" / "out"
     converted("--out through a file", through_a_file, keep=lambda src, out: s / "plain-file",
-              says=("plain-file",))
+              says=("--out", "plain-file", "not a directory"))
 
     def round_trip():
         """run -> hf -> converted: the same logits as the run's model."""

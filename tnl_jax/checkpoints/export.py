@@ -22,6 +22,7 @@ from tnl_jax.checkpoints.hf_config import config_to_hf
 from tnl_jax.checkpoints.kinds import FOUND, WrongDirectoryKind, checkpoint_kind, directory_kind
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.language_model import LanguageModel
+from tnl_jax.path_checks import first_existing
 from tnl_jax.tokenizers import TOKENIZER_FILES
 
 WRITERS: dict[str, Callable[[LanguageModel, Path], None]] = {
@@ -36,12 +37,16 @@ def default_target(kind: str) -> str:
 
 def check_destination(out: Path, source: Path, overwrite: bool) -> None:
     """Refuses, before anything is read or written, a destination that is the source or
-    holds it, a file, or a non-empty directory (unless ``overwrite`` and it is a
+    holds it, a file or a path through one, or a non-empty directory (unless ``overwrite`` and it is a
     converted or Hugging Face directory)."""
     if out.resolve() == source.resolve() or out.resolve() in source.resolve().parents \
             or source.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out}: this is, holds or lies inside the source {source}; "
                          "write the conversion to another directory")
+    existing = first_existing(out.absolute())
+    if existing != out.absolute() and not existing.is_dir():
+        raise WrongDirectoryKind(f"--out {out}: passes through {str(existing)!r}, which is "
+                                 "not a directory: expected a new or empty directory")
     kind = directory_kind(out)
     if kind in ("missing", "empty"):
         return

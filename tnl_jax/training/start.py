@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator
 
 
 from tnl_jax.model.config_checks import needs_x64
+from tnl_jax.path_checks import first_existing
 from tnl_jax.tokenizers import TOKENIZER_FILES, Tokenizer, check_fits, get_tokenizer
 from tnl_jax.training.run_errors import StartError
 
@@ -28,13 +29,6 @@ if TYPE_CHECKING:
 
 METRICS_FILE = "metrics.jsonl"
 _SAID: set[tuple[str, Path]] = set()  # The tokenizer copies already announced.
-
-
-def _first_existing(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists (a dangling link counts as existing)."""
-    while not (path.exists() or path.is_symlink()) and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _writable(folder: Path) -> str | None:
@@ -54,7 +48,7 @@ def run_dir_problem(run_dir: str) -> str | None:
     from tnl_jax.checkpoints.run_dir import CHECKPOINTS_DIR  # Orbax: not for --help.
     path = Path(run_dir)
     key = f"run_dir={run_dir!r}"
-    existing = _first_existing(path)
+    existing = first_existing(path)
     if existing.is_symlink() and not existing.exists():
         place = "is" if existing == path else f"passes through {str(existing)!r},"
         return (f"{key} {place} a symbolic link to {os.readlink(existing)!r}, which does not "
@@ -160,7 +154,7 @@ def first_new_folder(run_dir: str) -> Path | None:
     """The topmost folder of ``run_dir``'s path that does not exist yet (the one a start
     creates, with everything below it); None when ``run_dir`` exists."""
     path = Path(run_dir).absolute()
-    existing = _first_existing(path)
+    existing = first_existing(path)
     if existing == path:
         return None
     while path.parent != existing:
