@@ -58,6 +58,15 @@ def data_cases(s: Path) -> list[Case]:
     data_run("an empty text file", lambda: write("empty.txt", b""))
     data_run("a one-byte text file (bos + 1 byte: one document)",
              lambda: write("one.txt", b"x"), expect="result")
+
+    def held_out_name():
+        """The one document of a corpus, named so that its path's hash is held out."""
+        from tnl_jax.data import sources
+        name = next(f"only{i}.txt" for i in range(10_000)
+                    if sources.held_out(f"{d / f'only{i}.txt'}:0", 0.02))
+        return write(name, b"one document of text\n" * 20)
+    data_run("a one-document corpus whose path hashes into eval_fraction", held_out_name,
+             expect="result")
     data_run("one 300 kB line with no newline", lambda: write("line.txt", b"ab" * 150_000),
              expect="result")
     data_run("a .npy of float64", lambda: npy("f.npy", np.arange(500.0)))
