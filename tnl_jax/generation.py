@@ -49,14 +49,22 @@ def left_pad(prompts: Sequence[Sequence[int]] | np.ndarray, pad_id: int):
     return ids, segment_ids, positions, lengths
 
 
+# Temperatures below float32's smallest normal number (1.2e-38) sample greedily: a
+# float32 temperature there is subnormal or 0, and any gap between logits divided by
+# it is -inf already, so sampling would pick the largest logit anyway.
+GREEDY_BELOW = float(np.finfo(np.float32).tiny)
+
+
 def sample_token(logits: jax.Array, key: jax.Array, temperature: float | jax.Array,
                  top_k: int | None, top_p: float | jax.Array | None) -> jax.Array:
-    """``(B, V)`` float32 logits -> ``(B,)`` token ids; a Python ``temperature=0`` is
-    greedy. ``top_k`` is static; ``temperature`` and ``top_p`` may be traced."""
+    """``(B, V)`` float32 logits -> ``(B,)`` token ids; a Python ``temperature`` below
+    ``GREEDY_BELOW`` (0 included) is greedy. ``top_k`` is static; ``temperature`` and
+    ``top_p`` may be traced. The logits are scaled as ``(logits - max) / temperature``,
+    which no small temperature can overflow."""
     check_top_k(top_k, logits.shape[-1])
-    if isinstance(temperature, (int, float)) and temperature == 0:
+    if isinstance(temperature, (int, float)) and temperature < GREEDY_BELOW:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits / temperature
+    logits = (logits - jnp.max(logits, axis=-1, keepdims=True)) / temperature
     if top_k is not None:
         kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
@@ -104,6 +112,7 @@ def _generate(graphdef, state, ids, segment_ids, positions, lengths, key, temper
     batch, width = ids.shape
     cache_size = width + max_new_tokens
     logits, caches = model.prefill(ids, segment_ids, positions, cache_size)
+    finite = jnp.all(jnp.isfinite(logits), axis=-1)  # (B,): checked by the caller
     slots = jnp.arange(cache_size)[None]
     first_slot = (width - lengths)[:, None]
     fill = 0 if eos_id is None else eos_id
@@ -147,7 +156,19 @@ def _generate(graphdef, state, ids, segment_ids, positions, lengths, key, temper
                                                 all_logits, done, decode_state))
         i, logits, _, tokens, all_logits, done, _ = carry
     _, tokens, all_logits, _ = emit(i, logits, key, tokens, all_logits, done)
-    return tokens, all_logits
+    return tokens, all_logits, finite
+
+
+def _check_finite_logits(finite: np.ndarray) -> None:
+    """The prompts' logits (the first new token's) hold no NaN or inf: else the model's
+    weights do, and sampling would give token 0 forever."""
+    bad = np.flatnonzero(~finite)
+    if bad.size:
+        raise ValueError(
+            f"generate: the model's logits after prompt {int(bad[0])} ({bad.size} of "
+            f"{finite.size} prompts) are not finite (NaN or inf): its weights hold NaN or "
+            "inf (a diverged run or a damaged checkpoint); check them with "
+            "jax.tree.map(lambda w: bool(jnp.isfinite(w).all()), nnx.state(model))")
 
 
 @functools.cache
@@ -167,13 +188,18 @@ def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperatu
       prompt_ids: ``(B, T)`` ints, or a list of token lists of different lengths
         (left-padded inside, see the module docstring); every id in ``[0, V)``.
       max_new_tokens: >= 0 (0 returns empty arrays).
-      temperature: >= 0, 0 means greedy. ``top_k`` (in ``[1, V]``) / ``top_p`` (in
-        ``(0, 1]``) filter before sampling.
+      temperature: >= 0; 0, and anything below ``GREEDY_BELOW`` (1.2e-38, where
+        sampling is greedy anyway), means greedy. ``top_k`` (in ``[1, V]``) / ``top_p``
+        (in ``(0, 1]``) filter before sampling.
+      max_new_tokens, temperature, top_k, top_p, seed, eos_id: Python, NumPy or JAX
+        scalars alike; the longest prompt and ``max_new_tokens`` fit int32 together.
       eos_id: a row stops at its first ``eos_id`` and is filled with it; the loop
         ends when every row has stopped.
 
     Every argument is checked before anything compiles (``generation_checks``):
-    ``TypeError`` for a wrong type, ``ValueError`` for a value out of range.
+    ``TypeError`` for a wrong type, ``ValueError`` for a value out of range. Logits
+    that are not finite after the prompts (a model with NaN weights) are a
+    ``ValueError`` naming the prompt, not a stream of token 0.
 
     Returns:
       ``tokens (B, max_new_tokens)`` int32 (new tokens only), or with
@@ -182,8 +208,18 @@ def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperatu
     """
     vocab = model.cfg.vocab_size
     rows = prompt_rows(prompt_ids, vocab)
-    check_sampling(vocab, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                   top_p=top_p, seed=seed, eos_id=eos_id, return_logits=return_logits)
+    arguments = check_sampling(
+        vocab, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+        top_p=top_p, seed=seed, eos_id=eos_id, return_logits=return_logits,
+        longest_prompt=max(len(row) for row in rows))
+    return _generate_checked(model, rows, **arguments)
+
+
+def _generate_checked(model: LanguageModel, rows: list[list[int]], *, max_new_tokens: int,
+                      temperature: float, top_k: int | None, top_p: float | None, seed: int,
+                      eos_id: int | None, return_logits: bool):
+    """``generate`` on checked arguments, Python numbers all."""
+    vocab = model.cfg.vocab_size
     if max_new_tokens == 0:
         tokens = jnp.zeros((len(rows), 0), jnp.int32)
         return (tokens, jnp.zeros((len(rows), 0, vocab), jnp.float32)) if return_logits else tokens
@@ -191,10 +227,12 @@ def generate(model: LanguageModel, prompt_ids, max_new_tokens: int, *, temperatu
     ids, segment_ids, positions, lengths = left_pad(rows, 0 if pad is None else pad)
     graphdef, state = nnx.split(model)
     run = _jitted_generate(tuple(sorted(compiler_options(len(rows)).items())))
-    tokens, logits = run(graphdef, state, ids, segment_ids, positions, lengths,
-                         jax.random.key(seed), jnp.float32(temperature),
-                         jnp.float32(1.0 if top_p is None else top_p),
-                         max_new_tokens=max_new_tokens, greedy=temperature == 0,
-                         top_k=top_k, eos_id=eos_id, return_logits=return_logits)
+    tokens, logits, finite = run(graphdef, state, ids, segment_ids, positions, lengths,
+                                 jax.random.key(seed), jnp.float32(temperature),
+                                 jnp.float32(1.0 if top_p is None else top_p),
+                                 max_new_tokens=max_new_tokens,
+                                 greedy=temperature < GREEDY_BELOW, top_k=top_k,
+                                 eos_id=eos_id, return_logits=return_logits)
+    _check_finite_logits(np.asarray(finite))
     return (tokens, logits) if return_logits else tokens
 

@@ -15,7 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from tnl_jax.range_checks import is_int
+from tnl_jax.range_checks import is_int, token_ids
 
 SEED_RANGE = (-2**63, 2**63)  # What jax.random.key takes.
 
@@ -27,6 +27,14 @@ def _is_real(value: Any) -> bool:
     dtype = getattr(value, "dtype", None)
     return (dtype is not None and getattr(value, "shape", None) == ()
             and (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)))
+
+
+def python_number(value: Any) -> Any:
+    """A NumPy or concrete 0-d JAX number as the Python number it holds (compared with
+    Python ints, a JAX int32 would overflow); anything else as it is."""
+    if _is_real(value) and not isinstance(value, (int, float)):
+        return value.item()
+    return value
 
 
 def _id_list(name: str, row: Any) -> list[int]:
@@ -67,12 +75,8 @@ def prompt_rows(prompt_ids: Any, vocab_size: int) -> list[list[int]]:
     for b, row in enumerate(rows):
         if not row:
             raise ValueError(f"prompt_ids[{b}] is empty: every prompt needs at least one token")
-        outside = [(t, token) for t, token in enumerate(row) if not 0 <= token < vocab_size]
-        if outside:
-            t, token = outside[0]
-            raise ValueError(f"prompt_ids[{b}][{t}]={token}: token ids must be in [0, "
-                             f"vocab_size={vocab_size}) ({len(outside)} of prompt {b}'s "
-                             f"{len(row)} ids are outside)")
+        for problem in token_ids(f"prompt_ids[{b}]", np.asarray(row), vocab_size):
+            raise ValueError(problem)
     return rows
 
 
@@ -100,13 +104,26 @@ def _check_number(name: str, value: Any, low: float, high: float, *, low_open: b
         raise ValueError(f"{name}={value!r}: expected a finite number {interval}{meaning}")
 
 
+# Positions and cache slots are int32: the longest prompt and the new tokens together
+# stay below this.
+MAX_POSITIONS = 2**31 - 1
+
+
 def check_sampling(vocab_size: int, *, max_new_tokens: Any, temperature: Any, top_k: Any,
-                   top_p: Any, seed: Any, eos_id: Any, return_logits: Any) -> None:
-    """Every argument of ``generate`` but the model and the prompts."""
+                   top_p: Any, seed: Any, eos_id: Any, return_logits: Any,
+                   longest_prompt: int = 0) -> dict[str, Any]:
+    """Every argument of ``generate`` but the model and the prompts (``longest_prompt``:
+    their longest length). Python, NumPy and concrete 0-d JAX numbers are accepted;
+    returns the arguments as Python numbers (what the compiled loop takes as static)."""
+    max_new_tokens, temperature, top_k, top_p, seed, eos_id = (
+        python_number(x) for x in (max_new_tokens, temperature, top_k, top_p, seed, eos_id))
     if not is_int(max_new_tokens):
         raise TypeError(f"max_new_tokens={max_new_tokens!r}: expected an integer >= 0")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens}: expected an integer >= 0")
+    limit = MAX_POSITIONS - longest_prompt
+    if not 0 <= max_new_tokens <= limit:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: expected an integer in [0, "
+                         f"{limit}] (the longest prompt's {longest_prompt} tokens and the "
+                         "new ones are counted in int32, at most 2**31 - 1)")
     _check_number("temperature", temperature, 0, math.inf, low_open=False,
                   meaning=" (0: greedy)")
     check_top_k(top_k, vocab_size)
@@ -123,5 +140,9 @@ def check_sampling(vocab_size: int, *, max_new_tokens: Any, temperature: Any, to
         if not 0 <= eos_id < vocab_size:
             raise ValueError(f"eos_id={eos_id}: expected None or a token id in [0, "
                              f"vocab_size={vocab_size})")
-    if not isinstance(return_logits, bool):
+    if not isinstance(return_logits, (bool, np.bool_)):
         raise TypeError(f"return_logits={return_logits!r}: expected True or False")
+    optional = lambda x, kind: None if x is None else kind(x)  # noqa: E731
+    return dict(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                top_k=optional(top_k, int), top_p=optional(top_p, float), seed=int(seed),
+                eos_id=optional(eos_id, int), return_logits=bool(return_logits))

@@ -7,6 +7,7 @@ import math
 from typing import Any, Iterable
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_int(value: Any) -> bool:
@@ -55,3 +56,15 @@ def one_of(key: str, value: Any, allowed: Iterable[Any], meaning: str = "") -> l
     if any(value is a or (isinstance(value, str) and value == a) for a in allowed):
         return []
     return [f"{key}={value!r}: expected one of {allowed}{meaning}"]
+
+
+def token_ids(key: str, ids: np.ndarray, vocab_size: int) -> list[str]:
+    """``[]`` when every id of the integer array ``ids`` is in ``[0, vocab_size)``, else
+    the one problem: the first id outside, by its index, and how many are."""
+    outside = (ids < 0) | (ids >= vocab_size)
+    if not outside.any():
+        return []
+    first = np.unravel_index(np.argmax(outside), ids.shape)
+    where = "".join(f"[{int(i)}]" for i in first)
+    return [f"{key}{where}={ids[first]}: token ids must be in [0, vocab_size={vocab_size}) "
+            f"({int(outside.sum())} of the {ids.size} ids of {key} are outside)"]

@@ -19,8 +19,14 @@ import jax.numpy as jnp
 
 from tnl_jax import ModelConfig
 from tnl_jax.model.counting import count_params
+from tnl_jax.training.metrics import device_peaks
 
-H200_SPEC_TBPS = 4.8  # HBM3e, NVIDIA's data sheet
+
+def spec_tbps(device_kind: str) -> float | None:
+    """The data-sheet memory bandwidth of a ``device_kind`` (tnl_jax's one table of
+    device peaks, ``metrics.DEVICE_PEAKS``), or None for a kind not in it."""
+    peaks = device_peaks(device_kind)
+    return None if peaks is None else peaks.memory_tbps
 
 
 def weight_bytes(cfg: ModelConfig) -> int:

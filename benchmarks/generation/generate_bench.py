@@ -1,7 +1,8 @@
 """Generation speed against the memory floor: prefill tokens/s, and decode ms/token at
 several batch sizes and contexts, for TNL and the softmax baseline of the same width
 and depth, each beside its floor (``decode_floor.py``: the bytes one step must move
-over the copy bandwidth measured here; the H200's 4.8 TB/s spec beside it).
+over the copy bandwidth measured here; beside it the device's data-sheet bandwidth from
+tnl_jax's one table of device peaks, ``metrics.DEVICE_PEAKS``).
 
 GPU (tnl-1b, random bf16 weights; ``--anchor llama`` first runs Hugging Face's Llama of
 the same shape in its own process, ``llama_anchor_torch.py``, and merges its rows):
@@ -45,7 +46,7 @@ from benchmarks.common.profiling import format_table, kernel_times
 from benchmarks.common.results_io import read_json, read_text
 from benchmarks.common.timing import (copy_bandwidth_tbps, is_out_of_memory, json_lines_of,
                                       module_command)
-from benchmarks.generation.decode_floor import decode_bytes, state_bytes
+from benchmarks.generation.decode_floor import decode_bytes, spec_tbps, state_bytes
 from tnl_jax import ModelConfig, create_model, generate, load_model_config
 from tnl_jax.generation import compiler_options, sample_token
 from tnl_jax.model.decode_layout import decode_layout, per_layer_caches
@@ -231,14 +232,17 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def write(rows: list[dict], copy_tbps: float, out: str | None, title: str) -> None:
-    from benchmarks.generation.generate_report import plot, table
-    text = table(rows, copy_tbps)
+def write(rows: list[dict], copy_tbps: float, out: str | None, title: str,
+          device_kind: str) -> None:
+    from benchmarks.generation.generate_report import add_floors, plot, table
+    spec = spec_tbps(device_kind)
+    text = table(add_floors(rows, copy_tbps, spec), copy_tbps, spec)
     print(text)
     if out:
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "generate_bench.json"), "w") as f:
-            json.dump({"copy_TBps": copy_tbps, "title": title, "rows": rows}, f, indent=1)
+            json.dump({"copy_TBps": copy_tbps, "title": title, "device_kind": device_kind,
+                       "rows": rows}, f, indent=1)
         with open(os.path.join(out, "generate_bench.md"), "w") as f:
             f.write(text + "\n")
         plot(rows, os.path.join(out, "generate_bench.png"), title)
@@ -248,9 +252,9 @@ def main() -> None:
     args = parse_args()
     if args.from_json:
         saved = read_json(args.from_json)  # Floors again: rows may be merged ones.
-        from benchmarks.generation.generate_report import add_floors
-        write(add_floors(saved["rows"], saved["copy_TBps"]), saved["copy_TBps"], args.out,
-              saved["title"])
+        # Files written before device_kind was kept name the device in the title.
+        kind = saved.get("device_kind") or saved["title"].rsplit(" one ", 1)[-1]
+        write(saved["rows"], saved["copy_TBps"], args.out, saved["title"], kind)
         return
     cfg = load_model_config(args.config)
     if args.small:
@@ -273,9 +277,8 @@ def main() -> None:
             _, batch, context = args.profile
             print_decode_profile(model, batch, context, args.steps, args.out)
         del model
-    from benchmarks.generation.generate_report import add_floors
     title = f"{args.config}{' (--small)' if args.small else ''}, {args.dtype}, one {device}"
-    write(add_floors(rows, copy_tbps), copy_tbps, args.out, title)
+    write(rows, copy_tbps, args.out, title, device)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,18 @@
 memory floor, so that the table says how far a step is from what the hardware allows."""
 from __future__ import annotations
 
-from benchmarks.generation.decode_floor import H200_SPEC_TBPS, floor_ms
+from benchmarks.generation.decode_floor import floor_ms
 
 
-def add_floors(rows: list[dict], copy_tbps: float) -> list[dict]:
+def add_floors(rows: list[dict], copy_tbps: float, spec_tbps: float | None) -> list[dict]:
     """Decode rows gain ``floor_ms`` (at the measured copy rate), ``floor_spec_ms`` (at
-    the H200's spec) and ``x_floor`` (time over the measured-rate floor)."""
+    the device's data-sheet bandwidth ``spec_tbps``, if known) and ``x_floor`` (time over
+    the measured-rate floor)."""
     for row in rows:
         if "bytes_per_step" in row:
             row["floor_ms"] = floor_ms(row["bytes_per_step"], copy_tbps)
-            row["floor_spec_ms"] = floor_ms(row["bytes_per_step"], H200_SPEC_TBPS)
+            if spec_tbps is not None:
+                row["floor_spec_ms"] = floor_ms(row["bytes_per_step"], spec_tbps)
             if "ms_per_token" in row:
                 row["x_floor"] = row["ms_per_token"] / row["floor_ms"]
     return rows
@@ -21,9 +23,10 @@ def _k(n: int) -> str:
     return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
-def table(rows: list[dict], copy_tbps: float) -> str:
+def table(rows: list[dict], copy_tbps: float, spec_tbps: float | None) -> str:
     """Prefill table (tokens/s), then decode table (ms/token, floor, ratio)."""
-    lines = [f"Copy bandwidth measured: {copy_tbps:.3g} TB/s (spec {H200_SPEC_TBPS} TB/s); "
+    spec = "no spec for this device" if spec_tbps is None else f"spec {spec_tbps} TB/s"
+    lines = [f"Copy bandwidth measured: {copy_tbps:.3g} TB/s ({spec}); "
              "floor = bytes per step / measured rate.", "",
              "| model | prefill tokens | ms | tokens/s |", "|---|---|---|---|"]
     by_setting = lambda r: (r["context"], r["batch"])  # models side by side per setting

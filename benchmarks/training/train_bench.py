@@ -13,7 +13,12 @@ by ``preset:arch:rows:remat[:tokens]``, e.g. ``tnl-1b:tnl:8192:none:32768``.
 ``--set`` gives every setting training-config overrides (``key=value``, comma-separated),
 e.g. ``--set model.scan_unroll=24,loss_kernel=fused``.
 ``--profile arch:rows`` also prints where one step's device time goes
-(``profiling.kernel_times``).
+(``profiling.kernel_times``). ``--anchor fla`` first trains FLA's RetNet and Transformer
+at the TNL and softmax settings' shapes in their own process (``training/fla_rows.py``)
+and adds a table of ours beside theirs, e.g. (about 8 minutes on an H100)
+
+    python -m benchmarks.training.train_bench --preset tnl-385m --archs tnl,softmax \\
+        --rows 2048,8192,32768 --tokens 32768 --remat projections --anchor fla --out $OUT
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import dataclasses
 import gc
 import json
 import os
+import shlex
 import time
 
 import jax
@@ -31,6 +37,7 @@ from benchmarks.common.bench_args import colon_fields, comma_list, positive_int
 from benchmarks.common.profiling import format_table, kernel_times
 from benchmarks.common.results_io import read_json
 from benchmarks.common.timing import is_out_of_memory
+from benchmarks.training import fla_rows
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.training import config as train_config
 from tnl_jax.training import metrics, sharding
@@ -196,13 +203,21 @@ def main() -> None:
                         type=colon_fields("arch:rows", ints=(1,)))
     parser.add_argument("--out", default=os.environ.get("OUT"))
     parser.add_argument("--from-json", help="only remake the table and plot of a saved run")
+    parser.add_argument("--anchor", choices=["fla"], help="also train FLA's RetNet, Transformer")
+    parser.add_argument("--anchor-args", default="",
+                        help="more fla_anchor_torch.py arguments, e.g. '--no-compile'")
     args = parser.parse_args()
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
     if args.from_json:
         rows = read_json(args.from_json)
         print(table(rows))
         if args.out:
             plot(rows, os.path.join(args.out, "train_bench.png"))
         return
+    anchors = fla_rows.anchor_rows(  # Before JAX takes the GPU.
+        parse_settings(args), max(args.warmup, 3), args.steps,
+        shlex.split(args.anchor_args)) if args.anchor else []
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
     rows = []
     for s in parse_settings(args):
@@ -218,6 +233,8 @@ def main() -> None:
             f.write(text + "\n")
         plot(rows, os.path.join(args.out, "train_bench.png"))
     print(text)
+    if anchors:
+        fla_rows.write_peer_table(rows, anchors, args.out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@ import jax.numpy as jnp
 # that λ^0 is exp(-γ·0) = 1, not exp(-inf·0) = NaN; their gradient is then 0, exactly.
 MAX_DECAY = 1e4
 
+# A float32 tile that becomes a float16 matmul operand is scaled into this range first
+# (``float16_scale``): float16's largest value is 65504, the limit leaves room for rounding.
+FLOAT16_LIMIT = 2.0 ** 15
+FLOAT32_MAX = float(jnp.finfo(jnp.float32).max)
+
 
 def finite_decay(gamma: jax.Array) -> jax.Array:
     """``γ`` with ``+inf`` (and anything beyond ``MAX_DECAY``) as ``MAX_DECAY``."""
@@ -136,13 +141,46 @@ def split16(x: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
     return high, (x - high.astype(jnp.float32)).astype(dtype)
 
 
+def float16_scale(x: jax.Array, axis: int, dtype) -> jax.Array | None:
+    """For a float32 tile ``x`` that becomes a ``dtype`` operand: where ``dtype`` is
+    float16 (largest value 65504), the scale ``>= 1`` of each row (``axis=1``) or column
+    (``axis=0``) that brings it within ``±FLOAT16_LIMIT``; ``x / scale`` is the operand
+    and the product is multiplied back in float32, so that a score or state beyond
+    float16's range never overflows the output (flash attention keeps its scores in
+    float32 likewise). 1 where nothing overflows: the product is then unchanged. None
+    for bfloat16 and float32, which hold float32's range. An infinite entry gets the
+    largest scale and stays infinite."""
+    if jnp.dtype(dtype) != jnp.float16:
+        return None
+    largest = jnp.max(jnp.abs(x), axis=axis)
+    return jnp.clip(largest * (1.0 / FLOAT16_LIMIT), 1.0, FLOAT32_MAX / FLOAT16_LIMIT)
+
+
+def tile_product(tile: jax.Array, y: jax.Array) -> jax.Array:
+    """``tile @ y`` in float32 for a float32 tile (scores, ``dO Vᵀ``) and a row operand
+    ``y``: the tile rounded to ``y``'s dtype, each row scaled into float16's range first
+    where that is float16 (``float16_scale``)."""
+    scale = float16_scale(tile, 1, y.dtype)
+    if scale is None:
+        return dot(tile.astype(y.dtype), y)
+    return dot((tile / scale[:, None]).astype(y.dtype), y) * scale[:, None]
+
+
 def state_product(rows: jax.Array, state: jax.Array, precise: bool) -> jax.Array:
     """``rows @ state`` in float32, the float32 state rounded to the rows' dtype for the
-    matmul, or with ``precise`` split in two (``split16``)."""
-    if not precise or rows.dtype == jnp.float32:
-        return dot(rows, state.astype(rows.dtype))
-    high, low = split16(state, rows.dtype)
-    return dot(rows, high) + dot(rows, low)
+    matmul, or with ``precise`` split in two (``split16``); for float16 rows each column
+    of the state scaled into float16's range first (``float16_scale``)."""
+    if rows.dtype == jnp.float32:
+        return dot(rows, state)
+    scale = float16_scale(state, 0, rows.dtype)
+    if scale is not None:
+        state = state / scale[None, :]
+    if precise:
+        high, low = split16(state, rows.dtype)
+        product = dot(rows, high) + dot(rows, low)
+    else:
+        product = dot(rows, state.astype(rows.dtype))
+    return product if scale is None else product * scale[None, :]
 
 
 def decayed_outer(x: jax.Array, weights: jax.Array, y: jax.Array, precise: bool) -> jax.Array:

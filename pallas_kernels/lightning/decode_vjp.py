@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from pallas_kernels.lightning import tuning, xla_backend
 from pallas_kernels.lightning.triton import decode_step
+from pallas_kernels.lightning.validation import reverse_mode_only
 
 
 def _padded(x: jax.Array, *widths: int) -> jax.Array:
@@ -25,6 +26,8 @@ def _padded(x: jax.Array, *widths: int) -> jax.Array:
 
 
 def _kernel_step(q, k, v, decay, state, interpret: bool):
+    q, k, v, decay, state = reverse_mode_only("interpret" if interpret else "pallas",
+                                              (q, k, v, decay, state))
     dk, dv = q.shape[-1], v.shape[-1]
     dk_pad, dv_pad = tuning.padded_head_dim(dk), tuning.padded_head_dim(dv)
     lam = jnp.exp(-decay.astype(jnp.float32))

@@ -21,6 +21,7 @@ from pallas_kernels.lightning.chunk_math import finite_decay
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.layout import WalkLayout
 from pallas_kernels.lightning.manual_axes import summed_like, varying_axes
+from pallas_kernels.lightning.validation import reverse_mode_only
 
 
 # The ``checkpoint_name`` of the states entering the sequence splits, a residual of the
@@ -36,6 +37,10 @@ class _Static:
     config: KernelConfig             # with the decay fixed
     decay_grad_config: KernelConfig  # the backward's, for the decay gradient too
     interpret: bool
+
+    @property
+    def backend(self) -> str:
+        return "interpret" if self.interpret else "pallas"
 
     @property
     def kwargs(self) -> dict:
@@ -111,6 +116,7 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
 
 def _forward(q, k, v, gamma, run, s0, static: _Static):
     """``(o, final state, the state entering each split, entry runs)``."""
+    q, k, v, gamma, s0 = reverse_mode_only(static.backend, (q, k, v, gamma, s0))
     layout = static.layout
     entry_run = splits.entry_runs(run, layout)
     if layout.splits == 1:
@@ -172,8 +178,9 @@ def _key_gradients(res: _Residuals, do, exit_dstates, config: KernelConfig,
 
 
 def _attention_bwd(static: _Static, res: _Residuals, cotangents):
+    res, (do, dfinal) = reverse_mode_only(
+        static.backend, (res, tuple(_materialized(x) for x in cotangents)))
     q, k, gamma, run = res.q, res.k, res.gamma, res.run
-    do, dfinal = (_materialized(x) for x in cotangents)
     do = do.astype(q.dtype)
     layout, decay_grad = static.layout, res.decay_grad
     config = static.decay_grad_config if decay_grad else static.config

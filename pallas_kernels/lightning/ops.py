@@ -41,15 +41,24 @@ def lightning_attention(
 
     Args:
       q, k: ``(batch, seq, heads, dk)``; v: ``(batch, seq, heads, dv)``. Any ``seq``.
-        No scaling is applied to ``q``.
+        No scaling is applied to ``q``. One dtype: float16, bfloat16, float32 or
+        float64 (others, float8 included, are refused). The ``xla`` backend computes in
+        float32, float64 for float64 inputs; the kernels compute in float32 for every
+        dtype (float32 accumulation and state, 16-bit operands; float16 score and
+        state tiles scaled into float16's range, so a score beyond 65504 does not
+        overflow an output that does not).
       decay: ``(heads,)`` floats in ``[0, +inf]``; 0 means no decay, ``+inf`` that each
-        token sees only itself (λ = 0).
+        token sees only itself (λ = 0). A negative decay is an error when its values
+        are known (not traced); a traced one (under ``jax.jit``) is taken as 0, so the
+        output stays finite (``checks=True`` reports it).
       segment_ids: optional ``(batch, seq)`` ints; each contiguous run is a separate
         document: tokens see only their own run and the state resets at its start.
       initial_state: optional ``(batch, heads, dk, dv)`` state that continues the first
         run of each row (chunked prefill, state passing).
-      return_final_state: (bool) also return the float32 state at the end of each row.
-      chunk_size: power of two >= 16; ``None`` takes the backend's tuned value.
+      return_final_state: (bool) also return the float32 state at the end of each row
+        (float64 on the ``xla`` backend for float64 inputs).
+      chunk_size: power of two >= 16; ``None`` takes the backend's tuned value. On
+        ``xla`` a chunk longer than the sequence is cut to the sequence's length.
       backend: ``"pallas"`` (GPU), ``"interpret"`` (the same kernels, interpreted, any
         platform), ``"xla"`` (pure-jnp chunked form), or ``None``: pallas on GPU, xla
         elsewhere. A backend never falls back to another.
@@ -74,6 +83,13 @@ def lightning_attention(
       ``o`` ``(batch, seq, heads, dv)`` in ``q.dtype``, or ``(o, final_state)``. No
       tokens or no rows: empty ``o``, the final state ``initial_state`` or zeros.
 
+    Autodiff: every backend differentiates in reverse mode (``jax.grad``, ``jax.vjp``),
+    the decay and the initial state included. Forward mode (``jax.jvp``, ``jax.jacfwd``)
+    and so ``jax.hessian`` need ``backend="xla"``: the kernels are a ``jax.custom_vjp``,
+    and forward mode reaching them raises ``NotImplementedError`` naming the backend
+    (``jax.jvp`` straight of a ``jax.jit``-ed caller: jax's own ``TypeError`` that a
+    custom_vjp function has no forward mode).
+
     Non-finite inputs (docs/DESIGN.md): masks select, so an inf or NaN in ``q_t``,
     ``k_t`` or the initial state reaches only the outputs that depend on it; one in
     ``v_t`` also every output of its chunk (a matrix product: ``0 · inf``).
@@ -83,9 +99,11 @@ def lightning_attention(
         flags=dict(return_final_state=return_final_state, checks=checks),
         chunk_size=chunk_size, backend=backend, kernel_config=kernel_config,
         context_axis=context_axis, shard_axes=shard_axes)
+    arrays = dict(q=q, k=k, v=v, initial_state=initial_state)
+    validation.check_reverse_mode_only("lightning_attention", backend,
+                                       dict(arrays, decay=decay))
     if checks:
-        value_checks.check_values("lightning_attention", dict(
-            q=q, k=k, v=v, initial_state=initial_state), decay)
+        value_checks.check_values("lightning_attention", arrays, decay)
     if initial_state is not None:
         initial_state = initial_state.astype(jnp.promote_types(initial_state.dtype, jnp.float32))
     if 0 in q.shape or 0 in v.shape:
@@ -93,11 +111,19 @@ def lightning_attention(
     else:
         attend = functools.partial(attend_on_device, chunk_size=chunk_size, backend=backend,
                                    kernel_config=kernel_config)
-        o, final = _partitioned(attend, q, k, v,
-                                decay.astype(jnp.promote_types(decay.dtype, jnp.float32)),
-                                segment_ids, initial_state, context_axis, shard_axes,
+        o, final = _partitioned(attend, q, k, v, non_negative(decay), segment_ids,
+                                initial_state, context_axis, shard_axes,
                                 typed=backend != "interpret")
     return (o, final) if return_final_state else o
+
+
+def non_negative(decay: jax.Array) -> jax.Array:
+    """``decay`` in at least float32, a negative value (λ > 1, which grows without
+    bound) taken as 0. Concrete decays were checked already (validation.check_decay);
+    this is the always-on guard for traced ones, whose values no check sees unless
+    ``checks=True``. Its gradient is that of ``decay`` where ``decay >= 0``, 0 below."""
+    decay = decay.astype(jnp.promote_types(decay.dtype, jnp.float32))
+    return jnp.where(decay < 0, jnp.zeros((), decay.dtype), decay)
 
 
 def _partitioned(attend, q, k, v, decay, segment_ids, initial_state, context_axis,
@@ -147,8 +173,9 @@ def lightning_attention_step(
 
     Args:
       q, k: ``(batch, heads, dk)``; v: ``(batch, heads, dv)``; decay: ``(heads,)``
-        in ``[0, +inf]``; state: ``(batch, heads, dk, dv)`` float32 (the prefill's
-        final state). checks: as for :func:`lightning_attention`.
+        in ``[0, +inf]`` (as for :func:`lightning_attention`); state:
+        ``(batch, heads, dk, dv)`` float32 (the prefill's final state). checks, and
+        forward-mode autodiff (``"xla"`` only): as for :func:`lightning_attention`.
       backend: ``"xla"`` (also ``None``): jnp, which XLA compiles to one fusion that
         reads and writes the state once, with q, k and v's producers fused in;
         ``"pallas"``: one Triton kernel doing the same (decode_vjp.py), ``"interpret"``:
@@ -165,9 +192,12 @@ def lightning_attention_step(
     batch, heads, dk = q.shape
     validation.check_decay(decay, heads)
     validation.check_state("state", state, batch, heads, dk, v.shape[-1])
+    arrays = dict(q=q, k=k, v=v, state=state)
+    validation.check_reverse_mode_only("lightning_attention_step", backend,
+                                       dict(arrays, decay=decay))
     if checks:
-        value_checks.check_values("lightning_attention_step",
-                                  dict(q=q, k=k, v=v, state=state), decay)
+        value_checks.check_values("lightning_attention_step", arrays, decay)
+    decay = non_negative(decay)
     if backend == "xla" or 0 in q.shape or 0 in v.shape:  # Empty: nothing to launch.
         return xla_backend.step(q, k, v, decay, state)
     return decode_vjp.kernel_step(q, k, v, decay, state, backend == "interpret")

@@ -5,6 +5,7 @@ of traced arrays cannot be checked here: ``checks=True`` adds them under
 from __future__ import annotations
 
 import difflib
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +23,17 @@ def _shape(name: str, x) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
+SUPPORTED_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
 def _floating(name: str, x) -> None:
+    """One of ``SUPPORTED_DTYPES`` (float64 with ``jax_enable_x64``); float8 and other
+    floats are refused here, before anything is traced."""
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if jnp.dtype(x.dtype).name not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has dtype {x.dtype}, which the op does not support; "
+                        f"supported: {', '.join(SUPPORTED_DTYPES)}")
 
 
 def _concrete(x) -> np.ndarray | None:
@@ -52,6 +61,43 @@ def check_arguments(q, k, v, decay, *, segment_ids, initial_state, flags: dict,
     check_kernel_config(kernel_config, backend, chunk_size)
     check_shard_args(context_axis, shard_axes)
     return backend
+
+
+def _forward_mode_error(op: str, what: str, backend: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{op}: forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian) of {what} reached "
+        f"backend={backend!r}, whose kernels have a reverse-mode rule only (jax.custom_vjp); "
+        "use backend='xla', which supports every JAX transformation")
+
+
+def check_reverse_mode_only(op: str, backend: str, arrays: dict) -> None:
+    """The kernels differentiate in reverse mode only (``jax.custom_vjp``): forward mode
+    (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) reaching them is refused by name,
+    with the backend that supports it. Seen here, at the op's entry, from the tracers of
+    ``arrays`` (name -> array or None); behind a ``jax.jit`` the kernels' own guard
+    (``reverse_mode_only``) says the same, or jax's error that a custom_vjp function
+    has no forward mode."""
+    if backend == "xla":
+        return
+    for name, x in arrays.items():
+        while isinstance(x, jax.core.Tracer):
+            if type(x).__name__ == "JVPTracer":
+                raise _forward_mode_error(op, name, backend)
+            x = getattr(x, "primal", getattr(x, "val", None))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def reverse_mode_only(backend: str, arrays):
+    """The identity on ``arrays``, for the kernels' inputs: forward mode through it (a
+    ``jax.jvp`` of a traced program that holds the kernels, as ``jax.hessian`` of a
+    jitted function makes) raises the error naming ``backend='xla'``, not Pallas's
+    bare ``AssertionError``."""
+    return arrays
+
+
+@reverse_mode_only.defjvp
+def _reverse_mode_only_jvp(backend, primals, tangents):
+    raise _forward_mode_error("pallas_kernels.lightning", "the kernels' inputs", backend)
 
 
 def check_flag(name: str, value) -> None:

@@ -5,7 +5,7 @@ chunk_math.py; and the decode step.
 Every decay factor is ``exp(-γ·n)`` with ``n >= 0``: no inverse powers, so ``γ`` up to
 ~8 (and beyond) never overflows. Factors and masks select (``chunk_math.weighted``), as
 in the kernels. Inputs as in reference.py; computes in float32, or float64 for float64
-inputs, and returns ``o`` in ``q.dtype``.
+inputs (its final state float64 too), and returns ``o`` in ``q.dtype``.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def with_defaults(q, v, run_ids, initial_state, dtype):
 def chunked(q, k, v, decay, *, run_ids=None, initial_state=None, chunk_size=64):
     """Lightning Attention-2 chunked form, a ``lax.scan`` over chunks.
 
+    ``chunk_size`` beyond the sequence's length is cut to it (one chunk, no padding).
     Per chunk ``j`` of valid length ``ℓ`` (``C`` except maybe the last):
     ``O = ((Q Kᵀ) ⊙ M) V + diag(λ^(a+1)) Q S`` and
     ``S' = λ^ℓ S + (diag(λ^(ℓ-1-b)) K)ᵀ V``, with runs masking every term.
@@ -42,7 +43,7 @@ def chunked(q, k, v, decay, *, run_ids=None, initial_state=None, chunk_size=64):
     run_ids, s0 = with_defaults(q, v, run_ids, initial_state, dtype)
     batch, seq, heads, dk = q.shape
     dv = v.shape[-1]
-    c = chunk_size
+    c = max(1, min(chunk_size, seq))  # a chunk longer than the sequence only pads it
     n_chunks = -(-seq // c)
     pad = n_chunks * c - seq
 

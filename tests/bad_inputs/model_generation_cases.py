@@ -112,6 +112,8 @@ MODEL_ROWS = [
              ValueError, ("attention_backend='cuda'", "None, 'pallas'")),
     BadInput("model: chunk_size not a power of two", lambda: ModelConfig(chunk_size=48),
              ValueError, ("chunk_size=48", "power of two >= 16")),
+    BadInput("model: projection_dtype not fp8", lambda: ModelConfig(projection_dtype="fp16"),
+             ValueError, ("projection_dtype='fp16'", "None, 'fp8'")),
     BadInput("model: integer dtype", lambda: ModelConfig(dtype="int32"), ValueError,
              ("dtype='int32'", "floating-point")),
     BadInput("model: misspelt param_dtype", lambda: ModelConfig(param_dtype="float33"),
@@ -185,6 +187,46 @@ HF_ROWS = [
              (converted.CONFIG_FILE, "top level must be a JSON object")),
 ]
 
+def calling(input_ids=None, **arguments):
+    """The model's call (abstract weights: the checks come first) on fresh random ids."""
+    def call():
+        ids = prompts(5, 5) if input_ids is None else input_ids
+        return abstract_model()(np.asarray(ids, np.int32) if isinstance(ids, list) else ids,
+                                **arguments)
+    return call
+
+
+def ids_with(index, value):
+    ids = np.asarray(prompts(5, 5), np.int32)
+    ids[index] = value
+    return ids
+
+
+CALL_ROWS = [
+    BadInput("model call: input id = vocab_size", calling(ids_with((1, 2), VOCAB)), ValueError,
+             (f"input_ids[1][2]={VOCAB}", f"[0, vocab_size={VOCAB})")),
+    BadInput("model call: negative input id", calling(ids_with((0, 4), -1)), ValueError,
+             ("input_ids[0][4]=-1", "token ids must be in")),
+    BadInput("model call: float input_ids",
+             calling(np.random.default_rng(0).uniform(0, VOCAB, (2, 5)).astype(np.float32)),
+             TypeError, ("input_ids has dtype float32", "integer")),
+    BadInput("model call: 1-D input_ids", calling(np.arange(5, dtype=np.int32)), ValueError,
+             ("input_ids has shape (5,)", "(batch, tokens)")),
+    BadInput("model call: input_ids a list", lambda: abstract_model()([[1, 2, 3]]), TypeError,
+             ("input_ids is a list", "integer array")),
+    BadInput("model call: segment_ids of another length",
+             calling(segment_ids=np.zeros((2, 6), np.int32)), ValueError,
+             ("segment_ids has shape (2, 6)", "input_ids' shape (2, 5)")),
+    BadInput("model call: positions of another batch",
+             calling(positions=np.zeros((1, 5), np.int32)), ValueError,
+             ("positions has shape (1, 5)", "(2, 5)")),
+    BadInput("model call: float segment_ids", calling(segment_ids=np.zeros((2, 5), np.float32)),
+             TypeError, "segment_ids has dtype float32"),
+    BadInput("model call: hidden_states with an id past the vocabulary",
+             lambda: abstract_model().hidden_states(ids_with((1, 0), VOCAB + 7)), ValueError,
+             f"input_ids[1][0]={VOCAB + 7}"),
+]
+
 GENERATE_ROWS = [
     BadInput("generate: prompt id = vocab_size", generating(bad_id_prompt()), ValueError,
              ("prompt_ids[1][2]=61", f"[0, vocab_size={VOCAB})")),
@@ -203,7 +245,14 @@ GENERATE_ROWS = [
     BadInput("generate: 3-D prompt array", generating(np.ones((2, 3, 4), np.int32)), ValueError,
              "prompt_ids has shape (2, 3, 4)"),
     BadInput("generate: max_new_tokens=-1", generating(max_new_tokens=-1), ValueError,
-             "max_new_tokens=-1: expected an integer >= 0"),
+             "max_new_tokens=-1: expected an integer in [0, "),
+    BadInput("generate: max_new_tokens=2**31", generating(max_new_tokens=2**31), ValueError,
+             ("max_new_tokens=2147483648", "expected an integer in [0, 2147483642]",
+              "int32")),
+    BadInput("generate: max_new_tokens as a 1-element array",
+             generating(max_new_tokens=np.array([4])), TypeError, "max_new_tokens=array([4])"),
+    BadInput("generate: temperature as a 2-element array",
+             generating(temperature=np.array([0.5, 1.0])), TypeError, "temperature=array("),
     BadInput("generate: max_new_tokens=2.5", generating(max_new_tokens=2.5), TypeError,
              "max_new_tokens=2.5"),
     BadInput("generate: negative temperature", generating(temperature=-0.5), ValueError,
@@ -238,4 +287,4 @@ GENERATE_ROWS = [
              ("tokenizer 'bytes' has 259 ids", "the model's vocab_size is 96")),
 ]
 
-CASES = MODEL_ROWS + HF_ROWS + GENERATE_ROWS
+CASES = MODEL_ROWS + HF_ROWS + CALL_ROWS + GENERATE_ROWS

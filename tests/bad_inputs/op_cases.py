@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -73,6 +74,11 @@ ARRAYS = [
         TypeError, "q, k and v must share one dtype", "k bfloat16"),
     row("v float16 beside float32 q and k", op(v=lambda: rand(B, T, H, DV, dtype=np.float16)),
         TypeError, "q, k and v must share one dtype", "v float16"),
+    row("q, k, v float8", op(**{name: (lambda n=n: rand(B, T, H, n).astype(jnp.float8_e4m3fn))
+                                for name, n in (("q", DK), ("k", DK), ("v", DV))}),
+        TypeError, "q has dtype float8_e4m3fn", "supported: float16, bfloat16, float32, float64"),
+    row("decay float8", op(decay=lambda: np.full((H,), 0.5, jnp.float8_e5m2)), TypeError,
+        "decay has dtype float8_e5m2", "supported: float16"),
     row("decay of shape (H, 1)", op(decay=lambda: rand(H, 1)), ValueError,
         "decay must have shape (heads,) = (3,)", "(3, 1)"),
     row("decay a scalar", op(decay=np.float32(0.1)), ValueError, "decay must have shape"),
@@ -202,6 +208,8 @@ STEP = [
         "decay must not contain NaN"),
     row("step: v bfloat16 beside float32", step(v=lambda: rand(B, H, DV, dtype=jnp.bfloat16)),
         TypeError, "q, k and v must share one dtype"),
+    row("step: state float8", step(state=lambda: rand(B, H, DK, DV).astype(jnp.float8_e4m3fn)),
+        TypeError, "state has dtype float8_e4m3fn", "supported:"),
     row("step: checks=1", step(checks=1), TypeError, "checks must be a bool"),
     row("step: backend misspelt", step(backend="palas"), ValueError, "backend must be one of",
         "did you mean 'pallas'?"),
@@ -209,4 +217,35 @@ STEP = [
         "backend='pallas' needs a GPU", "use backend='interpret'"),
 ]
 
-CASES = ARRAYS + FLAGS_AND_OPTIONS + LAUNCHES + SHARDING + STEP
+
+def forward_mode(function, **changes):
+    """``jax.jvp`` of ``function`` (``op`` or ``step``'s call, ``q`` the variable) on the
+    ``interpret`` backend."""
+    def call():
+        q = rand(B, T, H, DK) if function is op else rand(B, H, DK)
+        return jax.jvp(lambda x: function(q=x, backend="interpret", **changes)(), (q,),
+                       (rand(*q.shape),))
+    return call
+
+
+AUTODIFF = [
+    row("jax.jvp on the interpret backend", forward_mode(op), NotImplementedError,
+        "forward-mode autodiff", "backend='interpret'", "use backend='xla'"),
+    row("jax.jvp of the step on the interpret backend", forward_mode(step),
+        NotImplementedError, "lightning_attention_step: forward-mode", "backend='xla'"),
+    row("jax.hessian on the interpret backend",
+        lambda: jax.hessian(lambda d: op(decay=d, backend="interpret")().sum())(
+            np.full((H,), 0.3, np.float32)),
+        NotImplementedError, "of decay reached backend='interpret'", "use backend='xla'"),
+    row("jax.hessian of a jitted function on the interpret backend",
+        lambda: jax.hessian(jax.jit(lambda d: op(decay=d, backend="interpret")().sum()))(
+            np.full((H,), 0.3, np.float32)),
+        NotImplementedError, "of the kernels' inputs reached backend='interpret'",
+        "use backend='xla'"),
+    row("jax.hessian of a jitted decode step on the interpret backend",
+        lambda: jax.hessian(jax.jit(lambda d: step(decay=d, backend="interpret")()[0].sum()))(
+            np.full((H,), 0.3, np.float32)),
+        NotImplementedError, "reached backend='interpret'", "use backend='xla'"),
+]
+
+CASES = ARRAYS + FLAGS_AND_OPTIONS + LAUNCHES + SHARDING + STEP + AUTODIFF

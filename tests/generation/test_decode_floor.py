@@ -6,7 +6,9 @@ import jax
 import pytest
 from flax import nnx
 
-from benchmarks.generation.decode_floor import decode_bytes, floor_ms, state_bytes, weight_bytes
+from benchmarks.generation.decode_floor import (decode_bytes, floor_ms, spec_tbps, state_bytes,
+                                                 weight_bytes)
+from benchmarks.generation.generate_report import add_floors
 from tests.conftest import SMALL_MODEL
 from tnl_jax import ModelConfig, create_model
 
@@ -40,3 +42,17 @@ def test_softmax_layers_read_their_cache_at_context(architecture):
 
 def test_floor_ms():
     assert floor_ms(4_800_000_000, 4.8) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind,tbps", [("NVIDIA H100 80GB HBM3", 3.35), ("NVIDIA H200", 4.8),
+                                       ("NVIDIA H100 PCIe", 2.0), ("cpu", None)])
+def test_the_spec_floor_is_the_devices_own(kind, tbps):
+    """The spec floor reads the bandwidth of the device the rows ran on, from the one
+    table of device peaks (tnl_jax.training.metrics), not the H200's on every device."""
+    assert spec_tbps(kind) == tbps
+    rows = add_floors([{"bytes_per_step": 3 * 10**9, "ms_per_token": 2.0}], 2.5, spec_tbps(kind))
+    assert rows[0]["floor_ms"] == pytest.approx(1.2)
+    if tbps is None:
+        assert "floor_spec_ms" not in rows[0]
+    else:
+        assert rows[0]["floor_spec_ms"] == pytest.approx(3.0 / tbps)

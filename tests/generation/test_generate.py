@@ -119,3 +119,33 @@ def test_compiler_options_choose_cublas_from_8_rows_on_a_gpu(monkeypatch):
     assert options == {"xla_gpu_enable_triton_gemm": False}
     # XLA knows the option on every platform: it compiles here too.
     assert float(jax.jit(lambda x: x @ x, compiler_options=options)(jnp.eye(2)).sum()) == 2.0
+
+
+def test_tiny_temperatures_are_greedy_and_scalars_of_any_type(tnl_model, rng):
+    """Temperatures too small for float32 (1e-40, 5e-324) or whose scaled logits would
+    overflow (1e-30) sample the greedy tokens; NumPy and JAX scalars are taken as the
+    Python numbers they hold (the same tokens)."""
+    prompts = [list(rng.integers(1, VOCAB, 8))]
+    greedy = np.asarray(generate(tnl_model, prompts, 8, temperature=0))
+    for temperature in (1e-40, 5e-324, 1e-30, np.float64(1e-45), jnp.float32(0)):
+        np.testing.assert_array_equal(
+            generate(tnl_model, prompts, 8, temperature=temperature), greedy)
+    sampled = np.asarray(generate(tnl_model, prompts, 8, temperature=1.5, seed=3))
+    np.testing.assert_array_equal(
+        generate(tnl_model, prompts, np.int64(8), temperature=np.float32(1.5),
+                 seed=jnp.int32(3), top_p=jnp.float32(1.0)), sampled)
+    np.testing.assert_array_equal(
+        generate(tnl_model, prompts, jnp.int32(8), top_k=jnp.int32(1), seed=np.uint8(5)),
+        greedy)
+
+
+def test_nan_weights_are_named_not_sampled(small_model, rng):
+    """A model whose weights are NaN gives NaN logits after the prompts: an error
+    naming it, not token 0 forever."""
+    model = small_model(0)
+    nnx.update(model, jax.tree.map(lambda x: jnp.full_like(x, jnp.nan),
+                                   nnx.state(model, nnx.Param)))
+    prompts = [list(rng.integers(1, VOCAB, n)) for n in (6, 2)]
+    with pytest.raises(ValueError, match=r"logits after prompt 0 \(2 of 2 prompts\) are not "
+                                         r"finite .* weights hold NaN"):
+        generate(model, prompts, 1, temperature=0)

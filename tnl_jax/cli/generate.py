@@ -64,12 +64,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         prompt_rows([prompt], cfg.vocab_size)  # Raises for an id the model cannot embed.
         check_sampling(cfg.vocab_size, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                       seed=args.seed, eos_id=tokenizer.eos_id, return_logits=False)
+                       seed=args.seed, eos_id=tokenizer.eos_id, return_logits=False,
+                       longest_prompt=len(prompt))
         model = loader.load_model(args.checkpoint, dtype=jnp.dtype(args.dtype))
     except (ValueError, TypeError, FileNotFoundError) as error:
         parser.exit(2, f"tnl-generate: error: {error}\n")
-    tokens = generate(model, [prompt], args.max_new_tokens, temperature=args.temperature,
-                      top_k=args.top_k, top_p=args.top_p, seed=args.seed, eos_id=tokenizer.eos_id)
+    try:  # The model's weights are seen only when it runs: NaN logits are named here.
+        tokens = generate(model, [prompt], args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                          eos_id=tokenizer.eos_id)
+    except ValueError as error:
+        parser.exit(2, f"tnl-generate: error: {error}\n")
     print(args.prompt + tokenizer.decode([int(t) for t in np.asarray(tokens)[0]]))
 
 

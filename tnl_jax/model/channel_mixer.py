@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tnl_jax.model.fp8 import fp8_scalings, project
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.remat import MLP_PROJECTION, name_projection
 from tnl_jax.partitioning import constrain
@@ -19,14 +20,16 @@ ACTIVATIONS = {None: lambda gate: gate, "silu": jax.nn.silu}
 
 
 def sglu(x: jax.Array, w1: jax.Array, w2: jax.Array, w3: jax.Array,
-         activation: str | None = None) -> jax.Array:
-    """x ``(..., d)``, w1 and w2 ``(d, glu)``, w3 ``(glu, d)``, all in ``x.dtype``;
+         activation: str | None = None, fp8_scaling=None) -> jax.Array:
+    """x ``(..., d)``, w1 and w2 ``(d, glu)``, w3 ``(glu, d)``, products in ``x.dtype``
+    (or in fp8 by ``fp8_scaling``'s three ``Fp8Scaling``s: ``model/fp8.py``);
     ``activation`` (of ``ACTIVATIONS``) applies to ``x W₁``."""
-    gate = ACTIVATIONS[activation](name_projection(x @ w1, MLP_PROJECTION))
-    hidden = gate * name_projection(x @ w2, MLP_PROJECTION)
+    gate = ACTIVATIONS[activation](name_projection(project(x, w1, fp8_scaling, 0),
+                                                   MLP_PROJECTION))
+    hidden = gate * name_projection(project(x, w2, fp8_scaling, 1), MLP_PROJECTION)
     if hidden.ndim == len(HIDDEN):
         hidden = constrain(hidden, HIDDEN)
-    return hidden @ w3
+    return project(hidden, w3, fp8_scaling, 2)
 
 
 class SGLU(nnx.Module):
@@ -36,7 +39,8 @@ class SGLU(nnx.Module):
 
     def __init__(self, in_features: int, hidden_features: int, *, init_std: float = 0.02,
                  activation: str | None = None, dtype: jnp.dtype = jnp.float32,
-                 param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+                 param_dtype: jnp.dtype = jnp.float32, projection_dtype: str | None = None,
+                 rngs: nnx.Rngs):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r}, expected one of {tuple(ACTIVATIONS)}")
         self.activation = activation
@@ -44,9 +48,10 @@ class SGLU(nnx.Module):
         self.l1 = create_param(rngs.params(), (d, glu), ("embed", "mlp"), param_dtype, init)
         self.l2 = create_param(rngs.params(), (d, glu), ("embed", "mlp"), param_dtype, init)
         self.l3 = create_param(rngs.params(), (glu, d), ("mlp", "embed"), param_dtype, init)
+        self.fp8_scaling = fp8_scalings(3, projection_dtype)
         self.dtype = jnp.dtype(dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         cast = lambda w: w[...].astype(self.dtype)
         return sglu(x.astype(self.dtype), cast(self.l1), cast(self.l2), cast(self.l3),
-                    self.activation)
+                    self.activation, self.fp8_scaling)

@@ -1,7 +1,7 @@
 """The model configuration: field names follow the published TransNormerLLM
 ``config.json`` (so a Hugging Face config loads as is), plus the fields this codebase
-adds (backend, dtypes, architecture, remat). The preset files (``tnl_jax/presets``)
-keep these fields under a top-level ``model:`` mapping."""
+adds (backend, dtypes, architecture, remat, fp8 projections). The preset files
+(``tnl_jax/presets``) keep these fields under a top-level ``model:`` mapping."""
 from __future__ import annotations
 
 import dataclasses
@@ -74,6 +74,9 @@ class ModelConfig:
     scan_unroll: int = described(1, "layers per iteration of each layer stack's scan: 1 a "
                                     "loop over the layers; a stack's layer count or more "
                                     "inlines every layer (same results)")
+    projection_dtype: str | None = described(
+        None, "fp8: the layers' projections in fp8 with delayed scaling (tnl_jax/model/fp8.py); "
+              "null: in dtype")
 
     def __post_init__(self) -> None:
         found = config_checks.problems(vars(self))

@@ -14,8 +14,9 @@ import jax.numpy as jnp
 
 from pallas_kernels import BACKENDS
 from tnl_jax.config_keys import nearest
-from tnl_jax.range_checks import boolean, integer, is_int, number, one_of
+from tnl_jax.model.fp8 import PROJECTION_DTYPES
 from tnl_jax.model.remat import REMAT_POLICIES
+from tnl_jax.range_checks import boolean, integer, is_int, number, one_of
 
 ARCHITECTURES = ("tnl", "softmax", "hybrid", "llama")
 ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
@@ -126,6 +127,8 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     found += chunk_size(cfg["chunk_size"])
     found += float_dtype("dtype", cfg["dtype"]) + float_dtype("param_dtype", cfg["param_dtype"])
     found += remat(cfg["remat"])
+    found += one_of("projection_dtype", cfg["projection_dtype"], PROJECTION_DTYPES,
+                    " (null: the projections in dtype; fp8: model/fp8.py)")
     found += integer("scan_unroll", cfg["scan_unroll"], 1, " (layers per iteration of the "
                      "layer scan)")
     if cfg["decay_learnable"] is True and cfg["use_decay"] is False:

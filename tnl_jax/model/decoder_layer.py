@@ -25,6 +25,7 @@ class DecoderLayer(nnx.Module):
         (see ``NormLinearAttention``); ``rope_theta``, ``qk_norm``: of the softmax one.
       norm_gain: RMSNorm with a gain for both pre-norms (TNL: SRMSNorm, none).
       mlp_activation: the channel mixer's (``None``: TNL's SGLU; ``"silu"``: SwiGLU).
+      projection_dtype: ``"fp8"``: every projection in fp8 (``model/fp8.py``).
     """
 
     def __init__(self, num_heads: int, in_features: int, mlp_features: int, *,
@@ -33,11 +34,13 @@ class DecoderLayer(nnx.Module):
                  rope_theta: float = 10000.0, qk_norm: bool = False, norm_gain: bool = False,
                  mlp_activation: str | None = None, init_std: float = 0.02,
                  dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
-                 backend: str | None = None, chunk_size: int | None = None, rngs: nnx.Rngs):
+                 backend: str | None = None, chunk_size: int | None = None,
+                 projection_dtype: str | None = None, rngs: nnx.Rngs):
         if attention not in ATTENTIONS:
             raise ValueError(f"attention={attention!r}, expected one of {ATTENTIONS}")
         self.softmax = attention == "softmax"
-        common = dict(init_std=init_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        common = dict(init_std=init_std, dtype=dtype, param_dtype=param_dtype,
+                      projection_dtype=projection_dtype, rngs=rngs)
         norm = lambda: make_norm(norm_gain, in_features, param_dtype=param_dtype, rngs=rngs)
         self.token_norm = norm()
         if self.softmax:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tnl_jax.model.call_checks import check_call_arguments
 from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.decay import layer_decays
 from tnl_jax.model.decoder_layer import DecoderLayer
@@ -56,7 +57,7 @@ def layer_arguments(cfg: ModelConfig, kind: str) -> dict[str, Any]:
     """``DecoderLayer``'s keyword arguments for a layer of ``kind`` (but its decay)."""
     args = dict(num_heads=cfg.decoder_attention_heads, in_features=cfg.decoder_embed_dim,
                 mlp_features=cfg.mlp_dim, init_std=cfg.init_std, dtype=cfg.compute_dtype,
-                param_dtype=cfg.weight_dtype)
+                param_dtype=cfg.weight_dtype, projection_dtype=cfg.projection_dtype)
     if cfg.llama_style:
         args.update(norm_gain=True, mlp_activation="silu")
     if kind == "softmax":
@@ -114,6 +115,9 @@ class LanguageModel(nnx.Module):
     inside each segment. Positions and segment ids stay global ``(B, T)`` arrays, so
     they are right however a mesh (``jax.set_mesh``) splits the rows and the sequence;
     under one the activations are split by ``tnl_jax.partitioning``'s rules.
+    Bad arguments are named while tracing (call_checks.py): ``input_ids`` must be a
+    ``(B, T)`` integer array, its ids in ``[0, vocab_size)`` (checked when concrete),
+    ``segment_ids`` and ``positions`` integer arrays of its shape.
     ``hidden_states`` and ``logits`` are its two halves (the training loss calls them
     apart, to make the logits a chunk of tokens at a time).
     """
@@ -171,6 +175,7 @@ class LanguageModel(nnx.Module):
         return constrain(out, LOGITS) if out.ndim == len(LOGITS) else out
 
     def _inputs(self, input_ids, segment_ids, positions):
+        check_call_arguments(input_ids, segment_ids, positions, self.cfg.vocab_size)
         if positions is None:
             positions = default_positions(*input_ids.shape, segment_ids)
         return constrain(self.embed(input_ids), ACTIVATION), positions

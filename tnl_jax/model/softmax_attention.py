@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tnl_jax.model.fp8 import fp8_scalings, project
 from tnl_jax.model.norms import RMSNorm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
@@ -50,13 +51,15 @@ class SoftmaxAttention(nnx.Module):
 
     def __init__(self, num_heads: int, in_features: int, *, rope_theta: float = 10000.0,
                  qk_norm: bool = False, init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
-                 param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+                 param_dtype: jnp.dtype = jnp.float32, projection_dtype: str | None = None,
+                 rngs: nnx.Rngs):
         d, init = in_features, normal(init_std)
         if d % num_heads:
             raise ValueError(f"in_features={d} is not divisible by num_heads={num_heads}")
         self.qkv_proj = create_param(rngs.params(), (d, 3, d), ("embed", None, "heads"),
                                      param_dtype, init)
         self.out_proj = create_param(rngs.params(), (d, d), ("heads", "embed"), param_dtype, init)
+        self.fp8_scaling = fp8_scalings(2, projection_dtype)  # q|k|v, output
         self.heads = num_heads
         self.rope_theta = rope_theta
         norm = lambda: RMSNorm(d // num_heads, None, param_dtype=param_dtype, rngs=rngs)
@@ -64,15 +67,15 @@ class SoftmaxAttention(nnx.Module):
         self.dtype = jnp.dtype(dtype)
 
     def _project(self, x: jax.Array, positions: jax.Array):
-        qkv = name_projection(jnp.einsum("btd,dfo->btfo", x.astype(self.dtype),
-                                         self.qkv_proj[...].astype(self.dtype)))
+        qkv = name_projection(project(x.astype(self.dtype), self.qkv_proj[...],
+                                      self.fp8_scaling, 0))
         q, k, v = (qkv[:, :, i].reshape(*x.shape[:2], self.heads, -1) for i in range(3))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         return apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta), v
 
     def _output(self, o: jax.Array) -> jax.Array:
-        return o.reshape(*o.shape[:-2], -1) @ self.out_proj[...].astype(self.dtype)
+        return project(o.reshape(*o.shape[:-2], -1), self.out_proj[...], self.fp8_scaling, 1)
 
     def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None,
                  positions: jax.Array | None = None, *, cache_size: int | None = None):

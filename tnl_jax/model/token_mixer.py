@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pallas_kernels import ShardAxes, lightning_attention, lightning_attention_step
+from tnl_jax.model.fp8 import fp8_scalings, project
 from tnl_jax.model.lrpe import Lrpe
 from tnl_jax.model.norms import srms_norm
 from tnl_jax.model.params import create_param, normal
@@ -58,13 +59,16 @@ class NormLinearAttention(nnx.Module):
       decay: ``(H,)`` decay rates ``s``; ``None`` means no decay (``λ = 1``).
       learn_decay: train the rates (a ``log_decay`` parameter starting at ``decay``).
       backend, chunk_size: passed to ``lightning_attention`` (``None``: its choice).
+      projection_dtype: ``"fp8"``: the q|k|v, gate and output products in fp8
+        (``model/fp8.py``); ``None``: in ``dtype``.
     """
 
     def __init__(self, num_heads: int, in_features: int, *, use_lrpe: bool = False,
                  decay: jax.Array | None = None, learn_decay: bool = False,
                  init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, backend: str | None = None,
-                 chunk_size: int | None = None, rngs: nnx.Rngs):
+                 chunk_size: int | None = None, projection_dtype: str | None = None,
+                 rngs: nnx.Rngs):
         d = in_features
         if d % num_heads:
             raise ValueError(f"in_features={d} is not divisible by num_heads={num_heads}")
@@ -80,6 +84,7 @@ class NormLinearAttention(nnx.Module):
         self.fixed_decay = None if learn_decay or decay is None else FixedDecay(decay)
         self.log_decay = create_param(rngs.params(), (num_heads,), (None,), jnp.float32,
                                       lambda *_: jnp.log(decay)) if learn_decay else None
+        self.fp8_scaling = fp8_scalings(3, projection_dtype)  # q|k|v, u, output
         self.heads = num_heads
         self.dtype = jnp.dtype(dtype)
         self.backend = backend
@@ -103,8 +108,8 @@ class NormLinearAttention(nnx.Module):
             # Two products: the ``projections`` remat policy keeps q|k|v but not the gate
             # u, which the backward recomputes (one d x d product) instead of holding d
             # values per token per layer (so TNL's memory per token is within softmax's).
-            qkv = name_projection(jnp.einsum("btd,dfo->btfo", x, w[:, :3]))
-            u = jnp.einsum("btd,do->bto", x, w[:, 3])
+            qkv = name_projection(project(x, w[:, :3], self.fp8_scaling, 0))
+            u = project(x, w[:, 3], self.fp8_scaling, 1)
         q, k, v = (qkv[:, :, i] for i in range(3))
         split_heads = lambda t: t.reshape(*t.shape[:-1], self.heads, -1)
         q, k, v = split_heads(jax.nn.silu(q)), split_heads(jax.nn.silu(k)), split_heads(v)
@@ -114,7 +119,7 @@ class NormLinearAttention(nnx.Module):
 
     def _output(self, o: jax.Array, u: jax.Array) -> jax.Array:
         o = srms_norm(o.reshape(*o.shape[:-2], -1))
-        return (o * u) @ self.out_proj[...].astype(self.dtype)
+        return project(o * u, self.out_proj[...], self.fp8_scaling, 2)
 
     def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None,
                  positions: jax.Array | None = None, *, return_state: bool = False):

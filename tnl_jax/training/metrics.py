@@ -5,33 +5,49 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 
-# Dense peak FLOP/s per device for bfloat16 matrix products, by substring of
-# `device_kind`. float32 training on these GPUs reaches far less; MFU is always
-# quoted against the bf16 peak, as is customary.
-PEAK_FLOPS_BF16 = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10": 125e12,
-    "V100": 125e12,
+class DevicePeaks(NamedTuple):
+    """A device's data-sheet peaks."""
+    bf16_flops: float   # dense FLOP/s of bfloat16 matrix products
+    memory_tbps: float  # memory bandwidth, TB/s
+
+
+# The peaks by substring of `device_kind`, the first match winning (so a PCIe or 40GB
+# variant is listed before its family). float32 training on these GPUs reaches far
+# less; MFU is always quoted against the bf16 peak, as is customary. Decode floors
+# (benchmarks/generation) read the bandwidth.
+DEVICE_PEAKS = {
+    "H200": DevicePeaks(989e12, 4.8),
+    "H100 PCIe": DevicePeaks(756e12, 2.0),
+    "H100": DevicePeaks(989e12, 3.35),
+    "A100-SXM4-40GB": DevicePeaks(312e12, 1.555),
+    "A100-PCIE-40GB": DevicePeaks(312e12, 1.555),
+    "A100 80GB PCIe": DevicePeaks(312e12, 1.935),
+    "A100": DevicePeaks(312e12, 2.039),
+    "L40S": DevicePeaks(362e12, 0.864),
+    "A10": DevicePeaks(125e12, 0.6),
+    "V100": DevicePeaks(125e12, 0.9),
 }
+
+
+def device_peaks(device_kind: str) -> DevicePeaks | None:
+    """The table's peaks for a ``device_kind`` (``jax.Device.device_kind``); None for a
+    kind not in it (every CPU: no single peak to quote)."""
+    for name, peaks in DEVICE_PEAKS.items():
+        if name.lower() in device_kind.lower():
+            return peaks
+    return None
 
 
 def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
     """The table's bf16 peak for this kind of device; None for a device not in it
-    (every CPU: no single peak to quote), and then no MFU is reported."""
+    (every CPU), and then no MFU is reported."""
     device = device or jax.devices()[0]
-    if device.platform == "cpu":
-        return None
-    for name, flops in PEAK_FLOPS_BF16.items():
-        if name.lower() in device.device_kind.lower():
-            return flops
-    return None
+    peaks = None if device.platform == "cpu" else device_peaks(device.device_kind)
+    return None if peaks is None else peaks.bf16_flops
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, device_count: int) -> float | None:

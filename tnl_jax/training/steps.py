@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from tnl_jax.model.fp8 import is_fp8_meta
 from tnl_jax.training import losses as token_loss
 from tnl_jax.training import sharding
 from tnl_jax.training.config_checks import grad_reduce_problems
@@ -21,10 +22,12 @@ def _reduced_in(dtype: str, params):
     matrix (2-D or more) as its bf16 copy, so that its gradient, partial sums over the
     devices' rows included, is bf16 and is reduced in bf16 (half the bytes). The model
     computes with bf16 copies of them anyway (``model.dtype=bfloat16``); vectors
-    (norm scales, decays) keep their dtype."""
+    (norm scales, decays) and the fp8 scaling state (``model/fp8.py``) keep their dtype."""
     if dtype == "float32":
         return params
-    return jax.tree.map(lambda p: p.astype(dtype) if p.ndim >= 2 else p, params)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: p.astype(dtype) if p.ndim >= 2 and not is_fp8_meta(path) else p,
+        params)
 
 
 def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
@@ -55,6 +58,27 @@ def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Arra
             for k, v in batch.items()}
 
 
+def _add_gradients(path, total, part):
+    """Sums a parameter's gradients over microbatches; an fp8 scaling's "gradient" is
+    its next value (``model/fp8.py``): the largest over microbatches."""
+    part = part.astype(total.dtype)
+    return jnp.maximum(total, part) if is_fp8_meta(path) else total + part
+
+
+def without_fp8_meta(grads):
+    """``grads`` with the fp8 scaling variables' zeroed: what the optimizer and the
+    gradient norm see (unchanged without fp8 projections)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, g: jnp.zeros_like(g) if is_fp8_meta(path) else g, grads)
+
+
+def take_fp8_meta(params, grads):
+    """``params`` with each fp8 scaling variable set to its next value, its gradient
+    (``model/fp8.py``), rather than moved by the optimizer."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p, g: g.astype(p.dtype) if is_fp8_meta(path) else p, params, grads)
+
+
 def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum: int,
                     loss_chunk_tokens: int = token_loss.AUTO, loss_kernel: str = "chunked",
@@ -82,17 +106,19 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
             grads, total, count = carry
             (micro_total, micro_count), micro_grads = jax.value_and_grad(
                 loss_sum, has_aux=True)(_reduced_in(grad_reduce_dtype, params), micro)
-            grads = jax.tree.map(lambda g, m: g + m.astype(g.dtype), grads, micro_grads)
+            grads = jax.tree_util.tree_map_with_path(_add_gradients, grads, micro_grads)
             return (grads, total + micro_total, count + micro_count), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
         (grads, total, count), _ = jax.lax.scan(
             accumulate, (zeros, 0.0, 0.0), _microbatches(batch, grad_accum))
         count = jnp.maximum(count, 1.0)
-        grads = jax.tree.map(lambda g: g / count, grads)
+        grads = jax.tree_util.tree_map_with_path(
+            lambda path, g: g if is_fp8_meta(path) else g / count, grads)
+        next_meta, grads = grads, without_fp8_meta(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
-                     "step": state["step"] + 1}
+        new_state = {"params": take_fp8_meta(optax.apply_updates(params, updates), next_meta),
+                     "opt_state": opt_state, "step": state["step"] + 1}
         stats = {"loss": total / count, "grad_norm": optax.tree.norm(grads),
                  "lr": schedule(state["step"]),
                  "non_finite_params": count_non_finite(new_state["params"]),

@@ -8,10 +8,13 @@ With roles ``(A, B, C)`` (roles.py) and the warpgroup's 64 columns of C and of S
 
 The state lives in registers as float32 ``64 × 64`` wgmma tiles; products read it as
 16 bits from shared memory (or, for the decay gradient, as a hi/lo pair of 16-bit
-halves, chunk_math.split16).
+halves, chunk_math.split16). With float16 operands the score rows and the state's
+columns are first scaled into float16's range and the products scaled back
+(chunk_math.float16_scale); bfloat16 holds float32's range and runs as it is.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -95,20 +98,41 @@ def output_tile(plan: WalkPlan, constants: WalkConstants, decays: ChunkDecays, s
     run_cols = load(run_s, WGMMA_COLS, plan.interpret)
     same_run = rows(plan, decays.run_rows, cs) == jax.lax.broadcast_in_dim(run_cols, (cs, cs),
                                                                             [1])
+    # float16: each column of S scaled into float16's range (chunk_math.float16_scale).
+    state_scale = _columns_scale(plan, state)
     for i, tile in enumerate(state):
+        if state_scale is not None:
+            tile = tile / jax.lax.broadcast_in_dim(state_scale, (TILE, TILE), [1])
         store_halves(plan, tile, [half.at[pl.ds(i * TILE, TILE)] for half in state16])
     plgpu.commit_smem()
     p = products((cs, cs), [(a_s, Transposed(b_s))], plan.interpret)
     # Selected, not multiplied: an inf in a masked entry of A Bᵀ gives 0, not NaN.
     keep = same_run & (constants.causal_decay != 0)
-    p = jnp.where(keep, p * constants.causal_decay, 0.0).astype(plan.dtype)
+    p = jnp.where(keep, p * constants.causal_decay, 0.0)
+    # float16: each row of the scores scaled into float16's range, scaled back after.
+    p_scale = chunk_math.float16_scale(p, 1, plan.dtype)
+    if p_scale is not None:
+        p = p / rows(plan, p_scale, cs)
+    p = p.astype(plan.dtype)
+    a_state = products((cs, TILE), [(a_s, half) for half in state16], plan.interpret)
+    if state_scale is not None:
+        a_state = a_state * jax.lax.broadcast_in_dim(state_scale, (cs, TILE), [1])
     # The read decay scales the float32 product (not A before it): one bf16 rounding
     # fewer, which the decay gradient's cancelling sums need.
-    out_state = chunk_math.weighted(
-        products((cs, TILE), [(a_s, half) for half in state16], plan.interpret),
-        rows(plan, decays.read, TILE))
-    out = out_state + products((cs, TILE), [(p, c_own)], plan.interpret)
-    return out, out_state
+    out_state = chunk_math.weighted(a_state, rows(plan, decays.read, TILE))
+    intra = products((cs, TILE), [(p, c_own)], plan.interpret)
+    if p_scale is not None:
+        intra = intra * rows(plan, p_scale, TILE)
+    return out_state + intra, out_state
+
+
+def _columns_scale(plan: WalkPlan, state: tuple) -> jax.Array | None:
+    """The float16 scale of each column of the state (its 64-row tiles together), or
+    None for bfloat16."""
+    scales = [chunk_math.float16_scale(tile, 0, plan.dtype) for tile in state]
+    if scales[0] is None:
+        return None
+    return functools.reduce(jnp.maximum, scales)
 
 
 def decay_grad_partial(plan: WalkPlan, constants: WalkConstants, chunk: jax.Array, x_own,

@@ -45,6 +45,7 @@ from pallas_kernels.lightning.chunk_math import (
     decayed_outer,
     dot,
     state_product,
+    tile_product,
     weighted,
     weighted_row_sum,
 )
@@ -80,7 +81,7 @@ def _dq_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, do_ref, s
         f = chunk_factors(gamma, run_ref[rows], prev, chunk_length(g, c, layout.seq_len))
         dp = weighted(dot(do, v.T), f.intra)
         dq_inter = weighted(state_product(do, state.T, decay_grad), f.query_decay[:, None])
-        dq = dot(dp.astype(k.dtype), k) + dq_inter
+        dq = tile_product(dp, k) + dq_inter
         dq_ref[rows, :] = dq.astype(dq_ref.dtype)
         if decay_grad:
             q = q_ref[rows, :]
@@ -99,7 +100,7 @@ def _dk_chunk(q, k, v, do, dstate, f, g, layout: WalkLayout, decay_grad: bool):
     """dK of one chunk and (``decay_grad``) its decay-gradient partial, else 0."""
     dp = weighted(dot(do, v.T), f.intra)
     dk_state = weighted(state_product(v, dstate.T, decay_grad), f.key_decay[:, None])
-    dk = dot(dp.T.astype(q.dtype), q) + dk_state
+    dk = tile_product(dp.T, q) + dk_state
     if not decay_grad:
         return dk, jnp.float32(0)
     offsets = jnp.arange(layout.chunk, dtype=jnp.float32)
@@ -113,8 +114,8 @@ def _dv_chunk(q, k, do, dstate, f):
     selects the rows of the product ``K dS``, after it (a row of K weighted 0 would
     still meet an inf of ``dS``)."""
     scores = weighted(dot(q, k.T), f.intra)
-    return (dot(scores.T.astype(do.dtype), do)
-            + weighted(dot(k, dstate.astype(k.dtype)), f.key_decay[:, None]))
+    return (tile_product(scores.T, do)
+            + weighted(state_product(k, dstate, precise=False), f.key_decay[:, None]))
 
 
 def _backward_factors(gamma, run_ref, entry_run, j, g, layout: WalkLayout):

@@ -21,6 +21,8 @@ from pallas_kernels.lightning.chunk_math import (
     chunk_length,
     decayed_outer,
     dot,
+    state_product,
+    tile_product,
     weighted,
 )
 from pallas_kernels.lightning.launch import Launch
@@ -47,8 +49,8 @@ def _forward_kernel(gamma_ref, entry_run_ref, run_ref, q_ref, k_ref, v_ref, *ref
         if emit_output:
             q = q_ref[rows, :]
             scores = weighted(dot(q, k.T), f.intra)
-            o = dot(scores.astype(v.dtype), v)
-            o += weighted(dot(q, state.astype(q.dtype)), f.query_decay[:, None])
+            o = tile_product(scores, v)
+            o += weighted(state_product(q, state, precise=False), f.query_decay[:, None])
             o_ref[rows, :] = o.astype(o_ref.dtype)
         state = weighted(state, f.carry) + decayed_outer(k, f.key_decay, v, precise=False)
         return state, f.last_run
