@@ -55,7 +55,7 @@ def test_chunk_setting():
     assert losses.chunk_tokens_for(512, 10, 10) == 512
     with pytest.raises(ValueError, match="loss_chunk_tokens=-2: expected"):
         losses.chunk_tokens_for(-2, 10, 10)
-    with pytest.raises(ValueError, match=r"hidden has shape \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"normed \(the head's input\) has shape \(2, 3\)"):
         losses.cross_entropy(jnp.ones((2, 3)), jnp.ones((4, 3)), jnp.ones((2,)))
     with pytest.raises(ValueError, match=r"head's weight has shape \(3, 4\) and its input "
                                          r"\(1, 2, 3\): expected \(V, 3\)"):

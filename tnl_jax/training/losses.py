@@ -25,9 +25,9 @@ copy of the weight that belongs to their device (the weight broadcast over the
 weight gradient stays on its device and is summed over the chunks there; the
 broadcast's transpose after the loop sums the copies across devices, once. (Against a
 weight closed over by the loop, XLA reduced each chunk's gradient across devices
-inside it: for tnl-1b at DP=8, four extra reductions of 0.92 GB each step.) The cost
-is one float32 copy of the gathered weight per device and its gradient, both as large
-as the weight split only over ``tensor``.
+inside it: for tnl-1b at DP=8, three extra reductions of 0.92 GB each step.) The cost:
+each device holds the weight's whole gradient (in the weight's dtype, split only over
+``tensor``), where FSDP held its share (tnl-7b at FSDP=8: about 1 GB more).
 
 ``loss_kernel`` (``LOSS_KERNELS``) picks how: ``chunked`` is the above; ``fused`` the
 Pallas kernels of ``pallas_kernels.cross_entropy`` (GPU, one device), which make the
@@ -143,8 +143,8 @@ def cross_entropy(normed: jax.Array, weight: jax.Array, targets: jax.Array,
     for all at once, ``AUTO`` (-1) for ``DEFAULT_CHUNK_TOKENS`` when a device's logits
     would pass ``AUTO_MAX_LOGITS``."""
     if normed.ndim != 3 or targets.shape != normed.shape[:2]:
-        raise ValueError(f"hidden has shape {normed.shape} and targets {targets.shape}: "
-                         "expected (B, T, d) and (B, T)")
+        raise ValueError(f"normed (the head's input) has shape {normed.shape} and targets "
+                         f"{targets.shape}: expected (B, T, d) and (B, T)")
     if weight.ndim != 2 or weight.shape[1] != normed.shape[2]:
         raise ValueError(f"the head's weight has shape {weight.shape} and its input "
                          f"{normed.shape}: expected (V, {normed.shape[2]})")
