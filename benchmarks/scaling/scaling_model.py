@@ -220,7 +220,8 @@ def activation_bytes_per_unit(remat: str) -> float:
 
 
 def memory_gb(case: Case) -> float:
-    """Estimated peak bytes per device (GB): sharded parameter state and activations."""
+    """Estimated peak bytes per device (GB): sharded parameter state, activations and
+    (fsdp) the head's whole gradient."""
     cfg = model_config(case.preset)
     data, fsdp, context, tensor = case.mesh
     tokens = case.rows * case.row_length / (data * fsdp * context)
@@ -229,7 +230,10 @@ def memory_gb(case: Case) -> float:
     activations = activation_bytes_per_unit(case.remat) * width * cfg.decoder_layers
     if case.remat == "full":
         activations += activation_bytes_per_unit("none") * width
-    return (state + activations) / 1e9
+    # Under fsdp the head's gradient, summed over the loss chunks on each device before
+    # its one reduction (``training.losses``), is whole: float32, split only over tensor.
+    head = 4 * cfg.vocab_size * cfg.decoder_embed_dim / tensor if fsdp > 1 else 0.0
+    return (state + activations + head) / 1e9
 
 
 def predict(case: Case, cache: dict[str, dict], mfu: float | None = None) -> Prediction:

@@ -35,7 +35,6 @@ from benchmarks.common.timing import is_out_of_memory, timed_ms
 from pallas_kernels.cross_entropy import (CrossEntropyConfig, fused_cross_entropy,
                                           reference_cross_entropy)
 from tnl_jax.model import ModelConfig, create_model
-from tnl_jax.model.head_matmul import head_matmul
 from tnl_jax.training import losses
 
 TOLERANCE = {jnp.float32: 1e-4, jnp.bfloat16: 1e-2}
@@ -100,8 +99,7 @@ def _loss_fn(kind: str, targets, weights, backend: str, config=None):
             token = token.reshape(targets.shape)
         else:
             chunk = losses.AUTO if kind == "chunked" else losses.UNCHUNKED
-            head = lambda x: head_matmul("...d,vd->...v", x, w)
-            token, _ = losses.cross_entropy(head, h, targets, chunk)
+            token, _ = losses.cross_entropy(h, w, targets, chunk)
         return jnp.sum(token * weights)
     return loss
 

@@ -55,6 +55,7 @@ def test_hand_written_program_counts_bytes_trips_groups_and_axes():
     assert gather.traffic == pytest.approx(48 / 2)
     assert (reduce.bytes, reduce.executions, reduce.axes) == (8 * 16 * 4 + 4, 1, ("fsdp",))
     assert reduce.kept_bytes == 4 * 16 * 4 + 4  # element 0 sliced to half, element 1 whole
+    assert (gather.arrays, reduce.arrays) == (("bf16[4,6]",), ("f32[8,16]", "f32[]"))
     k = reduce.bytes / reduce.kept_bytes  # reduce-scatter, then gather the kept part
     assert reduce.traffic == pytest.approx((1 / 2 + (2 / k - 1) / 2) * reduce.bytes)
     assert (permute.bytes, permute.group_size, permute.axes) == (256, 2, ("data",))

@@ -19,18 +19,14 @@ from tnl_jax.training import losses
 from tnl_jax.training.steps import token_losses
 
 
-def linear_head(w):
-    return lambda h: h @ w
-
-
 def masked_loss(h, w, targets, mask, chunk):
-    token, correct = losses.cross_entropy(linear_head(w), h, targets, chunk)
+    token, correct = losses.cross_entropy(h, w, targets, chunk)
     return jnp.sum(token * mask), (token, correct)
 
 
 def random_problem(rng, batch, seq, width=8, vocab=29):
     h = jnp.asarray(rng.normal(size=(batch, seq, width)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(width, vocab)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(vocab, width)), jnp.float32)
     targets = jnp.asarray(rng.integers(0, vocab, (batch, seq)), jnp.int32)
     mask = jnp.asarray(rng.random((batch, seq)) < 0.7, jnp.float32)
     return h, w, targets, mask
@@ -43,9 +39,9 @@ def test_chunks_give_the_losses_and_gradients_of_all_at_once(rng, batch, seq, ch
     grad = jax.jit(jax.value_and_grad(masked_loss, (0, 1), has_aux=True), static_argnums=4)
     (total, (token, correct)), grads = grad(h, w, targets, mask, chunk)
     (ref_total, (ref_token, ref_correct)), ref_grads = grad(h, w, targets, mask, 0)
-    logits = h @ w  # Today's loss, written out.
-    np.testing.assert_array_equal(ref_token,
-                                  optax.softmax_cross_entropy_with_integer_labels(logits, targets))
+    logits = h @ w.T  # Today's loss, written out (the products' rounding aside).
+    assert rel_err(ref_token, optax.softmax_cross_entropy_with_integer_labels(
+        logits, targets)) <= 1e-6
     assert rel_err(token, ref_token) <= 1e-5 and rel_err(total, ref_total) <= 1e-5
     np.testing.assert_array_equal(correct, ref_correct)
     for g, ref in zip(grads, ref_grads):
@@ -59,30 +55,41 @@ def test_chunk_setting():
     assert losses.chunk_tokens_for(512, 10, 10) == 512
     with pytest.raises(ValueError, match="loss_chunk_tokens=-2: expected"):
         losses.chunk_tokens_for(-2, 10, 10)
-    with pytest.raises(ValueError, match=r"hidden has shape \(2, 3\)"):
-        losses.cross_entropy(linear_head(jnp.ones((3, 4))), jnp.ones((2, 3)), jnp.ones((2,)))
+    with pytest.raises(ValueError, match=r"normed \(the head's input\) has shape \(2, 3\)"):
+        losses.cross_entropy(jnp.ones((2, 3)), jnp.ones((4, 3)), jnp.ones((2,)))
+    with pytest.raises(ValueError, match=r"head's weight has shape \(3, 4\) and its input "
+                                         r"\(1, 2, 3\): expected \(V, 3\)"):
+        losses.cross_entropy(jnp.ones((1, 2, 3)), jnp.ones((3, 4)), jnp.ones((1, 2)))
 
 
-def test_the_model_s_head_chunked(small_model, rng):
-    """The model's own head (final norm, tied embedding): losses and gradients, for the
-    hidden states and the embedding, chunked as all at once."""
-    model = small_model(0, std=0.1, decoder_layers=1, vocab_size=97)
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_model_s_head_chunked(small_model, rng, tied):
+    """The model's own head (final norm, the embedding or an untied head): losses and
+    gradients, for the hidden states and the head's parameters, chunked as the model's
+    logits' cross entropy."""
+    model = small_model(0, std=0.1, decoder_layers=1, vocab_size=97, tie_word_embeddings=tied)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     h, _, targets, mask = random_problem(rng, 2, 19, width=32, vocab=97)
 
     def loss(params, h, chunk):
-        head = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest)).logits
-        token, correct = losses.cross_entropy(head, h, targets, chunk)
+        model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
+        if chunk is None:  # The model's logits, all at once.
+            logits = model.logits(h)
+            token = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+            correct = jnp.argmax(logits, -1) == targets
+        else:
+            token, correct = losses.cross_entropy(model.head_input(h), model.head_weight(),
+                                                  targets, chunk)
         return jnp.sum(token * mask), (token, correct)
 
     grad = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True), static_argnums=2)
     (_, (token, correct)), grads = grad(params, h, 5)
-    (_, (ref_token, ref_correct)), ref_grads = grad(params, h, 0)
+    (_, (ref_token, ref_correct)), ref_grads = grad(params, h, None)
     assert rel_err(token, ref_token) <= 1e-5
     np.testing.assert_array_equal(correct, ref_correct)
     pairs = [(g, ref) for g, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads))
              if np.any(ref)]  # The layers' parameters do not reach the head.
-    assert len(pairs) == 2  # The embedding and the hidden states.
+    assert len(pairs) == 2  # The head's weight and the hidden states.
     for g, ref in pairs:
         assert rel_err(g, ref) <= 1e-4
 
@@ -154,11 +161,10 @@ SHARDED = textwrap.dedent("""
     from tnl_jax.training import losses, sharding
     rng = np.random.default_rng(0)
     h = jnp.asarray(rng.normal(size=(4, 40, 16)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(16, 64)) * 0.3, jnp.float32)
+    w = jnp.asarray(rng.normal(size=(64, 16)) * 0.3, jnp.float32)
     t = jnp.asarray(rng.integers(0, 64, (4, 40)), jnp.int32)
     def loss(h, w, chunk):
-        head = lambda x: constrain(x @ constrain(w, (None, "vocab")), ("batch", "seq", "vocab"))
-        return jnp.sum(losses.cross_entropy(head, h, t, chunk)[0])
+        return jnp.sum(losses.cross_entropy(h, constrain(w, ("vocab", None)), t, chunk)[0])
     grad = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=2)
     reference = grad(h, w, 0)
     mesh = sharding.make_mesh(2, 1, 2, 2)  # Rows, sequence and vocabulary split.

@@ -152,13 +152,19 @@ class LanguageModel(nnx.Module):
         table = constrain(self.embed_tokens[...], ("vocab", None))
         return jnp.take(table, input_ids, axis=0).astype(self.cfg.compute_dtype) * self.embed_scale
 
+    def head_weight(self) -> jax.Array:
+        """The output projection as ``(V, d)`` in the parameters' dtype: the embedding
+        when tied; an untied head's ``(d, V)`` weight transposed."""
+        return self.embed_tokens[...] if self.lm_head is None else self.lm_head[...].T
+
+    def head_input(self, x: jax.Array) -> jax.Array:
+        """The final norm of ``x (..., d)`` in the compute dtype: the head's input."""
+        return self.final_norm(x).astype(self.cfg.compute_dtype)
+
     def head_operands(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The head's two operands in the compute dtype: the final norm of ``x (..., d)``
-        and the output projection as ``(V, d)`` (the embedding when tied; an untied
-        head's ``(d, V)`` weight transposed). The fused loss takes them as they are."""
-        weight = self.embed_tokens[...] if self.lm_head is None else self.lm_head[...].T
-        dtype = self.cfg.compute_dtype
-        return self.final_norm(x).astype(dtype), weight.astype(dtype)
+        """The head's two operands in the compute dtype: ``head_input(x)`` and
+        ``head_weight()``. The fused loss takes them as they are."""
+        return self.head_input(x), self.head_weight().astype(self.cfg.compute_dtype)
 
     def logits(self, x: jax.Array) -> jax.Array:
         """The head: final norm, then the output projection (the embedding when tied);

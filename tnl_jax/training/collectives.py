@@ -5,7 +5,8 @@ bytes, how often it runs, and which mesh axes its device groups span.
 reduce-scatter, all-to-all and collective-permute (their ``-start`` forms included)
 with:
 
-- ``bytes``: the size of its result (a tuple's parts summed);
+- ``bytes``: the size of its result (a tuple's parts summed); ``arrays``: its parts'
+  types (``f32[512,32]``), to pick out the collectives that carry a given array;
 - ``executions``: how many times one step runs it: 1 in the entry computation, times
   the ``known_trip_count`` of every ``while`` loop around it (the layer scan, the op's
   chunk loops), summed over the computations that call it;
@@ -50,6 +51,7 @@ class Collective:
     group_size: int
     axes: tuple[str, ...]
     kept_bytes: int | None = None  # an all-reduce's bytes its users keep (slices)
+    arrays: tuple[str, ...] = ()  # its result's arrays, e.g. ("f32[512,32]", "f32[]")
 
     @property
     def traffic(self) -> float:
@@ -78,6 +80,12 @@ def array_bytes(type_text: str) -> int:
         size = math.prod(int(d) for d in dims.split(",") if d)
         total += size * DTYPE_BYTES.get(dtype, 1)
     return total
+
+
+def array_types(type_text: str) -> tuple[str, ...]:
+    """The arrays of an HLO type, layouts dropped: ``(f32[2,3]{1,0}, s32[])`` ->
+    ``("f32[2,3]", "s32[]")``."""
+    return tuple(f"{dtype}[{dims}]" for dtype, dims in _ARRAY.findall(type_text))
 
 
 def _iota(dims: list[int], reshape: list[int], transpose: list[int] | None) -> np.ndarray:
@@ -185,7 +193,7 @@ def read_collectives(hlo_text: str, mesh: Mesh | AbstractMesh) -> list[Collectiv
                     if kind == "all-reduce" and not op.endswith("-start") else None)
             found.append(Collective(kind, array_bytes(result), counts.get(name, 0),
                                     max(len(g) for g in groups), spanned_axes(groups, mesh),
-                                    kept))
+                                    kept, array_types(result)))
     return found
 
 

@@ -2,10 +2,10 @@
 time, so that the ``(tokens, vocab)`` float32 logits never exist whole.
 
 At 32K tokens and a 64000-token vocabulary the logits are 8 GiB, and their gradient as
-much again. Here each chunk's logits are made (``logits_fn``: final norm and head),
-reduced to the chunk's per-token loss and top-1 hit, and dropped; ``jax.checkpoint``
-around the chunk makes the backward recompute them from the chunk's hidden states
-instead of keeping them. Memory for the head falls to one chunk's logits (and their
+much again. Here each chunk's logits are made (the head's matmul, from the final norm's
+output), reduced to the chunk's per-token loss and top-1 hit, and dropped;
+``jax.checkpoint`` around the chunk makes the backward recompute them from the chunk's
+normed hidden states instead of keeping them. Memory for the head falls to one chunk's logits (and their
 gradient); the cost is the head's matmul once more in the backward. The per-token math
 is today's (``optax.softmax_cross_entropy_with_integer_labels`` on float32 logits), so
 the losses are the same and the gradients differ only by the order of the sums.
@@ -17,6 +17,17 @@ viewed as ``(B, k, n, c, d)``, ``k`` the pieces the mesh cuts the sequence into
 tokens, and the rows stay split as before. Each device holds about ``chunk_tokens``
 tokens of a chunk (at least one position of each of its rows); a sequence piece that
 ``n`` does not divide is padded, and the padding's losses are dropped.
+
+The head's weight gradient (with a tied embedding, the embedding's) is reduced across
+devices once per step, not once per chunk: each chunk multiplies its tokens by the
+copy of the weight that belongs to their device (the weight broadcast over the
+``(rows, pieces)`` shards of the tokens, each copy on its own device), so a chunk's
+weight gradient stays on its device and is summed over the chunks there; the
+broadcast's transpose after the loop sums the copies across devices, once. (Against a
+weight closed over by the loop, XLA reduced each chunk's gradient across devices
+inside it: for tnl-1b at DP=8, three extra reductions of 0.92 GB each step.) The cost:
+each device holds the weight's whole gradient (in the weight's dtype, split only over
+``tensor``), where FSDP held its share (tnl-7b at FSDP=8: about 1 GB more).
 
 ``loss_kernel`` (``LOSS_KERNELS``) picks how: ``chunked`` is the above; ``fused`` the
 Pallas kernels of ``pallas_kernels.cross_entropy`` (GPU, one device), which make the
@@ -35,6 +46,8 @@ import jax.numpy as jnp
 import optax
 
 from pallas_kernels.cross_entropy import CrossEntropyConfig, fused_cross_entropy
+from tnl_jax.model.head_matmul import head_matmul
+from tnl_jax.model.language_model import LOGITS
 from tnl_jax.partitioning import ACTIVATION, constrain, shard_counts
 
 AUTO = -1  # ``loss_chunk_tokens``: chunked only where the whole logits would be large.
@@ -44,7 +57,10 @@ DEFAULT_CHUNK_TOKENS = 4096  # On one device: 1 GiB of float32 logits at a 64000
 # the chunks' scan would save little and cost a loop.
 AUTO_MAX_LOGITS = 2**28
 
-LogitsFn = Callable[[jax.Array], jax.Array]
+# A chunk's tokens grouped by the devices holding them: (row shards, rows of one,
+# sequence pieces, positions of one, d); the weight's copies: (row shards, pieces, V, d).
+GROUP_TOKENS = ("batch", None, "seq", None, "act_embed")
+GROUP_WEIGHTS = ("batch", "seq", "vocab", None)
 # Hidden states (..., d) -> the head's operands: normed (..., d) and weight (V, d).
 HeadFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 LOSS_KERNELS = ("chunked", "fused", "fused_xla_grads", "fused_interpret")
@@ -101,43 +117,55 @@ def fused_token_cross_entropy(head_fn: HeadFn, hidden: jax.Array, targets: jax.A
     return losses.reshape(targets.shape), correct.reshape(targets.shape)
 
 
-def plain_cross_entropy(logits_fn: LogitsFn, hidden: jax.Array,
+def plain_cross_entropy(normed: jax.Array, weight: jax.Array,
                         targets: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(losses, correct)`` of ``targets``'s shape: the loss of every token and whether
-    its top prediction was the target, from all logits at once."""
-    logits = logits_fn(hidden)
+    its top prediction was the target, from all logits at once (``cross_entropy``'s
+    operands)."""
+    logits = head_matmul("...d,vd->...v", normed, weight.astype(normed.dtype))
+    if logits.ndim == len(LOGITS):
+        logits = constrain(logits, LOGITS)
+    return _token_losses(logits, targets)
+
+
+def _token_losses(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     return losses, jnp.argmax(logits, -1) == targets
 
 
-def cross_entropy(logits_fn: LogitsFn, hidden: jax.Array, targets: jax.Array,
+def cross_entropy(normed: jax.Array, weight: jax.Array, targets: jax.Array,
                   chunk_tokens: int = AUTO) -> tuple[jax.Array, jax.Array]:
-    """``(losses (B, T) float32, correct (B, T) bool)`` for hidden states ``(B, T, d)``
-    and integer ``targets (B, T)``; ``logits_fn`` maps ``(B, c, d)`` to float32 logits
-    ``(B, c, V)``. ``chunk_tokens``: tokens per chunk on each device, 0 for all at once,
-    ``AUTO`` (-1) for ``DEFAULT_CHUNK_TOKENS`` when a device's logits would pass
-    ``AUTO_MAX_LOGITS``."""
-    if hidden.ndim != 3 or targets.shape != hidden.shape[:2]:
-        raise ValueError(f"hidden has shape {hidden.shape} and targets {targets.shape}: "
-                         "expected (B, T, d) and (B, T)")
-    rows, pieces = shard_counts(ACTIVATION, hidden.shape)[:2]
-    batch, seq, _ = hidden.shape
+    """``(losses (B, T) float32, correct (B, T) bool)`` of the logits ``normed @
+    weight.T`` (float32) for the head's input ``normed (B, T, d)`` (the final norm's
+    output, in the compute dtype), its weight ``weight (V, d)`` (any dtype: cast to
+    ``normed``'s where it is used, so that its gradient is summed in its own) and
+    integer ``targets (B, T)``. ``chunk_tokens``: tokens per chunk on each device, 0
+    for all at once, ``AUTO`` (-1) for ``DEFAULT_CHUNK_TOKENS`` when a device's logits
+    would pass ``AUTO_MAX_LOGITS``."""
+    if normed.ndim != 3 or targets.shape != normed.shape[:2]:
+        raise ValueError(f"normed (the head's input) has shape {normed.shape} and targets "
+                         f"{targets.shape}: expected (B, T, d) and (B, T)")
+    if weight.ndim != 2 or weight.shape[1] != normed.shape[2]:
+        raise ValueError(f"the head's weight has shape {weight.shape} and its input "
+                         f"{normed.shape}: expected (V, {normed.shape[2]})")
+    rows, pieces = shard_counts(ACTIVATION, normed.shape)[:2]
+    batch, seq, _ = normed.shape
     local_rows, piece = batch // rows, seq // pieces
-    vocab = jax.eval_shape(logits_fn, hidden[:, :1]).shape[-1]
-    chunk = chunk_tokens_for(chunk_tokens, local_rows * piece, vocab)
+    chunk = chunk_tokens_for(chunk_tokens, local_rows * piece, weight.shape[0])
     count = 1 if chunk == UNCHUNKED else min(math.ceil(local_rows * piece / chunk), piece)
     if count == 1:
-        return plain_cross_entropy(logits_fn, hidden, targets)
+        return plain_cross_entropy(normed, weight, targets)
     length = math.ceil(piece / count)  # Positions of a piece per chunk.
     count = math.ceil(piece / length)  # No chunk of padding alone.
-    return _scanned(logits_fn, hidden, targets, pieces, count, length)
+    return _scanned(normed, weight, targets, (rows, pieces), count, length)
 
 
-def _scanned(logits_fn: LogitsFn, hidden: jax.Array, targets: jax.Array, pieces: int,
-             count: int, length: int) -> tuple[jax.Array, jax.Array]:
+def _scanned(normed: jax.Array, weight: jax.Array, targets: jax.Array,
+             groups: tuple[int, int], count: int, length: int) -> tuple[jax.Array, jax.Array]:
     """``cross_entropy`` as ``count`` rematerialised chunks of ``length`` positions of
-    each of the ``pieces`` pieces of the sequence."""
+    each piece of the sequence; ``groups``: the (rows, pieces) shards of the tokens."""
     batch, seq = targets.shape
+    rows, pieces = groups
     piece = seq // pieces
     pad = count * length - piece
 
@@ -152,11 +180,20 @@ def _scanned(logits_fn: LogitsFn, hidden: jax.Array, targets: jax.Array, pieces:
         x = jnp.moveaxis(x.reshape(count, batch, pieces, length), 0, 2)
         return x.reshape(batch, pieces, count * length)[:, :, :piece].reshape(batch, seq)
 
-    @functools.partial(jax.checkpoint, prevent_cse=False)
-    def chunk(h, t):
-        return plain_cross_entropy(logits_fn, constrain(h, ACTIVATION), t)
+    # One copy of the weight per group of tokens (each device's own): the chunks' weight
+    # gradients are then summed on each device, and reduced across devices once, by the
+    # broadcast's transpose after the loop (not once per chunk).
+    weights = constrain(jnp.broadcast_to(weight, (rows, pieces, *weight.shape)), GROUP_WEIGHTS)
 
-    hs = constrain(to_chunks(hidden), (None, *ACTIVATION))
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def chunk(h, t):  # (B, pieces * length, d), (B, pieces * length)
+        h = constrain(h.reshape(rows, batch // rows, pieces, length, -1), GROUP_TOKENS)
+        logits = head_matmul("rbpld,rpvd->rbplv", h, weights.astype(h.dtype))
+        logits = constrain(logits, (*GROUP_TOKENS[:-1], "vocab"))
+        losses, correct = _token_losses(logits, t.reshape(logits.shape[:-1]))
+        return losses.reshape(t.shape), correct.reshape(t.shape)
+
+    hs = constrain(to_chunks(normed), (None, *ACTIVATION))
     ts = constrain(to_chunks(targets), (None, *ACTIVATION[:2]))
     _, (losses, correct) = jax.lax.scan(lambda _, xs: (None, chunk(*xs)), None, (hs, ts))
     return from_chunks(losses), from_chunks(correct)

@@ -45,8 +45,8 @@ def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
     hidden = model.hidden_states(batch["input_ids"], segment_ids=batch["segment_ids"],
                                  positions=batch["positions"])
     if loss_kernel == "chunked":
-        return token_loss.cross_entropy(model.logits, hidden, batch["targets"],
-                                        loss_chunk_tokens)
+        return token_loss.cross_entropy(model.head_input(hidden), model.head_weight(),
+                                        batch["targets"], loss_chunk_tokens)
     return token_loss.fused_token_cross_entropy(model.head_operands, hidden, batch["targets"],
                                                 loss_kernel)
 
