@@ -52,8 +52,8 @@ def _keep(keys: list[str], split: str, eval_fraction: float,
     When the hash holds out none of two or more eligible documents (a small corpus),
     `eval_fraction` > 0 and `hold_out_one` (evaluation is on), the eligible document of
     the smallest hash is held out: a held-out set of one document rather than none.
-    Every document held out would leave none to train on: then the one of the largest
-    hash trains."""
+    Every document held out would leave none to train on: below ``eval_fraction=1``
+    (all held out, as the evaluation asks) the one of the largest hash trains then."""
     if split == "all":
         return list(range(len(keys)))
     eligible = eligible or [True] * len(keys)
@@ -61,8 +61,8 @@ def _keep(keys: list[str], split: str, eval_fraction: float,
     candidates = [i for i, ok in enumerate(eligible) if ok]
     if hold_out_one and eval_fraction > 0 and not any(chosen) and len(candidates) >= 2:
         chosen[min(candidates, key=lambda i: (_hash(keys[i]), keys[i]))] = True
-    if chosen and all(chosen):  # Else nothing trains (one document whose hash, which
-        # hangs on its path, fell in eval_fraction): the largest hash trains.
+    if eval_fraction < 1 and chosen and all(chosen):  # Else nothing trains (one document
+        # whose hash, which hangs on its path, fell in eval_fraction): the largest trains.
         chosen[max(range(len(keys)), key=lambda i: (_hash(keys[i]), keys[i]))] = False
     want_eval = split == "eval"
     return [i for i, held in enumerate(chosen) if held == want_eval]
