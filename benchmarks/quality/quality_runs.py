@@ -123,6 +123,23 @@ def ext_runs(scale: Scale, chosen: dict[str, float]) -> list[Run]:
     return [Run("ext", arch, chosen[arch]) for arch in scale.archs if arch in chosen]
 
 
+def main_and_ext_runs(scale: Scale, chosen: dict[str, float]) -> list[Run]:
+    """Main runs with each seed-0 run followed at once by its 16K extension: the
+    extension starts from that run's checkpoint, which stays on the machine that
+    trained it (checkpoints do not come back from a device call)."""
+    ordered = []
+    for run in main_runs(scale, chosen):
+        ordered.append(run)
+        if run.seed == 0:
+            ordered.append(Run("ext", run.arch, run.lr))
+    return ordered
+
+
+def ext_source(run: Run) -> Run:
+    """The main run an extension starts from."""
+    return Run("main", run.arch, run.lr, 0)
+
+
 def mqar_runs(scale: Scale) -> list[Run]:
     return [Run("mqar", arch, lr) for lr in scale.mqar_lrs for arch in scale.mqar_archs]
 
@@ -193,7 +210,7 @@ def overrides(run: Run, scale: Scale, glu_dim: int, root: Path,
         **{f"model.{k}": v for k, v in model_overrides(scale, run, glu_dim).items()},
     }
     if run.phase == "ext":
-        values["init_from"] = str(root / Run("main", run.arch, run.lr, 0).name)
+        values["init_from"] = str(root / ext_source(run).name)
     return [f"{key}={value}" for key, value in values.items()]
 
 

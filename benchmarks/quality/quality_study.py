@@ -103,11 +103,16 @@ def finished(cfg) -> bool:
 
 def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) -> str:
     """Train (or resume) one run, then evaluate it; what happened, in a word."""
+    done = quality_results.read(args.root / run.name)
+    if done and done.get("last_step") == done.get("steps") and "error" not in done:
+        return "done before"  # A failed run (say out of memory) is tried again.
+    source = args.root / runs.ext_source(run).name
+    if (run.phase == "ext" and not run_layout.complete_steps(args.root / run.name)
+            and not run_layout.complete_steps(source)):
+        return (f"skipped: {source.name} has no checkpoint here (a device call brings no "
+                f"checkpoint back: run its main seed 0 and this extension in one call)")
     glu = runs.matched_glu(scale, run.arch)[0] if run.task == "lm" else scale.glu_dim
     cfg = runs.train_cfg(run, scale, glu, args.root, args.set, eval_batches)
-    done = quality_results.read(Path(cfg.run_dir))
-    if done and done.get("last_step") == cfg.steps and "error" not in done:
-        return "done before"  # A failed run (say out of memory) is tried again.
     if not finished(cfg):
         try:
             deadline.run(train, cfg)
@@ -134,7 +139,17 @@ def phase_runs(phase: str, scale: Scale, root: Path) -> list[Run]:
     missing = [a for a in scale.archs if a not in chosen]
     if missing:
         print(f"{phase}: no complete sweep yet for {', '.join(missing)}: left out")
-    return runs.main_runs(scale, chosen) if phase == "main" else runs.ext_runs(scale, chosen)
+    return {"main": runs.main_runs, "ext": runs.ext_runs,
+            "main+ext": runs.main_and_ext_runs}[phase](scale, chosen)
+
+
+def study_phases(phases: list[str]) -> list[str]:
+    """The phases in order; ``main`` and ``ext`` together become ``main+ext`` (each
+    extension right after its source run, on the same machine)."""
+    if "main" in phases and "ext" in phases:
+        phases = [p for p in phases if p != "ext"]
+        phases[phases.index("main")] = "main+ext"
+    return phases
 
 
 def study(scale: Scale, args) -> None:
@@ -147,7 +162,7 @@ def study(scale: Scale, args) -> None:
     for arch, size in runs.plan(scale).items():
         print(f"{arch:12s} glu_dim {size['glu_dim']:5d}  {size['params'] / 1e6:8.3f}M "
               f"parameters ({size['difference']:+.2%} against TNL)", flush=True)
-    for phase in args.phases:
+    for phase in study_phases(args.phases):
         for run in phase_runs(phase, scale, args.root):
             if args.only and not any(part in run.name for part in args.only.split(",")):
                 continue

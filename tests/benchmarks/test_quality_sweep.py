@@ -51,3 +51,19 @@ def test_main_and_ext_runs_use_the_kept_rate_and_fixed_warmup(tmp_path):
     assert {"seq_len=16384", f"init_from={tmp_path / 'main-tnl-lr0.002-s0'}"} <= set(values)
     glu, params, target = quality_runs.matched_glu(scale, "llama")
     assert abs(params / target - 1) < 0.01  # Parameters matched to TNL's within 1%.
+
+
+def test_each_extension_follows_its_source_run_and_waits_for_its_checkpoint(tmp_path):
+    import types
+
+    from benchmarks.quality import quality_study
+    scale = Scale(archs=("tnl", "llama"), seeds=(0, 1))
+    assert quality_study.study_phases(["sweep", "main", "ext", "mqar"]) == \
+        ["sweep", "main+ext", "mqar"]
+    ordered = [r.name for r in quality_runs.main_and_ext_runs(scale, {"tnl": 2e-3, "llama": 4e-3})]
+    assert ordered == ["main-tnl-lr0.002-s0", "ext-tnl-lr0.002-s0", "main-llama-lr0.004-s0",
+                       "ext-llama-lr0.004-s0", "main-tnl-lr0.002-s1", "main-llama-lr0.004-s1"]
+    args = types.SimpleNamespace(root=tmp_path, set=[])
+    ext = Run("ext", "tnl", 2e-3)
+    status = quality_study.do_run(ext, scale, args, deadline=None, eval_batches=1)
+    assert status.startswith("skipped: main-tnl-lr0.002-s0 has no checkpoint here")
