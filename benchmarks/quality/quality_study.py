@@ -39,6 +39,7 @@ if "--smoke" in sys.argv:  # Tiny programs: LLVM -O0 compiles them a third faste
                               "--xla_backend_optimization_level=0"
 import jax  # noqa: E402
 
+from benchmarks.common.bench_args import comma_list  # noqa: E402
 from benchmarks.quality import quality_report, quality_results  # noqa: E402
 from benchmarks.quality import quality_runs as runs  # noqa: E402
 from benchmarks.quality.quality_runs import PHASES, Run, Scale  # noqa: E402
@@ -174,23 +175,14 @@ def study(scale: Scale, args) -> None:
             print(f"== {run.name}: {status} ({time.monotonic() - start:.0f} s)", flush=True)
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(","))
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
-
-
 def scale_from(args) -> Scale:
     if args.smoke:
         return SMOKE
     changes = {"archs": tuple(args.archs.split(",")) if args.archs else None,
-               "lrs": _floats(args.lrs) if args.lrs else None,
-               "seeds": _ints(args.seeds) if args.seeds else None,
+               "lrs": tuple(args.lrs) or None, "seeds": tuple(args.seeds) or None,
                "tokens": args.tokens, "sweep_tokens": args.sweep_tokens,
                "ext_tokens": args.ext_tokens, "mqar_steps": args.mqar_steps,
-               "mqar_lrs": _floats(args.mqar_lrs) if args.mqar_lrs else None}
+               "mqar_lrs": tuple(args.mqar_lrs) or None}
     return dataclasses.replace(Scale(), **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -200,13 +192,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run directories (default benchmarks/results/quality, smoke: /tmp)")
     p.add_argument("--phases", default="sweep,main,ext,mqar", help=f"of {', '.join(PHASES)}")
     p.add_argument("--archs", default="", help=f"of {', '.join(runs.ARCHS)} (default all)")
-    p.add_argument("--lrs", default="", help="the sweep's learning rates (default 1e-3,2e-3,4e-3)")
-    p.add_argument("--seeds", default="", help="main seeds (default 0,1,2)")
+    p.add_argument("--lrs", default=[], type=comma_list(float),
+                   help="the sweep's learning rates (default 1e-3,2e-3,4e-3)")
+    p.add_argument("--seeds", default=[], type=comma_list(int), help="main seeds (default 0,1,2)")
     p.add_argument("--tokens", type=float, default=None, help="main tokens per run (100e6)")
     p.add_argument("--sweep-tokens", type=float, default=None, help="(25e6)")
     p.add_argument("--ext-tokens", type=float, default=None, help="16K extension (25e6)")
     p.add_argument("--mqar-steps", type=int, default=None, help="(3000)")
-    p.add_argument("--mqar-lrs", default="", help="(3e-4,1e-3,3e-3)")
+    p.add_argument("--mqar-lrs", default=[], type=comma_list(float), help="(3e-4,1e-3,3e-3)")
     p.add_argument("--budget-seconds", type=float, default=None)
     p.add_argument("--only", default="", help="comma-separated parts of run names to run")
     p.add_argument("--set", action="append", default=[],

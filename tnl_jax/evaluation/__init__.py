@@ -6,5 +6,6 @@
     bootstrap.py   paired bootstrap intervals over documents and seeds
     passkey.py     passkey retrieval by length and depth
     recall.py      MQAR recall in distribution and past the training lengths
+    scorer.py      the scorer contract: a batch in, per-token losses and hits out
     run_eval.py    a scorer of a run directory's newest weights (one process)
 """

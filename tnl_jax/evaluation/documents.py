@@ -25,14 +25,12 @@ import dataclasses
 import math
 import zlib
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from tnl_jax.data import sources
 from tnl_jax.evaluation import positions as buckets
-
-Scorer = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+from tnl_jax.evaluation.scorer import Scorer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,11 +11,10 @@ index): every model sees the same rows.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
+from tnl_jax.evaluation.scorer import Scorer
 
-Scorer = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 DIGITS = 5
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 

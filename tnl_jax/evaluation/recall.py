@@ -9,14 +9,12 @@ past them (RoPE's unseen positions, a fixed decay's horizon).
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 
 from tnl_jax.data import mqar
 from tnl_jax.data.pipeline import rows_from_packed
-
-Scorer = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+from tnl_jax.evaluation.scorer import Scorer
 
 
 def example_row(index: int, length: int, pairs: int, vocab: int, row_len: int

@@ -8,17 +8,15 @@ the model that trained; one process (a quality study's models fit one device).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import jax
 import numpy as np
 
+from tnl_jax.evaluation.scorer import Scorer
 from tnl_jax.training import sharding
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.loop import initial_params, under_mesh
 from tnl_jax.training.steps import token_losses
-
-Scorer = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
 def load_scorer(cfg: TrainConfig) -> tuple[Scorer, object]:
