@@ -7,7 +7,7 @@ import numpy as np
 
 from benchmarks.quality import quality_report, quality_runs
 from benchmarks.quality.quality_runs import Run, Scale
-from tnl_jax.evaluation import documents
+from tnl_jax.evaluation import documents, passkey
 
 KEYS = [k for k in (f"f{i}.py:0" for i in range(40)) if documents.is_validation(k)][:3]
 
@@ -67,3 +67,13 @@ def test_each_extension_follows_its_source_run_and_waits_for_its_checkpoint(tmp_
     ext = Run("ext", "tnl", 2e-3)
     status = quality_study.do_run(ext, scale, args, deadline=None, eval_batches=1)
     assert status.startswith("skipped: main-tnl-lr0.002-s0 has no checkpoint here")
+
+
+def test_passkey_table_leaves_out_cells_of_an_earlier_question():
+    cell = {"length": 2048, "depth": 0.5, "rows": 8, "accuracy": 0.75, "digit_accuracy": 0.9}
+    now = {"run": "main-a", "passkey": [{**cell, "question": passkey.QUESTION}]}
+    old = {"run": "main-b", "passkey": [{**cell, "question": "assert PASS_KEY == "}]}
+    before = {"run": "main-c", "passkey": [cell]}  # Saved before results named it.
+    lines = quality_report.passkey_lines([now, old, before])
+    assert lines[2] == "| main-a | 0.75 (0.90) |"
+    assert len(lines) == 4 and lines[3].endswith("main-b, main-c)")
