@@ -6,8 +6,9 @@
 # PHASES as quality_study's --phases; each RUNS is an --only list (comma-separated parts
 # of run names, e.g. main-tnl-lr0.002-s1,main-hybrid8-lr0.002-s1); MEM_FRACTION is each
 # process's share of the GPU's memory (XLA_PYTHON_CLIENT_MEM_FRACTION; the shares must
-# sum below 1). BUDGET (seconds, default 480): no run starts after it and the running
-# one stops (a main run cut there is lost: its checkpoint stays on the machine). Every
+# sum below 1). BUDGET (seconds, default 480): no run starts that its architecture's
+# finished runs say would not end inside it, and at BUDGET the running one stops (a
+# run cut there is lost: its checkpoint stays on the machine). Every
 # main and ext run uses model.remat=projections (the same numbers, less memory).
 # Extract with: tar xzf quality.tgz -C benchmarks/results/quality, then gzip the new
 # metrics.jsonl and quality.json files and run quality_study --report.
