@@ -12,8 +12,9 @@ arguments resumes unfinished runs from their checkpoints and skips finished ones
 ``quality.json`` beside them), so the study spreads over device calls and sessions.
 A run whose architecture's finished runs say it would not end inside the budget left
 is not started (``expected_seconds``): a run cut by the budget is lost when its
-checkpoint stays on a device machine. ``main`` and ``ext`` runs use the learning rate the sweep chose per architecture, so
-they start only for architectures whose sweep is complete. At ``--budget-seconds`` the
+checkpoint stays on a device machine. ``main`` and ``ext`` runs use the learning rate
+the sweep chose per architecture, so they start only for architectures whose sweep is
+complete. At ``--budget-seconds`` the
 running run is asked to stop (SIGTERM: it saves and exits) and no new run starts. A
 run that fails (say a non-finite loss) is reported and the study goes on. Compiled
 programs are cached under ``ROOT/.jax-cache``: the seeds and rates of an architecture
