@@ -49,8 +49,12 @@ def _softmax_standin(q, k, v, **_):
 
 
 @contextlib.contextmanager
-def standin_ops():
-    """Within: both token mixers call ``standin_op`` instead of their attention op."""
+def standin_ops(enabled: bool = True):
+    """Within: both token mixers call ``standin_op`` instead of their attention op
+    (with ``enabled`` false: their own)."""
+    if not enabled:
+        yield
+        return
     with mock.patch("tnl_jax.model.token_mixer.lightning_attention", _linear_standin), \
             mock.patch("tnl_jax.model.softmax_attention.jax.nn.dot_product_attention",
                        _softmax_standin):
