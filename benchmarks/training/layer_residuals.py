@@ -7,6 +7,11 @@ parameters (TNL's gate adds a ``d x d`` weight per layer).
 
     python -m benchmarks.training.layer_residuals --preset tnl-385m --rows 4 --seq 8192
 
+``--stand-in-ops`` replaces both attention ops by one stand-in with a fused kernel's
+memory signature (standin_ops.py): what is left is the glue around the op (norms,
+gate, activations, projections, MLP), compared on any platform (the CPU's ``xla``
+backend and quadratic softmax would otherwise dominate the working set there).
+
 Nothing runs: the layer is traced and compiled on abstract inputs (seconds).
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import print_saved_residuals
 
+from benchmarks.training.standin_ops import standin_ops
 from tnl_jax.model.language_model import create_model
 from tnl_jax.model.remat import REMAT_POLICIES
 from tnl_jax.training import config as train_config
@@ -60,22 +66,34 @@ def saved_values(f, *args) -> list[tuple[int, str]]:
     return found
 
 
+def _layer_inputs(cfg, rows: int, seq: int) -> tuple:
+    """Abstract ``x, segment_ids, positions`` of one layer's call."""
+    ids = jax.ShapeDtypeStruct((rows, seq), jnp.int32)
+    return jax.ShapeDtypeStruct((rows, seq, cfg.decoder_embed_dim), cfg.compute_dtype), ids, ids
+
+
+def saved_per_token(cfg, kind: str, rows: int, seq: int) -> dict[str, float]:
+    """Bytes per token that one ``kind`` layer keeps for its backward under
+    ``cfg.remat``, by source (the weights, kept anyway, left out)."""
+    params, rest, f = layer_loss(cfg, kind)
+    f = jax.checkpoint(f, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+    saved = collections.Counter()
+    for size, source in saved_values(f, params, rest, *_layer_inputs(cfg, rows, seq)):
+        if "from the argument params" in source or "from the argument rest" in source:
+            continue  # weights: kept anyway, not per token
+        saved[source.split(" from /")[0]] += size / (rows * seq)
+    return dict(saved)
+
+
 def per_token(cfg, kind: str, rows: int, seq: int) -> dict:
     """Saved bytes per token by source, and the compiled forward + backward's temporary
     bytes per token, of one ``kind`` layer under ``cfg.remat``."""
     params, rest, f = layer_loss(cfg, kind)
     f = jax.checkpoint(f, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
-    x = jax.ShapeDtypeStruct((rows, seq, cfg.decoder_embed_dim), cfg.compute_dtype)
-    ids = jax.ShapeDtypeStruct((rows, seq), jnp.int32)
-    tokens = rows * seq
-    saved = collections.Counter()
-    for size, source in saved_values(f, params, rest, x, ids, ids):
-        if "from the argument params" in source or "from the argument rest" in source:
-            continue  # weights: kept anyway, not per token
-        saved[source.split(" from /")[0]] += size / tokens
     grad = jax.jit(jax.grad(f, argnums=(0, 2)))
-    temp = grad.lower(params, rest, x, ids, ids).compile().memory_analysis().temp_size_in_bytes
-    return {"saved": dict(saved), "temp_per_token": temp / tokens}
+    compiled = grad.lower(params, rest, *_layer_inputs(cfg, rows, seq)).compile()
+    return {"saved": saved_per_token(cfg, kind, rows, seq),
+            "temp_per_token": compiled.memory_analysis().temp_size_in_bytes / (rows * seq)}
 
 
 def main() -> None:
@@ -84,8 +102,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--seq", type=int, default=8192)
     parser.add_argument("--remat", default="projections")
+    parser.add_argument("--stand-in-ops", action="store_true",
+                        help="both attention ops replaced by one stand-in (standin_ops.py): "
+                             "the glue's memory alone")
     parser.add_argument("overrides", nargs="*", help="key=value, as for train.py")
     args = parser.parse_args()
+    with standin_ops(args.stand_in_ops):
+        report(args)
+
+
+def report(args) -> None:
+    """Print each architecture's saved values and working set per token."""
+    ops = ", stand-in ops" if args.stand_in_ops else ""
     for arch, kind in (("tnl", "linear"), ("softmax", "softmax")):
         cfg = train_config.load(args.preset, [f"model.architecture={arch}",
                                               f"model.remat={args.remat}",
@@ -93,7 +121,7 @@ def main() -> None:
         found = per_token(cfg, kind, args.rows, args.seq)
         d = cfg.decoder_embed_dim
         print(f"{arch} ({kind} layer, {jax.devices()[0].platform}, {args.rows} x {args.seq}, "
-              f"remat {args.remat}): saved {sum(found['saved'].values()):.0f} B/token "
+              f"remat {args.remat}{ops}): saved {sum(found['saved'].values()):.0f} B/token "
               f"({sum(found['saved'].values()) / (2 * d):.2f} d in bf16), "
               f"working set {found['temp_per_token']:.0f} B/token", flush=True)
         for source, size in found["saved"].items():

@@ -7,7 +7,9 @@ compiled at ``rows`` and ``2 * rows`` rows of ``seq`` tokens, and
 
     per token = (temp(2 rows) - temp(rows)) / (rows * seq),   fixed = temp(rows) - per token * tokens
 
-(``temp``: XLA's temporaries, ``memory_analysis``). Nothing runs.
+(``temp``: XLA's temporaries, ``memory_analysis``). Nothing runs. ``--stand-in-ops``
+replaces both attention ops by one stand-in (standin_ops.py): the rest of the step,
+compared on the CPU too (whose ``xla`` backend and quadratic softmax would dominate).
 
     python -m benchmarks.training.memory_per_token --preset tnl-385m \\
         --settings 8:2048,2:8192,1:32768 model.dtype=bfloat16
@@ -19,6 +21,7 @@ import argparse
 import jax
 
 from benchmarks.common.bench_args import colon_fields, comma_list
+from benchmarks.training.standin_ops import standin_ops
 from benchmarks.training.train_memory import compiled_step
 from tnl_jax.training import config as train_config
 
@@ -42,8 +45,17 @@ def main() -> None:
     parser.add_argument("--archs", default="tnl,softmax")
     parser.add_argument("--remat", default="projections")
     parser.add_argument("--loss-chunk-tokens", type=int, default=-1)
+    parser.add_argument("--stand-in-ops", action="store_true",
+                        help="both attention ops replaced by one stand-in (standin_ops.py): "
+                             "the rest of the step, compared on any platform")
     parser.add_argument("overrides", nargs="*", help="key=value, as for train.py")
     args = parser.parse_args()
+    with standin_ops(args.stand_in_ops):
+        report(args)
+
+
+def report(args) -> None:
+    """Print the table: each setting's slope and fixed part, per architecture."""
     small = [] if args.preset else ["model.decoder_embed_dim=256", "model.decoder_layers=4",
                                     "model.decoder_attention_heads=4", "model.vocab_size=64000"]
     print(f"{jax.devices()[0].platform}: | arch | rows x seq | KiB/token | × softmax | "

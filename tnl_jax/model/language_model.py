@@ -28,7 +28,7 @@ from tnl_jax.model.head_matmul import head_matmul
 from tnl_jax.model.norms import make_norm
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
-from tnl_jax.model.remat import REMAT_POLICIES
+from tnl_jax.model.remat import REMAT_POLICIES, call_after_cotangent
 from tnl_jax.partitioning import ACTIVATION, constrain
 
 # The logits (B, T, V) under a mesh: rows and sequence like the residual stream, the
@@ -83,12 +83,18 @@ class LayerStack(nnx.Module):
         self.remat_policy = REMAT_POLICIES[remat]
         self.remat = remat != "none"
         self.unroll = min(unroll, count)
+        self.count = count
 
     def __call__(self, x, segment_ids, positions):
         def body(layer: DecoderLayer, x):
             return layer(x, segment_ids, positions)
 
-        if self.remat:  # Per layer: the scan's body. Under scan, CSE cannot undo it.
+        if self.remat and self.unroll == self.count:
+            # One iteration (a one-layer stack, like TNL's LRPE layer 0, or one unrolled
+            # whole) is no loop to XLA: each layer recomputes after its cotangent.
+            body = lambda layer, x: call_after_cotangent(layer, self.remat_policy, x,
+                                                         segment_ids, positions)
+        elif self.remat:  # Per layer: the scan's body. In a loop CSE cannot undo it.
             body = nnx.remat(body, policy=self.remat_policy, prevent_cse=False)
         return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
                         unroll=self.unroll)(self.layers, x)
