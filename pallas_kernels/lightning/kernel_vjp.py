@@ -87,6 +87,19 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
                                 interpret, kernel_config: KernelConfig | None = None):
     """Validated op inputs in, ``(o, final_state)`` out. ``kernel_config``: the launches
     and sequence splits to use instead of the tables and split policies."""
+    seq, dk, dv = q.shape[1], q.shape[-1], v.shape[-1]
+    args, static = padded_call(q, k, v, decay, run_ids=run_ids, initial_state=initial_state,
+                               chunk_size=chunk_size, interpret=interpret,
+                               kernel_config=kernel_config)
+    o, final = _attention(*args, static)
+    return o[:, :seq, :, :dv], final[:, :, :dk, :dv]
+
+
+def padded_call(q, k, v, decay, *, run_ids, initial_state, chunk_size, interpret,
+                kernel_config: KernelConfig | None):
+    """``((q, k, v, gamma, run, s0) padded as the walks take them, the launches and
+    splits)`` for the op's inputs (``v`` may be any ``(B, T, H, dv)`` rows, ``do`` for a
+    dS-only pass)."""
     batch, seq, heads, dk = q.shape
     dv = v.shape[-1]
     dk_pad, dv_pad = tuning.padded_head_dim(dk), tuning.padded_head_dim(dv)
@@ -108,10 +121,8 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
     # Outside the custom VJP: a decay of +inf gets the gradient 0 exactly (the walks'
     # partial sums would give rounding noise about 0).
     gamma = finite_decay(decay.astype(jnp.float32)).reshape(heads, 1)
-    o, final = _attention(pad(q, dk_pad), pad(k, dk_pad), pad(v, dv_pad), gamma, run, s0,
-                          _Static(layout, state_layout, config, decay_grad_config,
-                                  interpret))
-    return o[:, :seq, :, :dv], final[:, :, :dk, :dv]
+    static = _Static(layout, state_layout, config, decay_grad_config, interpret)
+    return (pad(q, dk_pad), pad(k, dk_pad), pad(v, dv_pad), gamma, run, s0), static
 
 
 def _forward(q, k, v, gamma, run, s0, static: _Static):

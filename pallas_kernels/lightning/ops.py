@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.lightning import (context_parallel, decode_vjp, kernel_vjp, partitioning,
-                                      validation, value_checks, xla_backend)
+                                      state_passes, validation, value_checks, xla_backend)
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.runs import run_ids_from_segments
 
@@ -109,8 +109,7 @@ def lightning_attention(
     if 0 in q.shape or 0 in v.shape:
         o, final = _empty_result(q, v, initial_state)
     else:
-        attend = functools.partial(attend_on_device, chunk_size=chunk_size, backend=backend,
-                                   kernel_config=kernel_config)
+        attend = local_op(chunk_size=chunk_size, backend=backend, kernel_config=kernel_config)
         o, final = _partitioned(attend, q, k, v, non_negative(decay), segment_ids,
                                 initial_state, context_axis, shard_axes,
                                 typed=backend != "interpret")
@@ -150,6 +149,19 @@ def _empty_result(q, v, initial_state) -> tuple[jax.Array, jax.Array]:
     if initial_state is not None and seq == 0:
         return o, initial_state
     return o, jnp.zeros((batch, heads, dk, dv), jnp.float32)
+
+
+def local_op(*, chunk_size, backend, kernel_config) -> context_parallel.LocalOp:
+    """The op on arrays that one device holds whole, with the kernels' state passes
+    for context parallelism (the ``xla`` backend derives them from its scan)."""
+    options = dict(chunk_size=chunk_size, kernel_config=kernel_config)
+    attend = functools.partial(attend_on_device, backend=backend, **options)
+    if backend == "xla":
+        return context_parallel.LocalOp(attend)
+    options["interpret"] = backend == "interpret"
+    return context_parallel.LocalOp(
+        attend, own_state=functools.partial(state_passes.own_final_state, **options),
+        entering_dstate=functools.partial(state_passes.entering_dstate, **options))
 
 
 def attend_on_device(q, k, v, decay, segment_ids, initial_state, *, chunk_size, backend,

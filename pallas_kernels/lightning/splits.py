@@ -122,3 +122,27 @@ def split_anchor_terms(entry_states, entering_dstates, layout: WalkLayout):
     precision only if it is the walk's own (the dS-only pass rounds differently)."""
     inner = jnp.sum(entry_states * entering_dstates, axis=(3, 4))  # (B, H, splits)
     return jnp.sum(inner * layout.split_lengths(), axis=(0, 2))
+
+
+def sequence_final_state(q, k, v, gamma, run, states: WalkLayout, launch: Launch,
+                         interpret: bool) -> jax.Array:
+    """``(B, H, dk, dv)``: the state at the sequence's end from a zero state, without
+    the outputs: the state-only pass over every split of ``states`` (in parallel), then
+    one weighted sum of their own states (split ``r``'s sits at boundary ``r + 1``)."""
+    (own,) = passes.forward(q, k, v, gamma, run, entry_runs(run, states), None,
+                            emit_output=False, emit_state=True, launch=launch,
+                            layout=states, interpret=interpret)
+    to_end = boundary_transfers(gamma, run, states)[:, :, 1:, -1:]  # (B, H, splits, 1)
+    return weighted_sum(jnp.swapaxes(to_end, 2, 3), own)[:, :, 0]
+
+
+def sequence_entering_dstate(q, k, do, gamma, run, states: WalkLayout, launch: Launch,
+                             interpret: bool) -> jax.Array:
+    """``(B, H, dk, dv)``: the gradient of the state entering the sequence from ``do``
+    alone (a zero ``dfinal``): the dS-only pass over every split of ``states``, then one
+    weighted sum of their own ``dS`` (split ``r``'s sits at boundary ``r``)."""
+    (own,) = passes.dv(q, k, do, gamma, run, entry_runs(run, states), None,
+                       emit_output=False, emit_state=True, launch=launch, layout=states,
+                       interpret=interpret)
+    from_starts = boundary_transfers(gamma, run, states)[:, :, :1, :-1]  # (B, H, 1, splits)
+    return weighted_sum(from_starts, own)[:, :, 0]

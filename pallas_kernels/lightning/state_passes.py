@@ -1,0 +1,43 @@
+"""The kernels' two state passes over one device's whole shard, for context
+parallelism (context_parallel.py, LASP-2's order): the state-only pass (the shard's own
+final state, from a zero state, without its outputs) and the dS-only pass (the gradient
+of the state entering the shard, from ``do`` alone). Each walks the shard's state
+splits in parallel (splits.py) in the launch of the op's own state-only passes. Not
+differentiated: the context-parallel VJP calls them."""
+from __future__ import annotations
+
+import jax
+
+from pallas_kernels.lightning import splits
+from pallas_kernels.lightning.kernel_vjp import padded_call
+from pallas_kernels.lightning.launch import KernelConfig
+from pallas_kernels.lightning.runs import run_ids_from_segments
+
+
+def _run_ids(segment_ids):
+    return None if segment_ids is None else run_ids_from_segments(segment_ids)
+
+
+def own_final_state(q, k, v, decay, segment_ids, *, chunk_size, interpret: bool,
+                    kernel_config: KernelConfig | None) -> jax.Array:
+    """``(B, H, dk, dv)`` float32: the state after the rows from a zero state."""
+    dk, dv = q.shape[-1], v.shape[-1]
+    (q, k, v, gamma, run, _), static = padded_call(
+        q, k, v, decay, run_ids=_run_ids(segment_ids), initial_state=None, chunk_size=chunk_size,
+        interpret=interpret, kernel_config=kernel_config)
+    state = splits.sequence_final_state(q, k, v, gamma, run, static.state_layout,
+                                        static.config.states, interpret)
+    return state[:, :, :dk, :dv]
+
+
+def entering_dstate(q, k, do, decay, segment_ids, *, chunk_size, interpret: bool,
+                    kernel_config: KernelConfig | None) -> jax.Array:
+    """``(B, H, dk, dv)`` float32: ``∂⟨o, do⟩/∂S`` for the state ``S`` entering the
+    rows (it reaches the tokens of their first run)."""
+    dk, dv = q.shape[-1], do.shape[-1]
+    (q, k, do, gamma, run, _), static = padded_call(
+        q, k, do, decay, run_ids=_run_ids(segment_ids), initial_state=None, chunk_size=chunk_size,
+        interpret=interpret, kernel_config=kernel_config)
+    dstate = splits.sequence_entering_dstate(q, k, do, gamma, run, static.state_layout,
+                                             static.config.states, interpret)
+    return dstate[:, :, :dk, :dv]
