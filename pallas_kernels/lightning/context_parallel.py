@@ -177,8 +177,9 @@ def _over_context_fwd(op, axis, q, k, v, decay, segment_ids, initial_state):
 
 def _over_context_bwd(op, axis, residuals, cotangents):
     attend_vjp, (q, k, v, decay, segment_ids, initial_state), gathered, grads = residuals
-    do, dfinal = (jnp.zeros(c.aval.shape, c.aval.dtype) if isinstance(c, SymbolicZero) else c
-                  for c in cotangents)
+    # An output not differentiated: zeros, varying like the rows inside shard_map.
+    do, dfinal = (varying_like(jnp.zeros(c.aval.shape, c.aval.dtype), q)
+                  if isinstance(c, SymbolicZero) else c for c in cotangents)
     # With manual-axis types (q varies along the axis) the final state's cotangent is
     # whole on every device and the initial state's must be; without them shard_map
     # hands out and sums per-device shares.
@@ -207,13 +208,14 @@ def _backward(op: LocalOp, axis: Axis, attend_vjp, arrays, initial_state, gather
     s0 = (jnp.zeros_like(own_states[0]) if initial_state is None
           else initial_state.astype(jnp.float32))
     # Varying like the rows: the cotangents below are each device's own.
-    _, combine_vjp = jax.vjp(
+    (entering, final), combine_vjp = jax.vjp(
         lambda states, s0: _entering_and_final(states, facts, decay, q.shape[1], s0, index),
         varying_like(own_states, q), varying_like(s0, q))
     dfinal = dfinal.astype(jnp.float32)
     if whole:
         dfinal = jnp.where(index == 0, dfinal, 0.0)
-    d_states, ds0 = combine_vjp((d_entering, dfinal))
+    d_states, ds0 = combine_vjp((varying_like(d_entering, entering),
+                                 varying_like(dfinal, final)))
     d_leaving = lax.psum(d_states, axis)[index]
     dq, dk, dv, *ddecay = attend_vjp((do, d_leaving))
     if initial_state is None:

@@ -88,7 +88,9 @@ def lightning_attention(
     and so ``jax.hessian`` need ``backend="xla"``: the kernels are a ``jax.custom_vjp``,
     and forward mode reaching them raises ``NotImplementedError`` naming the backend
     (``jax.jvp`` straight of a ``jax.jit``-ed caller: jax's own ``TypeError`` that a
-    custom_vjp function has no forward mode).
+    custom_vjp function has no forward mode). Partitioned over a mesh (sharded inputs
+    under ``Auto`` axes, or a sequence split by any route) the op is a ``custom_vjp``
+    on every backend, ``xla`` included: reverse mode only (jax's ``TypeError``).
 
     Non-finite inputs (docs/DESIGN.md): masks select, so an inf or NaN in ``q_t``,
     ``k_t`` or the initial state reaches only the outputs that depend on it; one in
