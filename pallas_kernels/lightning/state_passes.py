@@ -14,30 +14,32 @@ from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.runs import run_ids_from_segments
 
 
-def _run_ids(segment_ids):
-    return None if segment_ids is None else run_ids_from_segments(segment_ids)
-
-
 def own_final_state(q, k, v, decay, segment_ids, *, chunk_size, interpret: bool,
                     kernel_config: KernelConfig | None) -> jax.Array:
     """``(B, H, dk, dv)`` float32: the state after the rows from a zero state."""
-    dk, dv = q.shape[-1], v.shape[-1]
-    (q, k, v, gamma, run, _), static = padded_call(
-        q, k, v, decay, run_ids=_run_ids(segment_ids), initial_state=None, chunk_size=chunk_size,
-        interpret=interpret, kernel_config=kernel_config)
-    state = splits.sequence_final_state(q, k, v, gamma, run, static.state_layout,
-                                        static.config.states, interpret)
-    return state[:, :, :dk, :dv]
+    return _over_state_splits(splits.sequence_final_state, q, k, v, decay, segment_ids,
+                              chunk_size=chunk_size, interpret=interpret,
+                              kernel_config=kernel_config)
 
 
 def entering_dstate(q, k, do, decay, segment_ids, *, chunk_size, interpret: bool,
                     kernel_config: KernelConfig | None) -> jax.Array:
     """``(B, H, dk, dv)`` float32: ``∂⟨o, do⟩/∂S`` for the state ``S`` entering the
     rows (it reaches the tokens of their first run)."""
-    dk, dv = q.shape[-1], do.shape[-1]
-    (q, k, do, gamma, run, _), static = padded_call(
-        q, k, do, decay, run_ids=_run_ids(segment_ids), initial_state=None, chunk_size=chunk_size,
+    return _over_state_splits(splits.sequence_entering_dstate, q, k, do, decay, segment_ids,
+                              chunk_size=chunk_size, interpret=interpret,
+                              kernel_config=kernel_config)
+
+
+def _over_state_splits(walk, q, k, rows, decay, segment_ids, *, chunk_size, interpret,
+                       kernel_config) -> jax.Array:
+    """``walk`` (splits.py) on the padded arguments in the op's state splits and launch;
+    ``rows``: ``v`` or ``do``."""
+    dk, dv = q.shape[-1], rows.shape[-1]
+    run_ids = None if segment_ids is None else run_ids_from_segments(segment_ids)
+    (q, k, rows, gamma, run, _), static = padded_call(
+        q, k, rows, decay, run_ids=run_ids, initial_state=None, chunk_size=chunk_size,
         interpret=interpret, kernel_config=kernel_config)
-    dstate = splits.sequence_entering_dstate(q, k, do, gamma, run, static.state_layout,
-                                             static.config.states, interpret)
-    return dstate[:, :, :dk, :dv]
+    state = walk(q, k, rows, gamma, run, static.state_layout, static.config.states,
+                 interpret)
+    return state[:, :, :dk, :dv]
