@@ -138,10 +138,22 @@ def _entering_and_final(own_states, facts, decay, shard_len: int, initial_state,
     return entering, states[-1]
 
 
+def _entering(op: LocalOp, axis: Axis, q, k, v, decay, segment_ids, initial_state):
+    """Steps 1 and 2: ``((own states, facts) of every shard, the state entering this
+    shard, the final state)``."""
+    own_states, facts = _gathered(op, q, k, v, decay, segment_ids, axis)
+    entering, final = _entering_and_final(own_states, facts, decay, q.shape[1],
+                                          initial_state, lax.axis_index(axis))
+    return (own_states, facts), entering, final
+
+
 def _attend_vjp(op: LocalOp, q, k, v, decay, segment_ids, entering, decay_grad: bool):
-    """``((o, final), VJP in (q, k, v[, decay]))`` of the op from the state ``entering``."""
+    """``((o, final), VJP in (q, k, v[, decay]))`` of the op from the state ``entering``
+    (the final state float32, as the gradients of the boundary states are)."""
     def attend(q, k, v, *trained_decay):
-        return op(q, k, v, trained_decay[0] if decay_grad else decay, segment_ids, entering)
+        o, final = op(q, k, v, trained_decay[0] if decay_grad else decay, segment_ids,
+                      entering)
+        return o, final.astype(jnp.float32)
     return jax.vjp(attend, q, k, v, *((decay,) if decay_grad else ()))
 
 
@@ -155,9 +167,7 @@ def attention_over_context(op: LocalOp, q, k, v, decay, segment_ids, initial_sta
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _over_context(op, axis, q, k, v, decay, segment_ids, initial_state):
-    own_states, facts = _gathered(op, q, k, v, decay, segment_ids, axis)
-    entering, final = _entering_and_final(own_states, facts, decay, q.shape[1],
-                                          initial_state, lax.axis_index(axis))
+    _, entering, final = _entering(op, axis, q, k, v, decay, segment_ids, initial_state)
     return op(q, k, v, decay, segment_ids, entering)[0], final
 
 
@@ -167,12 +177,11 @@ def _over_context_fwd(op, axis, q, k, v, decay, segment_ids, initial_state):
     q, k, v, decay, segment_ids, initial_state = (
         None if x is None else x.value
         for x in (q, k, v, decay, segment_ids, initial_state))
-    own_states, facts = _gathered(op, q, k, v, decay, segment_ids, axis)
-    entering, final = _entering_and_final(own_states, facts, decay, q.shape[1],
-                                          initial_state, lax.axis_index(axis))
+    gathered, entering, final = _entering(op, axis, q, k, v, decay, segment_ids,
+                                          initial_state)
     (o, _), attend_vjp = _attend_vjp(op, q, k, v, decay, segment_ids, entering, grads[0])
-    return (o, final), (attend_vjp, (q, k, v, decay, segment_ids, initial_state),
-                        (own_states, facts), grads)
+    return (o, final), (attend_vjp, (q, k, v, decay, segment_ids, initial_state), gathered,
+                        grads)
 
 
 def _over_context_bwd(op, axis, residuals, cotangents):
@@ -211,13 +220,12 @@ def _backward(op: LocalOp, axis: Axis, attend_vjp, arrays, initial_state, gather
     (entering, final), combine_vjp = jax.vjp(
         lambda states, s0: _entering_and_final(states, facts, decay, q.shape[1], s0, index),
         varying_like(own_states, q), varying_like(s0, q))
-    dfinal = dfinal.astype(jnp.float32)
     if whole:
-        dfinal = jnp.where(index == 0, dfinal, 0.0)
-    d_states, ds0 = combine_vjp((varying_like(d_entering, entering),
-                                 varying_like(dfinal, final)))
+        dfinal = jnp.where(index == 0, dfinal, jnp.zeros((), dfinal.dtype))
+    like = lambda x, y: varying_like(x.astype(y.dtype), y)  # a cotangent typed as y
+    d_states, ds0 = combine_vjp((like(d_entering, entering), like(dfinal, final)))
     d_leaving = lax.psum(d_states, axis)[index]
-    dq, dk, dv, *ddecay = attend_vjp((do, d_leaving))
+    dq, dk, dv, *ddecay = attend_vjp((do, d_leaving.astype(jnp.float32)))
     if initial_state is None:
         ds0 = None
     else:
@@ -232,9 +240,7 @@ def backward_over_context(op: LocalOp, q, k, v, decay, segment_ids, initial_stat
     this device's part (sum it over the axes that split batch and sequence); ``d
     initial_state`` is summed over ``axis`` already. ``dfinal`` is the final state's
     cotangent, the same on every shard (counted once)."""
-    own_states, facts = _gathered(op, q, k, v, decay, segment_ids, axis)
-    entering, _ = _entering_and_final(own_states, facts, decay, q.shape[1], initial_state,
-                                      lax.axis_index(axis))
+    gathered, entering, _ = _entering(op, axis, q, k, v, decay, segment_ids, initial_state)
     _, attend_vjp = _attend_vjp(op, q, k, v, decay, segment_ids, entering, decay_grad)
     return _backward(op, axis, attend_vjp, (q, k, v, decay, segment_ids), initial_state,
-                     (own_states, facts), do, dfinal, whole=True)
+                     gathered, do, dfinal, whole=True)

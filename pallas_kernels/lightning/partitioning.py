@@ -262,7 +262,7 @@ def _auto_bwd(attend, flags, residuals, cotangents):
                   if isinstance(c, jax.custom_derivatives.SymbolicZero) else c
                   for c in cotangents)
     grads = _backward_call(attend, flags, decay_grad, state_grad)(
-        *primals, *optional, do.astype(primals[0].dtype), dfinal.astype(jnp.float32))
+        *primals, *optional, do.astype(primals[0].dtype), dfinal)
     dq, dk, dv, ddecay, *ds0 = grads
     d_optional = (None,) * flags[0] + ((ds0[0] if state_grad else None),) * flags[1]
     return dq, dk, dv, ddecay if decay_grad else None, d_optional
