@@ -5,8 +5,9 @@ share on two GPUs): fwd+bwd of one device's shard, (1, 65536) tokens at tnl-385m
 - ``plain``: the op alone, one device's share with nothing to combine;
 - ``lasp2``: the sequence-split op on a one-device mesh (``shard_axes`` seq): every
   step of LASP-2's order runs (the state-only pass, the gather, a ``psum`` over one
-  device, the boundary states, the op from the entering state; in the backward the
-  dS-only pass, the ``psum`` and the op's backward), only the transfer is missing;
+  device, the boundary states, the op from the entering state reusing the pass's split
+  states; in the backward the dS-only pass, the ``psum`` and the op's backward reusing
+  its split dS), only the transfer is missing;
 - ``old``: the order before (the op from a zero state, the gather, then
   ``λ^(t+1) q_t E`` added by an XLA product over the shard, differentiated by JAX),
   kept here to be measured beside it.

@@ -12,12 +12,14 @@ with ``n`` shards of ``L`` tokens along ``axis``, on each device:
    on through shard ``r`` (else ``M_r`` alone), in float32;
 3. the op runs once on the local tokens from ``E_r`` as its initial state (zero where
    the shard's first run does not continue the previous shard's last): the outputs.
+   The kernels' own sequence splits take the state-only pass's split states
+   (context_kernels.py), so no state is walked twice.
 
 The backward is the same in reverse: a dS-only pass gives the gradient ``D_r`` of the
 state entering each shard from its ``do`` alone; the transpose of step 2 (one ``psum``
 of the shards' cotangents) gives the gradient ``G_{r+1}`` of the state leaving each
 shard; then the op's own backward runs once with ``(do, G_{r+1})`` and the initial
-state ``E_r``. Collectives are state-sized (``n·B·H·dk·dv`` float32), never
+state ``E_r`` (the kernels' splits taking the dS-only pass's split dS). Collectives are state-sized (``n·B·H·dk·dv`` float32), never
 activation-sized; no activation-sized work runs outside the op's passes. The output
 is exact (the same sum, grouped by shard).
 
@@ -49,26 +51,33 @@ Attend = Callable[..., tuple[jax.Array, jax.Array]]
 
 @dataclasses.dataclass(frozen=True)
 class LocalOp:
-    """The op on one device's tokens, called as ``attend``, and the two state passes
-    that context parallelism runs beside it: ``own_state(q, k, v, decay, segment_ids)``,
-    the final state from a zero state (no outputs), and ``entering_dstate(q, k, do,
-    decay, segment_ids)``, the gradient of the state entering the tokens from ``do``
-    alone; both ``(B, H, dk, dv)`` float32. None: derived from ``attend`` (its forward,
-    its VJP), as the ``xla`` backend does."""
+    """The op on one device's tokens, called as ``attend``, and what context
+    parallelism runs beside it, each None where derived from ``attend`` (its forward,
+    its VJP), as on the ``xla`` backend:
+
+    - ``own_state(q, k, v, decay, segment_ids)``: ``(the final state from a zero state
+      (B, H, dk, dv) float32, split states)``, no outputs;
+    - ``entering_dstate(q, k, do, decay, segment_ids)``: ``(the gradient of the state
+      entering the tokens from do alone, split dS)``;
+    - ``shard_vjp(q, k, v, decay, segment_ids, entering, split states, decay_grad=)``:
+      ``((o, final state), backward(do, dfinal, split dS) -> (dq, dk, dv[, d decay]))``,
+      the op from the state ``entering`` reusing the passes' per-split results.
+    """
 
     attend: Attend
-    own_state: Callable[..., jax.Array] | None = None
-    entering_dstate: Callable[..., jax.Array] | None = None
+    own_state: Callable[..., tuple[jax.Array, object]] | None = None
+    entering_dstate: Callable[..., tuple[jax.Array, object]] | None = None
+    shard_vjp: Callable[..., tuple[tuple[jax.Array, jax.Array], Callable]] | None = None
 
     def __call__(self, q, k, v, decay, segment_ids, initial_state):
         return self.attend(q, k, v, decay, segment_ids, initial_state)
 
-    def state_of(self, q, k, v, decay, segment_ids) -> jax.Array:
+    def state_of(self, q, k, v, decay, segment_ids) -> tuple[jax.Array, object]:
         if self.own_state is not None:
             return self.own_state(q, k, v, decay, segment_ids)
-        return self.attend(q, k, v, decay, segment_ids, None)[1].astype(jnp.float32)
+        return self.attend(q, k, v, decay, segment_ids, None)[1].astype(jnp.float32), None
 
-    def dstate_of(self, q, k, v, do, decay, segment_ids) -> jax.Array:
+    def dstate_of(self, q, k, v, do, decay, segment_ids) -> tuple[jax.Array, object]:
         if self.entering_dstate is not None:
             return self.entering_dstate(q, k, do, decay, segment_ids)
         batch, _, heads, dk = q.shape
@@ -76,7 +85,26 @@ class LocalOp:
         zero = varying_like(jnp.zeros((batch, heads, dk, v.shape[-1]), jnp.float32),
                             q, k, v, do)
         _, vjp = jax.vjp(lambda s0: self.attend(q, k, v, decay, segment_ids, s0)[0], zero)
-        return vjp(do)[0]
+        return vjp(do)[0], None
+
+    def vjp_from(self, q, k, v, decay, segment_ids, entering, split_states,
+                 decay_grad: bool):
+        """``((o, final state float32), backward(do, dfinal, split dS))``."""
+        if self.shard_vjp is not None:
+            return self.shard_vjp(q, k, v, decay, segment_ids, entering, split_states,
+                                  decay_grad=decay_grad)
+
+        def attend(q, k, v, *trained_decay):
+            o, final = self.attend(q, k, v, trained_decay[0] if decay_grad else decay,
+                                   segment_ids, entering)
+            return o, final.astype(jnp.float32)
+        out, vjp = jax.vjp(attend, q, k, v, *((decay,) if decay_grad else ()))
+        return out, jax.tree_util.Partial(_without_split_dstates, vjp)
+
+
+def _without_split_dstates(vjp, do, dfinal, split_dstates):
+    del split_dstates  # the generic VJP walks its own
+    return vjp((do, dfinal))
 
 
 def first_run_mask(segment_ids: jax.Array | None, batch: int, seq: int) -> jax.Array:
@@ -118,14 +146,15 @@ def gather_shards(x, axis: Axis):
 
 
 def _gathered(op: LocalOp, q, k, v, decay, segment_ids, axis: Axis):
-    """``(own states (n, B, H, dk, dv), (first ids, last ids, one-run flags) (n, B))``."""
+    """``((own states (n, B, H, dk, dv), (first ids, last ids, one-run flags) (n, B)),
+    this shard's split states)``."""
     batch, seq = q.shape[:2]
     ids = (jnp.zeros((batch, seq), jnp.int32) if segment_ids is None
            else segment_ids.astype(jnp.int32))
     one_run = first_run_mask(segment_ids, batch, seq)[:, -1].astype(jnp.int32)
-    own, *facts = gather_shards((op.state_of(q, k, v, decay, segment_ids), ids[:, 0],
-                                 ids[:, -1], one_run), axis)
-    return own, tuple(facts)
+    own_state, split_states = op.state_of(q, k, v, decay, segment_ids)
+    own, *facts = gather_shards((own_state, ids[:, 0], ids[:, -1], one_run), axis)
+    return (own, tuple(facts)), split_states
 
 
 def _entering_and_final(own_states, facts, decay, shard_len: int, initial_state, index):
@@ -139,22 +168,12 @@ def _entering_and_final(own_states, facts, decay, shard_len: int, initial_state,
 
 
 def _entering(op: LocalOp, axis: Axis, q, k, v, decay, segment_ids, initial_state):
-    """Steps 1 and 2: ``((own states, facts) of every shard, the state entering this
-    shard, the final state)``."""
-    own_states, facts = _gathered(op, q, k, v, decay, segment_ids, axis)
+    """Steps 1 and 2: ``((own states, facts) of every shard, this shard's split states,
+    the state entering this shard, the final state)``."""
+    (own_states, facts), split_states = _gathered(op, q, k, v, decay, segment_ids, axis)
     entering, final = _entering_and_final(own_states, facts, decay, q.shape[1],
                                           initial_state, lax.axis_index(axis))
-    return (own_states, facts), entering, final
-
-
-def _attend_vjp(op: LocalOp, q, k, v, decay, segment_ids, entering, decay_grad: bool):
-    """``((o, final), VJP in (q, k, v[, decay]))`` of the op from the state ``entering``
-    (the final state float32, as the gradients of the boundary states are)."""
-    def attend(q, k, v, *trained_decay):
-        o, final = op(q, k, v, trained_decay[0] if decay_grad else decay, segment_ids,
-                      entering)
-        return o, final.astype(jnp.float32)
-    return jax.vjp(attend, q, k, v, *((decay,) if decay_grad else ()))
+    return (own_states, facts), split_states, entering, final
 
 
 def attention_over_context(op: LocalOp, q, k, v, decay, segment_ids, initial_state,
@@ -162,12 +181,14 @@ def attention_over_context(op: LocalOp, q, k, v, decay, segment_ids, initial_sta
     """The op on this device's ``(B, L, ...)`` shard of a sequence split over ``axis``:
     ``(o (B, L, H, dv), final_state)``, the final state of the whole sequence (the same
     on every shard). ``initial_state`` enters the first shard."""
-    return _over_context(op, axis, q, k, v, decay, segment_ids, initial_state)
+    # Under jit: a custom_vjp with symbolic zeros cannot run in an eager shard_map (jax
+    # 0.10 raises NotImplementedError); inside the caller's jit this adds nothing.
+    return _over_context_jit(op, axis, q, k, v, decay, segment_ids, initial_state)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _over_context(op, axis, q, k, v, decay, segment_ids, initial_state):
-    _, entering, final = _entering(op, axis, q, k, v, decay, segment_ids, initial_state)
+    _, _, entering, final = _entering(op, axis, q, k, v, decay, segment_ids, initial_state)
     return op(q, k, v, decay, segment_ids, entering)[0], final
 
 
@@ -177,15 +198,16 @@ def _over_context_fwd(op, axis, q, k, v, decay, segment_ids, initial_state):
     q, k, v, decay, segment_ids, initial_state = (
         None if x is None else x.value
         for x in (q, k, v, decay, segment_ids, initial_state))
-    gathered, entering, final = _entering(op, axis, q, k, v, decay, segment_ids,
-                                          initial_state)
-    (o, _), attend_vjp = _attend_vjp(op, q, k, v, decay, segment_ids, entering, grads[0])
-    return (o, final), (attend_vjp, (q, k, v, decay, segment_ids, initial_state), gathered,
+    gathered, split_states, entering, final = _entering(op, axis, q, k, v, decay,
+                                                        segment_ids, initial_state)
+    (o, _), attend_bwd = op.vjp_from(q, k, v, decay, segment_ids, entering, split_states,
+                                     grads[0])
+    return (o, final), (attend_bwd, (q, k, v, decay, segment_ids, initial_state), gathered,
                         grads)
 
 
 def _over_context_bwd(op, axis, residuals, cotangents):
-    attend_vjp, (q, k, v, decay, segment_ids, initial_state), gathered, grads = residuals
+    attend_bwd, (q, k, v, decay, segment_ids, initial_state), gathered, grads = residuals
     # An output not differentiated: zeros, varying like the rows inside shard_map.
     do, dfinal = (varying_like(jnp.zeros(c.aval.shape, c.aval.dtype), q)
                   if isinstance(c, SymbolicZero) else c for c in cotangents)
@@ -194,16 +216,17 @@ def _over_context_bwd(op, axis, residuals, cotangents):
     # hands out and sums per-device shares.
     whole = bool(varying_axes(q))
     # The boundary states are linear in the initial state: its value is not needed.
-    dq, dk, dv, ddecay, ds0 = _backward(op, axis, attend_vjp, (q, k, v, decay, segment_ids),
+    dq, dk, dv, ddecay, ds0 = _backward(op, axis, attend_bwd, (q, k, v, decay, segment_ids),
                                         initial_state if grads[1] else None, gathered, do,
                                         dfinal, whole=whole)
     return dq, dk, dv, ddecay if grads[0] else None, None, ds0
 
 
 _over_context.defvjp(_over_context_fwd, _over_context_bwd, symbolic_zeros=True)
+_over_context_jit = jax.jit(_over_context, static_argnums=(0, 1))
 
 
-def _backward(op: LocalOp, axis: Axis, attend_vjp, arrays, initial_state, gathered, do,
+def _backward(op: LocalOp, axis: Axis, attend_bwd, arrays, initial_state, gathered, do,
               dfinal, *, whole: bool):
     """``(dq, dk, dv, d decay or None, d initial_state or None)``: the dS-only pass, the
     transpose of the boundary states (one ``psum``), then the op's backward from the
@@ -213,7 +236,7 @@ def _backward(op: LocalOp, axis: Axis, attend_vjp, arrays, initial_state, gather
     q, k, v, decay, segment_ids = arrays
     own_states, facts = gathered
     index = lax.axis_index(axis)
-    d_entering = op.dstate_of(q, k, v, do, decay, segment_ids)
+    d_entering, split_dstates = op.dstate_of(q, k, v, do, decay, segment_ids)
     s0 = (jnp.zeros_like(own_states[0]) if initial_state is None
           else initial_state.astype(jnp.float32))
     # Varying like the rows: the cotangents below are each device's own.
@@ -225,7 +248,7 @@ def _backward(op: LocalOp, axis: Axis, attend_vjp, arrays, initial_state, gather
     like = lambda x, y: varying_like(x.astype(y.dtype), y)  # a cotangent typed as y
     d_states, ds0 = combine_vjp((like(d_entering, entering), like(dfinal, final)))
     d_leaving = lax.psum(d_states, axis)[index]
-    dq, dk, dv, *ddecay = attend_vjp((do, d_leaving.astype(jnp.float32)))
+    dq, dk, dv, *ddecay = attend_bwd(do, d_leaving.astype(jnp.float32), split_dstates)
     if initial_state is None:
         ds0 = None
     else:
@@ -240,7 +263,9 @@ def backward_over_context(op: LocalOp, q, k, v, decay, segment_ids, initial_stat
     this device's part (sum it over the axes that split batch and sequence); ``d
     initial_state`` is summed over ``axis`` already. ``dfinal`` is the final state's
     cotangent, the same on every shard (counted once)."""
-    gathered, entering, _ = _entering(op, axis, q, k, v, decay, segment_ids, initial_state)
-    _, attend_vjp = _attend_vjp(op, q, k, v, decay, segment_ids, entering, decay_grad)
-    return _backward(op, axis, attend_vjp, (q, k, v, decay, segment_ids), initial_state,
+    gathered, split_states, entering, _ = _entering(op, axis, q, k, v, decay, segment_ids,
+                                                    initial_state)
+    _, attend_bwd = op.vjp_from(q, k, v, decay, segment_ids, entering, split_states,
+                                decay_grad)
+    return _backward(op, axis, attend_bwd, (q, k, v, decay, segment_ids), initial_state,
                      gathered, do, dfinal, whole=True)

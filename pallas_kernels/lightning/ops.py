@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.lightning import (context_parallel, decode_vjp, kernel_vjp, partitioning,
-                                      state_passes, validation, value_checks, xla_backend)
+                                      context_kernels, validation, value_checks, xla_backend)
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.runs import run_ids_from_segments
 
@@ -162,8 +162,9 @@ def local_op(*, chunk_size, backend, kernel_config) -> context_parallel.LocalOp:
         return context_parallel.LocalOp(attend)
     options["interpret"] = backend == "interpret"
     return context_parallel.LocalOp(
-        attend, own_state=functools.partial(state_passes.own_final_state, **options),
-        entering_dstate=functools.partial(state_passes.entering_dstate, **options))
+        attend, own_state=functools.partial(context_kernels.own_final_state, **options),
+        entering_dstate=functools.partial(context_kernels.entering_dstate, **options),
+        shard_vjp=functools.partial(context_kernels.attend_vjp, **options))
 
 
 def attend_on_device(q, k, v, decay, segment_ids, initial_state, *, chunk_size, backend,
