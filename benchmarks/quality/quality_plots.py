@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.quality.quality_results import bpb, window  # noqa: E402
+from benchmarks.quality.quality_results import bpb, current_passkey, window  # noqa: E402
 from benchmarks.quality.quality_runs import Scale  # noqa: E402
 
 
@@ -64,13 +64,13 @@ def plot_extrapolation(results: list[dict], scale: Scale, path: Path) -> Path:
 
 
 def plot_passkey(results: list[dict], path: Path) -> Path | None:
-    with_key = [r for r in results if r.get("passkey")]
+    with_key = [(r, current_passkey(r)) for r in results if current_passkey(r)]
     if not with_key:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in with_key:
-        lengths = sorted({p["length"] for p in r["passkey"]})
-        ys = [np.mean([p["accuracy"] for p in r["passkey"] if p["length"] == n]) for n in lengths]
+    for r, cells in with_key:
+        lengths = sorted({p["length"] for p in cells})
+        ys = [np.mean([p["accuracy"] for p in cells if p["length"] == n]) for n in lengths]
         ax.plot(lengths, ys, marker="o", label=r["run"])
     ax.set_xscale("log", base=2)
     ax.set_ylim(-0.02, 1.02)

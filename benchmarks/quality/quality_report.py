@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common.results_io import read_json
-from benchmarks.quality.quality_results import RESULT_FILE, bpb, read, window
+from benchmarks.quality.quality_results import RESULT_FILE, bpb, current_passkey, read, window
 from benchmarks.quality.quality_runs import ARCHS, LABELS, Scale, plan
 from tnl_jax.evaluation import bootstrap, documents
 from tnl_jax.evaluation.positions import bucket_names
@@ -128,13 +128,15 @@ def main_lines(results: list[dict], rows: int) -> tuple[list[str], dict]:
     return lines, numbers
 
 
-def extrapolation_lines(results: list[dict], sizes: tuple[int, ...], rows: int) -> list[str]:
-    """Main runs (trained at ``rows``): test bits per byte at each window, and the
-    longest window against ``rows`` (seeds averaged)."""
+def extrapolation_lines(results: list[dict], sizes: tuple[int, ...], rows: int,
+                        phase: str = "main") -> list[str]:
+    """Runs of ``phase`` (trained at ``rows``: main runs at 2K, the extensions at 16K):
+    test bits per byte at each window, and the longest window against ``rows`` (seeds
+    averaged)."""
     lines = ["| arch | " + " | ".join(f"{s}" for s in sizes) + f" | {sizes[-1]} / {rows} |",
              "|---|" + "---|" * (len(sizes) + 1)]
     for arch in ARCHS:
-        runs_ = [r for r in results if r["phase"] == "main" and r["arch"] == arch]
+        runs_ = [r for r in results if r["phase"] == phase and r["arch"] == arch]
         if not runs_:
             continue
         values = [np.nanmean([bpb(window(r, s)) for r in runs_]) for s in sizes]
@@ -158,13 +160,23 @@ def context_gain_lines(results: list[dict], short: int, full: int) -> list[str]:
 
 
 def passkey_lines(results: list[dict]) -> list[str]:
-    """Passkey accuracy by length, depths averaged (per depth in summary.json)."""
-    with_key = [r for r in results if r.get("passkey")]
+    """Passkey accuracy by length, depths averaged (per depth in summary.json): all five
+    digits right, and (in brackets) the share of digits right, chance 0.1."""
+    with_key = [r for r in results if current_passkey(r)]
+    stale = [r["run"] for r in results if r.get("passkey") and not current_passkey(r)]
+    stale_line = f"(asked with an earlier question, not shown: {', '.join(stale)})"
+    if not with_key:
+        return [stale_line] if stale else []
     lengths = sorted({p["length"] for r in with_key for p in r["passkey"]})
     lines = ["| run | " + " | ".join(str(n) for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
     for r in with_key:
-        cells = [np.mean([p["accuracy"] for p in r["passkey"] if p["length"] == n]) for n in lengths]
-        lines.append(f"| {r['run']} | " + " | ".join(_fmt(c, ".2f") for c in cells) + " |")
+        cells = [[p for p in current_passkey(r) if p["length"] == n] for n in lengths]
+        lines.append(f"| {r['run']} | " + " | ".join(
+            f"{_fmt(np.mean([p['accuracy'] for p in c]), '.2f')} "
+            f"({_fmt(np.mean([p['digit_accuracy'] for p in c]), '.2f')})" if c else "-"
+            for c in cells) + " |")
+    if stale:
+        lines.append(stale_line)
     return lines
 
 
@@ -191,6 +203,8 @@ def tables(results: list[dict], scale: Scale, chosen: dict[str, float]) -> tuple
         (f"Main runs at {scale.rows}-token rows: test bits/byte", main),
         ("Length extrapolation: test bits/byte at each window (trained at "
          f"{scale.rows})", extrapolation_lines(results, scale.windows, scale.rows)),
+        (f"After the {scale.ext_rows}-token extension: test bits/byte at each window",
+         extrapolation_lines(results, scale.windows, scale.ext_rows, phase="ext")),
         (f"Context gain: bits/byte at a {min(scale.windows)}-token window minus at "
          f"{max(scale.windows)}, same targets", context_gain_lines(
              results, min(scale.windows), max(scale.windows))),
@@ -198,7 +212,8 @@ def tables(results: list[dict], scale: Scale, chosen: dict[str, float]) -> tuple
         ("MQAR recall", mqar_lines(results)),
     ]
     text = "\n\n".join(f"### {title}\n\n" + "\n".join(lines) for title, lines in sections
-                       if len(lines) > 2)  # A header alone: nothing measured yet.
+                       if len(lines) > 2 or (lines and not lines[0].startswith("|")))
+    # (A table's header alone: nothing measured yet; a note alone is shown.)
     return text + "\n", numbers
 
 

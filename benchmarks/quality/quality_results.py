@@ -86,6 +86,12 @@ def language_metrics(run: Run, cfg: TrainConfig, scale: Scale, score) -> dict:
     return out
 
 
+def current_passkey(result: dict) -> list[dict]:
+    """The run's passkey cells asked with today's question (``passkey.QUESTION``); cells
+    of an earlier question are not comparable and are left out."""
+    return [p for p in result.get("passkey", []) if p.get("question") == passkey.QUESTION]
+
+
 def evaluate(run: Run, cfg: TrainConfig, scale: Scale) -> dict:
     """The run's results, its final weights evaluated."""
     result = describe(run, cfg)

@@ -10,8 +10,11 @@ protocol is docs/QUALITY.md, the phases ``quality_runs``'s docstring.
 Each run is a ``train.py`` run directory under ``--root``: rerunning with the same
 arguments resumes unfinished runs from their checkpoints and skips finished ones (a
 ``quality.json`` beside them), so the study spreads over device calls and sessions.
-``main`` and ``ext`` runs use the learning rate the sweep chose per architecture, so
-they start only for architectures whose sweep is complete. At ``--budget-seconds`` the
+A run whose architecture's finished runs say it would not end inside the budget left
+is not started (``expected_seconds``): a run cut by the budget is lost when its
+checkpoint stays on a device machine. ``main`` and ``ext`` runs use the learning rate
+the sweep chose per architecture, so they start only for architectures whose sweep is
+complete. At ``--budget-seconds`` the
 running run is asked to stop (SIGTERM: it saves and exits) and no new run starts. A
 run that fails (say a non-finite loss) is reported and the study goes on. Compiled
 programs are cached under ``ROOT/.jax-cache``: the seeds and rates of an architecture
@@ -28,6 +31,7 @@ import dataclasses
 import math
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -73,6 +77,10 @@ class Deadline:
     def passed(self) -> bool:
         return self.stopped or (self.end is not None and time.monotonic() >= self.end)
 
+    def left(self) -> float | None:
+        """Seconds of the budget left (None: no budget)."""
+        return None if self.end is None else max(0.0, self.end - time.monotonic())
+
     def _watch(self) -> None:
         while True:
             time.sleep(2)
@@ -97,6 +105,34 @@ def held_out_batches(scale: Scale) -> int:
     return max(1, math.ceil(tokens / scale.batch_tokens))
 
 
+# Compile, curve points and the final evaluation, beyond the training steps (the
+# 2026-12-06 H100 runs: 94 s for a main run, 60 s for an extension, 65 s for a sweep run).
+OVERHEAD_S = {"sweep": 70, "main": 110, "ext": 80}
+
+
+def expected_seconds(run: Run, scale: Scale, root: Path, steps_done: int = 0) -> float | None:
+    """A guess of what is left of ``run``: its remaining tokens at the median tokens/s
+    of its architecture's finished runs of the same phase (an extension without one:
+    at half the 2K rate; softmax's 16K rows ran at 0.62x its 2K rate), plus
+    ``OVERHEAD_S``. None without a finished run to go by, or for MQAR: it starts."""
+    if run.task != "lm":
+        return None
+    done = [r for r in quality_report.load(root) if r.get("arch") == run.arch
+            and r.get("task") == "lm" and r.get("tokens_per_s") and "error" not in r]
+    same = [r["tokens_per_s"] for r in done if r["phase"] == run.phase]
+    short = [r["tokens_per_s"] for r in done if r["phase"] != "ext"]
+    if same:
+        rate = statistics.median(same)
+    elif short:
+        rate = statistics.median(short) * (0.5 if run.phase == "ext" else 1.0)
+    else:
+        return None
+    tokens = {"sweep": scale.sweep_tokens, "main": scale.tokens, "ext": scale.ext_tokens}
+    steps = scale.steps(tokens[run.phase])
+    left = max(0, steps - steps_done) * scale.batch_tokens
+    return left / rate + OVERHEAD_S[run.phase]
+
+
 def finished(cfg) -> bool:
     steps = run_layout.complete_steps(cfg.run_dir)
     return bool(steps) and steps[0] >= cfg.steps
@@ -112,6 +148,12 @@ def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) 
             and not run_layout.complete_steps(source)):
         return (f"skipped: {source.name} has no checkpoint here (a device call brings no "
                 f"checkpoint back: run its main seed 0 and this extension in one call)")
+    need = expected_seconds(run, scale, args.root, max(
+        run_layout.complete_steps(args.root / run.name) or [0]))
+    left = deadline.left()
+    if need is not None and left is not None and need > left:
+        return (f"not started: about {need:.0f} s needed, {left:.0f} s of the budget left "
+                f"(a run cut by the budget is lost with its checkpoint)")
     glu = runs.matched_glu(scale, run.arch)[0] if run.task == "lm" else scale.glu_dim
     cfg = runs.train_cfg(run, scale, glu, args.root, args.set, eval_batches)
     if not finished(cfg):

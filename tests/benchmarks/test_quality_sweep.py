@@ -7,7 +7,7 @@ import numpy as np
 
 from benchmarks.quality import quality_report, quality_runs
 from benchmarks.quality.quality_runs import Run, Scale
-from tnl_jax.evaluation import documents
+from tnl_jax.evaluation import documents, passkey
 
 KEYS = [k for k in (f"f{i}.py:0" for i in range(40)) if documents.is_validation(k)][:3]
 
@@ -67,3 +67,34 @@ def test_each_extension_follows_its_source_run_and_waits_for_its_checkpoint(tmp_
     ext = Run("ext", "tnl", 2e-3)
     status = quality_study.do_run(ext, scale, args, deadline=None, eval_batches=1)
     assert status.startswith("skipped: main-tnl-lr0.002-s0 has no checkpoint here")
+
+
+def test_passkey_table_leaves_out_cells_of_an_earlier_question():
+    cell = {"length": 2048, "depth": 0.5, "rows": 8, "accuracy": 0.75, "digit_accuracy": 0.9}
+    now = {"run": "main-a", "passkey": [{**cell, "question": passkey.QUESTION}]}
+    old = {"run": "main-b", "passkey": [{**cell, "question": "assert PASS_KEY == "}]}
+    before = {"run": "main-c", "passkey": [cell]}  # Saved before results named it.
+    lines = quality_report.passkey_lines([now, old, before])
+    assert lines[2] == "| main-a | 0.75 (0.90) |"
+    assert len(lines) == 4 and lines[3].endswith("main-b, main-c)")
+
+
+def test_a_run_is_not_started_when_its_history_says_it_would_not_finish(tmp_path):
+    from benchmarks.quality import quality_study
+
+    scale = Scale(archs=("tnl",), tokens=1e8, ext_tokens=2.5e7, batch_tokens=1 << 17)
+    main = Run("main", "tnl", 2e-3)
+    assert quality_study.expected_seconds(main, scale, tmp_path) is None  # No history.
+    write_sweep(tmp_path, "tnl", 2e-3, 1.6)
+    result_file = tmp_path / Run("sweep", "tnl", 2e-3).name / "quality.json"
+    result = {**json.loads(result_file.read_text()), "task": "lm", "tokens_per_s": 5e5}
+    result_file.write_text(json.dumps(result))
+    steps = scale.steps(scale.tokens)
+    expected = steps * scale.batch_tokens / 5e5 + quality_study.OVERHEAD_S["main"]
+    assert math.isclose(quality_study.expected_seconds(main, scale, tmp_path), expected)
+    half_done = quality_study.expected_seconds(main, scale, tmp_path, steps_done=steps // 2)
+    assert half_done < expected - 90  # Resumed: only the steps left count.
+    ext = quality_study.expected_seconds(Run("ext", "tnl", 2e-3), scale, tmp_path)
+    assert math.isclose(ext, scale.steps(scale.ext_tokens) * scale.batch_tokens / 2.5e5
+                        + quality_study.OVERHEAD_S["ext"])  # Half the 2K rate.
+    assert quality_study.expected_seconds(Run("mqar", "tnl", 1e-3), scale, tmp_path) is None

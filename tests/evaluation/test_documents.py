@@ -84,6 +84,8 @@ def test_passkey_rows_hide_the_key_and_score_its_digits_only():
     where = text.index(b"PASS_KEY = " + key)
     assert 0.35 * 600 < where < 0.55 * 600  # Near half the depth, after a line break.
     assert text[where - 1:where] == b"\n"
+    # The question is the needle's prefix again, right before the answer.
+    assert text[:answer_at].endswith(b"\n" + passkey.PREFIX) and where < answer_at - 20
     batch = passkey.batch_of(filler, 600, 0.5, rows=3, bos_id=257)
     assert batch["input_ids"].shape == (3, 600) and batch["input_ids"][0, 0] == 257
     assert (batch["loss_mask"].sum(1) == 5).all()
@@ -97,5 +99,5 @@ def test_passkey_rows_hide_the_key_and_score_its_digits_only():
         return np.zeros_like(correct), correct
 
     result = passkey.accuracy(right_on_first_row, filler, (600,), 3, 257, depths=(0.5,))
-    assert result == [{"length": 600, "depth": 0.5, "rows": 3, "accuracy": 1 / 3,
-                       "digit_accuracy": 9 / 15}]
+    assert result == [{"length": 600, "depth": 0.5, "rows": 3, "question": passkey.QUESTION,
+                       "accuracy": 1 / 3, "digit_accuracy": 9 / 15}]

@@ -3,11 +3,17 @@ the end; accuracy by length and depth.
 
 The study's models read Python source as bytes, so the needle and the question are
 Python too: the line ``PASS_KEY = 58213`` is put at a line break near ``depth`` of
-the filler (held-out source files, read end to end), and the row ends with
-``assert PASS_KEY == `` followed by the five digits, the only scored targets. An
-example is right when all five digits are the model's top-1 predictions (teacher
-forced); chance is 1e-5. Filler offsets and keys are drawn from (length, depth,
-index): every model sees the same rows.
+the filler (held-out source files, read end to end), and the row ends with the
+needle's own prefix again, ``PASS_KEY = ``, then the five digits, the only scored
+targets. As in Mohtashami & Jaggi's passkey ("The pass key is ... What is the pass
+key? The pass key is"), the question ends with the words that preceded the key, so
+the answer is a copy of what followed them: a model that finds the needle can
+answer. (The first form, ``assert PASS_KEY == ``, matched the needle only up to
+``PASS_KEY =``; every model, softmax at 2K included, scored about 0 digits right, below
+the 1 in 10 of a guessed digit: they did not read it as a question. Results carry
+``QUESTION``, so a report never mixes the two.) An example is right when all five
+digits are the model's top-1 predictions (teacher forced); chance is 1e-5. Filler
+offsets and keys are drawn from (length, depth, index): every model sees the same rows.
 """
 from __future__ import annotations
 
@@ -17,12 +23,14 @@ from tnl_jax.evaluation.scorer import Scorer
 
 DIGITS = 5
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
+PREFIX = b"PASS_KEY = "
+QUESTION = PREFIX.decode()  # Saved with every result: what the row ends with.
 
 
 def needle(key: int) -> tuple[bytes, bytes, bytes]:
     """(the needle line, the question, the answer) for ``key``."""
     answer = f"{key:0{DIGITS}d}".encode()
-    return b"\nPASS_KEY = " + answer + b"\n", b"\nassert PASS_KEY == ", answer
+    return b"\n" + PREFIX + answer + b"\n", b"\n" + PREFIX, answer
 
 
 def example_bytes(filler: bytes, length: int, depth: float, index: int
@@ -75,6 +83,7 @@ def accuracy(score: Scorer, filler: bytes, lengths: tuple[int, ...], rows: int,
             _, correct = score(batch)
             hits = (np.asarray(correct) * batch["loss_mask"]).sum(1)
             results.append({"length": length, "depth": depth, "rows": rows,
+                            "question": QUESTION,
                             "accuracy": float(np.mean(hits == DIGITS)),
                             "digit_accuracy": float(hits.sum() / (rows * DIGITS))})
     return results
