@@ -10,11 +10,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from pallas_kernels.lightning import splits
 from pallas_kernels.lightning.kernel_vjp import (Residuals, Static, backward_passes,
                                                  forward_passes, padded_call)
 from pallas_kernels.lightning.launch import KernelConfig
+from pallas_kernels.lightning.layout import SPLIT_STATES_NAME
 from pallas_kernels.lightning.runs import run_ids_from_segments
 
 
@@ -66,6 +68,7 @@ def attend_vjp(q, k, v, decay, segment_ids, entering, own_states, *, decay_grad:
     padded, pad_vjp = jax.vjp(lambda q, k, v, decay: padded_call(q, k, v, decay, **options)[0][:4],
                               q, k, v, decay)
     o, final, entry_states, entry_run = forward_passes(*padded, run, s0, static, own_states)
+    entry_states = checkpoint_name(entry_states, SPLIT_STATES_NAME)  # as the op's own
     res = Residuals(*padded, run, entry_states, entry_run, decay_grad=decay_grad,
                      initial_state_grad=False, initial_state_axes=frozenset())
     backward = jax.tree_util.Partial(functools.partial(_backward, static, decay_grad),

@@ -38,9 +38,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 from jax.custom_derivatives import SymbolicZero
 
 from pallas_kernels.lightning.chunk_math import weighted
+from pallas_kernels.lightning.layout import SPLIT_STATES_NAME
 from pallas_kernels.lightning.manual_axes import varying_axes, varying_like
 
 Axis = str | tuple[str, ...]
@@ -200,6 +202,9 @@ def _over_context_fwd(op, axis, q, k, v, decay, segment_ids, initial_state):
         for x in (q, k, v, decay, segment_ids, initial_state))
     gathered, split_states, entering, final = _entering(op, axis, q, k, v, decay,
                                                         segment_ids, initial_state)
+    # Named as the op's split states: a remat policy that keeps them (and the output)
+    # spares the backward the state-only pass and the gather.
+    gathered = checkpoint_name(gathered, SPLIT_STATES_NAME)
     (o, _), attend_bwd = op.vjp_from(q, k, v, decay, segment_ids, entering, split_states,
                                      grads[0])
     return (o, final), (attend_bwd, (q, k, v, decay, segment_ids, initial_state), gathered,

@@ -21,15 +21,11 @@ from jax.custom_derivatives import SymbolicZero
 from pallas_kernels.lightning import passes, splits, tuning
 from pallas_kernels.lightning.chunk_math import finite_decay
 from pallas_kernels.lightning.launch import KernelConfig
-from pallas_kernels.lightning.layout import WalkLayout
+from pallas_kernels.lightning.layout import SPLIT_STATES_NAME, WalkLayout
 from pallas_kernels.lightning.manual_axes import summed_like, varying_axes
 from pallas_kernels.lightning.validation import reverse_mode_only
 
 
-# The ``checkpoint_name`` of the states entering the sequence splits, a residual of the
-# forward (a state-only pass makes them when a row has several splits): a remat policy
-# that saves it and the op's output spares the backward a second forward.
-SPLIT_STATES_NAME = "lightning_split_states"
 
 
 @dataclasses.dataclass(frozen=True)
