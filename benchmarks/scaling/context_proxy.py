@@ -65,7 +65,8 @@ def proxy_rows(args) -> list[dict]:
     """The three fwd+bwd cases and the two state passes on one device."""
     decay = jnp.arange(1, args.heads + 1, dtype=jnp.float32) / args.heads
     typed = args.backend != "interpret"
-    mesh = jax.make_mesh((1,), ("x",), axis_types=(AxisType.Auto,), devices=jax.devices()[:1])
+    mesh = jax.make_mesh((1,), ("x",), axis_types=(AxisType.Auto,),
+                         devices=jax.devices()[:1])
     tokens = P(None, "x", None, None)
     attend = ops.local_op(chunk_size=None, backend=args.backend, kernel_config=None)
 
@@ -77,7 +78,8 @@ def proxy_rows(args) -> list[dict]:
                                    shard_axes=ShardAxes(seq="x"))
 
     old = jax.shard_map(functools.partial(old_order, attend, decay=decay, axis="x"),
-                        mesh=mesh, in_specs=(tokens,) * 3, out_specs=tokens, check_vma=typed)
+                        mesh=mesh, in_specs=(tokens,) * 3, out_specs=tokens,
+                        check_vma=typed)
     args_ = op_inputs(1, args.seq, args.heads, args.dim)
     time = functools.partial(timed_ms, rounds=args.rounds)
     rows = []
@@ -93,7 +95,8 @@ def proxy_rows(args) -> list[dict]:
             print(json.dumps(rows[-1]), flush=True)
         state_passes = (
             ("state-only pass", lambda q, k, v, do: attend.state_of(q, k, v, decay, None)),
-            ("dS-only pass", lambda q, k, v, do: attend.dstate_of(q, k, v, do, decay, None)))
+            ("dS-only pass",
+             lambda q, k, v, do: attend.dstate_of(q, k, v, do, decay, None)))
         for name, state_pass in state_passes:
             ms = time(jax.jit(state_pass), *args_)
             rows.append({"case": name, "fwd_bwd_ms": ms, "x_plain": ms / plain_ms,

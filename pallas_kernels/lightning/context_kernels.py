@@ -79,7 +79,7 @@ def attend_vjp(q, k, v, decay, segment_ids, entering, own_states, *, decay_grad:
 def _backward(static: Static, decay_grad: bool, res: Residuals, pad_vjp, do, dfinal,
               own_dstates):
     """``(dq, dk, dv[, d decay])`` of :func:`attend_vjp`'s op."""
-    (batch, padded_len, _, dv_pad), dk_pad = res.v.shape, res.q.shape[-1]
+    (_, padded_len, _, dv_pad), dk_pad = res.v.shape, res.q.shape[-1]
     do = jnp.pad(do, [(0, 0), (0, padded_len - do.shape[1]), (0, 0),
                       (0, dv_pad - do.shape[-1])])
     dfinal = jnp.pad(dfinal.astype(jnp.float32), [(0, 0), (0, 0),
