@@ -19,9 +19,10 @@ The backward is the same in reverse: a dS-only pass gives the gradient ``D_r`` o
 state entering each shard from its ``do`` alone; the transpose of step 2 (one ``psum``
 of the shards' cotangents) gives the gradient ``G_{r+1}`` of the state leaving each
 shard; then the op's own backward runs once with ``(do, G_{r+1})`` and the initial
-state ``E_r`` (the kernels' splits taking the dS-only pass's split dS). Collectives are state-sized (``n·B·H·dk·dv`` float32), never
-activation-sized; no activation-sized work runs outside the op's passes. The output
-is exact (the same sum, grouped by shard).
+state ``E_r`` (the kernels' splits taking the dS-only pass's split dS). Collectives
+are state-sized (``n·B·H·dk·dv`` float32), never activation-sized; no
+activation-sized work runs outside the op's passes. The output is exact (the same
+sum, grouped by shard).
 
 The gather is a ``psum`` of one-hot slots, so that its result is the same on every
 device (invariant, in ``shard_map``'s terms): the final state is then replicated over
@@ -190,8 +191,11 @@ def attention_over_context(op: LocalOp, q, k, v, decay, segment_ids, initial_sta
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _over_context(op, axis, q, k, v, decay, segment_ids, initial_state):
-    _, _, entering, final = _entering(op, axis, q, k, v, decay, segment_ids, initial_state)
-    return op(q, k, v, decay, segment_ids, entering)[0], final
+    _, split_states, entering, final = _entering(op, axis, q, k, v, decay, segment_ids,
+                                                 initial_state)
+    # The forward of the VJP (its backward unused): the kernels reuse the split states.
+    (o, _), _ = op.vjp_from(q, k, v, decay, segment_ids, entering, split_states, False)
+    return o, final
 
 
 def _over_context_fwd(op, axis, q, k, v, decay, segment_ids, initial_state):
