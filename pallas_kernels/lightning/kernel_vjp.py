@@ -1,6 +1,8 @@
 """The Pallas kernels behind ``jax.custom_vjp``: the launch configuration, padding, the
 passes of the forward and the backward (passes.py), their sums across sequence splits
-(splits.py), and the assembly of the decay gradient.
+(splits.py), and the assembly of the decay gradient. ``padded_call``,
+``forward_passes`` and ``backward_passes`` also serve context parallelism
+(context_kernels.py), which hands them the split states of its own state passes.
 
 The custom VJP sees which inputs are differentiated (``symbolic_zeros``): fixed decays
 (TNL's) skip the decay gradient, whose partial sums need the dQ and dK walks to read Q
@@ -19,19 +21,15 @@ from jax.custom_derivatives import SymbolicZero
 from pallas_kernels.lightning import passes, splits, tuning
 from pallas_kernels.lightning.chunk_math import finite_decay
 from pallas_kernels.lightning.launch import KernelConfig
-from pallas_kernels.lightning.layout import WalkLayout
+from pallas_kernels.lightning.layout import SPLIT_STATES_NAME, WalkLayout
 from pallas_kernels.lightning.manual_axes import summed_like, varying_axes
 from pallas_kernels.lightning.validation import reverse_mode_only
 
 
-# The ``checkpoint_name`` of the states entering the sequence splits, a residual of the
-# forward (a state-only pass makes them when a row has several splits): a remat policy
-# that saves it and the op's output spares the backward a second forward.
-SPLIT_STATES_NAME = "lightning_split_states"
 
 
 @dataclasses.dataclass(frozen=True)
-class _Static:
+class Static:
     layout: WalkLayout               # the output walks' sequence splits
     state_layout: WalkLayout         # the state-only passes': each of those cut finer
     config: KernelConfig             # with the decay fixed
@@ -51,7 +49,7 @@ class _Static:
                    data_fields=["q", "k", "v", "gamma", "run", "entry_states", "entry_run"],
                    meta_fields=["decay_grad", "initial_state_grad", "initial_state_axes"])
 @dataclasses.dataclass(frozen=True)
-class _Residuals:
+class Residuals:
     q: jax.Array
     k: jax.Array
     v: jax.Array
@@ -87,6 +85,19 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
                                 interpret, kernel_config: KernelConfig | None = None):
     """Validated op inputs in, ``(o, final_state)`` out. ``kernel_config``: the launches
     and sequence splits to use instead of the tables and split policies."""
+    seq, dk, dv = q.shape[1], q.shape[-1], v.shape[-1]
+    args, static = padded_call(q, k, v, decay, run_ids=run_ids, initial_state=initial_state,
+                               chunk_size=chunk_size, interpret=interpret,
+                               kernel_config=kernel_config)
+    o, final = _attention(*args, static)
+    return o[:, :seq, :, :dv], final[:, :, :dk, :dv]
+
+
+def padded_call(q, k, v, decay, *, run_ids, initial_state, chunk_size, interpret,
+                kernel_config: KernelConfig | None):
+    """``((q, k, v, gamma, run, s0) padded as the walks take them, the launches and
+    splits)`` for the op's inputs (``v`` may be any ``(B, T, H, dv)`` rows, ``do`` for a
+    dS-only pass)."""
     batch, seq, heads, dk = q.shape
     dv = v.shape[-1]
     dk_pad, dv_pad = tuning.padded_head_dim(dk), tuning.padded_head_dim(dv)
@@ -108,14 +119,13 @@ def lightning_attention_kernels(q, k, v, decay, *, run_ids, initial_state, chunk
     # Outside the custom VJP: a decay of +inf gets the gradient 0 exactly (the walks'
     # partial sums would give rounding noise about 0).
     gamma = finite_decay(decay.astype(jnp.float32)).reshape(heads, 1)
-    o, final = _attention(pad(q, dk_pad), pad(k, dk_pad), pad(v, dv_pad), gamma, run, s0,
-                          _Static(layout, state_layout, config, decay_grad_config,
-                                  interpret))
-    return o[:, :seq, :, :dv], final[:, :, :dk, :dv]
+    static = Static(layout, state_layout, config, decay_grad_config, interpret)
+    return (pad(q, dk_pad), pad(k, dk_pad), pad(v, dv_pad), gamma, run, s0), static
 
 
-def _forward(q, k, v, gamma, run, s0, static: _Static):
-    """``(o, final state, the state entering each split, entry runs)``."""
+def forward_passes(q, k, v, gamma, run, s0, static: Static, own_states=None):
+    """``(o, final state, the state entering each split, entry runs)``; ``own_states``:
+    every state split's own state, computed already (else the state-only pass runs)."""
     q, k, v, gamma, s0 = reverse_mode_only(static.backend, (q, k, v, gamma, s0))
     layout = static.layout
     entry_run = splits.entry_runs(run, layout)
@@ -124,7 +134,7 @@ def _forward(q, k, v, gamma, run, s0, static: _Static):
     else:
         entry_states = splits.entering_states(q, k, v, gamma, run, s0, layout,
                                               static.state_layout, static.config.states,
-                                              static.interpret)
+                                              static.interpret, own=own_states)
     o, ends = passes.forward(q, k, v, gamma, run, entry_run, entry_states, emit_output=True,
                              emit_state=True, launch=static.config.forward, **static.kwargs)
     return o, ends[:, :, -1], entry_states, entry_run
@@ -138,24 +148,24 @@ def _materialized(cotangent) -> jax.Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _attention(q, k, v, gamma, run, s0, static: _Static):
-    o, final, _, _ = _forward(q, k, v, gamma, run, s0, static)
+def _attention(q, k, v, gamma, run, s0, static: Static):
+    o, final, _, _ = forward_passes(q, k, v, gamma, run, s0, static)
     return o, final
 
 
-def _attention_fwd(q, k, v, gamma, run, s0, static: _Static):
+def _attention_fwd(q, k, v, gamma, run, s0, static: Static):
     """Arguments arrive as ``CustomVJPPrimal`` (``symbolic_zeros``): value and perturbed."""
-    o, final, entry_states, entry_run = _forward(
+    o, final, entry_states, entry_run = forward_passes(
         q.value, k.value, v.value, gamma.value, run.value, s0.value, static)
     entry_states = checkpoint_name(entry_states, SPLIT_STATES_NAME)
-    return (o, final), _Residuals(q.value, k.value, v.value, gamma.value, run.value,
+    return (o, final), Residuals(q.value, k.value, v.value, gamma.value, run.value,
                                   entry_states, entry_run, decay_grad=gamma.perturbed,
                                   initial_state_grad=s0.perturbed,
                                   initial_state_axes=varying_axes(s0.value))
 
 
-def _key_gradients(res: _Residuals, do, exit_dstates, config: KernelConfig,
-                   static: _Static, emit_d_s0: bool):
+def _key_gradients(res: Residuals, do, exit_dstates, config: KernelConfig,
+                   static: Static, emit_d_s0: bool):
     """``(dk, dv, dK walk's decay-gradient partials or None, dS entering each split or
     None)``: one fused walk, or the dK and dV walks."""
     q, k, v, gamma, run, entry_run = res.q, res.k, res.v, res.gamma, res.run, res.entry_run
@@ -177,9 +187,15 @@ def _key_gradients(res: _Residuals, do, exit_dstates, config: KernelConfig,
     return dk, dv, dgamma_k, entering_dstates
 
 
-def _attention_bwd(static: _Static, res: _Residuals, cotangents):
+def _attention_bwd(static: Static, res: Residuals, cotangents):
     res, (do, dfinal) = reverse_mode_only(
         static.backend, (res, tuple(_materialized(x) for x in cotangents)))
+    return backward_passes(static, res, do, dfinal)
+
+
+def backward_passes(static: Static, res: Residuals, do, dfinal, own_dstates=None):
+    """``(dq, dk, dv, d gamma, None, d s0)``; ``own_dstates``: every state split's own
+    ``dS`` from ``do``, computed already (else the dS-only pass runs)."""
     q, k, gamma, run = res.q, res.k, res.gamma, res.run
     do = do.astype(q.dtype)
     layout, decay_grad = static.layout, res.decay_grad
@@ -192,7 +208,8 @@ def _attention_bwd(static: _Static, res: _Residuals, cotangents):
     else:
         exit_dstates, d_s0 = splits.exit_dstates(q, k, do, gamma, run, dfinal, layout,
                                                  static.state_layout, config.states,
-                                                 static.interpret, with_initial=d_s0_from_dv)
+                                                 static.interpret, with_initial=d_s0_from_dv,
+                                                 own=own_dstates)
     emit_d_s0 = layout.splits == 1 and d_s0_from_dv
     dq, dgamma_q = passes.dq(q, k, res.v, do, gamma, run, res.entry_run, res.entry_states,
                              launch=config.dq, decay_grad=decay_grad, **static.kwargs)

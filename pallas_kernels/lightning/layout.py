@@ -12,6 +12,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+# The ``checkpoint_name`` of the states entering the sequence splits, a residual of the
+# forward (a state-only pass makes them when a row has several splits; kernel_vjp.py,
+# context_parallel.py): a remat policy that saves it and the op's output spares the
+# backward a second forward.
+SPLIT_STATES_NAME = "lightning_split_states"
+
 
 @dataclasses.dataclass(frozen=True)
 class WalkLayout:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.lightning import (context_parallel, decode_vjp, kernel_vjp, partitioning,
-                                      validation, value_checks, xla_backend)
+                                      context_kernels, validation, value_checks, xla_backend)
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.runs import run_ids_from_segments
 
@@ -88,7 +88,9 @@ def lightning_attention(
     and so ``jax.hessian`` need ``backend="xla"``: the kernels are a ``jax.custom_vjp``,
     and forward mode reaching them raises ``NotImplementedError`` naming the backend
     (``jax.jvp`` straight of a ``jax.jit``-ed caller: jax's own ``TypeError`` that a
-    custom_vjp function has no forward mode).
+    custom_vjp function has no forward mode). Partitioned over a mesh (sharded inputs
+    under ``Auto`` axes, or a sequence split by any route) the op is a ``custom_vjp``
+    on every backend, ``xla`` included: reverse mode only (jax's ``TypeError``).
 
     Non-finite inputs (docs/DESIGN.md): masks select, so an inf or NaN in ``q_t``,
     ``k_t`` or the initial state reaches only the outputs that depend on it; one in
@@ -109,8 +111,7 @@ def lightning_attention(
     if 0 in q.shape or 0 in v.shape:
         o, final = _empty_result(q, v, initial_state)
     else:
-        attend = functools.partial(attend_on_device, chunk_size=chunk_size, backend=backend,
-                                   kernel_config=kernel_config)
+        attend = local_op(chunk_size=chunk_size, backend=backend, kernel_config=kernel_config)
         o, final = _partitioned(attend, q, k, v, non_negative(decay), segment_ids,
                                 initial_state, context_axis, shard_axes,
                                 typed=backend != "interpret")
@@ -150,6 +151,20 @@ def _empty_result(q, v, initial_state) -> tuple[jax.Array, jax.Array]:
     if initial_state is not None and seq == 0:
         return o, initial_state
     return o, jnp.zeros((batch, heads, dk, dv), jnp.float32)
+
+
+def local_op(*, chunk_size, backend, kernel_config) -> context_parallel.LocalOp:
+    """The op on arrays that one device holds whole, with the kernels' state passes
+    for context parallelism (the ``xla`` backend derives them from its scan)."""
+    options = dict(chunk_size=chunk_size, kernel_config=kernel_config)
+    attend = functools.partial(attend_on_device, backend=backend, **options)
+    if backend == "xla":
+        return context_parallel.LocalOp(attend)
+    options["interpret"] = backend == "interpret"
+    return context_parallel.LocalOp(
+        attend, own_state=functools.partial(context_kernels.own_final_state, **options),
+        entering_dstate=functools.partial(context_kernels.entering_dstate, **options),
+        shard_vjp=functools.partial(context_kernels.attend_vjp, **options))
 
 
 def attend_on_device(q, k, v, decay, segment_ids, initial_state, *, chunk_size, backend,

@@ -28,7 +28,7 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pallas_kernels.lightning import context_parallel
-from pallas_kernels.lightning.context_parallel import Attend
+from pallas_kernels.lightning.context_parallel import LocalOp
 from pallas_kernels.lightning.manual_axes import varying_axes
 
 
@@ -91,7 +91,7 @@ def _unpack(optional, has_segments: bool, has_state: bool):
     return segments, state
 
 
-def local_attention(attend: Attend, axes: ShardAxes, q, k, v, decay, segment_ids,
+def local_attention(attend: LocalOp, axes: ShardAxes, q, k, v, decay, segment_ids,
                     initial_state):
     """The op on one device's shards (inside shard_map or a partition rule)."""
     if axes.seq:
@@ -100,7 +100,7 @@ def local_attention(attend: Attend, axes: ShardAxes, q, k, v, decay, segment_ids
     return attend(q, k, v, decay, segment_ids, initial_state)
 
 
-def shard_mapped(attend: Attend, mesh, axes: ShardAxes, q, k, v, decay, segment_ids,
+def shard_mapped(attend: LocalOp, mesh, axes: ShardAxes, q, k, v, decay, segment_ids,
                  initial_state, *, typed: bool = True):
     """``(o, final_state)`` with the op in a ``jax.shard_map`` over ``mesh``.
 
@@ -134,7 +134,7 @@ def explicit_sharding(q):
     return (mesh, axes) if axes else None
 
 
-def partitioned(attend: Attend, q, k, v, decay, segment_ids, initial_state, *,
+def partitioned(attend: LocalOp, q, k, v, decay, segment_ids, initial_state, *,
                 typed: bool = True):
     """``(o, final_state)`` computed shard by shard, whatever the mesh mode."""
     explicit = explicit_sharding(q)
@@ -161,7 +161,7 @@ def _vmapped(*xs) -> bool:
     return any(isinstance(x, jax.core.Tracer) and hasattr(x, "batch_dim") for x in xs)
 
 
-def with_axes(attend: Attend, axes: ShardAxes, q, k, v, decay, segment_ids, initial_state,
+def with_axes(attend: LocalOp, axes: ShardAxes, q, k, v, decay, segment_ids, initial_state,
               *, typed: bool = True):
     """``(o, final_state)`` in a ``shard_map`` over the given axes of the current mesh
     (checked: validation.check_shard_args)."""
@@ -225,7 +225,7 @@ def _partitioned_call(local_fn, reference_fn, has_segments: bool, has_state: boo
     return call
 
 
-def auto_partitioned(attend: Attend, q, k, v, decay, segment_ids, initial_state):
+def auto_partitioned(attend: LocalOp, q, k, v, decay, segment_ids, initial_state):
     """``(o, final_state)`` as one ``custom_partitioning`` call per direction."""
     flags = (segment_ids is not None, initial_state is not None)
     return _auto(attend, flags, q, k, v, decay, _present(segment_ids, initial_state))
@@ -262,7 +262,7 @@ def _auto_bwd(attend, flags, residuals, cotangents):
                   if isinstance(c, jax.custom_derivatives.SymbolicZero) else c
                   for c in cotangents)
     grads = _backward_call(attend, flags, decay_grad, state_grad)(
-        *primals, *optional, do.astype(primals[0].dtype), dfinal.astype(jnp.float32))
+        *primals, *optional, do.astype(primals[0].dtype), dfinal)
     dq, dk, dv, ddecay, *ds0 = grads
     d_optional = (None,) * flags[0] + ((ds0[0] if state_grad else None),) * flags[1]
     return dq, dk, dv, ddecay if decay_grad else None, d_optional
@@ -271,7 +271,7 @@ def _auto_bwd(attend, flags, residuals, cotangents):
 _auto.defvjp(_auto_fwd, _auto_bwd, symbolic_zeros=True)
 
 
-def local_backward(attend: Attend, axes: ShardAxes, flags, decay_grad: bool, q, k, v,
+def local_backward(attend: LocalOp, axes: ShardAxes, flags, decay_grad: bool, q, k, v,
                    decay, *rest):
     """The backward on one device's shards: ``(dq, dk, dv, d decay, [d initial_state])``,
     the decay's summed over the batch and sequence axes (zeros if not ``decay_grad``)."""

@@ -81,15 +81,19 @@ def weighted_sum(weights, values) -> jax.Array:
 
 
 def entering_states(q, k, v, gamma, run, s0, layout: WalkLayout, states: WalkLayout,
-                    launch: Launch, interpret: bool) -> jax.Array:
+                    launch: Launch, interpret: bool, own=None) -> jax.Array:
     """``(B, H, splits, dk, dv)``: the state entering each output split. The state-only
     pass gives the own state of each state split before the last output split (the
-    output pass carries the state through that one to the final state)."""
+    output pass carries the state through that one to the final state); ``own``: those
+    of every state split, computed already (``sequence_final_state``)."""
     factor = states.splits // layout.splits
     leading = dataclasses.replace(states, splits=states.splits - factor)
-    (own,) = passes.forward(q, k, v, gamma, run, entry_runs(run, states)[:, :leading.splits],
-                            None, emit_output=False, emit_state=True, launch=launch,
-                            layout=leading, interpret=interpret)
+    if own is None:
+        (own,) = passes.forward(q, k, v, gamma, run,
+                                entry_runs(run, states)[:, :leading.splits], None,
+                                emit_output=False, emit_state=True, launch=launch,
+                                layout=leading, interpret=interpret)
+    own = own[:, :, :leading.splits]
     # s0 sits at boundary 0 and split r's own state at boundary r + 1; the output splits
     # start at every factor-th boundary.
     to_starts = boundary_transfers(gamma, run, states)[:, :, :leading.splits + 1, :-1:factor]
@@ -98,16 +102,20 @@ def entering_states(q, k, v, gamma, run, s0, layout: WalkLayout, states: WalkLay
 
 
 def exit_dstates(q, k, do, gamma, run, dfinal, layout: WalkLayout, states: WalkLayout,
-                 launch: Launch, interpret: bool, with_initial: bool):
+                 launch: Launch, interpret: bool, with_initial: bool, own=None):
     """``(dS leaving each output split, dS entering the sequence or None)``. The dS-only
     pass gives the own dS of each state split; those of the first output split matter
-    only to the initial state's gradient, so they are walked only ``with_initial``."""
+    only to the initial state's gradient, so they are walked only ``with_initial``.
+    ``own``: those of every state split, computed already (``sequence_entering_dstate``)."""
     factor = states.splits // layout.splits
     first = 0 if with_initial else factor
     tail = dataclasses.replace(states, splits=states.splits - first, first_split=first)
-    (own,) = passes.dv(q, k, do, gamma, run, entry_runs(run, states)[:, first:], None,
-                       emit_output=False, emit_state=True, launch=launch, layout=tail,
-                       interpret=interpret)
+    if own is None:
+        (own,) = passes.dv(q, k, do, gamma, run, entry_runs(run, states)[:, first:], None,
+                           emit_output=False, emit_state=True, launch=launch, layout=tail,
+                           interpret=interpret)
+    else:
+        own = own[:, :, first:]
     # Split r's own dS sits at boundary r and dfinal at the last one; the output splits
     # end at every factor-th boundary (with_initial: also the sequence's start, 0).
     from_ends = boundary_transfers(gamma, run, states)[:, :, first::factor, first:]
@@ -122,3 +130,29 @@ def split_anchor_terms(entry_states, entering_dstates, layout: WalkLayout):
     precision only if it is the walk's own (the dS-only pass rounds differently)."""
     inner = jnp.sum(entry_states * entering_dstates, axis=(3, 4))  # (B, H, splits)
     return jnp.sum(inner * layout.split_lengths(), axis=(0, 2))
+
+
+def sequence_final_state(q, k, v, gamma, run, states: WalkLayout, launch: Launch,
+                         interpret: bool) -> tuple[jax.Array, jax.Array]:
+    """``((B, H, dk, dv), own (B, H, splits, dk, dv))``: the state at the sequence's end
+    from a zero state, without the outputs: the state-only pass over every split of
+    ``states`` (in parallel) gives each split's own state, then one weighted sum of them
+    (split ``r``'s sits at boundary ``r + 1``)."""
+    (own,) = passes.forward(q, k, v, gamma, run, entry_runs(run, states), None,
+                            emit_output=False, emit_state=True, launch=launch,
+                            layout=states, interpret=interpret)
+    to_end = boundary_transfers(gamma, run, states)[:, :, 1:, -1:]  # (B, H, splits, 1)
+    return weighted_sum(jnp.swapaxes(to_end, 2, 3), own)[:, :, 0], own
+
+
+def sequence_entering_dstate(q, k, do, gamma, run, states: WalkLayout, launch: Launch,
+                             interpret: bool) -> tuple[jax.Array, jax.Array]:
+    """``((B, H, dk, dv), own (B, H, splits, dk, dv))``: the gradient of the state
+    entering the sequence from ``do`` alone (a zero ``dfinal``): the dS-only pass over
+    every split of ``states`` gives each split's own ``dS``, then one weighted sum of
+    them (split ``r``'s sits at boundary ``r``)."""
+    (own,) = passes.dv(q, k, do, gamma, run, entry_runs(run, states), None,
+                       emit_output=False, emit_state=True, launch=launch, layout=states,
+                       interpret=interpret)
+    from_starts = boundary_transfers(gamma, run, states)[:, :, :1, :-1]  # (B, H, 1, splits)
+    return weighted_sum(from_starts, own)[:, :, 0], own

@@ -43,6 +43,9 @@ CASES = [
      {"segments": False, "initial_state": False}),
     ("explicit seq bf16", (2, 2, 2), ("data", "ctx", "tensor"), "explicit",
      {"dtype": "bfloat16"}),
+    # Only o differentiated (a model's use): the final state's cotangent a symbolic zero.
+    ("shard_map seq, final state not differentiated", (2, 2, 2),
+     (("data", "tensor"), "ctx", None), "shard_map", {"final_grad": False}),
 ]
 
 
@@ -51,10 +54,11 @@ CASES = [
 # which the Explicit and shard_axes modes use; those run here with the xla backend, and
 # with the real kernels on the GPU (benchmarks/kernel/gpu_check.py).
 INTERPRET_CASES = ("auto seq", "auto all three", "plain jit, no mesh set",
-                   "shard_map all three")
+                   "shard_map all three", "shard_map seq, final state not differentiated")
 
 
-XLA_SKIPS = ("auto seq", "plain jit, no mesh set")
+XLA_SKIPS = ("auto seq", "plain jit, no mesh set",
+             "shard_map seq, final state not differentiated")  # the model tests run it
 
 
 def cases(backend: str) -> list:
@@ -85,7 +89,7 @@ def state_bound(mesh, spec) -> int:
 
 def run_case(backend: str, mesh_shape, spec, mode: str, options: dict) -> dict:
     seq, dtype = options.get("seq", SEQ), jnp.dtype(options.get("dtype", "float32"))
-    decay_grad = options.get("decay_grad", True)
+    decay_grad, final_grad = options.get("decay_grad", True), options.get("final_grad", True)
     rng = np.random.default_rng(seq)
     q, k, v, decay, kwargs = attention_inputs(
         rng, BATCH, seq, HEADS, DIM, DIM, decay=[0.05, 0.3, 1.0, 0.0], dtype=dtype,
@@ -105,7 +109,8 @@ def run_case(backend: str, mesh_shape, spec, mode: str, options: dict) -> dict:
     argnums += (4,) if s0 is not None else ()
 
     def outputs_and_grads(op_fn):
-        """``((o, final), gradients of <o, do> + <final, dfinal>)`` in one pass."""
+        """``((o, final), gradients of <o, do> + <final, dfinal>)`` in one pass (without
+        the second term if not ``final_grad``)."""
         def fn(*args):
             differentiated = [args[i] for i in argnums]
 
@@ -113,12 +118,13 @@ def run_case(backend: str, mesh_shape, spec, mode: str, options: dict) -> dict:
                 full = list(args)
                 for i, x in zip(argnums, diff):
                     full[i] = x
-                return op_fn(*full)
-            out, vjp = jax.vjp(of, *differentiated)
-            return out, vjp((do, dfinal))
+                o, final = op_fn(*full)
+                return ((o, final), None) if final_grad else (o, final)
+            out, vjp, aux = jax.vjp(of, *differentiated, has_aux=True)
+            return ((out, vjp((do, dfinal))) if final_grad else ((out, aux), vjp(do)))
         return jax.jit(fn)
 
-    key = (seq, str(dtype), decay_grad, segments is None, s0 is None)
+    key = (seq, str(dtype), decay_grad, final_grad, segments is None, s0 is None)
     if key not in REFERENCES:  # one unsharded run per kind of inputs
         REFERENCES[key] = outputs_and_grads(op)(q, k, v, decay, s0, segments)
     reference = REFERENCES[key]
