@@ -11,8 +11,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.lightning import (context_parallel, decode_vjp, kernel_vjp, partitioning,
-                                      context_kernels, validation, value_checks, xla_backend)
+from pallas_kernels.lightning import (context_kernels, context_parallel, decode_vjp,
+                                      kernel_vjp, partitioning, validation, value_checks,
+                                      xla_backend)
 from pallas_kernels.lightning.launch import KernelConfig
 from pallas_kernels.lightning.runs import run_ids_from_segments
 
