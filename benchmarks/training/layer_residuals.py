@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import print_saved_residuals
 
-from benchmarks.training.standin_ops import standin_ops
+from benchmarks.training.standin_ops import parse_and_report
 from tnl_jax.model.language_model import create_model
 from tnl_jax.model.remat import REMAT_POLICIES
 from tnl_jax.training import config as train_config
@@ -102,13 +102,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--seq", type=int, default=8192)
     parser.add_argument("--remat", default="projections")
-    parser.add_argument("--stand-in-ops", action="store_true",
-                        help="both attention ops replaced by one stand-in (standin_ops.py): "
-                             "the glue's memory alone")
-    parser.add_argument("overrides", nargs="*", help="key=value, as for train.py")
-    args = parser.parse_args()
-    with standin_ops(args.stand_in_ops):
-        report(args)
+    parse_and_report(parser, report)
 
 
 def report(args) -> None:

@@ -21,7 +21,7 @@ import argparse
 import jax
 
 from benchmarks.common.bench_args import colon_fields, comma_list
-from benchmarks.training.standin_ops import standin_ops
+from benchmarks.training.standin_ops import parse_and_report
 from benchmarks.training.train_memory import compiled_step
 from tnl_jax.training import config as train_config
 
@@ -45,13 +45,7 @@ def main() -> None:
     parser.add_argument("--archs", default="tnl,softmax")
     parser.add_argument("--remat", default="projections")
     parser.add_argument("--loss-chunk-tokens", type=int, default=-1)
-    parser.add_argument("--stand-in-ops", action="store_true",
-                        help="both attention ops replaced by one stand-in (standin_ops.py): "
-                             "the rest of the step, compared on any platform")
-    parser.add_argument("overrides", nargs="*", help="key=value, as for train.py")
-    args = parser.parse_args()
-    with standin_ops(args.stand_in_ops):
-        report(args)
+    parse_and_report(parser, report)
 
 
 def report(args) -> None:

@@ -59,3 +59,15 @@ def standin_ops(enabled: bool = True):
             mock.patch("tnl_jax.model.softmax_attention.jax.nn.dot_product_attention",
                        _softmax_standin):
         yield
+
+
+def parse_and_report(parser, report) -> None:
+    """The memory tools' common tail: ``--stand-in-ops`` and ``key=value`` overrides
+    added to ``parser``, then ``report(args)`` under the stand-ins if asked."""
+    parser.add_argument("--stand-in-ops", action="store_true",
+                        help="both attention ops replaced by one stand-in (standin_ops.py): "
+                             "the glue's memory alone, on any platform")
+    parser.add_argument("overrides", nargs="*", help="key=value, as for train.py")
+    args = parser.parse_args()
+    with standin_ops(args.stand_in_ops):
+        report(args)
