@@ -134,6 +134,7 @@ def main() -> None:
     rows = proxy_rows(args)
     text = proxy_table(rows, args)
     if args.out:
+        os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "context_proxy.json"), "w") as f:
             json.dump(rows, f, indent=1)
         with open(os.path.join(args.out, "context_proxy.md"), "w") as f:
