@@ -17,9 +17,10 @@ gradient is still reduced over both GPUs, through NCCL:
 4. ``resumed on one GPU``: run 1's directory cut back to its middle checkpoint and
    resumed by one process on one GPU (mesh.context=1): the later losses equal run 1's to
    ``--rtol`` (the reduction runs in another order);
-5. (reported, not checked) run 3's directory resumed by one process: a checkpoint of
-   two processes holds each one's data position (``process_<i>-of-2``), which one
-   process cannot read today.
+5. ``two processes' checkpoint, one process``: run 3's directory resumed by one
+   process is refused at once with ``ProcessCountChanged`` (each of the two saved the
+   position of its own rows, ``process_<i>-of-2``, which one process cannot take over);
+   the error names ``JAX_NUM_PROCESSES`` and ``init_from``.
 Prints a table and writes ``two_process.json`` under ``--out``; exit status 1 if a
 check fails. Exactness on a GPU assumes deterministic kernels: if a rerun differs,
 run again with ``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` to tell XLA's atomics
@@ -121,7 +122,8 @@ def resume_on_one_gpu(source: Path, run_dir: Path, middle: int, args) -> Path | 
         wait(start(run_dir, ["0"], args, ["mesh.context=1"]), run_dir, args.timeout)
     except RuntimeError:
         lines = (run_dir.parent / f"{run_dir.name}.log").read_text().splitlines()
-        return next((l for l in reversed(lines) if "Error" in l or "error" in l), lines[-1])
+        stops = ("Error", "error", "ProcessCountChanged")  # train.py's stop: `name: Type: ...`
+        return next((l for l in reversed(lines) if any(s in l for s in stops)), lines[-1])
     return run_dir
 
 
@@ -162,10 +164,11 @@ def main() -> None:
                     range(middle + 1, args.steps + 1), args.rtol)
             if isinstance(resumed, Path) else
             {"check": "2 GPUs -> 1 GPU resume", "ok": False, "error": resumed}]
-    note = {"check": "(not checked) two processes' checkpoint resumed by one process",
-            "ok": True, "result": "resumed" if isinstance(across, Path) else across}
-    (Path(args.out) / "two_process.json").write_text(json.dumps([*rows, note], indent=1))
-    for r in [*rows, note]:
+    rows.append({"check": "two processes' checkpoint refused by one process, clearly",
+                 "ok": isinstance(across, str) and "ProcessCountChanged" in across,
+                 "result": "resumed" if isinstance(across, Path) else across})
+    (Path(args.out) / "two_process.json").write_text(json.dumps(rows, indent=1))
+    for r in rows:
         print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['check']}: "
               f"{ {k: v for k, v in r.items() if k not in ('check', 'ok')} }")
     sys.exit(0 if all(r["ok"] for r in rows) else 1)

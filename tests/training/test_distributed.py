@@ -18,6 +18,7 @@ import pytest
 from tests.paths import ROOT
 from tests.training.runs import TINY, losses, run_env, tiny_config
 from tnl_jax.training import loop, overlap, sharding
+from tnl_jax.training.run_checkpoints import ProcessCountChanged
 
 SCRIPT = """
 import json, sys, zlib
@@ -76,6 +77,9 @@ def test_two_processes_train_together(tmp_path):
     assert sequence[0]["rows"][0] == 4 and sequence[0]["rows"] == sequence[1]["rows"]
     np.testing.assert_allclose(list(losses(tmp_path / "sequence").values()),
                                list(losses(tmp_path / "one-device").values()), rtol=2e-5)
+    # Each process saved its own rows' position: one process refuses them, saying why.
+    with pytest.raises(ProcessCountChanged, match="saved by 2 processes .* this run has 1"):
+        loop.main(tiny_config(tmp_path / "rows", *STEPS, "mesh.data=1", "mesh.context=1"))
 
 
 @pytest.mark.parametrize("variables, message", [

@@ -16,7 +16,7 @@ import pytest
 from tests.training.runs import losses, run_env, tiny_config, train_command
 from tnl_jax.training import config as train_config
 from tnl_jax.training import loop, resume
-from tnl_jax.training.run_checkpoints import RunCheckpoints
+from tnl_jax.training.run_checkpoints import ProcessCountChanged, RunCheckpoints
 
 STEPS = 12
 RUN = [f"steps={STEPS}", "checkpoint_every=3", "keep_checkpoints=2"]
@@ -113,6 +113,22 @@ def test_a_non_finite_checkpoint_is_passed_over_not_resumed(tmp_path):
     checkpoints.close()
     assert step == 2 and state["params"].tolist() == [1.0, 2.0]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]
+
+
+def test_a_checkpoint_of_another_process_count_names_it(tmp_path):
+    """Two processes' data positions (one file each) cannot be resumed by one: the
+    error says so and how to go on, and nothing is moved."""
+    checkpoints, iterator = _saved(tmp_path, {2: jnp.array([1.0, 2.0])})
+    data = tmp_path / "checkpoints" / "2" / "data"
+    (one,) = data.glob("process_*.json")
+    shutil.copy(one, data / "process_1-of-2.json")
+    one.rename(data / "process_0-of-2.json")
+    with pytest.raises(ProcessCountChanged, match=r"step 2: .*saved by 2 processes .* this "
+                                                   r"run has 1.*JAX_NUM_PROCESSES=2.*init_from="):
+        checkpoints.restore_latest({"params": jnp.zeros(2), "step": jnp.int32(0)}, iterator)
+    checkpoints.close()
+    assert sorted(p.name for p in data.glob("process_*")) == ["process_0-of-2.json",
+                                                              "process_1-of-2.json"]
 
 
 def test_partial_checkpoint_directory_is_ignored(tmp_path, uninterrupted):

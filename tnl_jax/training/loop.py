@@ -33,7 +33,8 @@ from tnl_jax.training import config as train_config
 from tnl_jax.training import (divergence, losses, metrics, optim, progress, resume, run_errors,
                               sharding, start, tensorboard)
 from tnl_jax.training.config import TrainConfig
-from tnl_jax.training.run_checkpoints import RunCheckpoints, UnreadableCheckpoints
+from tnl_jax.training.run_checkpoints import (ProcessCountChanged, RunCheckpoints,
+                                             UnreadableCheckpoints)
 from tnl_jax.training.run_lock import RunDirLocked, RunLock
 from tnl_jax.training.steps import evaluate, make_eval_step, make_train_step
 
@@ -67,7 +68,8 @@ def initial_params(cfg: TrainConfig, mesh) -> tuple[nnx.GraphDef, nnx.State, nnx
 # How a run stops on purpose, each with a message that says what happened and what to
 # do: the command line prints the message alone (tnl_jax/cli/train.py), not a traceback.
 RUN_STOPS = (divergence.NonFiniteStep, resume.RunConfigChanged, RunDirLocked,
-             UnreadableCheckpoints, kinds.WrongDirectoryKind, run_errors.StorageError)
+             UnreadableCheckpoints, ProcessCountChanged, kinds.WrongDirectoryKind,
+             run_errors.StorageError)
 # A user's error: the command line prints the message alone, exit status 2.
 USER_ERRORS = (run_errors.StartError, run_errors.DataReadError)
 

@@ -29,6 +29,10 @@ from tnl_jax.data import IteratorCheckpoint
 Refusal = Callable[[int, Any], "str | None"]
 
 
+class ProcessCountChanged(ValueError):
+    """A checkpoint's data position was saved by another number of processes."""
+
+
 class RunCheckpoints:
     """The checkpoints under `{run_dir}/checkpoints`, newest `keep` kept."""
 
@@ -57,16 +61,21 @@ class RunCheckpoints:
         `refuse` accepts, with `iterator` moved to it; None when there is no checkpoint.
 
         `like` is a state of the same structure whose arrays give shapes, dtypes and
-        shardings. ``UnreadableCheckpoints`` when there are checkpoints but none will do.
+        shardings. ``UnreadableCheckpoints`` when there are checkpoints but none will do;
+        ``ProcessCountChanged`` at once when the newest was saved by another number of
+        processes.
         """
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-        found = newest_usable(
-            sorted(self.manager.all_steps(), reverse=True),
-            lambda step: self.manager.restore(step, args=ocp.args.Composite(**{
+        def restore(step: int) -> Any:
+            self._check_process_count(step)
+            return self.manager.restore(step, args=ocp.args.Composite(**{
                 STATE_ITEM: ocp.args.StandardRestore(abstract),
                 DATA_ITEM: grain.checkpoint.CheckpointRestore(IteratorCheckpoint(iterator))
-            }))[STATE_ITEM], refuse, self.unusable)
+            }))[STATE_ITEM]
+
+        found = newest_usable(sorted(self.manager.all_steps(), reverse=True), restore,
+                              refuse, self.unusable, fatal=(ProcessCountChanged,))
         if found is not None:
             self._warn_passed(found[0])
             return found
@@ -78,6 +87,21 @@ class RunCheckpoints:
                   "config, rerun as the checkpoints were written; to start this run over, "
                   "move its checkpoints directory away or choose another run_dir.")
         return None
+
+    def _check_process_count(self, step: int) -> None:
+        """A clear error when the data position of ``step`` was saved by another number
+        of processes (Grain writes one ``process_<i>-of-<n>.json`` per process; each holds
+        that process's own rows' position, which another layout cannot take over)."""
+        count = jax.process_count()
+        data = Path(self.manager.directory) / str(step) / DATA_ITEM
+        saved = {int(f.stem.rsplit("-of-", 1)[1]) for f in data.glob("process_*-of-*.json")}
+        if saved and count not in saved:
+            n = max(saved)
+            raise ProcessCountChanged(
+                f"the checkpoint of step {step}: its data position was saved by {n} processes ({data}/process_*-of-{n}.json) "
+                f"and this run has {count}; each process saved the position of its own rows. "
+                f"Resume with {n} processes (JAX_NUM_PROCESSES={n}), or start a new run "
+                f"from its weights (init_from={Path(self.manager.directory).parent})")
 
     def _warn_passed(self, step: int) -> None:
         for passed, why in self.unusable.items():
