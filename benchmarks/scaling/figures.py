@@ -20,9 +20,15 @@ GPUS_PER_HOST = 8
 PEAK_FLOPS = 989e12
 MEMORY_GB = {"H100": 80e9, "H200": 141e9}
 
-# 1-GPU MFU, by (preset, remat), RESULTS.md "2026-12-01, second session ... (issue 18)",
-# the paper's-table rows at 4 x 8K (32K tokens per step, remat `projections`).
-MEASURED_MFU = {("tnl-1b", "projections"): 0.478, ("tnl-385m", "projections"): 0.385}
+# 1-GPU MFU, by GPU and (preset, remat), at 4 x 8K (32K tokens per step, remat
+# `projections`). H200: RESULTS.md "2026-12-01, second session ... (issue 18)", the
+# paper's-table rows; H100: "2026-12-06, third session" (tnl-1b) and the FLA peer's
+# second call (tnl-385m). The same bf16 peak; the H200's faster memory speeds the
+# elementwise work.
+MEASURED_MFU = {
+    "H200": {("tnl-1b", "projections"): 0.478, ("tnl-385m", "projections"): 0.385},
+    "H100": {("tnl-1b", "projections"): 0.448, ("tnl-385m", "projections"): 0.341},
+}
 
 # RESULTS.md "2026-12-01: the op over a mesh ... (issue 17)", "Two H200s, one call":
 # tnl-385m, the chunked loss, remat none, tokens/s (median of steps 4-10).

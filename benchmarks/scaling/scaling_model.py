@@ -65,12 +65,14 @@ def flops_per_token(preset: str, row_length: int) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One step to predict: a preset (its depth, remat), the global rows, a mesh."""
+    """One step to predict: a preset (its depth, remat), the global rows, a mesh, the
+    GPU (whose measured MFU sets the compute time)."""
     preset: str
     rows: int
     row_length: int
     mesh: Mesh
     overrides: tuple[str, ...] = ()
+    gpu: str = "H100"
 
     @property
     def devices(self) -> int:
@@ -150,13 +152,14 @@ def link_seconds(mesh: Mesh, traffic: dict[str, float]) -> tuple[float, float]:
     return param, other
 
 
-def efficiency(preset: str, remat: str) -> float:
-    """Single-GPU MFU: measured for the preset and policy; a preset not measured takes
-    tnl-1b's; ``full`` remat runs the forward twice: 3/4 of ``projections``' MFU."""
-    if (preset, remat) in figures.MEASURED_MFU:
-        return figures.MEASURED_MFU[(preset, remat)]
-    base = figures.MEASURED_MFU.get((preset, "projections"),
-                                    figures.MEASURED_MFU[("tnl-1b", "projections")])
+def efficiency(preset: str, remat: str, gpu: str = "H100") -> float:
+    """Single-GPU MFU on ``gpu``: measured for the preset and policy; a preset not
+    measured takes tnl-1b's; ``full`` remat runs the forward twice: 3/4 of
+    ``projections``' MFU."""
+    measured = figures.MEASURED_MFU[gpu]
+    if (preset, remat) in measured:
+        return measured[(preset, remat)]
+    base = measured.get((preset, "projections"), measured[("tnl-1b", "projections")])
     if remat == "full":
         return base * 3 / 4
     return base
@@ -245,7 +248,7 @@ def predict(case: Case, cache: dict[str, dict], mfu: float | None = None,
     memory estimate."""
     layers = model_config(case.preset).decoder_layers
     flops = flops_per_token(case.preset, case.row_length) * case.rows * case.row_length
-    mfu = efficiency(case.preset, case.remat) if mfu is None else mfu
+    mfu = efficiency(case.preset, case.remat, case.gpu) if mfu is None else mfu
     compute = (flops / case.devices / (figures.PEAK_FLOPS * mfu)
                + cp_extra_seconds(case, split_x_share))
     param, other = (link_seconds(case.mesh, traffic_at_depth(cache, case, layers))
@@ -265,32 +268,32 @@ def candidate_meshes(devices: int) -> list[Mesh]:
 
 
 def fitting_cases(preset: str, meshes: list[Mesh], tokens_per_gpu: int, row_length: int,
-                  memory_limit_gb: float) -> list[Case]:
+                  memory_limit_gb: float, gpu: str = "H100") -> list[Case]:
     """The cases of ``meshes`` whose rows split and whose memory estimate fits."""
     cases = []
     for mesh in meshes:
         rows = math.prod(mesh) * tokens_per_gpu // row_length
-        case = Case(preset, rows, row_length, mesh)
+        case = Case(preset, rows, row_length, mesh, gpu=gpu)
         if rows % (mesh[0] * mesh[1]) == 0 and memory_gb(case) <= memory_limit_gb:
             cases.append(case)
     return cases
 
 
-def search(preset: str, tokens_per_gpu: int, row_length: int, memory_limit_gb: float
-           ) -> list[Prediction]:
+def search(preset: str, tokens_per_gpu: int, row_length: int, memory_limit_gb: float,
+           gpu: str = "H100") -> list[Prediction]:
     """Every candidate layout that fits on one host (``GPUS_PER_HOST``), compiled and
     predicted; at 64 and 512 GPUs, the best host layout with DP across the hosts
     (each layout compiles twice, minutes on 2 CPU cores: the search stays in a host)."""
     host = figures.GPUS_PER_HOST
     cases = fitting_cases(preset, candidate_meshes(host), tokens_per_gpu, row_length,
-                          memory_limit_gb)
+                          memory_limit_gb, gpu)
     cache = fill_cache([c.at_depth(d) for c in cases for d in DEPTHS])
     found = [predict(c, cache) for c in cases]
     if not found:
         return []
     best = max(found, key=lambda p: p.tokens_per_s(True)).case.mesh
     wider = [(n // host * best[0], *best[1:]) for n in DEVICE_COUNTS if n > host]
-    cases = fitting_cases(preset, wider, tokens_per_gpu, row_length, memory_limit_gb)
+    cases = fitting_cases(preset, wider, tokens_per_gpu, row_length, memory_limit_gb, gpu)
     cache = fill_cache([c.at_depth(d) for c in cases for d in DEPTHS])
     return found + [predict(c, cache) for c in cases]
 
@@ -386,7 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{args.gpu}, {args.tokens_per_gpu} tokens per GPU in rows of {args.row_length}, "
           f"layouts under {limit:.0f} GB per GPU:\n")
     predictions = [p for preset in PRESETS
-                   for p in search(preset, args.tokens_per_gpu, args.row_length, limit)]
+                   for p in search(preset, args.tokens_per_gpu, args.row_length, limit,
+                                   args.gpu)]
     print(prediction_table(predictions))
     if args.linearity:
         print("\n" + linearity_table([predictions[0].case], args.linearity))

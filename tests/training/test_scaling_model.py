@@ -61,10 +61,13 @@ def test_predict_compute_memory_and_efficiency():
     cfg = sm.model_config("tnl-1b")  # fsdp: the head's float32 gradient whole on each device
     head = 4 * cfg.vocab_size * cfg.decoder_embed_dim
     assert p.memory_gb == pytest.approx((16 * params / 2 + activations + head) / 1e9)
-    assert sm.efficiency("tnl-1b", "projections") == figures.MEASURED_MFU[("tnl-1b",
-                                                                          "projections")]
-    assert sm.efficiency("tnl-7b", "full") == pytest.approx(
-        figures.MEASURED_MFU[("tnl-1b", "projections")] * 3 / 4)
+    for gpu, measured in figures.MEASURED_MFU.items():
+        assert sm.efficiency("tnl-1b", "projections", gpu) == measured[("tnl-1b",
+                                                                         "projections")]
+        assert sm.efficiency("tnl-7b", "full", gpu) == pytest.approx(
+            measured[("tnl-1b", "projections")] * 3 / 4)
+    assert sm.efficiency("tnl-1b", "projections") == figures.MEASURED_MFU["H100"][
+        ("tnl-1b", "projections")]  # The default GPU, as the prediction table's.
     with pytest.raises(ValueError, match="model.remat='dots'"):
         sm.activation_bytes_per_unit("dots")
 
