@@ -16,7 +16,10 @@ Also the two state passes alone (forward only). Each case is checked against
 ``plain``'s gradients (relative error). Run from the repository root:
 
     source benchmarks/common/device_setup.sh
-    python -m benchmarks.scaling.context_proxy --out $OUT
+    python -m benchmarks.scaling.context_proxy --out $OUT [--profile]
+
+Time it alone on the GPU: a process beside it shares the GPU's time slices, and the
+state passes' short calls (about 0.1 ms of kernels) suffer most.
 
 ``--small`` is a CPU smoke test (the ``xla`` backend; ``--backend interpret`` runs the
 kernels interpreted, minutes).
@@ -33,6 +36,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import AxisType, PartitionSpec as P
 
+from benchmarks.common.profiling import format_table, kernel_times
 from benchmarks.common.timing import fwd_bwd, timed_ms
 from benchmarks.scaling.scaling_bench import op_inputs, rel_err
 from pallas_kernels import ShardAxes, lightning_attention
@@ -59,6 +63,16 @@ def old_order(attend, q, k, v, decay, axis: str) -> jax.Array:
     product = jnp.einsum("bthk,bhkv->bthv", q, entering.astype(q.dtype),
                          preferred_element_type=jnp.float32)
     return (o_own.astype(jnp.float32) + weighted(product, weights)).astype(o_own.dtype)
+
+
+def _profiled(name: str, fn, args_, profile: bool) -> float | None:
+    """With ``profile``: the case's device kernel time per call (ms, GPU 0's streams),
+    its kernels printed; a wall-clock time of a short call can hide other work."""
+    if not profile:
+        return None
+    times = kernel_times(lambda: fn(*args_), repeats=5)
+    print(f"## {name}\n{format_table(times, top=15)}", flush=True)
+    return times["per_call_ms"]
 
 
 def proxy_rows(args) -> list[dict]:
@@ -91,16 +105,19 @@ def proxy_rows(args) -> list[dict]:
             ms = time(step, *args_)
             plain_ms = plain_ms or ms
             rows.append({"case": name, "fwd_bwd_ms": ms, "x_plain": ms / plain_ms,
-                         "rel_err_vs_plain": rel_err(step(*args_), reference)})
+                         "rel_err_vs_plain": rel_err(step(*args_), reference),
+                         "kernel_ms": _profiled(name, step, args_, args.profile)})
             print(json.dumps(rows[-1]), flush=True)
         state_passes = (
             ("state-only pass", lambda q, k, v, do: attend.state_of(q, k, v, decay, None)),
             ("dS-only pass",
              lambda q, k, v, do: attend.dstate_of(q, k, v, do, decay, None)))
         for name, state_pass in state_passes:
-            ms = time(jax.jit(state_pass), *args_)
+            step = jax.jit(state_pass)
+            ms = time(step, *args_)
             rows.append({"case": name, "fwd_bwd_ms": ms, "x_plain": ms / plain_ms,
-                         "rel_err_vs_plain": None})
+                         "rel_err_vs_plain": None,
+                         "kernel_ms": _profiled(name, step, args_, args.profile)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -108,10 +125,11 @@ def proxy_rows(args) -> list[dict]:
 def proxy_table(rows: list[dict], args) -> str:
     lines = [f"(1, {args.seq}) tokens, {args.heads} heads x {args.dim}, bf16, "
              f"backend {args.backend or 'default'}", "",
-             "| case | ms | x plain | rel. err vs plain |", "|---|---|---|---|"]
+             "| case | ms | x plain | kernel ms | rel. err vs plain |", "|---|---|---|---|---|"]
     for r in rows:
-        err = r["rel_err_vs_plain"]
+        err, kernel = r["rel_err_vs_plain"], r["kernel_ms"]
         lines.append(f"| {r['case']} | {r['fwd_bwd_ms']:.3f} | {r['x_plain']:.3f} | "
+                     f"{'-' if kernel is None else f'{kernel:.3f}'} | "
                      f"{'-' if err is None else f'{err:.1e}'} |")
     return "\n".join(lines)
 
@@ -125,6 +143,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--small", action="store_true",
                         help="CPU smoke test: tiny shapes, one round, the xla backend")
+    parser.add_argument("--profile", action="store_true",
+                        help="also each case's device kernel time (jax.profiler) and kernels")
     parser.add_argument("--out", default=os.environ.get("OUT"))
     args = parser.parse_args()
     if args.small:

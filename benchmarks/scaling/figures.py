@@ -49,18 +49,10 @@ ONE_GPU_BASE = {8192: "1 GPU 4x8K", 65536: "1 GPU 1x64K", 131072: "1 GPU 1x64K"}
 # The sequence-split op alone (same section, scaling_x2_op.json): fwd+bwd of (1, 128K)
 # over 2 GPUs against one device's share (1, 64K), bf16, 16 heads, d 128.
 OP_SHARE_MS = 1.247          # (1, 65536, 16, 128): one device's share
-OP_SPLIT_X_SHARE = 2.008     # the split op's time / the share's (Auto mode), old order
+OP_SPLIT_X_SHARE = 2.008     # the split op's time / the share's (Auto mode), the
+# order before LASP-2's: the model's ratio until LASP-2's order is measured on two GPUs
 OP_SHARE_HEAD_TOKENS = 65536 * 16
 
-# LASP-2's order on one GPU (context_proxy.py, one H100, 2026-12-06, RESULTS notebook
-# "2026-12-06, third session"): fwd+bwd ms of one device's (1, 65536) share at 8 x 128
-# heads, bf16, as the plain op, in LASP-2's order on a one-device mesh, in the old order.
-CONTEXT_PROXY_MS = {"plain": 0.893, "lasp2": 1.231, "old": 1.565}
-# The two-GPU ratio predicted for LASP-2's order (not measured: no two-GPU machine since):
-# the old order's measured extra time over the share, scaled by the proxy's new / old extra.
-OP_SPLIT_X_SHARE_LASP2 = 1 + (OP_SPLIT_X_SHARE - 1) * (
-    (CONTEXT_PROXY_MS["lasp2"] - CONTEXT_PROXY_MS["plain"])
-    / (CONTEXT_PROXY_MS["old"] - CONTEXT_PROXY_MS["plain"]))
 
 # Training memory (RESULTS.md issue 18 sections: "Remat policies at 4 x 8K" and the
 # paper's-table rows; compiled step's arguments + temporaries, GiB), at 32K tokens.

@@ -77,11 +77,8 @@ def test_the_context_op_extra_time():
     case = sm.Case("tnl-1b", 2, 65536, (1, 2, 2, 1))  # 2 rows over fsdp, halves over context
     share = figures.OP_SHARE_MS / 1e3 * (65536 / 2 * 16) / figures.OP_SHARE_HEAD_TOKENS
     assert sm.cp_extra_seconds(case) == pytest.approx(
-        (figures.OP_SPLIT_X_SHARE_LASP2 - 1) * share * 16)
-    assert sm.cp_extra_seconds(case, figures.OP_SPLIT_X_SHARE) == pytest.approx(
         (figures.OP_SPLIT_X_SHARE - 1) * share * 16)
-    # LASP-2's order, predicted from the one-GPU proxy, between the share and the old order.
-    assert 1 < figures.OP_SPLIT_X_SHARE_LASP2 < figures.OP_SPLIT_X_SHARE
+    assert sm.cp_extra_seconds(case, 1.2) == pytest.approx(0.2 * share * 16)
 
 
 def test_check_table_without_collectives_is_the_one_gpu_rate_times_the_devices():
