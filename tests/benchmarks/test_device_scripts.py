@@ -1,0 +1,30 @@
+"""The device scripts' checks run on the CPU before a device call spends its minutes:
+glue_check's model switches (equal in float32) and context_proxy's cases (equal to the
+plain op), at tiny shapes on the ``xla`` backend."""
+import argparse
+
+import numpy as np
+
+from benchmarks.scaling import context_proxy
+from benchmarks.training import glue_check
+
+
+def test_glue_check_model_switches_are_equal_in_float32():
+    rows = glue_check.check_model_switches(np.random.default_rng(0), seq=128, width=64,
+                                           layers=2, backend="xla")
+    assert [r["check"].split(" (")[0] for r in rows] == [
+        "remat projections_op_out vs projections", "scan_unroll all vs 1"]
+    for r in rows:
+        assert r["err"] <= r["tol"] == 1e-4, r
+        assert r["base_ms"] > 0 and r["new_ms"] > 0
+
+
+def test_context_proxy_cases_equal_the_plain_op():
+    args = argparse.Namespace(seq=256, heads=2, dim=64, rounds=1, backend="xla",
+                              profile=False)
+    rows = context_proxy.proxy_rows(args)
+    assert [r["case"] for r in rows] == ["plain", "lasp2", "old", "state-only pass",
+                                         "dS-only pass"]
+    assert all(r["rel_err_vs_plain"] <= 1e-5 for r in rows[:3])
+    assert all(r["fwd_bwd_ms"] > 0 and r["kernel_ms"] is None for r in rows)
+    assert "| lasp2 |" in context_proxy.proxy_table(rows, args)
