@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common.results_io import read_json
+from benchmarks.quality.quality_figures import BASELINE, figure_lines
 from benchmarks.quality.quality_results import RESULT_FILE, bpb, current_passkey, read, window
 from benchmarks.quality.quality_runs import ARCHS, LABELS, Scale, plan
 from tnl_jax.evaluation import bootstrap, documents
 from tnl_jax.evaluation.positions import bucket_names
-
-BASELINE = "llama"  # The tuned softmax every architecture is paired with.
-GAIN_BUCKET = "8192-16384"
 
 
 def load(root: Path) -> list[dict]:
@@ -210,6 +208,8 @@ def tables(results: list[dict], scale: Scale, chosen: dict[str, float]) -> tuple
              results, min(scale.windows), max(scale.windows))),
         ("Passkey accuracy (all five digits), depths averaged", passkey_lines(results)),
         ("MQAR recall", mqar_lines(results)),
+        ("Figures: issue 27's targets, read off the results", figure_lines(
+            results, numbers, scale)),
     ]
     text = "\n\n".join(f"### {title}\n\n" + "\n".join(lines) for title, lines in sections
                        if len(lines) > 2 or (lines and not lines[0].startswith("|")))

@@ -98,8 +98,9 @@ class RunCheckpoints:
         if saved and count not in saved:
             n = max(saved)
             raise ProcessCountChanged(
-                f"the checkpoint of step {step}: its data position was saved by {n} processes ({data}/process_*-of-{n}.json) "
-                f"and this run has {count}; each process saved the position of its own rows. "
+                f"the checkpoint of step {step}: its data position was saved by {n} "
+                f"processes ({data}/process_*-of-{n}.json) and this run has {count}; "
+                f"each process saved the position of its own rows. "
                 f"Resume with {n} processes (JAX_NUM_PROCESSES={n}), or start a new run "
                 f"from its weights (init_from={Path(self.manager.directory).parent})")
 
