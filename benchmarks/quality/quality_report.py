@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common.results_io import read_json
-from benchmarks.quality.quality_figures import BASELINE, figure_lines
+from benchmarks.quality.quality_figures import BASELINE, figure_lines, figures
 from benchmarks.quality.quality_results import RESULT_FILE, bpb, current_passkey, read, window
 from benchmarks.quality.quality_runs import ARCHS, LABELS, Scale, plan
 from tnl_jax.evaluation import bootstrap, documents
@@ -228,7 +228,10 @@ def write(root: Path, scale: Scale) -> None:
     (root / "summary.md").write_text(text)
     (root / "summary.json").write_text(json.dumps(
         {"scale": dataclasses.asdict(scale), "plan": plan(scale), "chosen_lrs": chosen,
-         "main": numbers}, indent=1) + "\n")
+         "main": numbers, "figures": [{"figure": f.name, "measured": f.measured,
+                                       "status": f.status()}
+                                      for f in figures(results, numbers, scale)]},
+        indent=1) + "\n")
     print(text)
     from benchmarks.quality import quality_plots  # Only here: matplotlib is slow to import.
     for path in quality_plots.plot_all(results, scale, root):
