@@ -24,10 +24,10 @@ def windows(bits_per_byte: dict[int, float], gain_column: float = 0.0) -> list[d
     return out
 
 
-def mqar(arch: str, recall: float) -> dict:
+def mqar(arch: str, recall: float, lr: float = 1e-3) -> dict:
     cells = [{"length": 512, "pairs": 64, "recall": recall}]
-    return {"phase": "mqar", "arch": arch, "mqar": {"in_distribution": cells,
-                                                      "extrapolation": []}}
+    return {"phase": "mqar", "arch": arch, "lr": lr,
+            "mqar": {"in_distribution": cells, "extrapolation": []}}
 
 
 def test_a_figure_waits_for_every_run_it_needs_then_decides():
@@ -51,11 +51,11 @@ def test_versus_the_tuned_softmax_uses_the_paired_difference():
     assert second.status() == "missed"  # hybrid8 is 2% above, past the 1% allowed.
 
 
-def test_mqar_takes_each_arch_best_rate_and_needs_both_softmax_models():
-    results = [mqar("hybrid", 0.5), mqar("hybrid", 0.97), mqar("softmax", 0.999),
-               mqar("tnl", 0.04)]
+def test_mqar_takes_each_arch_best_rate_over_seeds_and_needs_both_softmax_models():
+    results = [mqar("hybrid", 0.5, 3e-4), mqar("hybrid", 0.97), mqar("hybrid", 0.91),
+               mqar("softmax", 0.999), mqar("tnl", 0.04)]  # Two hybrid seeds at 1e-3.
     figure = qf.figures(results, {}, Scale())[2]
-    assert figure.measured["hybrid"] == 0.97 and figure.measured["tnl"] == 0.04
+    assert math.isclose(figure.measured["hybrid"], 0.94) and figure.measured["tnl"] == 0.04
     assert figure.status() == "not yet measured: llama"
     assert qf.figures([*results, mqar("llama", 0.013)], {}, Scale())[2].status() == "missed"
 
