@@ -117,7 +117,7 @@ def passkey_accuracy(results: list[dict], arch: str) -> float | None:
 
 def figures(results: list[dict], numbers: dict, scale: Scale) -> list[Figure]:
     """The issue's six figures, in its order."""
-    archs = [a for a in ("tnl", "tnl-learned", *HYBRIDS, "softmax", BASELINE)]
+    archs = ("tnl", "tnl-learned", *HYBRIDS, "softmax", BASELINE)
     lightning = ("tnl", *HYBRIDS)
     return [
         Figure("TNL within ±3% of the tuned softmax, test bits/byte at the main rows",
