@@ -155,7 +155,7 @@ def _model_grad(cfg: ModelConfig, ids):
 
 
 def check_model_switches(rng, seq: int, width: int, layers: int,
-                         backend: str) -> list[dict]:
+                         backend: str, timed: bool = True) -> list[dict]:
     """``projections_op_out`` against ``projections``, ``scan_unroll`` against 1: the same
     loss and gradients, and the gradient step's time.
 
@@ -163,13 +163,14 @@ def check_model_switches(rng, seq: int, width: int, layers: int,
     of LRPE's ``theta`` is rounding noise (a sum over every token of position-weighted
     terms that cancel; 2.3x its float32 norm apart at 2 x 4096 tokens, width 512), so
     two bfloat16 programs that fuse differently disagree on it by any amount. The time
-    is bfloat16's, the training dtype."""
+    is bfloat16's, the training dtype (``timed=False``: the equality only)."""
     base = ModelConfig(vocab_size=4096, decoder_embed_dim=width, decoder_layers=layers,
                        decoder_attention_heads=4, glu_dim=width * 11 // 4,
                        attention_backend=backend, dtype="bfloat16", remat="projections")
     ids = jnp.asarray(rng.integers(0, base.vocab_size, (2, seq)), jnp.int32)
     baseline_fn, params = _model_grad(base, ids)
-    base_ms = timed_ms(baseline_fn, params, rounds=5, calls=3)
+    time = (lambda fn: timed_ms(fn, params, rounds=5, calls=3)) if timed else (lambda fn: None)
+    base_ms = time(baseline_fn)
     with jax.default_matmul_precision("highest"):
         ref_value, ref_grads = _model_grad(base.replace(dtype="float32"), ids)[0](params)
     rows = []
@@ -181,9 +182,9 @@ def check_model_switches(rng, seq: int, width: int, layers: int,
         pairs = zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True)
         err = max(rel_err(value, ref_value),
                   *(rel_err(g, r) for g, r in pairs if np.any(np.asarray(r, np.float32))))
-        fn, _ = _model_grad(base.replace(**change), ids)
+        new_ms = time(_model_grad(base.replace(**change), ids)[0]) if timed else None
         rows.append(row(f"{label} (d {width}, {layers} layers, 2x{seq})", err,
-                        TOLERANCE[jnp.float32], base_ms, timed_ms(fn, params, rounds=5, calls=3),
+                        TOLERANCE[jnp.float32], base_ms, new_ms,
                         note="equality in float32, time in bfloat16"))
     return rows
 

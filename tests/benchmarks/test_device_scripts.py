@@ -11,12 +11,12 @@ from benchmarks.training import glue_check
 
 def test_glue_check_model_switches_are_equal_in_float32():
     rows = glue_check.check_model_switches(np.random.default_rng(0), seq=128, width=64,
-                                           layers=2, backend="xla")
+                                           layers=2, backend="xla", timed=False)
     assert [r["check"].split(" (")[0] for r in rows] == [
         "remat projections_op_out vs projections", "scan_unroll all vs 1"]
     for r in rows:
         assert r["err"] <= r["tol"] == 1e-4, r
-        assert r["base_ms"] > 0 and r["new_ms"] > 0
+        assert r["base_ms"] is None and r["new_ms"] is None  # Only the equality asked.
 
 
 def test_context_proxy_cases_equal_the_plain_op():
