@@ -26,8 +26,6 @@ from pallas_kernels.lightning.manual_axes import summed_like, varying_axes
 from pallas_kernels.lightning.validation import reverse_mode_only
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Static:
     layout: WalkLayout               # the output walks' sequence splits

@@ -12,6 +12,7 @@ When no checkpoint can be used, restoring is an error: nothing is started over.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -94,7 +95,8 @@ class RunCheckpoints:
         that process's own rows' position, which another layout cannot take over)."""
         count = jax.process_count()
         data = Path(self.manager.directory) / str(step) / DATA_ITEM
-        saved = {int(f.stem.rsplit("-of-", 1)[1]) for f in data.glob("process_*-of-*.json")}
+        names = (re.fullmatch(r"process_\d+-of-(\d+)", f.stem) for f in data.glob("*.json"))
+        saved = {int(m[1]) for m in names if m}  # Another file there is Grain's business.
         if saved and count not in saved:
             n = max(saved)
             raise ProcessCountChanged(
