@@ -13,7 +13,8 @@ by ``preset:arch:rows:remat[:tokens]``, e.g. ``tnl-1b:tnl:8192:none:32768``.
 ``--set`` gives every setting training-config overrides (``key=value``, comma-separated),
 e.g. ``--set model.scan_unroll=24,loss_kernel=fused``.
 ``--profile arch:rows`` also prints where one step's device time goes
-(``profiling.kernel_times``). ``--anchor fla`` first trains FLA's RetNet and Transformer
+(``profiling.kernel_times``) and by the functions of ours that made each kernel
+(``hlo_sources``). ``--anchor fla`` first trains FLA's RetNet and Transformer
 at the TNL and softmax settings' shapes in their own process (``training/fla_rows.py``)
 and adds a table of ours beside theirs, e.g. (about 8 minutes on an H100)
 
@@ -34,6 +35,7 @@ import jax
 import numpy as np
 
 from benchmarks.common.bench_args import colon_fields, comma_list, positive_int
+from benchmarks.common.hlo_sources import format_parts, instruction_sources, times_by_part
 from benchmarks.common.profiling import format_table, kernel_times
 from benchmarks.common.results_io import read_json
 from benchmarks.common.timing import is_out_of_memory
@@ -125,10 +127,9 @@ def measure(s: Setting, warmup: int, steps: int, profile: bool) -> dict:
         times = kernel_times(one_step, repeats=2)
         state = held[0]
         row["profile"] = times
-        if os.environ.get("OUT"):  # Fusion names in the profile -> what they compute.
-            with open(os.path.join(os.environ["OUT"], f"hlo_{s.arch}_{s.rows}_{s.remat}.txt"),
-                      "w") as f:
-                f.write(compiled.as_text())
+        parts = times_by_part(times, instruction_sources(compiled.as_text()))
+        row["profile_parts"] = [[p.part, p.phase, ms] for p, ms in parts.items()]
+        print(format_parts(parts), flush=True)
         print(format_table(times, top=30), flush=True)
     return row
 
