@@ -126,13 +126,27 @@ def instruction_sources(hlo_text: str) -> dict[str, Source]:
     return own
 
 
+def kernel_name_of(instruction: str) -> str:
+    """The name XLA:GPU gives the kernel of an instruction (``loop_add_fusion.4`` ->
+    ``loop_add_fusion_4``)."""
+    return re.sub(r"[.-]", "_", instruction)
+
+
 def times_by_part(times: dict, sources: dict[str, Source]) -> dict[Source, float]:
-    """``profiling.kernel_times``'s kernels summed by ``Source`` (ms per call); a kernel
-    whose instruction the program does not name is ``Source("(unnamed)", "?")``."""
+    """``profiling.kernel_times``'s kernels summed by ``Source`` (ms per call). A kernel
+    is found by its HLO instruction or, inside a command buffer (whose name the
+    profile gives instead), by its own name; cuBLAS and Mosaic kernels, named by their
+    library, are ``Source("(a library kernel: <name>)", "?")``."""
+    by_kernel = {kernel_name_of(name): source for name, source in sources.items()}
     totals: dict[Source, float] = collections.Counter()
     for name, ms, _ in times["kernels"]:
-        op = re.search(r"\[([^\]]+)\]$", name)
-        totals[sources.get(op[1] if op else "", Source("(unnamed)", "?"))] += ms
+        kernel, _, op = name.partition(" [")
+        op = op.removesuffix("]")
+        source = sources.get(op) or by_kernel.get(kernel)
+        if source is None:
+            library = re.sub(r"_sm90.*|_\d+$", "", kernel)
+            source = Source(f"(a library kernel: {library})", "?")
+        totals[source] += ms
     return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import gzip
 import json
 import os
 import shlex
@@ -127,7 +128,12 @@ def measure(s: Setting, warmup: int, steps: int, profile: bool) -> dict:
         times = kernel_times(one_step, repeats=2)
         state = held[0]
         row["profile"] = times
-        parts = times_by_part(times, instruction_sources(compiled.as_text()))
+        hlo = compiled.as_text()
+        if os.environ.get("OUT"):  # To name the kernels again later (hlo_sources).
+            with gzip.open(os.path.join(os.environ["OUT"], f"hlo_{s.arch}_{s.rows}.txt.gz"),
+                           "wt") as f:
+                f.write(hlo)
+        parts = times_by_part(times, instruction_sources(hlo))
         row["profile_parts"] = [[p.part, p.phase, ms] for p, ms in parts.items()]
         print(format_parts(parts), flush=True)
         print(format_table(times, top=30), flush=True)

@@ -74,9 +74,12 @@ def test_a_fusion_takes_its_callees_most_common_part():
     sources = hlo_sources.instruction_sources(text)
     assert sources["loop_fusion"] == Source("norms.srms_norm", "forward")  # 2 of 3, not the root
     times = {"kernels": [("loop_fusion [loop_fusion]", 2.0, 1), ("memcpy", 0.5, 1),
-                         ("loop_fusion [loop_fusion]", 1.0, 1)]}
+                         ("loop_fusion [command_buffer_3]", 1.0, 1),
+                         ("nvjet_sm90_tst_128x160_64x5_2x1_v_bz_NNT [command_buffer_3]", 0.1, 1)]}
     parts = hlo_sources.times_by_part(times, sources)
     assert parts == {Source("norms.srms_norm", "forward"): 3.0,
-                     Source("(unnamed)", "?"): 0.5}
+                     Source("(a library kernel: memcpy)", "?"): 0.5,
+                     Source("(a library kernel: nvjet)", "?"): 0.1}
+    assert hlo_sources.kernel_name_of("loop_add_fusion.4") == "loop_add_fusion_4"
     table = hlo_sources.format_parts(parts)
-    assert "| norms.srms_norm | forward | 3.00 | 85.7% |" in table
+    assert "| norms.srms_norm | forward | 3.00 | 83.3% |" in table

@@ -58,6 +58,15 @@ def test_mqar_takes_each_arch_best_rate_over_seeds_and_needs_both_softmax_models
     assert math.isclose(figure.measured["hybrid"], 0.94) and figure.measured["tnl"] == 0.04
     assert figure.status() == "not yet measured: llama"
     assert qf.figures([*results, mqar("llama", 0.013)], {}, Scale())[2].status() == "missed"
+    assert "hybrid 2 of 2 seeds ≥ 0.90 at lr 0.001" in figure.line()
+
+
+def test_mqar_says_how_many_seeds_learned_the_task():
+    runs = [mqar("llama", 0.013), mqar("llama", 1.0), mqar("llama", 0.014),
+            mqar("llama", 0.05, 3e-3)]
+    assert math.isclose(qf.mqar_recall(runs, "llama"), 1.027 / 3)
+    assert qf.mqar_learned_text(runs, "llama") == "llama 1 of 3 seeds ≥ 0.90 at lr 0.001"
+    assert qf.mqar_learned_text(runs, "softmax") == ""
 
 
 def test_extrapolation_gain_and_passkey_from_the_runs():
