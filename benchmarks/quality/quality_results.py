@@ -18,7 +18,7 @@ from typing import Any
 import jax
 
 from benchmarks.common.results_io import read_json
-from benchmarks.quality.quality_runs import LONG_FILE_BYTES, Run, Scale
+from benchmarks.quality.quality_runs import EXTENSIONS, LONG_FILE_BYTES, Run, Scale
 from tnl_jax.evaluation import bootstrap, documents, passkey, recall, run_eval
 from tnl_jax.evaluation.positions import bucket_names
 from tnl_jax.model.counting import count_flops_per_token, count_params
@@ -74,12 +74,12 @@ def passkey_filler(docs: list[documents.Document]) -> bytes:
 
 def language_metrics(run: Run, cfg: TrainConfig, scale: Scale, score) -> dict:
     """Documents at every window (a sweep run: its training rows only, the validation
-    loss) and, for main seed 0 and ext runs, passkey accuracy."""
+    loss) and, for main seed 0 and the extensions (ext, pk), passkey accuracy."""
     docs = held_out_docs(cfg)
     windows = (cfg.seq_len,) if run.phase == "sweep" else scale.windows
     out = {"windows": [documents.score_windows(score, docs, w, scale.eval_batch_tokens)
                        .to_dict() for w in windows]}
-    if run.phase == "ext" or (run.phase == "main" and run.seed == 0):
+    if run.phase in EXTENSIONS or (run.phase == "main" and run.seed == 0):
         bos = get_tokenizer(cfg.tokenizer, cfg.model).bos_id
         out["passkey"] = passkey.accuracy(score, passkey_filler(docs), scale.passkey_lengths,
                                           scale.passkey_rows, bos)

@@ -12,6 +12,11 @@ four phases, each a list of runs:
 - ``ext``: each main run of seed 0 trained on for ``ext_tokens`` at 16K rows (from its
   weights, a fresh optimizer with the same warmup): the long-context rows, the same
   extension for every architecture;
+- ``pk``: the same extension, of the main run of seed ``pk_seed`` (1: it rides with
+  the seed-1 main runs, which a later call trains anyway), with ``pk_rows`` of its
+  rows passkey examples made from the training files (``tnl_jax/data/passkey.py``):
+  the passkey fine-tune, since models of this size trained on text alone do not
+  retrieve the passkey at all;
 - ``mqar``: Zoology's recall task on small models (``Scale.mqar_*``), each
   architecture at each rate of ``mqar_lrs``.
 
@@ -49,7 +54,8 @@ MQAR_ARCHS = {  # Two layers: the hybrid is one lightning layer, then one softma
     "softmax": ARCHS["softmax"], "llama": ARCHS["llama"],
 }
 LONG_FILE_BYTES = 16384  # Held out: stdlib files of at least 16 KB (long documents).
-PHASES = ("sweep", "main", "ext", "mqar")
+PHASES = ("sweep", "main", "ext", "pk", "mqar")
+EXTENSIONS = ("ext", "pk")  # Phases that start from a main run of seed 0, at ext_rows.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +74,8 @@ class Scale:
     seeds: tuple[int, ...] = (0, 1, 2)
     ext_rows: int = 16384
     ext_tokens: float = 25e6
+    pk_rows: float = 0.5  # Share of a pk run's rows that are passkey examples.
+    pk_seed: int = 1  # The main run a pk run extends.
     warmup_steps: int = 100  # Fixed in steps, the same for every run of a phase.
     dtype: str = "bfloat16"
     evals: int = 10  # Held-out evaluations per run (the curves), each of the whole set.
@@ -93,6 +101,15 @@ class Scale:
 
     def steps(self, tokens: float) -> int:
         return max(1, round(tokens / self.batch_tokens))
+
+    def extension_seed(self, phase: str) -> int:
+        """The seed of the main run an extension of ``phase`` starts from."""
+        return self.pk_seed if phase == "pk" else 0
+
+    def phase_tokens(self, phase: str) -> float:
+        """Training tokens of a run of ``phase`` (an LM phase)."""
+        return {"sweep": self.sweep_tokens, "main": self.tokens, "ext": self.ext_tokens,
+                "pk": self.ext_tokens}[phase]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,25 +140,28 @@ def main_runs(scale: Scale, chosen: dict[str, float]) -> list[Run]:
             for arch in scale.archs if arch in chosen]
 
 
-def ext_runs(scale: Scale, chosen: dict[str, float]) -> list[Run]:
-    return [Run("ext", arch, chosen[arch]) for arch in scale.archs if arch in chosen]
+def ext_runs(scale: Scale, chosen: dict[str, float], phase: str = "ext") -> list[Run]:
+    """The extensions of ``phase`` (of ``EXTENSIONS``), one per architecture."""
+    return [Run(phase, arch, chosen[arch], scale.extension_seed(phase))
+            for arch in scale.archs if arch in chosen]
 
 
-def main_and_ext_runs(scale: Scale, chosen: dict[str, float]) -> list[Run]:
-    """Main runs with each seed-0 run followed at once by its 16K extension: the
-    extension starts from that run's checkpoint, which stays on the machine that
-    trained it (checkpoints do not come back from a device call)."""
+def main_and_ext_runs(scale: Scale, chosen: dict[str, float],
+                      extensions: tuple[str, ...] = ("ext",)) -> list[Run]:
+    """Main runs, each followed at once by its extensions (``ext`` after seed 0, ``pk``
+    after ``pk_seed``): an extension starts from that run's checkpoint, which stays on
+    the machine that trained it (checkpoints do not come back from a device call)."""
     ordered = []
     for run in main_runs(scale, chosen):
         ordered.append(run)
-        if run.seed == 0:
-            ordered.append(Run("ext", run.arch, run.lr))
+        ordered += [Run(phase, run.arch, run.lr, run.seed) for phase in extensions
+                    if scale.extension_seed(phase) == run.seed]
     return ordered
 
 
 def ext_source(run: Run) -> Run:
-    """The main run an extension starts from."""
-    return Run("main", run.arch, run.lr, 0)
+    """The main run an extension starts from: its own seed's."""
+    return Run("main", run.arch, run.lr, run.seed)
 
 
 def mqar_runs(scale: Scale) -> list[Run]:
@@ -192,9 +212,8 @@ def _schedule(scale: Scale, run: Run) -> dict:
     if run.task == "mqar":
         return {"steps": scale.mqar_steps, "seq_len": scale.mqar_rows,
                 "batch_size": scale.mqar_batch, "warmup": max(1, scale.mqar_steps // 20)}
-    rows = scale.ext_rows if run.phase == "ext" else scale.rows
-    tokens = {"sweep": scale.sweep_tokens, "main": scale.tokens, "ext": scale.ext_tokens}
-    steps = scale.steps(tokens[run.phase])
+    rows = scale.ext_rows if run.phase in EXTENSIONS else scale.rows
+    steps = scale.steps(scale.phase_tokens(run.phase))
     return {"steps": steps, "seq_len": rows, "batch_size": max(1, scale.batch_tokens // rows),
             "warmup": min(scale.warmup_steps, max(1, steps // 2))}
 
@@ -215,8 +234,10 @@ def overrides(run: Run, scale: Scale, glu_dim: int, root: Path,
         "eval_min_bytes": LONG_FILE_BYTES if run.task == "lm" else 0,
         **{f"model.{k}": v for k, v in model_overrides(scale, run, glu_dim).items()},
     }
-    if run.phase == "ext":
+    if run.phase in EXTENSIONS:
         values["init_from"] = str(root / ext_source(run).name)
+    if run.phase == "pk":
+        values["passkey_rows"] = scale.pk_rows
     return [f"{key}={value}" for key, value in values.items()]
 
 

@@ -52,7 +52,7 @@ from tnl_jax.training.loop import main as train  # noqa: E402
 
 SMOKE = Scale(width=32, layers=2, heads=2, glu_dim=64, archs=("tnl", "llama"),
               batch_tokens=4 * 256, rows=256, lrs=(3e-3,), sweep_tokens=4 * 4 * 256,
-              tokens=4 * 4 * 256, seeds=(0,), ext_rows=512, ext_tokens=2 * 4 * 256,
+              tokens=4 * 4 * 256, seeds=(0,), ext_rows=512, ext_tokens=2 * 4 * 256, pk_seed=0,
               warmup_steps=2, dtype="float32", evals=2, eval_fraction=0.03,
               mqar_archs=("tnl", "hybrid"), mqar_width=64, mqar_rows=127, mqar_batch=4,
               mqar_steps=4, mqar_lrs=(3e-3,), windows=(256, 512), passkey_lengths=(512,),
@@ -107,7 +107,7 @@ def held_out_batches(scale: Scale) -> int:
 
 # Compile, curve points and the final evaluation, beyond the training steps (the
 # 2026-12-06 H100 runs: 94 s for a main run, 60 s for an extension, 65 s for a sweep run).
-OVERHEAD_S = {"sweep": 70, "main": 110, "ext": 80}
+OVERHEAD_S = {"sweep": 70, "main": 110, "ext": 80, "pk": 80}
 
 
 def expected_seconds(run: Run, scale: Scale, root: Path, steps_done: int = 0) -> float | None:
@@ -120,15 +120,14 @@ def expected_seconds(run: Run, scale: Scale, root: Path, steps_done: int = 0) ->
     done = [r for r in quality_report.load(root) if r.get("arch") == run.arch
             and r.get("task") == "lm" and r.get("tokens_per_s") and "error" not in r]
     same = [r["tokens_per_s"] for r in done if r["phase"] == run.phase]
-    short = [r["tokens_per_s"] for r in done if r["phase"] != "ext"]
+    short = [r["tokens_per_s"] for r in done if r["phase"] not in runs.EXTENSIONS]
     if same:
         rate = statistics.median(same)
     elif short:
-        rate = statistics.median(short) * (0.5 if run.phase == "ext" else 1.0)
+        rate = statistics.median(short) * (0.5 if run.phase in runs.EXTENSIONS else 1.0)
     else:
         return None
-    tokens = {"sweep": scale.sweep_tokens, "main": scale.tokens, "ext": scale.ext_tokens}
-    steps = scale.steps(tokens[run.phase])
+    steps = scale.steps(scale.phase_tokens(run.phase))
     left = max(0, steps - steps_done) * scale.batch_tokens
     return left / rate + OVERHEAD_S[run.phase]
 
@@ -144,7 +143,7 @@ def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) 
     if done and done.get("last_step") == done.get("steps") and "error" not in done:
         return "done before"  # A failed run (say out of memory) is tried again.
     source = args.root / runs.ext_source(run).name
-    if (run.phase == "ext" and not run_layout.complete_steps(args.root / run.name)
+    if (run.phase in runs.EXTENSIONS and not run_layout.complete_steps(args.root / run.name)
             and not run_layout.complete_steps(source)):
         return (f"skipped: {source.name} has no checkpoint here (a device call brings no "
                 f"checkpoint back: run its main seed 0 and this extension in one call)")
@@ -182,16 +181,21 @@ def phase_runs(phase: str, scale: Scale, root: Path) -> list[Run]:
     missing = [a for a in scale.archs if a not in chosen]
     if missing:
         print(f"{phase}: no complete sweep yet for {', '.join(missing)}: left out")
-    return {"main": runs.main_runs, "ext": runs.ext_runs,
-            "main+ext": runs.main_and_ext_runs}[phase](scale, chosen)
+    if phase.startswith("main+"):
+        return runs.main_and_ext_runs(scale, chosen, tuple(phase.split("+")[1:]))
+    if phase in runs.EXTENSIONS:
+        return runs.ext_runs(scale, chosen, phase)
+    return runs.main_runs(scale, chosen)
 
 
 def study_phases(phases: list[str]) -> list[str]:
-    """The phases in order; ``main`` and ``ext`` together become ``main+ext`` (each
-    extension right after its source run, on the same machine)."""
-    if "main" in phases and "ext" in phases:
-        phases = [p for p in phases if p != "ext"]
-        phases[phases.index("main")] = "main+ext"
+    """The phases in order; ``main`` and the extensions asked (``ext``, ``pk``) together
+    become ``main+ext+pk`` (each extension right after its source run, on the same
+    machine)."""
+    extensions = [p for p in phases if p in runs.EXTENSIONS]
+    if "main" in phases and extensions:
+        phases = [p for p in phases if p not in runs.EXTENSIONS]
+        phases[phases.index("main")] = "+".join(["main", *extensions])
     return phases
 
 
@@ -232,7 +236,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=None,
                    help="run directories (default benchmarks/results/quality, smoke: /tmp)")
-    p.add_argument("--phases", default="sweep,main,ext,mqar", help=f"of {', '.join(PHASES)}")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"of {', '.join(PHASES)}")
     p.add_argument("--archs", default="", help=f"of {', '.join(runs.ARCHS)} (default all)")
     p.add_argument("--lrs", default=[], type=comma_list(float),
                    help="the sweep's learning rates (default 1e-3,2e-3,4e-3)")

@@ -84,8 +84,11 @@ def test_extrapolation_gain_and_passkey_from_the_runs():
                                  ("hybrid4", 0.16, 0.9), ("llama", 0.15, 1.0)):
         results.append({"phase": "ext", "arch": arch, "seed": 0,
                         "windows": windows({s: 1.0 for s in sizes}, gain_column=gain),
+                        "passkey": [{**cell, "accuracy": 0.0}]})
+        results.append({"phase": "pk", "arch": arch, "seed": 0,
                         "passkey": [{**cell, "accuracy": accuracy},
                                     {**cell, "accuracy": 0.0, "question": "old"}]})
     gain, key = qf.figures(results, {}, Scale())[4:]
     assert math.isclose(gain.measured["hybrid8"], 0.20) and gain.status() == "missed"  # TNL's
     assert key.measured["hybrid8"] == 0.95 and key.status() == "met"  # Old question left out.
+    assert "after the text-only extension: tnl 0.00, hybrid8 0.00" in key.line()

@@ -64,9 +64,29 @@ def test_each_extension_follows_its_source_run_and_waits_for_its_checkpoint(tmp_
     assert ordered == ["main-tnl-lr0.002-s0", "ext-tnl-lr0.002-s0", "main-llama-lr0.004-s0",
                        "ext-llama-lr0.004-s0", "main-tnl-lr0.002-s1", "main-llama-lr0.004-s1"]
     args = types.SimpleNamespace(root=tmp_path, set=[])
-    ext = Run("ext", "tnl", 2e-3)
-    status = quality_study.do_run(ext, scale, args, deadline=None, eval_batches=1)
-    assert status.startswith("skipped: main-tnl-lr0.002-s0 has no checkpoint here")
+    for phase, seed in (("ext", 0), ("pk", 1)):
+        status = quality_study.do_run(Run(phase, "tnl", 2e-3, seed), scale, args,
+                                      deadline=None, eval_batches=1)
+        assert status.startswith(f"skipped: main-tnl-lr0.002-s{seed} has no checkpoint here")
+
+
+def test_the_passkey_fine_tune_is_the_extension_with_passkey_rows(tmp_path):
+    from benchmarks.quality import quality_study
+    scale = Scale(archs=("tnl", "hybrid8"), seeds=(0, 1))
+    assert quality_study.study_phases(["main", "ext", "pk"]) == ["main+ext+pk"]
+    assert quality_study.study_phases(["pk"]) == ["pk"]
+    chosen = {"tnl": 2e-3, "hybrid8": 2e-3}
+    ordered = [r.name for r in quality_runs.main_and_ext_runs(scale, chosen, ("ext", "pk"))]
+    assert ordered == ["main-tnl-lr0.002-s0", "ext-tnl-lr0.002-s0", "main-hybrid8-lr0.002-s0",
+                       "ext-hybrid8-lr0.002-s0", "main-tnl-lr0.002-s1", "pk-tnl-lr0.002-s1",
+                       "main-hybrid8-lr0.002-s1", "pk-hybrid8-lr0.002-s1"]  # pk: seed 1's.
+    assert quality_runs.ext_runs(scale, chosen, "pk")[0] == Run("pk", "tnl", 2e-3, 1)
+    ext = quality_runs.overrides(Run("ext", "hybrid8", 2e-3, 1), scale, 1408, tmp_path)
+    pk = quality_runs.overrides(Run("pk", "hybrid8", 2e-3, 1), scale, 1408, tmp_path)
+    assert set(pk) - set(ext) == {f"run_dir={tmp_path / 'pk-hybrid8-lr0.002-s1'}",
+                                  "passkey_rows=0.5"}
+    assert {"seq_len=16384", f"init_from={tmp_path / 'main-hybrid8-lr0.002-s1'}",
+            "seed=1"} <= set(pk)
 
 
 def test_passkey_table_leaves_out_cells_of_an_earlier_question():

@@ -3,6 +3,7 @@
     sources.py         where documents come from: stdlib, text, .npy, .array_record, mqar
     files.py           a source's files: glob (each file once), kind by suffix, fingerprint
     mqar.py            the synthetic associative-recall task
+    passkey.py         passkey examples: the evaluation's, and rows to train on
     pipeline.py        packing into rows with segment ids, batches, the train/eval iterators
     iterator_state.py  the iterator's position, for run checkpoints
 """

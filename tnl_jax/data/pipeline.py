@@ -20,6 +20,10 @@ so the loss never crosses a document boundary. Segment ids are 1-based, 0 is
 padding; positions restart at 0 in every segment. The iterator's position is saved
 with `iterator_state.IteratorCheckpoint`.
 
+`passkey_rows` > 0 mixes rows of passkey examples (`passkey.py`: a number hidden in
+the training text, asked for at the end, one example a row) into the training rows
+at that share; the held-out batches stay the source's own.
+
 Documents of fewer than two tokens are skipped (they hold no target). A split with no
 document left is an error at start, never an endless search or a loss of 0.
 """
@@ -31,7 +35,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from tnl_jax.data import sources
+from tnl_jax.data import passkey, sources
 
 
 BATCH_KEYS = ("input_ids", "targets", "segment_ids", "positions", "loss_mask")
@@ -55,6 +59,7 @@ class DataSpec:
     # A small corpus whose hash holds out nothing holds out one document (sources._keep);
     # off when nothing is evaluated, so that then every document trains.
     hold_out_one: bool = True
+    passkey_rows: float = 0.0  # Share of training rows that are passkey examples.
 
 
 def documents(spec: DataSpec, split: str, key: str = "data") -> grain.MapDataset:
@@ -91,9 +96,10 @@ def rows_from_packed(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def _packed(docs: grain.MapDataset, spec: DataSpec, shuffle_window: int = 0
-            ) -> grain.IterDataset:
-    """Rows of `seq_len + 1` tokens, batched.
+def _packed(docs: grain.MapDataset, spec: DataSpec, shuffle_window: int = 0,
+            extra_rows: grain.MapDataset | None = None) -> grain.IterDataset:
+    """Rows of `seq_len + 1` tokens, batched; `extra_rows` (rows already made, such as
+    passkey examples) are mixed in as `spec.passkey_rows` of the rows.
 
     Text is concatenated then split (no padding); MQAR examples must stay whole,
     so they are packed first-fit, padding the rest of a row. A long document fills
@@ -108,6 +114,9 @@ def _packed(docs: grain.MapDataset, spec: DataSpec, shuffle_window: int = 0
             docs, length_struct=lengths, num_packing_bins=spec.batch_size, shuffle_bins=False)
     else:
         packed = grain.experimental.ConcatThenSplitIterDataset(docs, length_struct=lengths)
+    if extra_rows is not None:
+        packed = grain.IterDataset.mix(
+            [packed, extra_rows.to_iter_dataset()], [1 - spec.passkey_rows, spec.passkey_rows])
     if shuffle_window > 1:
         packed = grain.experimental.WindowShuffleIterDataset(
             packed, window_size=shuffle_window, seed=spec.seed)
@@ -121,7 +130,20 @@ def train_batches(spec: DataSpec) -> grain.DatasetIterator:
         f"data={spec.source!r}: no training document with at least {sources.MIN_TOKENS} tokens "
         f"(empty documents are skipped; eval_fraction={spec.eval_fraction} of the documents "
         f"is held out)"))
-    return iter(_packed(docs.shuffle(seed=spec.seed).repeat(None), spec, spec.shuffle_window))
+    extra = passkey_training_rows(docs, spec) if spec.passkey_rows else None
+    return iter(_packed(docs.shuffle(seed=spec.seed).repeat(None), spec, spec.shuffle_window,
+                        extra))
+
+
+def passkey_training_rows(docs: grain.MapDataset, spec: DataSpec) -> grain.MapDataset:
+    """Passkey examples made from this process's training documents (``passkey.py``),
+    one a row: the rows ``spec.passkey_rows`` mixes in. Needs the bytes tokenizer."""
+    if not hasattr(spec.tokenizer, "encode_bytes"):
+        raise ValueError(f"passkey_rows={spec.passkey_rows} makes passkey examples from the "
+                         f"training text's bytes: it needs tokenizer=bytes")
+    bos_id = getattr(spec.tokenizer, "bos_id", None)
+    filler = passkey.filler_of(docs, bos_id, spec.seed)
+    return passkey.training_rows(filler, spec.seq_len, bos_id, spec.seed)
 
 
 def held_out_documents(spec: DataSpec) -> tuple[grain.MapDataset, DataSpec]:

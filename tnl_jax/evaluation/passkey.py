@@ -17,39 +17,15 @@ offsets and keys are drawn from (length, depth, index): every model sees the sam
 """
 from __future__ import annotations
 
-
 import numpy as np
+
+from tnl_jax.data.passkey import DIGITS, PREFIX, QUESTION, example_bytes, needle
 from tnl_jax.evaluation.scorer import Scorer
 
-DIGITS = 5
+__all__ = ["DEPTHS", "DIGITS", "PREFIX", "QUESTION", "accuracy", "batch_of", "example_bytes",
+           "needle"]
+
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
-PREFIX = b"PASS_KEY = "
-QUESTION = PREFIX.decode()  # Saved with every result: what the row ends with.
-
-
-def needle(key: int) -> tuple[bytes, bytes, bytes]:
-    """(the needle line, the question, the answer) for ``key``."""
-    answer = f"{key:0{DIGITS}d}".encode()
-    return b"\n" + PREFIX + answer + b"\n", b"\n" + PREFIX, answer
-
-
-def example_bytes(filler: bytes, length: int, depth: float, index: int
-                  ) -> tuple[bytes, int]:
-    """A ``length``-byte example and where its answer starts: filler from a random
-    offset, the needle at the line break nearest ``depth`` of the filler, the question
-    and the answer last."""
-    rng = np.random.default_rng([length, round(depth * 1000), index])
-    key = int(rng.integers(10 ** (DIGITS - 1), 10 ** DIGITS))
-    line, question, answer = needle(key)
-    room = length - len(line) - len(question) - len(answer)
-    if room <= 0 or len(filler) < room:
-        raise ValueError(f"passkey: length={length} leaves no room for filler, or the "
-                         f"filler ({len(filler)} bytes) is shorter than {room} bytes")
-    start = int(rng.integers(0, len(filler) - room + 1))
-    text = filler[start:start + room]
-    cut = text.rfind(b"\n", 0, max(1, int(depth * room))) + 1  # After a line break.
-    body = text[:cut] + line + text[cut:] + question
-    return body + answer, len(body)
 
 
 def batch_of(filler: bytes, length: int, depth: float, rows: int,

@@ -130,7 +130,13 @@ def _data_problems(cfg: Any) -> list[str]:
         *integer("eval_min_bytes", cfg.eval_min_bytes, 0, " (bytes; 0: any file)"),
         *text("data", cfg.data), *text("tokenizer", cfg.tokenizer),
         *text("eval_data", cfg.eval_data, optional=True, meaning=" (held-out files, used whole)"),
+        *number("passkey_rows", cfg.passkey_rows, 0, 1,
+                meaning=" (the share of training rows that are passkey examples)"),
     ]
+    if cfg.passkey_rows and (cfg.data == "mqar" or cfg.tokenizer != "bytes"):
+        found.append(f"passkey_rows={cfg.passkey_rows!r} hides passkeys in text read as bytes: "
+                     f"it needs a text data source and tokenizer='bytes' (got "
+                     f"data={cfg.data!r}, tokenizer={cfg.tokenizer!r})")
     for check, value in ((losses.check_setting, cfg.loss_chunk_tokens),
                          (losses.check_kernel, cfg.loss_kernel)):
         try:

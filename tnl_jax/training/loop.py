@@ -99,7 +99,8 @@ def data_spec(cfg: TrainConfig, tokenizer, mesh) -> data.DataSpec:
                          shuffle_window=cfg.shuffle_window,
                          process_index=index, process_count=count,
                          eval_source=cfg.eval_data, vocab_size=cfg.model.vocab_size,
-                         eval_min_bytes=cfg.eval_min_bytes, hold_out_one=bool(cfg.eval_every))
+                         eval_min_bytes=cfg.eval_min_bytes, hold_out_one=bool(cfg.eval_every),
+                         passkey_rows=cfg.passkey_rows)
 
 
 def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:

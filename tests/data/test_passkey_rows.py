@@ -1,0 +1,93 @@
+"""passkey_rows: passkey examples made from the training text, one a row, mixed into the
+training rows at the asked share; resumable like any row; never in the held-out set."""
+import numpy as np
+import pytest
+
+from tnl_jax import data
+from tnl_jax.data import passkey
+from tnl_jax.tokenizers import get_tokenizer
+from tnl_jax.training import config as train_config
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return get_tokenizer("bytes")
+
+
+def corpus(tmp_path, files=12):
+    rng = np.random.default_rng(0)
+    for i in range(files):
+        lines = [f"value_{i}_{j} = {int(rng.integers(1000))}" for j in range(60)]
+        (tmp_path / f"mod{i:02d}.py").write_text("\n".join(lines) + "\n")
+    return str(tmp_path / "*.py")
+
+
+def spec_for(pattern, tokenizer, **changes):
+    values = dict(source=pattern, seq_len=256, batch_size=8, seed=3, tokenizer=tokenizer,
+                  eval_fraction=0.2, passkey_rows=0.5)
+    return data.DataSpec(**{**values, **changes})
+
+
+def is_passkey_row(input_ids: np.ndarray) -> bool:
+    """The needle and the question: the prefix twice (the corpus never has it)."""
+    return bytes(np.asarray(input_ids[1:], np.uint8)).count(passkey.PREFIX) == 2
+
+
+def test_a_passkey_row_is_one_example_whose_answer_is_its_needle(tmp_path, tokenizer):
+    spec = spec_for(corpus(tmp_path), tokenizer)
+    docs = data.documents(spec, "train")
+    filler = passkey.filler_of(docs, tokenizer.bos_id, spec.seed)
+    train_text = b"".join(bytes(np.asarray(d["tokens"][1:], np.uint8)) for d in docs)
+    assert len(filler) == len(train_text)  # Every training byte, once (a small corpus).
+    row = passkey.training_rows(filler, spec.seq_len, tokenizer.bos_id, spec.seed)[7]
+    ids = row["tokens"]
+    assert ids.shape == (257,) and ids[0] == tokenizer.bos_id
+    np.testing.assert_array_equal(row["tokens_segment_ids"], np.ones(257))
+    np.testing.assert_array_equal(row["tokens_positions"], np.arange(257))
+    text = bytes(np.asarray(ids[1:], np.uint8))
+    head, answer = text[:-passkey.DIGITS], text[-passkey.DIGITS:]
+    assert head.endswith(b"\n" + passkey.PREFIX) and answer.isdigit()
+    assert b"\n" + passkey.PREFIX + answer + b"\n" in head[:-len(passkey.PREFIX) - 1]
+    held_out = b"".join(bytes(np.asarray(d["tokens"][1:], np.uint8))
+                        for d in data.documents(spec, "eval"))
+    filler_line = text.split(b"\n")[2]
+    assert filler_line in train_text and filler_line not in held_out
+
+
+def test_training_batches_mix_passkey_rows_at_the_share(tmp_path, tokenizer):
+    spec = spec_for(corpus(tmp_path), tokenizer)
+    it = data.train_batches(spec)
+    rows = [row for _ in range(6) for row in next(it)["input_ids"]]
+    share = np.mean([is_passkey_row(r) for r in rows])
+    assert 0.3 < share < 0.7, share  # 48 rows at 0.5.
+    plain = data.train_batches(spec_for(spec.source, tokenizer, passkey_rows=0.0))
+    assert not any(is_passkey_row(r) for _ in range(6) for r in next(plain)["input_ids"])
+    batch = next(it)  # The loss covers a passkey row whole, the answer's digits included.
+    masks = [mask for ids, mask in zip(batch["input_ids"], batch["loss_mask"])
+             if is_passkey_row(ids)]
+    assert masks and all(mask.all() for mask in masks)
+
+
+def test_passkey_rows_resume_exactly(tmp_path, tokenizer):
+    spec = spec_for(corpus(tmp_path), tokenizer, shuffle_window=4)
+    it = data.train_batches(spec)
+    for _ in range(3):
+        next(it)
+    state = data.IteratorCheckpoint(it).get_state()
+    expected = [next(it)["input_ids"] for _ in range(3)]
+    resumed = data.train_batches(spec)
+    data.IteratorCheckpoint(resumed).set_state(state)
+    for want in expected:
+        np.testing.assert_array_equal(next(resumed)["input_ids"], want)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"passkey_rows": 1.0}, "passkey_rows=1.0: expected a finite number in [0, 1)"),
+    ({"passkey_rows": -0.1}, "passkey_rows=-0.1: expected a finite number in [0, 1)"),
+    ({"passkey_rows": 0.2, "data": "mqar"}, "it needs a text data source and tokenizer='bytes'"),
+])
+def test_bad_passkey_rows_are_named(changes, expected):
+    assert train_config.load(None, ["passkey_rows=0.5"]).passkey_rows == 0.5
+    with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("(", r"\(")
+                       .replace(")", r"\)")):
+        train_config.load(None, [f"{k}={v}" for k, v in changes.items()])
