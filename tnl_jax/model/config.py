@@ -75,8 +75,9 @@ class ModelConfig:
                                     "loop over the layers; a stack's layer count or more "
                                     "inlines every layer (same results)")
     projection_dtype: str | None = described(
-        None, "fp8: the layers' projections in fp8 with delayed scaling (tnl_jax/model/fp8.py); "
-              "null: in dtype")
+        None, "fp8: the layers' projections in fp8 with delayed scaling (tnl_jax/model/fp8.py; "
+              "XLA's autotuning makes an H100 compile it in ~4 min: keep it with "
+              "JAX_COMPILATION_CACHE_DIR); null: in dtype")
 
     @staticmethod
     def field_problems(fields: dict[str, Any]) -> list[str]:
