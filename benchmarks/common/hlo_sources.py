@@ -7,6 +7,10 @@ the backward's recomputation, backward): where the time that is not matmuls goes
 
     sources = instruction_sources(compiled.as_text())
     print(format_parts(times_by_part(kernel_times(run), sources)))
+
+Limits: a kernel XLA reuses for identical fusions carries the first one's name, so its
+time goes to that fusion's source; cuBLAS and Mosaic kernels are named by their library
+(the profile's kinds already separate them).
 """
 from __future__ import annotations
 

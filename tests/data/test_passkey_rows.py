@@ -91,3 +91,11 @@ def test_bad_passkey_rows_are_named(changes, expected):
     with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("(", r"\(")
                        .replace(")", r"\)")):
         train_config.load(None, [f"{k}={v}" for k, v in changes.items()])
+
+
+def test_a_resume_with_another_passkey_share_is_refused():
+    from tnl_jax.training import resume
+    saved = train_config.TrainConfig()
+    current = train_config.apply(saved, {"passkey_rows": 0.25})
+    with pytest.raises(resume.RunConfigChanged, match="passkey_rows.*another data stream"):
+        resume.check(train_config.to_dict(saved), train_config.to_dict(current), "x")

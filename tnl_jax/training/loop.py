@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import signal
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from tnl_jax.checkpoints import kinds, loader
 from tnl_jax.generation import generate
 from tnl_jax.model.counting import count_flops_per_token, count_params
 from tnl_jax.model.language_model import create_model
-from tnl_jax.data import files
 from tnl_jax.tokenizers import TOKENIZER_FILES
 from tnl_jax.training import config as train_config
 from tnl_jax.training import (divergence, losses, metrics, optim, progress, resume, run_errors,
@@ -35,6 +33,7 @@ from tnl_jax.training import (divergence, losses, metrics, optim, progress, resu
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.run_checkpoints import (ProcessCountChanged, RunCheckpoints,
                                              UnreadableCheckpoints)
+from tnl_jax.training.run_data import data_iterators
 from tnl_jax.training.run_lock import RunDirLocked, RunLock
 from tnl_jax.training.steps import evaluate, make_eval_step, make_train_step
 
@@ -87,34 +86,6 @@ class StopRequest:
 
 def _host_stats(stats: dict[str, jax.Array]) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(stats).items()}
-
-
-def data_spec(cfg: TrainConfig, tokenizer, mesh) -> data.DataSpec:
-    """The data of ``cfg`` for this process: its share of the rows
-    (``sharding.process_rows``), whole sequences."""
-    index, count = sharding.process_rows(mesh)
-    return data.DataSpec(source=cfg.data, seq_len=cfg.seq_len,
-                         batch_size=cfg.batch_size // count, seed=cfg.seed,
-                         tokenizer=tokenizer, eval_fraction=cfg.eval_fraction,
-                         shuffle_window=cfg.shuffle_window,
-                         process_index=index, process_count=count,
-                         eval_source=cfg.eval_data, vocab_size=cfg.model.vocab_size,
-                         eval_min_bytes=cfg.eval_min_bytes, hold_out_one=bool(cfg.eval_every),
-                         passkey_rows=cfg.passkey_rows)
-
-
-def data_iterators(cfg: TrainConfig, tokenizer, mesh) -> tuple[Any, list[dict]]:
-    """This process's endless training iterator and the fixed held-out batches (a
-    warning when ``eval_data`` reads training files: its loss is then no held-out loss)."""
-    spec = data_spec(cfg, tokenizer, mesh)
-    train = data.train_batches(spec)
-    if cfg.eval_every and cfg.eval_data:
-        shared = files.shared_files(cfg.data, cfg.eval_data)
-        if shared:
-            warnings.warn(f"eval_data={cfg.eval_data!r} holds {len(shared)} file(s) that "
-                          f"data={cfg.data!r} trains on (e.g. {shared[0]}): its loss is not a "
-                          f"held-out loss", stacklevel=2)
-    return train, data.eval_batches(spec, cfg.eval_batches if cfg.eval_every else 0)
 
 
 def keep_tokenizer(cfg: TrainConfig, run_dir: Path, copy: bool = True) -> None:

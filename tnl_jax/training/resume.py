@@ -39,7 +39,7 @@ SAFE_TO_CHANGE = frozenset({
     "model.remat", "model.attention_backend", "model.chunk_size", "model.scan_unroll",
 })
 _DATA_STREAM = frozenset({"data", "seq_len", "batch_size", "seed", "shuffle_window",
-                          "eval_fraction", "eval_min_bytes"})
+                          "eval_fraction", "eval_min_bytes", "passkey_rows"})
 # The saved config's records of the files behind two keys, beside the keys: the data
 # files' fingerprint (``files.fingerprint``) and the tokenizer file's digest. A changed
 # file under the same key is refused; a changed key naming the same files (another path
