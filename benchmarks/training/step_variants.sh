@@ -3,13 +3,15 @@
 #
 #   bash benchmarks/training/step_variants.sh
 #
-# 1. context_proxy --profile: LASP-2's order on one device's share, kernel time per case.
-# 2. tnl-385m 4 x 8K (remat projections): the default step, profiled by kernel and by
-#    the functions of ours that made each kernel; then loss_kernel=fused_xla_grads,
-#    model.scan_unroll=2 and remat projections_op_out (the op's forward not run
-#    again), each on its own.
-# 3. tnl-1b 4 x 8K: bf16, then fp8 projections with XLA's autotuning off (with it on,
-#    fp8's process took 258 s, nearly all compiling; 2026-12-06): seconds and tokens/s.
+# tnl-385m 4 x 8K (remat projections): the default step profiled by kernel and by the
+# functions of ours that made each kernel (hlo_sources); then each switch still open,
+# every one twice, in alternation with the default (a gain is checked twice):
+# - loss_kernel=fused_xla_grads: 1.029x in one call (2026-12-06, fourth session);
+# - XLA's dynamic-slice fusion (cuBLAS products read and write slices of the layer
+#   scan's stacked buffers in place): the 4 per-layer copies of the saved projections
+#   took 9.6 ms of a 234 ms step.
+# Measured before and not repeated here (benchmarks/RESULTS.md, fourth session):
+# scan_unroll=2 (0.949x), remat projections_op_out (1.003x), fp8 without autotuning.
 # $OUT gets step_variants.md (every table) and step_variants.tgz (the json rows, logs).
 source benchmarks/common/device_setup.sh
 work=/tmp/step_variants
@@ -22,21 +24,21 @@ run() {  # run NAME TIMEOUT ARGS...: one process, its seconds and its table kept
   timeout $limit "$@" --out $work/$name > $work/$name.log 2>&1
   echo "$name: exit $? after $(( $(date +%s) - start )) s" | tee -a $work/seconds.txt
 }
-B="python3 -m benchmarks.training.train_bench --archs tnl --rows 8192 --tokens 32768"
-B="$B --remat projections --warmup 2 --steps 10"
-run proxy 120 python3 -m benchmarks.scaling.context_proxy --profile
-run base 150 $B --preset tnl-385m --profile tnl:8192
-run fused_xla_grads 100 $B --preset tnl-385m --set loss_kernel=fused_xla_grads
-run unroll2 100 $B --preset tnl-385m --set model.scan_unroll=2
-run op_out 100 $B --preset tnl-385m --remat projections_op_out
-run 1b_bf16 100 $B --preset tnl-1b
-run 1b_fp8_autotune0 200 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" \
-  $B --preset tnl-1b --set model.projection_dtype=fp8
+B="python3 -m benchmarks.training.train_bench --preset tnl-385m --archs tnl --rows 8192"
+B="$B --tokens 32768 --remat projections --warmup 2 --steps 10"
+DSF="${XLA_FLAGS:-} --xla_gpu_enable_dynamic_slice_fusion=true"
+run default_profiled 150 $B --profile tnl:8192
+for round in 1 2; do
+  run fused_xla_grads_$round 100 $B --set loss_kernel=fused_xla_grads
+  run dynamic_slice_fusion_$round 100 env XLA_FLAGS="$DSF" $B
+  run default_$round 100 $B
+done
+run both 100 env XLA_FLAGS="$DSF" $B --set loss_kernel=fused_xla_grads
 {
   cat $work/device.txt $work/seconds.txt
   for f in $work/*/*.md; do echo; echo "## $f"; cat $f; done
   echo; echo "## where the default step's time goes"
-  sed -n '/^| our code/,/^$/p' $work/base.log
+  sed -n '/^| our code/,/^$/p' $work/default_profiled.log
 } > $OUT/step_variants.md
 tar czf $OUT/step_variants.tgz -C $work --exclude='*.png' .
 cat $OUT/step_variants.md
