@@ -1,5 +1,6 @@
-"""passkey_rows: passkey examples made from the training text, one a row, mixed into the
-training rows at the asked share; resumable like any row; never in the held-out set."""
+"""passkey_rows: passkey examples made from the training text, one a row, only their
+answer in the loss at a text row's weight, mixed into the training rows at the asked
+share; resumable like any row; never in the held-out set."""
 import numpy as np
 import pytest
 
@@ -44,6 +45,8 @@ def test_a_passkey_row_is_one_example_whose_answer_is_its_needle(tmp_path, token
     assert ids.shape == (257,) and ids[0] == tokenizer.bos_id
     np.testing.assert_array_equal(row["tokens_segment_ids"], np.ones(257))
     np.testing.assert_array_equal(row["tokens_positions"], np.arange(257))
+    answer_weights = row["weights"][-passkey.DIGITS:]  # Only the answer, a row's worth.
+    assert (answer_weights == 256 / passkey.DIGITS).all() and row["weights"].sum() == 256
     text = bytes(np.asarray(ids[1:], np.uint8))
     head, answer = text[:-passkey.DIGITS], text[-passkey.DIGITS:]
     assert head.endswith(b"\n" + passkey.PREFIX) and answer.isdigit()
@@ -62,10 +65,14 @@ def test_training_batches_mix_passkey_rows_at_the_share(tmp_path, tokenizer):
     assert 0.3 < share < 0.7, share  # 48 rows at 0.5.
     plain = data.train_batches(spec_for(spec.source, tokenizer, passkey_rows=0.0))
     assert not any(is_passkey_row(r) for _ in range(6) for r in next(plain)["input_ids"])
-    batch = next(it)  # The loss covers a passkey row whole, the answer's digits included.
+    batch = next(it)  # A passkey row's loss is its answer's, a text row's weight.
     masks = [mask for ids, mask in zip(batch["input_ids"], batch["loss_mask"])
              if is_passkey_row(ids)]
-    assert masks and all(mask.all() for mask in masks)
+    assert masks and all(np.count_nonzero(m) == passkey.DIGITS and m.sum() == 256
+                         for m in masks)
+    text_masks = [mask for ids, mask in zip(batch["input_ids"], batch["loss_mask"])
+                  if not is_passkey_row(ids)]
+    assert text_masks and all(set(np.unique(m)) <= {0.0, 1.0} for m in text_masks)
 
 
 def test_passkey_rows_resume_exactly(tmp_path, tokenizer):

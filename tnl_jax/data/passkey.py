@@ -68,17 +68,24 @@ def training_rows(filler: bytes, seq_len: int, bos_id: int | None,
                   seed: int) -> grain.MapDataset:
     """Endless rows of ``seq_len + 1`` byte tokens, one example each (BOS first when
     the tokenizer has one), shaped as the packer's rows (``tokens``, one segment,
-    positions from 0); the needle's depth is drawn per row from ``DEPTH_RANGE``."""
+    positions from 0) with loss ``weights``: only the answer's digits, each weighing
+    ``seq_len / DIGITS``, so that a passkey row carries a text row's weight (spread
+    over five tokens, as the weight of 0.5% of a row's targets it would hardly teach
+    retrieval: a CPU model trained so learned none). The needle's depth is drawn per
+    row from ``DEPTH_RANGE``."""
     length = seq_len + (bos_id is None)
 
     def make(index: int) -> dict[str, np.ndarray]:
         draw = np.random.default_rng([TRAIN_STREAM, seed, index])
         depth = round(float(draw.uniform(*DEPTH_RANGE)), 3)
-        text, _ = example_bytes(filler, length, depth, index, (TRAIN_STREAM, seed))
+        text, answer_at = example_bytes(filler, length, depth, index, (TRAIN_STREAM, seed))
         ids = np.frombuffer(text, np.uint8).astype(np.int32)
         if bos_id is not None:
-            ids = np.concatenate([np.asarray([bos_id], np.int32), ids])
+            ids, answer_at = np.concatenate([np.asarray([bos_id], np.int32), ids]), answer_at + 1
+        weights = np.zeros(seq_len + 1, np.float32)
+        weights[answer_at:answer_at + DIGITS] = seq_len / DIGITS
         return {"tokens": ids, "tokens_segment_ids": np.ones(seq_len + 1, np.int32),
-                "tokens_positions": np.arange(seq_len + 1, dtype=np.int32)}
+                "tokens_positions": np.arange(seq_len + 1, dtype=np.int32),
+                "weights": weights}
 
     return grain.MapDataset.range(1 << 40).map(make)

@@ -21,8 +21,9 @@ padding; positions restart at 0 in every segment. The iterator's position is sav
 with `iterator_state.IteratorCheckpoint`.
 
 `passkey_rows` > 0 mixes rows of passkey examples (`passkey.py`: a number hidden in
-the training text, asked for at the end, one example a row) into the training rows
-at that share; the held-out batches stay the source's own.
+the training text, asked for at the end, one example a row, only the answer in the
+loss, weighing as much as a text row) into the training rows at that share; the
+held-out batches stay the source's own.
 
 Documents of fewer than two tokens are skipped (they hold no target). A split with no
 document left is an error at start, never an endless search or a loss of 0.
@@ -114,7 +115,8 @@ def _packed(docs: grain.MapDataset, spec: DataSpec, shuffle_window: int = 0,
             docs, length_struct=lengths, num_packing_bins=spec.batch_size, shuffle_bins=False)
     else:
         packed = grain.experimental.ConcatThenSplitIterDataset(docs, length_struct=lengths)
-    if extra_rows is not None:
+    if extra_rows is not None:  # Text rows weigh every target 1 (`rows_from_packed`).
+        packed = packed.map(lambda row: {**row, "weights": np.ones(spec.seq_len + 1, np.float32)})
         packed = grain.IterDataset.mix(
             [packed, extra_rows.to_iter_dataset()], [1 - spec.passkey_rows, spec.passkey_rows])
     if shuffle_window > 1:
