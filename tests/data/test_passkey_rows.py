@@ -9,6 +9,8 @@ from tnl_jax.data import passkey
 from tnl_jax.tokenizers import get_tokenizer
 from tnl_jax.training import config as train_config
 
+from tests.data.iterator_checks import assert_resumes_exactly
+
 
 @pytest.fixture(scope="module")
 def tokenizer():
@@ -76,16 +78,8 @@ def test_training_batches_mix_passkey_rows_at_the_share(tmp_path, tokenizer):
 
 
 def test_passkey_rows_resume_exactly(tmp_path, tokenizer):
-    spec = spec_for(corpus(tmp_path), tokenizer, shuffle_window=4)
-    it = data.train_batches(spec)
-    for _ in range(3):
-        next(it)
-    state = data.IteratorCheckpoint(it).get_state()
-    expected = [next(it)["input_ids"] for _ in range(3)]
-    resumed = data.train_batches(spec)
-    data.IteratorCheckpoint(resumed).set_state(state)
-    for want in expected:
-        np.testing.assert_array_equal(next(resumed)["input_ids"], want)
+    assert_resumes_exactly(spec_for(corpus(tmp_path), tokenizer, shuffle_window=4), skip=3,
+                           batches=3)
 
 
 @pytest.mark.parametrize("changes, expected", [

@@ -7,6 +7,8 @@ from tnl_jax.data import mqar as data_mqar
 from tnl_jax.data import sources as data_sources
 from tnl_jax.tokenizers import get_tokenizer
 
+from tests.data.iterator_checks import assert_resumes_exactly
+
 
 @pytest.fixture(scope="module")
 def tokenizer():
@@ -54,16 +56,7 @@ def test_packing_masks_targets_across_documents(tmp_path, tokenizer):
 @pytest.mark.parametrize("skip", [0, 1, 3, 7])
 def test_every_iterator_position_resumes_exactly(tmp_path, tokenizer, skip):
     pattern = write_docs(tmp_path, [f"text {i} " * (3 + i) for i in range(20)])
-    spec = spec_for(pattern, tokenizer, shuffle_window=8)
-    it = data.train_batches(spec)
-    for _ in range(skip):
-        next(it)
-    state = data.IteratorCheckpoint(it).get_state()
-    expected = [next(it)["input_ids"] for _ in range(4)]
-    resumed = data.train_batches(spec)
-    data.IteratorCheckpoint(resumed).set_state(state)
-    for want in expected:
-        np.testing.assert_array_equal(next(resumed)["input_ids"], want)
+    assert_resumes_exactly(spec_for(pattern, tokenizer, shuffle_window=8), skip, batches=4)
 
 
 def test_iterator_state_resumes_exactly(tmp_path, tokenizer):
