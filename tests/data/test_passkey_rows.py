@@ -1,6 +1,6 @@
-"""passkey_rows: passkey examples made from the training text, one a row, only their
-answer in the loss at a text row's weight, mixed into the training rows at the asked
-share; resumable like any row; never in the held-out set."""
+"""passkey_rows: rows of passkey examples of every length made from the training text,
+only their answers in the loss at a text row's weight, mixed into the training rows at
+the asked share; resumable like any row; never in the held-out set."""
 import numpy as np
 import pytest
 
@@ -32,31 +32,49 @@ def spec_for(pattern, tokenizer, **changes):
 
 
 def is_passkey_row(input_ids: np.ndarray) -> bool:
-    """The needle and the question: the prefix twice (the corpus never has it)."""
-    return bytes(np.asarray(input_ids[1:], np.uint8)).count(passkey.PREFIX) == 2
+    """Needles and questions: the prefix (the corpus never has it)."""
+    return bytes(np.asarray(input_ids, np.uint8)).count(passkey.PREFIX) >= 2
 
 
-def test_a_passkey_row_is_one_example_whose_answer_is_its_needle(tmp_path, tokenizer):
+def check_example(ids: np.ndarray, weights: np.ndarray, bos_id: int) -> None:
+    """One example's tokens: BOS, filler with the needle, the question, the answer;
+    only the answer weighs, together the example's length."""
+    assert ids[0] == bos_id
+    text = bytes(np.asarray(ids[1:], np.uint8))
+    head, answer = text[:-passkey.DIGITS], text[-passkey.DIGITS:]
+    assert head.endswith(b"\n" + passkey.PREFIX) and answer.isdigit()
+    assert b"\n" + passkey.PREFIX + answer + b"\n" in head[:-len(passkey.PREFIX) - 1]
+    assert np.count_nonzero(weights) == passkey.DIGITS
+    np.testing.assert_allclose(weights[-passkey.DIGITS:].sum(), len(ids))
+
+
+def test_passkey_rows_are_examples_of_every_length_answered_from_their_needles(
+        tmp_path, tokenizer):
     spec = spec_for(corpus(tmp_path), tokenizer)
     docs = data.documents(spec, "train")
     filler = passkey.filler_of(docs, tokenizer.bos_id, spec.seed)
     train_text = b"".join(bytes(np.asarray(d["tokens"][1:], np.uint8)) for d in docs)
     assert len(filler) == len(train_text)  # Every training byte, once (a small corpus).
-    row = passkey.training_rows(filler, spec.seq_len, tokenizer.bos_id, spec.seed)[7]
-    ids = row["tokens"]
-    assert ids.shape == (257,) and ids[0] == tokenizer.bos_id
-    np.testing.assert_array_equal(row["tokens_segment_ids"], np.ones(257))
-    np.testing.assert_array_equal(row["tokens_positions"], np.arange(257))
-    answer_weights = row["weights"][-passkey.DIGITS:]  # Only the answer, a row's worth.
-    assert (answer_weights == 256 / passkey.DIGITS).all() and row["weights"].sum() == 256
-    text = bytes(np.asarray(ids[1:], np.uint8))
-    head, answer = text[:-passkey.DIGITS], text[-passkey.DIGITS:]
-    assert head.endswith(b"\n" + passkey.PREFIX) and answer.isdigit()
-    assert b"\n" + passkey.PREFIX + answer + b"\n" in head[:-len(passkey.PREFIX) - 1]
+    assert passkey.example_lengths(256) == (128, 256)
+    rows = passkey.training_rows(filler, spec.seq_len, tokenizer.bos_id, spec.seed)
+    lengths = []
+    for row in (rows[i] for i in range(8)):
+        segments, positions = row["tokens_segment_ids"], row["tokens_positions"]
+        assert segments.shape == (257,) and segments[-1] == 0 and row["weights"][-1] == 0
+        for segment in range(1, segments.max() + 1):
+            where = np.flatnonzero(segments == segment)
+            np.testing.assert_array_equal(positions[where], np.arange(len(where)))
+            check_example(row["tokens"][where], row["weights"][where], tokenizer.bos_id)
+            lengths.append(len(where))
+        assert row["weights"].sum() == 256  # A text row's weight.
+    assert set(lengths) == {128, 256}
     held_out = b"".join(bytes(np.asarray(d["tokens"][1:], np.uint8))
                         for d in data.documents(spec, "eval"))
-    filler_line = text.split(b"\n")[2]
-    assert filler_line in train_text and filler_line not in held_out
+    first = rows[0]["tokens"][rows[0]["tokens_segment_ids"] == 1]  # One example's bytes.
+    lines = bytes(np.asarray(first[1:], np.uint8)).split(b"\n")[1:-1]
+    filler_lines = [line for line in lines if line and passkey.PREFIX not in line]
+    assert filler_lines and all(line in train_text and line not in held_out
+                                for line in filler_lines)
 
 
 def test_training_batches_mix_passkey_rows_at_the_share(tmp_path, tokenizer):
@@ -70,8 +88,8 @@ def test_training_batches_mix_passkey_rows_at_the_share(tmp_path, tokenizer):
     batch = next(it)  # A passkey row's loss is its answer's, a text row's weight.
     masks = [mask for ids, mask in zip(batch["input_ids"], batch["loss_mask"])
              if is_passkey_row(ids)]
-    assert masks and all(np.count_nonzero(m) == passkey.DIGITS and m.sum() == 256
-                         for m in masks)
+    assert masks and all(np.count_nonzero(m) in (passkey.DIGITS, 2 * passkey.DIGITS)
+                         and m.sum() == 256 for m in masks)
     text_masks = [mask for ids, mask in zip(batch["input_ids"], batch["loss_mask"])
                   if not is_passkey_row(ids)]
     assert text_masks and all(set(np.unique(m)) <= {0.0, 1.0} for m in text_masks)
@@ -86,6 +104,8 @@ def test_passkey_rows_resume_exactly(tmp_path, tokenizer):
     ({"passkey_rows": 1.0}, "passkey_rows=1.0: expected a finite number in [0, 1)"),
     ({"passkey_rows": -0.1}, "passkey_rows=-0.1: expected a finite number in [0, 1)"),
     ({"passkey_rows": 0.2, "data": "mqar"}, "it needs a text data source and tokenizer='bytes'"),
+    ({"passkey_rows": 0.2, "seq_len": 64}, "needs rows of at least 128 tokens (a passkey "
+                                           "example's), got seq_len=64"),
 ])
 def test_bad_passkey_rows_are_named(changes, expected):
     assert train_config.load(None, ["passkey_rows=0.5"]).passkey_rows == 0.5

@@ -1,6 +1,6 @@
 """Passkey examples: a number hidden at a chosen depth of filler text, asked for at the
 end. ``tnl_jax.evaluation.passkey`` scores them on held-out filler; ``training_rows``
-makes them from the training text, one example filling a row, for the rows that
+makes them from the training text, rows of examples of every length, for the rows that
 ``passkey_rows`` mixes into training (the passkey fine-tune of long-context papers:
 a small model that has not learned to copy from far back cannot be asked otherwise).
 
@@ -20,6 +20,7 @@ QUESTION = PREFIX.decode()  # Saved with every result: what the row ends with.
 DEPTH_RANGE = (0.05, 0.95)  # Where a training example's needle may lie.
 FILLER_BYTES = 1 << 23  # Training text read for the training examples' filler.
 TRAIN_STREAM = 1  # Keeps the training examples' draws apart from the evaluation's.
+MIN_EXAMPLE_TOKENS = 128  # The shortest training example.
 
 
 def needle(key: int) -> tuple[bytes, bytes, bytes]:
@@ -64,28 +65,63 @@ def filler_of(docs: grain.MapDataset, bos_id: int | None, seed: int,
     return b"".join(parts)[:limit]
 
 
+def example_lengths(seq_len: int) -> tuple[int, ...]:
+    """The lengths (tokens, BOS included) a training example may take in a row of
+    ``seq_len + 1`` tokens: the powers of two from ``MIN_EXAMPLE_TOKENS`` to
+    ``seq_len``, each drawn equally often, so every scale of distance is trained."""
+    lengths, length = [], MIN_EXAMPLE_TOKENS
+    while length <= seq_len:
+        lengths.append(length)
+        length *= 2
+    return tuple(lengths) or (seq_len,)
+
+
+def _example_tokens(filler: bytes, length: int, depth: float, index: int,
+                    stream: tuple[int, ...], bos_id: int | None) -> tuple[np.ndarray, int]:
+    """One example as ``length`` token ids (BOS first when there is one) and where its
+    answer starts."""
+    text, answer_at = example_bytes(filler, length - (bos_id is not None), depth, index,
+                                    stream)
+    ids = np.frombuffer(text, np.uint8).astype(np.int32)
+    if bos_id is None:
+        return ids, answer_at
+    return np.concatenate([np.asarray([bos_id], np.int32), ids]), answer_at + 1
+
+
 def training_rows(filler: bytes, seq_len: int, bos_id: int | None,
                   seed: int) -> grain.MapDataset:
-    """Endless rows of ``seq_len + 1`` byte tokens, one example each (BOS first when
-    the tokenizer has one), shaped as the packer's rows (``tokens``, one segment,
-    positions from 0) with loss ``weights``: only the answer's digits, each weighing
-    ``seq_len / DIGITS``, so that a passkey row carries a text row's weight (spread
-    over five tokens, as the weight of 0.5% of a row's targets it would hardly teach
-    retrieval: a CPU model trained so learned none). The needle's depth is drawn per
-    row from ``DEPTH_RANGE``."""
-    length = seq_len + (bos_id is None)
+    """Endless rows of ``seq_len + 1`` byte tokens, shaped as the packer's rows
+    (``tokens``, segment ids, positions from 0 in each segment), each filled with
+    examples one after another, their lengths drawn from ``example_lengths`` (what is
+    left at the end is padding, segment 0), each needle's depth from ``DEPTH_RANGE``.
+
+    Loss ``weights``: only each answer's digits, together the example's length, so a
+    passkey row weighs as much as a text row. Retrieval is learned from many answers:
+    a CPU model (width 128) learned none from 3,200 examples and half of them after
+    48,000 (docs/QUALITY.md); one example a row, or the whole row in the loss, is far
+    too little of it."""
+    width = seq_len + 1
+    lengths = example_lengths(seq_len)
 
     def make(index: int) -> dict[str, np.ndarray]:
         draw = np.random.default_rng([TRAIN_STREAM, seed, index])
-        depth = round(float(draw.uniform(*DEPTH_RANGE)), 3)
-        text, answer_at = example_bytes(filler, length, depth, index, (TRAIN_STREAM, seed))
-        ids = np.frombuffer(text, np.uint8).astype(np.int32)
-        if bos_id is not None:
-            ids, answer_at = np.concatenate([np.asarray([bos_id], np.int32), ids]), answer_at + 1
-        weights = np.zeros(seq_len + 1, np.float32)
-        weights[answer_at:answer_at + DIGITS] = seq_len / DIGITS
-        return {"tokens": ids, "tokens_segment_ids": np.ones(seq_len + 1, np.int32),
-                "tokens_positions": np.arange(seq_len + 1, dtype=np.int32),
-                "weights": weights}
+        row = {"tokens": np.zeros(width, np.int32),
+               "tokens_segment_ids": np.zeros(width, np.int32),
+               "tokens_positions": np.zeros(width, np.int32),
+               "weights": np.zeros(width, np.float32)}
+        start, segment = 0, 0
+        while width - start >= lengths[0]:
+            length = int(draw.choice([n for n in lengths if n <= width - start]))
+            depth = round(float(draw.uniform(*DEPTH_RANGE)), 3)
+            ids, answer_at = _example_tokens(filler, length, depth, index,
+                                             (TRAIN_STREAM, seed, segment), bos_id)
+            segment += 1
+            end = start + length
+            row["tokens"][start:end] = ids
+            row["tokens_segment_ids"][start:end] = segment
+            row["tokens_positions"][start:end] = np.arange(length)
+            row["weights"][start + answer_at:start + answer_at + DIGITS] = length / DIGITS
+            start = end
+        return row
 
     return grain.MapDataset.range(1 << 40).map(make)

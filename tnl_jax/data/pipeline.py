@@ -21,9 +21,9 @@ padding; positions restart at 0 in every segment. The iterator's position is sav
 with `iterator_state.IteratorCheckpoint`.
 
 `passkey_rows` > 0 mixes rows of passkey examples (`passkey.py`: a number hidden in
-the training text, asked for at the end, one example a row, only the answer in the
-loss, weighing as much as a text row) into the training rows at that share; the
-held-out batches stay the source's own.
+the training text, asked for at the end; examples of 128 tokens to a row's length one
+after another, only the answers in the loss, weighing as much as a text row) into the
+training rows at that share; the held-out batches stay the source's own.
 
 Documents of fewer than two tokens are skipped (they hold no target). A split with no
 document left is an error at start, never an endless search or a loss of 0.

@@ -92,9 +92,9 @@ class TrainConfig:
     shuffle_window: int = described(256, "packed rows shuffled together, so one long file "
                                          "does not fill a batch")
     passkey_rows: float = described(0.0, "share of training rows that are passkey examples "
-                                         "(a number hidden in data's own training text, asked "
-                                         "for at the end, the answer in the loss; "
-                                         "tokenizer=bytes), to teach retrieval")
+                                         "(numbers hidden in data's own training text, asked "
+                                         "for at the end, 128 tokens to a row long, the answers "
+                                         "in the loss; tokenizer=bytes), to teach retrieval")
     # AdamW with linear warmup then cosine decay to `lr * min_lr_ratio`.
     lr: float = described(3e-3, "peak learning rate of AdamW")
     min_lr_ratio: float = described(0.1, "final learning rate as a fraction of lr (cosine "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tnl_jax.data.passkey import MIN_EXAMPLE_TOKENS
 from tnl_jax.partitioning import MESH_AXES
 from tnl_jax.range_checks import INT32_MAX, integer, number, text
 from tnl_jax.training import losses, tensorboard
@@ -137,6 +138,9 @@ def _data_problems(cfg: Any) -> list[str]:
         found.append(f"passkey_rows={cfg.passkey_rows!r} hides passkeys in text read as bytes: "
                      f"it needs a text data source and tokenizer='bytes' (got "
                      f"data={cfg.data!r}, tokenizer={cfg.tokenizer!r})")
+    if cfg.passkey_rows and isinstance(cfg.seq_len, int) and cfg.seq_len < MIN_EXAMPLE_TOKENS:
+        found.append(f"passkey_rows={cfg.passkey_rows!r} needs rows of at least "
+                     f"{MIN_EXAMPLE_TOKENS} tokens (a passkey example's), got seq_len={cfg.seq_len}")
     for check, value in ((losses.check_setting, cfg.loss_chunk_tokens),
                          (losses.check_kernel, cfg.loss_kernel)):
         try:
