@@ -145,6 +145,11 @@ def passkey_training_rows(docs: grain.MapDataset, spec: DataSpec) -> grain.MapDa
                          f"training text's bytes: it needs tokenizer=bytes")
     bos_id = getattr(spec.tokenizer, "bos_id", None)
     filler = passkey.filler_of(docs, bos_id, spec.seed)
+    if len(filler) < spec.seq_len:  # The longest example's filler must fit in it.
+        raise ValueError(f"passkey_rows={spec.passkey_rows} hides passkeys in the training "
+                         f"text of data={spec.source!r}: it has {len(filler)} bytes, fewer than a "
+                         f"{spec.seq_len}-token example's filler; use more text or a "
+                         f"shorter seq_len")
     return passkey.training_rows(filler, spec.seq_len, bos_id, spec.seed)
 
 
