@@ -104,7 +104,7 @@ def instruction_sources(hlo_text: str) -> dict[str, Source]:
     own: dict[str, Source] = {}
     computation_parts: dict[str, collections.Counter] = collections.defaultdict(
         collections.Counter)
-    calls: dict[str, list[str]] = {}
+    callee_of: dict[str, str] = {}
     computation = None
     for line in hlo_text.splitlines():
         if (head := _COMPUTATION.match(line)) and line.rstrip().endswith("{"):
@@ -120,12 +120,10 @@ def instruction_sources(hlo_text: str) -> dict[str, Source]:
                                phase_of(op_name[1] if op_name else ""))
             if opcode not in BOOKKEEPING and computation:
                 computation_parts[computation][own[name]] += 1
-        callee = re.search(r"calls=%([\w.-]+)", line)
-        if callee:
-            calls[name] = [callee[1]]
-    for name, callees in calls.items():
-        counts = sum((computation_parts[c] for c in callees), collections.Counter())
-        if counts:
+        if callee := re.search(r"calls=%([\w.-]+)", line):
+            callee_of[name] = callee[1]
+    for name, callee in callee_of.items():
+        if counts := computation_parts[callee]:
             own[name] = counts.most_common(1)[0][0]
     return own
 

@@ -55,7 +55,8 @@ MQAR_ARCHS = {  # Two layers: the hybrid is one lightning layer, then one softma
 }
 LONG_FILE_BYTES = 16384  # Held out: stdlib files of at least 16 KB (long documents).
 PHASES = ("sweep", "main", "ext", "pk", "mqar")
-EXTENSIONS = ("ext", "pk")  # Phases that start from a main run of seed 0, at ext_rows.
+EXTENSIONS = ("ext", "pk")  # Phases that start from a main run (Scale.extension_seed's),
+# at ext_rows.
 
 
 @dataclasses.dataclass(frozen=True)

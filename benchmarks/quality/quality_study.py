@@ -146,7 +146,7 @@ def do_run(run: Run, scale: Scale, args, deadline: Deadline, eval_batches: int) 
     if (run.phase in runs.EXTENSIONS and not run_layout.complete_steps(args.root / run.name)
             and not run_layout.complete_steps(source)):
         return (f"skipped: {source.name} has no checkpoint here (a device call brings no "
-                f"checkpoint back: run its main seed 0 and this extension in one call)")
+                f"checkpoint back: run its main run and this extension in one call)")
     need = expected_seconds(run, scale, args.root, max(
         run_layout.complete_steps(args.root / run.name) or [0]))
     left = deadline.left()

@@ -126,6 +126,7 @@ def test_too_little_training_text_for_an_example_is_named_at_start(tmp_path, tok
     (tmp_path / "a.py").write_text("a = 1\nb = 2\n")
     (tmp_path / "b.py").write_text("c = 3\n")
     spec = spec_for(str(tmp_path / "*.py"), tokenizer, eval_fraction=0.0)
-    with pytest.raises(ValueError, match=r"passkey_rows=0.5 hides passkeys in the training text of data=.*: it "
-                                         r"has \d+ bytes, fewer than a 256-token example"):
+    with pytest.raises(ValueError, match=r"passkey_rows=0.5 hides passkeys in the training "
+                                         r"text of data=.*: it has \d+ bytes, fewer than "
+                                         r"a 256-token example"):
         data.train_batches(spec)
