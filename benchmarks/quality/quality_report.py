@@ -97,6 +97,25 @@ def _seed_losses(runs_: list[dict], size: int) -> tuple[np.ndarray, np.ndarray] 
     return np.stack([s.loss.sum(1) for s in scores]), scores[0].count.sum(1)
 
 
+def _paired_to_baseline(runs_: list[dict], base_runs: list[dict], rows: int) -> dict | None:
+    """The paired difference over the seeds both sides have (a seed shares its data
+    order across architectures), so an architecture with fewer seeds is still paired."""
+    seeds = sorted({r["seed"] for r in runs_} & {r["seed"] for r in base_runs})
+    own = _seed_losses([r for r in runs_ if r["seed"] in seeds], rows)
+    base = _seed_losses([r for r in base_runs if r["seed"] in seeds], rows)
+    if own is None or base is None:
+        return None
+    return bootstrap.paired_difference(own[0], base[0], own[1]) | {"seed_list": seeds}
+
+
+def _versus_text(pair: dict | None) -> str:
+    if pair is None:
+        return "-"
+    low, high = pair["relative_interval"]
+    seeds = ",".join(str(s) for s in pair["seed_list"])
+    return f"{pair['relative']:+.2%} ({low:+.2%} to {high:+.2%}; seeds {seeds})"
+
+
 def main_lines(results: list[dict], rows: int) -> tuple[list[str], dict]:
     """Test bits per byte per architecture (mean, spread over seeds) and the paired
     difference to ``BASELINE`` with its bootstrap interval over documents and seeds."""
@@ -104,21 +123,17 @@ def main_lines(results: list[dict], rows: int) -> tuple[list[str], dict]:
     for r in results:
         if r["phase"] == "main" and "windows" in r:
             groups[r["arch"]].append(r)
-    base = _seed_losses(groups.get(BASELINE, []), rows)
+    base_runs = groups.get(BASELINE, [])
     lines = [f"| arch | what it is | seeds | test bits/byte (mean ± sd) | vs {BASELINE} (95% CI) "
              "| all held-out, last curve point | tokens/s | MFU |", "|---|---|---|---|---|---|---|---|"]
     numbers = {}
     for arch in [a for a in ARCHS if a in groups]:
         runs_ = groups[arch]
         spread = bootstrap.seed_spread([bpb(window(r, rows)) for r in runs_])
-        own = _seed_losses(runs_, rows)
-        pair = None
-        if base is not None and own is not None and own[0].shape == base[0].shape:
-            pair = bootstrap.paired_difference(own[0], base[0], own[1])
+        pair = _paired_to_baseline(runs_, base_runs, rows)
         curve = [r["curve"][-1]["eval_loss"] / math.log(2) for r in runs_ if r["curve"]]
         numbers[arch] = {"test": spread, f"vs_{BASELINE}": pair}
-        vs = "-" if pair is None else (f"{pair['relative']:+.2%} ({pair['relative_interval'][0]:+.2%}"
-                                       f" to {pair['relative_interval'][1]:+.2%})")
+        vs = "baseline" if arch == BASELINE else _versus_text(pair)
         lines.append(f"| {arch} | {LABELS[arch]} | {spread['n']} | {spread['mean']:.4f} ± "
                      f"{spread['std']:.4f} | {vs} | {_fmt(np.mean(curve) if curve else None)} | "
                      f"{_fmt(np.mean([r['tokens_per_s'] or 0 for r in runs_]), ',.0f')} | "

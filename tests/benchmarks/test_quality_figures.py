@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from benchmarks.quality import quality_figures as qf
+from benchmarks.quality import quality_figures as qf, quality_report
 from benchmarks.quality.quality_runs import Scale
 from tnl_jax.evaluation import documents, passkey
 
@@ -92,3 +92,17 @@ def test_extrapolation_gain_and_passkey_from_the_runs():
     assert math.isclose(gain.measured["hybrid8"], 0.20) and gain.status() == "missed"  # TNL's
     assert key.measured["hybrid8"] == 0.95 and key.status() == "met"  # Old question left out.
     assert "after the text-only extension: tnl 0.00, hybrid8 0.00" in key.line()
+
+
+def test_main_table_pairs_an_architecture_over_the_seeds_it_shares_with_the_baseline():
+    def main(arch: str, seed: int, value: float) -> dict:
+        return {"phase": "main", "arch": arch, "seed": seed, "curve": [], "tokens_per_s": 1.0,
+                "mfu": 0.1, "windows": windows({2048: value})}
+    llama = [main("llama", s, 1.0 + 0.01 * s) for s in (0, 1, 2)]
+    hybrid = [main("hybrid8", 0, 1.05), main("hybrid8", 1, 1.06 * 1.01)]
+    lines, numbers = quality_report.main_lines([*llama, *hybrid], 2048)
+    pair = numbers["hybrid8"]["vs_llama"]
+    assert pair["seed_list"] == [0, 1] and pair["seeds"] == 2
+    assert math.isclose(pair["relative"], (1.05 + 1.0706) / (1.0 + 1.01) - 1, rel_tol=1e-9)
+    assert "seeds 0,1" in next(line for line in lines if line.startswith("| hybrid8"))
+    assert "| baseline |" in next(line for line in lines if line.startswith("| llama"))
