@@ -12,7 +12,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from tnl_jax.evaluation.scorer import Scorer
+from tnl_jax.evaluation.scorer import Scorer, one_document_per_row
 from tnl_jax.training import sharding
 from tnl_jax.training.config import TrainConfig
 from tnl_jax.training.loop import initial_params, under_mesh
@@ -31,6 +31,8 @@ def load_scorer(cfg: TrainConfig) -> tuple[Scorer, object]:
         graphdef, p, rest, batch, cfg.loss_chunk_tokens)), mesh)
 
     def score(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if one_document_per_row(batch["segment_ids"]):  # No (T, T) segment mask needed.
+            batch = {k: v for k, v in batch.items() if k != "segment_ids"}
         losses, correct = step(params, sharding.global_batch(batch, mesh))
         return np.asarray(jax.device_get(losses)), np.asarray(jax.device_get(correct))
 

@@ -37,12 +37,14 @@ def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
     """Per-token cross entropy (B, T) and whether the top prediction was right, the
     logits made ``loss_chunk_tokens`` tokens at a time (see ``losses.cross_entropy``),
     or by the fused kernels (``loss_kernel``: ``losses.fused_token_cross_entropy``).
+    ``batch["segment_ids"]`` may be left out when each row is one document
+    (``evaluation.scorer.one_document_per_row``): no segment mask is built.
 
     `rest` (the layers' fixed decays) is a constant of the step: its variables are
     copied here, so that they belong to this trace as NNX's transforms require.
     """
     model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
-    hidden = model.hidden_states(batch["input_ids"], segment_ids=batch["segment_ids"],
+    hidden = model.hidden_states(batch["input_ids"], segment_ids=batch.get("segment_ids"),
                                  positions=batch["positions"])
     if loss_kernel == "chunked":
         return token_loss.cross_entropy(model.head_input(hidden), model.head_weight(),
