@@ -142,6 +142,25 @@ def test_fused_loss_refuses_what_it_cannot_run():
             losses.fused_token_cross_entropy(head, h, targets, "fused_interpret")
 
 
+def test_auto_is_the_fused_forward_on_one_gpu_and_the_chunked_loss_elsewhere(small_model, rng):
+    assert losses.resolve_kernel("auto", "gpu", 1) == "fused_xla_grads"
+    assert losses.resolve_kernel("auto", "gpu", 0) == "fused_xla_grads"  # No mesh.
+    assert losses.resolve_kernel("auto", "gpu", 2) == "chunked"
+    assert losses.resolve_kernel("auto", "cpu", 1) == "chunked"
+    assert losses.resolve_kernel("fused", "cpu", 1) == "fused"  # Named: its own checks.
+    with pytest.raises(ValueError, match="loss_kernel='fuse': expected one of"):
+        losses.resolve_kernel("fuse", "gpu", 1)
+    # On this CPU the training step's ``auto`` is the chunked loss, exactly.
+    model = small_model(0, std=0.1, decoder_layers=1, vocab_size=97)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ids, targets = (jnp.asarray(rng.integers(0, 97, (2, 19)), jnp.int32) for _ in range(2))
+    batch = {"input_ids": ids, "targets": targets, "positions": None}
+    auto = token_losses(graphdef, params, rest, batch, 5, "auto")
+    chunked = token_losses(graphdef, params, rest, batch, 5, "chunked")
+    for a, c in zip(auto, chunked, strict=True):
+        np.testing.assert_array_equal(a, c)
+
+
 def test_chunks_hold_a_fraction_of_the_logits(rng):
     h, w, targets, mask = random_problem(rng, 2, 1024, width=16, vocab=2048)
     logits_bytes = 2 * 1024 * 2048 * 4

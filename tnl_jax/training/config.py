@@ -71,7 +71,8 @@ class TrainConfig:
         -1, "tokens per chunk of the loss on each device: 0 all at once; -1 4096-token "
             "chunks when a device's logits would pass 1 GiB, else all at once")
     loss_kernel: str = described(
-        "chunked", "how the loss makes its logits: chunked (loss_chunk_tokens), fused "
+        "auto", "how the loss makes its logits: auto (fused_xla_grads on one GPU, else "
+                "chunked), chunked (loss_chunk_tokens), fused "
                    "(Pallas kernels, GPU, one device: the logits never written), "
                    "fused_xla_grads (their forward, the backward in XLA, chunked), "
                    "fused_interpret (the kernels interpreted, tests)")

@@ -164,7 +164,9 @@ def describe(cfg: TrainConfig, mesh) -> str:
         + (f"MFU against {peak / 1e12:.0f} TFLOP/s bf16 per device" if peak else
            f"no MFU (no known peak for a {device.platform} device)"),
         f"steps: {cfg.steps} of {cfg.batch_size} rows x {cfg.seq_len} tokens = "
-        f"{cfg.batch_size * cfg.seq_len:,} tokens (grad_accum {cfg.grad_accum})",
+        f"{cfg.batch_size * cfg.seq_len:,} tokens (grad_accum {cfg.grad_accum}); loss "
+        f"{losses.resolve_kernel(cfg.loss_kernel, device.platform, mesh.size)} "
+        f"(loss_kernel={cfg.loss_kernel})",
         f"data: {cfg.data} (tokenizer {cfg.tokenizer}, vocabulary {cfg.model.vocab_size}); "
         f"held out: {cfg.eval_batches} batch(es) of {cfg.eval_data or cfg.data}"
         if cfg.eval_every else "held out: none (eval_every=0)",

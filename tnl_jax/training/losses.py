@@ -34,6 +34,8 @@ Pallas kernels of ``pallas_kernels.cross_entropy`` (GPU, one device), which make
 logits a tile at a time in registers and never write them; ``fused_xla_grads`` their
 forward with the backward in XLA's products, ``DEFAULT_CHUNK_TOKENS`` tokens at a time
 (``fused_interpret``: the Pallas kernels interpreted, on any platform, for tests).
+``auto`` (the default, ``resolve_kernel``) is ``fused_xla_grads`` where the kernels run
+(a GPU, one device) and ``chunked`` elsewhere.
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ GROUP_TOKENS = ("batch", None, "seq", None, "act_embed")
 GROUP_WEIGHTS = ("batch", "seq", "vocab", None)
 # Hidden states (..., d) -> the head's operands: normed (..., d) and weight (V, d).
 HeadFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
-LOSS_KERNELS = ("chunked", "fused", "fused_xla_grads", "fused_interpret")
+LOSS_KERNELS = ("auto", "chunked", "fused", "fused_xla_grads", "fused_interpret")
 
 
 def chunk_tokens_for(setting: int, local_tokens: int, vocab: int) -> int:
@@ -86,6 +88,18 @@ def check_kernel(kernel: str) -> None:
     """A ``loss_kernel`` value, or a ``ValueError`` naming it (checked at start)."""
     if kernel not in LOSS_KERNELS:
         raise ValueError(f"loss_kernel={kernel!r}: expected one of {LOSS_KERNELS}")
+
+
+def resolve_kernel(kernel: str, platform: str, devices: int) -> str:
+    """The loss kernel a step on ``devices`` devices of ``platform`` runs: ``auto`` is
+    ``fused_xla_grads`` on one GPU (the step of tnl-385m at 4 x 8K rows 1.03-1.04x
+    the chunked loss's, in three device calls: benchmarks/RESULTS.md), ``chunked`` on
+    any other platform or mesh (the fused kernels are Triton's and see no mesh). Any
+    other value is itself."""
+    check_kernel(kernel)
+    if kernel != "auto":
+        return kernel
+    return "fused_xla_grads" if platform == "gpu" and devices <= 1 else "chunked"  # 0: no mesh.
 
 
 def fused_token_cross_entropy(head_fn: HeadFn, hidden: jax.Array, targets: jax.Array,
