@@ -12,8 +12,9 @@ four phases, each a list of runs:
 - ``ext``: each main run of seed 0 trained on for ``ext_tokens`` at 16K rows (from its
   weights, a fresh optimizer with the same warmup): the long-context rows, the same
   extension for every architecture;
-- ``pk``: the same extension, of the main run of seed ``pk_seed`` (1: it rides with
-  the seed-1 main runs, which a later call trains anyway), with ``pk_rows`` of its
+- ``pk``: an extension at 16K rows for ``pk_tokens``, of the main run of seed
+  ``pk_seed`` (2: it rides with the seed-2 main runs still to train; a main run's
+  checkpoint stays on the device that trained it), with ``pk_rows`` of its
   rows passkey examples made from the training files (``tnl_jax/data/passkey.py``):
   the passkey fine-tune, since models of this size trained on text alone do not
   retrieve the passkey at all;
@@ -75,8 +76,11 @@ class Scale:
     seeds: tuple[int, ...] = (0, 1, 2)
     ext_rows: int = 16384
     ext_tokens: float = 25e6
-    pk_rows: float = 0.5  # Share of a pk run's rows that are passkey examples.
-    pk_seed: int = 1  # The main run a pk run extends.
+    # The passkey fine-tune: 100M tokens, 3/4 of the rows passkey examples, about 50,000
+    # examples (25M at 1/2, 8,000 examples, taught no model: docs/QUALITY.md).
+    pk_tokens: float = 100e6
+    pk_rows: float = 0.75  # Share of a pk run's rows that are passkey examples.
+    pk_seed: int = 2  # The main run a pk run extends.
     warmup_steps: int = 100  # Fixed in steps, the same for every run of a phase.
     dtype: str = "bfloat16"
     evals: int = 10  # Held-out evaluations per run (the curves), each of the whole set.
@@ -110,7 +114,7 @@ class Scale:
     def phase_tokens(self, phase: str) -> float:
         """Training tokens of a run of ``phase`` (an LM phase)."""
         return {"sweep": self.sweep_tokens, "main": self.tokens, "ext": self.ext_tokens,
-                "pk": self.ext_tokens}[phase]
+                "pk": self.pk_tokens}[phase]
 
 
 @dataclasses.dataclass(frozen=True)

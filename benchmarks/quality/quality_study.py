@@ -52,7 +52,8 @@ from tnl_jax.training.loop import main as train  # noqa: E402
 
 SMOKE = Scale(width=32, layers=2, heads=2, glu_dim=64, archs=("tnl", "llama"),
               batch_tokens=4 * 256, rows=256, lrs=(3e-3,), sweep_tokens=4 * 4 * 256,
-              tokens=4 * 4 * 256, seeds=(0,), ext_rows=512, ext_tokens=2 * 4 * 256, pk_seed=0,
+              tokens=4 * 4 * 256, seeds=(0,), ext_rows=512, ext_tokens=2 * 4 * 256,
+              pk_tokens=2 * 4 * 256, pk_seed=0,
               warmup_steps=2, dtype="float32", evals=2, eval_fraction=0.03,
               mqar_archs=("tnl", "hybrid"), mqar_width=64, mqar_rows=127, mqar_batch=4,
               mqar_steps=4, mqar_lrs=(3e-3,), windows=(256, 512), passkey_lengths=(512,),
@@ -227,7 +228,8 @@ def scale_from(args) -> Scale:
     changes = {"archs": tuple(args.archs.split(",")) if args.archs else None,
                "lrs": tuple(args.lrs) or None, "seeds": tuple(args.seeds) or None,
                "tokens": args.tokens, "sweep_tokens": args.sweep_tokens,
-               "ext_tokens": args.ext_tokens, "mqar_steps": args.mqar_steps,
+               "ext_tokens": args.ext_tokens, "pk_tokens": args.pk_tokens,
+               "mqar_steps": args.mqar_steps,
                "mqar_lrs": tuple(args.mqar_lrs) or None}
     return dataclasses.replace(Scale(), **{k: v for k, v in changes.items() if v is not None})
 
@@ -244,6 +246,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokens", type=float, default=None, help="main tokens per run (100e6)")
     p.add_argument("--sweep-tokens", type=float, default=None, help="(25e6)")
     p.add_argument("--ext-tokens", type=float, default=None, help="16K extension (25e6)")
+    p.add_argument("--pk-tokens", type=float, default=None, help="passkey fine-tune (100e6)")
     p.add_argument("--mqar-steps", type=int, default=None, help="(3000)")
     p.add_argument("--mqar-lrs", default=[], type=comma_list(float), help="(3e-4,1e-3,3e-3)")
     p.add_argument("--budget-seconds", type=float, default=None)

@@ -72,7 +72,7 @@ def test_each_extension_follows_its_source_run_and_waits_for_its_checkpoint(tmp_
 
 def test_the_passkey_fine_tune_is_the_extension_with_passkey_rows(tmp_path):
     from benchmarks.quality import quality_study
-    scale = Scale(archs=("tnl", "hybrid8"), seeds=(0, 1))
+    scale = Scale(archs=("tnl", "hybrid8"), seeds=(0, 1), pk_seed=1)
     assert quality_study.study_phases(["main", "ext", "pk"]) == ["main+ext+pk"]
     assert quality_study.study_phases(["pk"]) == ["pk"]
     chosen = {"tnl": 2e-3, "hybrid8": 2e-3}
@@ -83,8 +83,11 @@ def test_the_passkey_fine_tune_is_the_extension_with_passkey_rows(tmp_path):
     assert quality_runs.ext_runs(scale, chosen, "pk")[0] == Run("pk", "tnl", 2e-3, 1)
     ext = quality_runs.overrides(Run("ext", "hybrid8", 2e-3, 1), scale, 1408, tmp_path)
     pk = quality_runs.overrides(Run("pk", "hybrid8", 2e-3, 1), scale, 1408, tmp_path)
+    steps = scale.steps(scale.pk_tokens)  # Longer than the text-only extension.
     assert set(pk) - set(ext) == {f"run_dir={tmp_path / 'pk-hybrid8-lr0.002-s1'}",
-                                  "passkey_rows=0.5"}
+                                  "passkey_rows=0.75", f"steps={steps}",
+                                  f"eval_every={steps // scale.evals}",
+                                  f"checkpoint_every={steps // 4}", f"warmup={scale.warmup_steps}"}
     assert {"seq_len=16384", f"init_from={tmp_path / 'main-hybrid8-lr0.002-s1'}",
             "seed=1"} <= set(pk)
 
