@@ -6,10 +6,11 @@
 # tnl-385m 4 x 8K (remat projections): the default step profiled by kernel and by the
 # functions of ours that made each kernel (hlo_sources); then each switch still open,
 # every one twice, in alternation with the default (a gain is checked twice):
-# - loss_kernel=fused_xla_grads: 1.029x in one call (2026-12-06, fourth session);
+# - loss_kernel=fused_xla_grads: 1.029x in one call (2026-12-06, fourth session), 1.034x
+#   twice in the fifth, now the default on one GPU (loss_kernel=auto);
 # - XLA's dynamic-slice fusion (cuBLAS products read and write slices of the layer
 #   scan's stacked buffers in place): the 4 per-layer copies of the saved projections
-#   took 9.6 ms of a 234 ms step.
+#   took 9.6 ms of a 234 ms step. No gain in the fifth session (1.000x, 1.002x).
 # Measured before and not repeated here (benchmarks/RESULTS.md, fourth session):
 # scan_unroll=2 (0.949x), remat projections_op_out (1.003x), fp8 without autotuning.
 # $OUT gets step_variants.md (every table) and step_variants.tgz (the json rows, logs).

@@ -1,0 +1,40 @@
+# One device call, alone on the GPU: the training step beside FLA's models, then the
+# default step profiled with every kernel named by the code of ours that made it.
+#
+#   bash benchmarks/training/peers_and_profile.sh
+#
+# 1. tnl-385m, 32K tokens per step at 2K and 8K rows: TNL and the TNL-backbone softmax
+#    beside FLA 0.6.0's RetNet and Transformer (train_bench --anchor fla: FLA's fused
+#    modules, torch.compile, bf16 autocast; each anchor row says what it ran with).
+# 2. tnl-1b at 4 x 8K, TNL beside FLA's RetNet and Transformer at its shape.
+# 3. tnl-385m 4 x 8K (the default step: loss_kernel=auto, fused_xla_grads on one GPU)
+#    profiled with XLA's command buffers off: inside a command buffer the profile names
+#    the buffer, not the instruction, so cuBLAS's and Mosaic's kernels (half the step)
+#    could not be put to a function of ours (hlo_sources). Its tokens/s is the
+#    profiled process's own (launches not batched), not the default's.
+# $OUT gets peers_and_profile.md (every table) and peers_and_profile.tgz (json rows, logs).
+source benchmarks/common/device_setup.sh
+work=/tmp/peers_and_profile
+mkdir -p $work
+nvidia-smi --query-gpu=name --format=csv,noheader | tee $work/device.txt
+run() {  # run NAME TIMEOUT ARGS...: one process, its seconds and its tables kept.
+  local name=$1 limit=$2
+  shift 2
+  local start=$(date +%s)
+  timeout $limit "$@" --out $work/$name > $work/$name.log 2>&1
+  echo "$name: exit $? after $(( $(date +%s) - start )) s" | tee -a $work/seconds.txt
+}
+B="python3 -m benchmarks.training.train_bench --tokens 32768 --remat projections"
+run peers_385m 240 $B --preset tnl-385m --archs tnl,softmax --rows 2048,8192 --anchor fla
+run peers_1b 170 $B --preset tnl-1b --archs tnl --rows 8192 --anchor fla
+NO_BUFFERS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer="
+run profile_named 120 env XLA_FLAGS="$NO_BUFFERS" $B --preset tnl-385m --archs tnl \
+  --rows 8192 --warmup 2 --steps 5 --profile tnl:8192
+{
+  cat $work/device.txt $work/seconds.txt
+  for f in $work/*/*.md; do echo; echo "## $f"; cat $f; done
+  echo; echo "## where the default step's time goes (command buffers off)"
+  sed -n '/^| our code/,/^$/p' $work/profile_named.log
+} > $OUT/peers_and_profile.md
+tar czf $OUT/peers_and_profile.tgz -C $work --exclude='*.png' .
+cat $OUT/peers_and_profile.md
