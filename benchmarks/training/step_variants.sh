@@ -10,7 +10,7 @@
 #   twice in the fifth, now the default on one GPU (loss_kernel=auto);
 # - XLA's dynamic-slice fusion (cuBLAS products read and write slices of the layer
 #   scan's stacked buffers in place): the 4 per-layer copies of the saved projections
-#   took 9.6 ms of a 234 ms step. No gain in the fifth session (1.000x, 1.002x).
+#   took 9.6 ms of a 234 ms step. No gain in the fifth session (1.004x, 0.997x).
 # Measured before and not repeated here (benchmarks/RESULTS.md, fourth session):
 # scan_unroll=2 (0.949x), remat projections_op_out (1.003x), fp8 without autotuning.
 # $OUT gets step_variants.md (every table) and step_variants.tgz (the json rows, logs).
