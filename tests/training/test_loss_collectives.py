@@ -26,14 +26,17 @@ from tnl_jax.training.collectives import read_collectives
 found = {{}}
 for name, shape in {MESHES!r}.items():
     # 128 tokens per device: 8 chunks (and for DP, all at once to compare with).
-    for chunk in (8 * 64 // 4 // {CHUNKS}, 0) if name == "DP=4" else (16,):
+    chunks = (8 * 64 // 4 // {CHUNKS}, 0) if name == "DP=4" else (16,)
+    kernels = ("chunked", "grads_in_forward") if name == "DP=2 x CP=2" else ("chunked",)
+    for chunk, kernel in [(c, k) for c in chunks for k in kernels]:
         case = {{"preset": None, "layers": 1, "rows": 8, "row_length": 64, "mesh": shape,
                  "overrides": ["model.decoder_embed_dim={WIDTH}", "model.vocab_size={VOCAB}",
                                "model.decoder_attention_heads=2", "model.glu_dim=64",
-                               f"loss_chunk_tokens={{chunk}}"]}}
+                               f"loss_chunk_tokens={{chunk}}", f"loss_kernel={{kernel}}"]}}
         text, mesh = compiled_step_text(case)
         loops = text.count('"known_trip_count":{{"n":"{CHUNKS}"}}')
-        found[f"{{name}}:{{chunk}}"] = loops, [
+        key = f"{{name}}:{{chunk}}" + ("" if kernel == "chunked" else f":{{kernel}}")
+        found[key] = loops, [
             (c.kind, c.executions, c.axes, c.arrays) for c in read_collectives(text, mesh)]
 print(json.dumps(found))
 """
@@ -79,3 +82,11 @@ def test_the_chunked_step_reduces_the_embedding_as_the_unchunked_one(step_collec
     chunked, unchunked = (embedding_traffic(step_collectives[f"DP=4:{chunk}"][1])
                           for chunk in (16, 0))
     assert chunked == unchunked == ([1], {"data": 2})  # One tuple all-reduce of both.
+
+
+def test_the_loss_with_its_gradient_in_the_forward_reduces_the_embedding_once(step_collectives):
+    loops, collectives = step_collectives["DP=2 x CP=2:16:grads_in_forward"]
+    assert loops >= 1
+    runs, reduced = embedding_traffic(collectives)
+    assert runs and set(runs) == {1}, runs
+    assert reduced == embedding_traffic(step_collectives["DP=2 x CP=2:16"][1])[1]

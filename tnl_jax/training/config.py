@@ -72,10 +72,11 @@ class TrainConfig:
             "chunks when a device's logits would pass 1 GiB, else all at once")
     loss_kernel: str = described(
         "auto", "how the loss makes its logits: auto (fused_xla_grads on one GPU, else "
-                "chunked), chunked (loss_chunk_tokens), fused "
-                   "(Pallas kernels, GPU, one device: the logits never written), "
-                   "fused_xla_grads (their forward, the backward in XLA, chunked), "
-                   "fused_interpret (the kernels interpreted, tests)")
+                "chunked), chunked (loss_chunk_tokens), grads_in_forward (the chunks, "
+                "their gradient made in the forward: one head matmul fewer), fused "
+                "(Pallas kernels, GPU, one device: the logits never written), "
+                "fused_xla_grads (their forward, the backward in XLA, chunked), "
+                "fused_interpret (the kernels interpreted, tests)")
     grad_reduce_dtype: str = described(
         "float32", "dtype the gradients are reduced in across devices: float32, or bfloat16 "
                    "(half the bytes; weight matrices' gradients taken against their bf16 "

@@ -33,12 +33,15 @@ each device holds the weight's whole gradient (in the weight's dtype, split only
 Pallas kernels of ``pallas_kernels.cross_entropy`` (GPU, one device), which make the
 logits a tile at a time in registers and never write them; ``fused_xla_grads`` their
 forward with the backward in XLA's products, ``DEFAULT_CHUNK_TOKENS`` tokens at a time
-(``fused_interpret``: the Pallas kernels interpreted, on any platform, for tests).
+(``fused_interpret``: the Pallas kernels interpreted, on any platform, for tests);
+``grads_in_forward`` the chunked loss's chunks with the gradient made in the forward
+(``loss_grads_in_forward``: one head matmul per token fewer).
 ``auto`` (the default, ``resolve_kernel``) is ``fused_xla_grads`` where the kernels run
 (a GPU, one device) and ``chunked`` elsewhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Callable
@@ -65,7 +68,8 @@ GROUP_TOKENS = ("batch", None, "seq", None, "act_embed")
 GROUP_WEIGHTS = ("batch", "seq", "vocab", None)
 # Hidden states (..., d) -> the head's operands: normed (..., d) and weight (V, d).
 HeadFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
-LOSS_KERNELS = ("auto", "chunked", "fused", "fused_xla_grads", "fused_interpret")
+LOSS_KERNELS = ("auto", "chunked", "grads_in_forward", "fused", "fused_xla_grads",
+                "fused_interpret")
 
 
 def chunk_tokens_for(setting: int, local_tokens: int, vocab: int) -> int:
@@ -147,15 +151,38 @@ def _token_losses(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax
     return losses, jnp.argmax(logits, -1) == targets
 
 
-def cross_entropy(normed: jax.Array, weight: jax.Array, targets: jax.Array,
-                  chunk_tokens: int = AUTO) -> tuple[jax.Array, jax.Array]:
-    """``(losses (B, T) float32, correct (B, T) bool)`` of the logits ``normed @
-    weight.T`` (float32) for the head's input ``normed (B, T, d)`` (the final norm's
-    output, in the compute dtype), its weight ``weight (V, d)`` (any dtype: cast to
-    ``normed``'s where it is used, so that its gradient is summed in its own) and
-    integer ``targets (B, T)``. ``chunk_tokens``: tokens per chunk on each device, 0
-    for all at once, ``AUTO`` (-1) for ``DEFAULT_CHUNK_TOKENS`` when a device's logits
-    would pass ``AUTO_MAX_LOGITS``."""
+@dataclasses.dataclass(frozen=True)
+class TokenChunks:
+    """How the loss cuts ``(B, T)`` tokens: ``count`` chunks of ``length`` consecutive
+    positions of each of the ``pieces`` pieces of the sequence (padded at each piece's
+    end); ``groups``: the ``(rows, pieces)`` shards of the tokens over the mesh."""
+    batch: int
+    seq: int
+    groups: tuple[int, int]
+    count: int
+    length: int
+
+    def split(self, x: jax.Array) -> jax.Array:
+        """``(B, T, ...) -> (count, B, pieces * length, ...)``."""
+        pieces, piece, rest = self.groups[1], self.seq // self.groups[1], x.shape[2:]
+        x = x.reshape(self.batch, pieces, piece, *rest)
+        x = jnp.pad(x, [(0, 0), (0, 0), (0, self.count * self.length - piece)]
+                    + [(0, 0)] * len(rest))
+        x = jnp.moveaxis(x.reshape(self.batch, pieces, self.count, self.length, *rest), 2, 0)
+        return x.reshape(self.count, self.batch, pieces * self.length, *rest)
+
+    def merge(self, x: jax.Array) -> jax.Array:
+        """``(count, B, pieces * length, ...) -> (B, T, ...)``, the padding dropped."""
+        pieces, piece, rest = self.groups[1], self.seq // self.groups[1], x.shape[3:]
+        x = jnp.moveaxis(x.reshape(self.count, self.batch, pieces, self.length, *rest), 0, 2)
+        x = x.reshape(self.batch, pieces, self.count * self.length, *rest)[:, :, :piece]
+        return x.reshape(self.batch, self.seq, *rest)
+
+
+def token_chunks(normed: jax.Array, weight: jax.Array, targets: jax.Array,
+                 chunk_tokens: int = AUTO) -> TokenChunks:
+    """The chunks of ``cross_entropy``'s tokens (one chunk: all at once), its operands
+    checked."""
     if normed.ndim != 3 or targets.shape != normed.shape[:2]:
         raise ValueError(f"normed (the head's input) has shape {normed.shape} and targets "
                          f"{targets.shape}: expected (B, T, d) and (B, T)")
@@ -167,33 +194,31 @@ def cross_entropy(normed: jax.Array, weight: jax.Array, targets: jax.Array,
     local_rows, piece = batch // rows, seq // pieces
     chunk = chunk_tokens_for(chunk_tokens, local_rows * piece, weight.shape[0])
     count = 1 if chunk == UNCHUNKED else min(math.ceil(local_rows * piece / chunk), piece)
-    if count == 1:
-        return plain_cross_entropy(normed, weight, targets)
     length = math.ceil(piece / count)  # Positions of a piece per chunk.
     count = math.ceil(piece / length)  # No chunk of padding alone.
-    return _scanned(normed, weight, targets, (rows, pieces), count, length)
+    return TokenChunks(batch, seq, (rows, pieces), count, length)
+
+
+def cross_entropy(normed: jax.Array, weight: jax.Array, targets: jax.Array,
+                  chunk_tokens: int = AUTO) -> tuple[jax.Array, jax.Array]:
+    """``(losses (B, T) float32, correct (B, T) bool)`` of the logits ``normed @
+    weight.T`` (float32) for the head's input ``normed (B, T, d)`` (the final norm's
+    output, in the compute dtype), its weight ``weight (V, d)`` (any dtype: cast to
+    ``normed``'s where it is used, so that its gradient is summed in its own) and
+    integer ``targets (B, T)``. ``chunk_tokens``: tokens per chunk on each device, 0
+    for all at once, ``AUTO`` (-1) for ``DEFAULT_CHUNK_TOKENS`` when a device's logits
+    would pass ``AUTO_MAX_LOGITS``."""
+    chunks = token_chunks(normed, weight, targets, chunk_tokens)
+    if chunks.count == 1:
+        return plain_cross_entropy(normed, weight, targets)
+    return _scanned(normed, weight, targets, chunks)
 
 
 def _scanned(normed: jax.Array, weight: jax.Array, targets: jax.Array,
-             groups: tuple[int, int], count: int, length: int) -> tuple[jax.Array, jax.Array]:
-    """``cross_entropy`` as ``count`` rematerialised chunks of ``length`` positions of
-    each piece of the sequence; ``groups``: the (rows, pieces) shards of the tokens."""
-    batch, seq = targets.shape
-    rows, pieces = groups
-    piece = seq // pieces
-    pad = count * length - piece
-
-    def to_chunks(x):  # (B, T, ...) -> (count, B, pieces * length, ...)
-        rest = x.shape[2:]
-        x = x.reshape(batch, pieces, piece, *rest)
-        x = jnp.pad(x, [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * len(rest))
-        x = jnp.moveaxis(x.reshape(batch, pieces, count, length, *rest), 2, 0)
-        return x.reshape(count, batch, pieces * length, *rest)
-
-    def from_chunks(x):  # (count, B, pieces * length) -> (B, T)
-        x = jnp.moveaxis(x.reshape(count, batch, pieces, length), 0, 2)
-        return x.reshape(batch, pieces, count * length)[:, :, :piece].reshape(batch, seq)
-
+             chunks: TokenChunks) -> tuple[jax.Array, jax.Array]:
+    """``cross_entropy`` as ``chunks.count`` rematerialised chunks."""
+    rows, pieces = chunks.groups
+    batch, length = targets.shape[0], chunks.length
     # One copy of the weight per group of tokens (each device's own): the chunks' weight
     # gradients are then summed on each device, and reduced across devices once, by the
     # broadcast's transpose after the loop (not once per chunk).
@@ -207,7 +232,7 @@ def _scanned(normed: jax.Array, weight: jax.Array, targets: jax.Array,
         losses, correct = _token_losses(logits, t.reshape(logits.shape[:-1]))
         return losses.reshape(t.shape), correct.reshape(t.shape)
 
-    hs = constrain(to_chunks(normed), (None, *ACTIVATION))
-    ts = constrain(to_chunks(targets), (None, *ACTIVATION[:2]))
+    hs = constrain(chunks.split(normed), (None, *ACTIVATION))
+    ts = constrain(chunks.split(targets), (None, *ACTIVATION[:2]))
     _, (losses, correct) = jax.lax.scan(lambda _, xs: (None, chunk(*xs)), None, (hs, ts))
-    return from_chunks(losses), from_chunks(correct)
+    return chunks.merge(losses), chunks.merge(correct)

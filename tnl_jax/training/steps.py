@@ -11,6 +11,7 @@ import optax
 from flax import nnx
 
 from tnl_jax.model.fp8 import is_fp8_meta
+from tnl_jax.training import loss_grads_in_forward
 from tnl_jax.training import losses as token_loss
 from tnl_jax.training import sharding
 from tnl_jax.training.config_checks import grad_reduce_problems
@@ -38,21 +39,43 @@ def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
     logits made ``loss_chunk_tokens`` tokens at a time (see ``losses.cross_entropy``),
     or by the fused kernels (``loss_kernel``: ``losses.fused_token_cross_entropy``).
     ``batch["segment_ids"]`` may be left out when each row is one document
-    (``evaluation.scorer.one_document_per_row``): no segment mask is built.
+    (``evaluation.scorer.one_document_per_row``): no segment mask is built."""
+    model, hidden, loss_kernel = _last_hidden(graphdef, params, rest, batch, loss_kernel)
+    if loss_kernel in ("chunked", "grads_in_forward"):  # The latter's per-token losses.
+        return token_loss.cross_entropy(model.head_input(hidden), model.head_weight(),
+                                        batch["targets"], loss_chunk_tokens)
+    return token_loss.fused_token_cross_entropy(model.head_operands, hidden, batch["targets"],
+                                                loss_kernel)
 
-    `rest` (the layers' fixed decays) is a constant of the step: its variables are
-    copied here, so that they belong to this trace as NNX's transforms require.
-    """
+
+def masked_loss_sum(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
+                    batch: dict[str, jax.Array], loss_chunk_tokens: int = token_loss.AUTO,
+                    loss_kernel: str = "chunked") -> jax.Array:
+    """``Σ loss_mask · loss``: the number a training step differentiates. With
+    ``loss_kernel=grads_in_forward`` its gradient is made in the forward
+    (``loss_grads_in_forward``); otherwise it is ``token_losses``'s, summed."""
+    if token_loss.resolve_kernel(loss_kernel, jax.default_backend(),
+                                 jax.sharding.get_abstract_mesh().size) != "grads_in_forward":
+        losses, _ = token_losses(graphdef, params, rest, batch, loss_chunk_tokens, loss_kernel)
+        return jnp.sum(losses * batch["loss_mask"])
+    model, hidden, _ = _last_hidden(graphdef, params, rest, batch, loss_kernel)
+    total, _, _ = loss_grads_in_forward.weighted_cross_entropy(
+        model.head_input(hidden), model.head_weight(), batch["targets"], batch["loss_mask"],
+        loss_chunk_tokens)
+    return total
+
+
+def _last_hidden(graphdef, params, rest, batch, loss_kernel):
+    """The model, its last hidden states for ``batch``, and the loss kernel resolved.
+
+    ``rest`` (the layers' fixed decays) is a constant of the step: its variables are
+    copied here, so that they belong to this trace as NNX's transforms require."""
     loss_kernel = token_loss.resolve_kernel(loss_kernel, jax.default_backend(),
                                             jax.sharding.get_abstract_mesh().size)
     model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
     hidden = model.hidden_states(batch["input_ids"], segment_ids=batch.get("segment_ids"),
                                  positions=batch["positions"])
-    if loss_kernel == "chunked":
-        return token_loss.cross_entropy(model.head_input(hidden), model.head_weight(),
-                                        batch["targets"], loss_chunk_tokens)
-    return token_loss.fused_token_cross_entropy(model.head_operands, hidden, batch["targets"],
-                                                loss_kernel)
+    return model, hidden, loss_kernel
 
 
 def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Array]:
@@ -96,8 +119,8 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
     update, so they alone cannot tell that the updated state is finite."""
 
     def loss_sum(params, batch):
-        losses, _ = token_losses(graphdef, params, rest, batch, loss_chunk_tokens, loss_kernel)
-        return jnp.sum(losses * batch["loss_mask"]), jnp.sum(batch["loss_mask"])
+        return (masked_loss_sum(graphdef, params, rest, batch, loss_chunk_tokens, loss_kernel),
+                jnp.sum(batch["loss_mask"]))
 
     problems = grad_reduce_problems(grad_reduce_dtype)
     if problems:
