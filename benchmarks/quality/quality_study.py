@@ -114,16 +114,20 @@ OVERHEAD_S = {"sweep": 70, "main": 110, "ext": 80, "pk": 80}
 def expected_seconds(run: Run, scale: Scale, root: Path, steps_done: int = 0) -> float | None:
     """A guess of what is left of ``run``: its remaining tokens at the median tokens/s
     of its architecture's finished runs of the same phase (an extension without one:
-    at half the 2K rate; softmax's 16K rows ran at 0.62x its 2K rate), plus
-    ``OVERHEAD_S``. None without a finished run to go by, or for MQAR: it starts."""
+    at its other extensions' rate, their rows being as long, else at half the 2K rate;
+    softmax's 16K rows ran at 0.62x its 2K rate), plus ``OVERHEAD_S``. None without a
+    finished run to go by, or for MQAR: it starts."""
     if run.task != "lm":
         return None
     done = [r for r in quality_report.load(root) if r.get("arch") == run.arch
             and r.get("task") == "lm" and r.get("tokens_per_s") and "error" not in r]
     same = [r["tokens_per_s"] for r in done if r["phase"] == run.phase]
+    long_rows = [r["tokens_per_s"] for r in done if r["phase"] in runs.EXTENSIONS]
     short = [r["tokens_per_s"] for r in done if r["phase"] not in runs.EXTENSIONS]
     if same:
         rate = statistics.median(same)
+    elif long_rows and run.phase in runs.EXTENSIONS:
+        rate = statistics.median(long_rows)
     elif short:
         rate = statistics.median(short) * (0.5 if run.phase in runs.EXTENSIONS else 1.0)
     else:

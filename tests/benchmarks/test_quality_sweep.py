@@ -120,4 +120,11 @@ def test_a_run_is_not_started_when_its_history_says_it_would_not_finish(tmp_path
     ext = quality_study.expected_seconds(Run("ext", "tnl", 2e-3), scale, tmp_path)
     assert math.isclose(ext, scale.steps(scale.ext_tokens) * scale.batch_tokens / 2.5e5
                         + quality_study.OVERHEAD_S["ext"])  # Half the 2K rate.
+    ext_file = tmp_path / Run("ext", "tnl", 2e-3).name / "quality.json"
+    ext_file.parent.mkdir()
+    ext_file.write_text(json.dumps({**result, "run": "ext-tnl-lr0.002-s0", "phase": "ext",
+                                    "tokens_per_s": 2e5}))
+    pk = quality_study.expected_seconds(Run("pk", "tnl", 2e-3, 2), scale, tmp_path)
+    assert math.isclose(pk, scale.steps(scale.pk_tokens) * scale.batch_tokens / 2e5
+                        + quality_study.OVERHEAD_S["pk"])  # The ext runs' rate: 16K rows.
     assert quality_study.expected_seconds(Run("mqar", "tnl", 1e-3), scale, tmp_path) is None
