@@ -9,7 +9,10 @@
 #   loss's step in 2026-12-06's fourth and fifth sessions);
 # - grads_in_forward (the chunked loss with its gradient made in the forward: one head
 #   matmul per token fewer, any mesh; not yet measured);
-# - chunked (the loss before auto; what a mesh of several devices runs).
+# - chunked (the loss before auto; what a mesh of several devices runs);
+# - model.layer_loop=python (the layers one by one: no stacked buffers of the saved
+#   projections, which the scan zeroes (6.2 ms) and copies into (9.6 ms) each step;
+#   on the CPU its program's temporaries were 17% larger).
 # Measured before and not repeated here (benchmarks/RESULTS.md): scan_unroll=2
 # (0.949x), remat projections_op_out (1.003x), XLA's dynamic-slice fusion (1.004x,
 # 0.997x), fp8 without autotuning.
@@ -31,6 +34,7 @@ for round in 1 2; do
   run auto_$round 100 $B
   run grads_in_forward_$round 100 $B --set loss_kernel=grads_in_forward
   run chunked_$round 100 $B --set loss_kernel=chunked
+  run python_loop_$round 150 $B --set model.layer_loop=python
 done
 {
   cat $work/device.txt $work/seconds.txt

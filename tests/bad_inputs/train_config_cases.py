@@ -115,7 +115,7 @@ RANGES = [
     key_row("data=", "data=''", "non-empty string"),
     key_row("loss_chunk_tokens=-2", "loss_chunk_tokens=-2", "0 (unchunked) or -1"),
     key_row("grad_reduce_dtype=float16", "grad_reduce_dtype='float16'", "float32, bfloat16"),
-    key_row("loss_kernel=fast", "loss_kernel='fast'", "'auto', 'chunked', 'fused'"),
+    key_row("loss_kernel=fast", "loss_kernel='fast'", "'auto', 'chunked', 'grads_in_forward'"),
     key_row("mesh.fsdp=0", "mesh.fsdp=0", "positive or -1"),
     key_row("mesh.data=-2", "mesh.data=-2", "positive or -1"),
     key_row("mesh.data=-1 mesh.fsdp=-1", "'data': -1, 'fsdp': -1", "at most one axis may be -1"),

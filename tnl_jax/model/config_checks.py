@@ -23,6 +23,7 @@ ARCHITECTURES = ("tnl", "softmax", "hybrid", "llama")
 ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
 ACTIVATIONS = ("silu", "swish")  # The published code's two names of x * sigmoid(x).
 NORMS = ("simplermsnorm",)
+LAYER_LOOPS = ("scan", "python")  # How a training step runs a layer stack.
 
 
 def token_id(key: str, value: Any, vocab: Any) -> list[str]:
@@ -142,6 +143,7 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
                     " (null: the projections in dtype; fp8: model/fp8.py)")
     found += integer("scan_unroll", cfg["scan_unroll"], 1, " (layers per iteration of the "
                      "layer scan)")
+    found += one_of("layer_loop", cfg["layer_loop"], LAYER_LOOPS, "")
     if cfg["decay_learnable"] is True and cfg["use_decay"] is False:
         found.append("decay_learnable=True needs use_decay=True")
     return found
