@@ -13,17 +13,7 @@
 #    could not be put to a function of ours (hlo_sources). Its tokens/s is the
 #    profiled process's own (launches not batched), not the default's.
 # $OUT gets peers_and_profile.md (every table) and peers_and_profile.tgz (json rows, logs).
-source benchmarks/common/device_setup.sh
-work=/tmp/peers_and_profile
-mkdir -p $work
-nvidia-smi --query-gpu=name --format=csv,noheader | tee $work/device.txt
-run() {  # run NAME TIMEOUT ARGS...: one process, its seconds and its tables kept.
-  local name=$1 limit=$2
-  shift 2
-  local start=$(date +%s)
-  timeout $limit "$@" --out $work/$name > $work/$name.log 2>&1
-  echo "$name: exit $? after $(( $(date +%s) - start )) s" | tee -a $work/seconds.txt
-}
+source benchmarks/common/process_runs.sh /tmp/peers_and_profile
 B="python3 -m benchmarks.training.train_bench --tokens 32768 --remat projections"
 run peers_385m 240 $B --preset tnl-385m --archs tnl,softmax --rows 2048,8192 --anchor fla
 run peers_1b 170 $B --preset tnl-1b --archs tnl --rows 8192 --anchor fla

@@ -17,17 +17,7 @@
 # (0.949x), remat projections_op_out (1.003x), XLA's dynamic-slice fusion (1.004x,
 # 0.997x), fp8 without autotuning.
 # $OUT gets step_variants.md (every table) and step_variants.tgz (the json rows, logs).
-source benchmarks/common/device_setup.sh
-work=/tmp/step_variants
-mkdir -p $work
-nvidia-smi --query-gpu=name --format=csv,noheader | tee $work/device.txt
-run() {  # run NAME TIMEOUT ARGS...: one process, its seconds and its table kept.
-  local name=$1 limit=$2
-  shift 2
-  local start=$(date +%s)
-  timeout $limit "$@" --out $work/$name > $work/$name.log 2>&1
-  echo "$name: exit $? after $(( $(date +%s) - start )) s" | tee -a $work/seconds.txt
-}
+source benchmarks/common/process_runs.sh /tmp/step_variants
 B="python3 -m benchmarks.training.train_bench --preset tnl-385m --archs tnl --rows 8192"
 B="$B --tokens 32768 --remat projections --warmup 2 --steps 10"
 for round in 1 2; do
