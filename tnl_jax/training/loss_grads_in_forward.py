@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from tnl_jax.model.head_matmul import head_matmul
+from tnl_jax.partitioning import ACTIVATION, constrain
 from tnl_jax.training import losses
-from tnl_jax.partitioning import constrain
 
 
 def weighted_cross_entropy(normed: jax.Array, weight: jax.Array, targets: jax.Array,
@@ -78,8 +78,8 @@ def _forward(chunks: losses.TokenChunks, normed, weight, targets, token_weights)
         return dw, (jnp.sum(token_losses * w), token_losses.reshape(t.shape),
                     correct.reshape(t.shape), dh.reshape(xs[0].shape))
 
-    xs = (constrain(chunks.split(normed), (None, *losses.ACTIVATION)),
-          *(constrain(chunks.split(x), (None, *losses.ACTIVATION[:2]))
+    xs = (constrain(chunks.split(normed), (None, *ACTIVATION)),
+          *(constrain(chunks.split(x), (None, *ACTIVATION[:2]))
             for x in (targets, token_weights)))
     dw0 = constrain(jnp.zeros((rows, pieces, *weight.shape), jnp.float32), losses.GROUP_WEIGHTS)
     dw, (totals, token_losses, correct, dh) = jax.lax.scan(chunk, dw0, xs)
