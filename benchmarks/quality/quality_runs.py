@@ -76,7 +76,7 @@ class Scale:
     seeds: tuple[int, ...] = (0, 1, 2)
     ext_rows: int = 16384
     ext_tokens: float = 25e6
-    # The passkey fine-tune: 100M tokens, 3/4 of the rows passkey examples, about 50,000
+    # The passkey fine-tune: 100M tokens, 3/4 of the rows passkey examples, about 146,000
     # examples (25M at 1/2, 8,000 examples, taught no model: docs/QUALITY.md).
     pk_tokens: float = 100e6
     pk_rows: float = 0.75  # Share of a pk run's rows that are passkey examples.

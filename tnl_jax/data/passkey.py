@@ -92,8 +92,12 @@ def training_rows(filler: bytes, seq_len: int, bos_id: int | None,
                   seed: int) -> grain.MapDataset:
     """Endless rows of ``seq_len + 1`` byte tokens, shaped as the packer's rows
     (``tokens``, segment ids, positions from 0 in each segment), each filled with
-    examples one after another, their lengths drawn from ``example_lengths`` (what is
-    left at the end is padding, segment 0), each needle's depth from ``DEPTH_RANGE``.
+    examples of one length, drawn per row from ``example_lengths``, one after another
+    (what is left at the end is padding, segment 0), each needle's depth from
+    ``DEPTH_RANGE``. Every length gets about as many rows, tokens and answers' weight,
+    and a row of short examples holds many: about 32 examples a 16K row on average,
+    where drawing each example's length (the row filled by whatever still fits) made
+    about 11, and long ones rare.
 
     Loss ``weights``: only each answer's digits, together the example's length, so a
     passkey row weighs as much as a text row. Retrieval is learned from many answers:
@@ -110,8 +114,8 @@ def training_rows(filler: bytes, seq_len: int, bos_id: int | None,
                "tokens_positions": np.zeros(width, np.int32),
                "weights": np.zeros(width, np.float32)}
         start, segment = 0, 0
-        while width - start >= lengths[0]:
-            length = int(draw.choice([n for n in lengths if n <= width - start]))
+        length = int(draw.choice(lengths))
+        while width - start >= length:
             depth = round(float(draw.uniform(*DEPTH_RANGE)), 3)
             ids, answer_at = _example_tokens(filler, length, depth, index,
                                              (TRAIN_STREAM, seed, segment), bos_id)
