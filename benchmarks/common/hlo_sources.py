@@ -9,8 +9,9 @@ the backward's recomputation, backward): where the time that is not matmuls goes
     print(format_parts(times_by_part(kernel_times(run), sources)))
 
 Limits: a kernel XLA reuses for identical fusions carries the first one's name, so its
-time goes to that fusion's source; cuBLAS and Mosaic kernels are named by their library
-(the profile's kinds already separate them).
+time goes to that fusion's source; inside XLA's command buffers cuBLAS and Mosaic
+kernels carry only their library's name (profile with ``--xla_gpu_enable_command_buffer=``
+to name them: ``benchmarks/training/peers_and_profile.sh``).
 """
 from __future__ import annotations
 

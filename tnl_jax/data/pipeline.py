@@ -21,8 +21,9 @@ padding; positions restart at 0 in every segment. The iterator's position is sav
 with `iterator_state.IteratorCheckpoint`.
 
 `passkey_rows` > 0 mixes rows of passkey examples (`passkey.py`: a number hidden in
-the training text, asked for at the end; examples of 128 tokens to a row's length one
-after another, only the answers in the loss, weighing as much as a text row) into the
+the training text, asked for at the end; each row examples of one length, from 128
+tokens to the row's, one after another, only the answers in the loss, weighing as much
+as a text row) into the
 training rows at that share; the held-out batches stay the source's own.
 
 Documents of fewer than two tokens are skipped (they hold no target). A split with no
@@ -138,8 +139,9 @@ def train_batches(spec: DataSpec) -> grain.DatasetIterator:
 
 
 def passkey_training_rows(docs: grain.MapDataset, spec: DataSpec) -> grain.MapDataset:
-    """Passkey examples made from this process's training documents (``passkey.py``),
-    one a row: the rows ``spec.passkey_rows`` mixes in. Needs the bytes tokenizer."""
+    """Rows of passkey examples made from this process's training documents
+    (``passkey.training_rows``): the rows ``spec.passkey_rows`` mixes in. Needs the
+    bytes tokenizer."""
     if not hasattr(spec.tokenizer, "encode_bytes"):
         raise ValueError(f"passkey_rows={spec.passkey_rows} makes passkey examples from the "
                          f"training text's bytes: it needs tokenizer=bytes")

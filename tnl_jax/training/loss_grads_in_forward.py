@@ -86,14 +86,14 @@ def _forward(chunks: losses.TokenChunks, normed, weight, targets, token_weights)
     dw = dw.sum((0, 1)).astype(weight.dtype)
     dh = chunks.merge(dh).astype(normed.dtype)
     outputs = (totals.sum(), chunks.merge(token_losses), chunks.merge(correct))
-    return outputs, (dh, dw, targets, token_weights)
+    return outputs, (dh, dw)
 
 
 def _backward(chunks, residuals, cotangents):
-    dh, dw, targets, token_weights = residuals
+    dh, dw = residuals
     scale = cotangents[0]  # The per-token losses carry none (stop_gradient).
-    return ((scale * dh).astype(dh.dtype), (scale * dw).astype(dw.dtype),
-            None, jnp.zeros_like(token_weights))
+    # Targets and token weights: no gradient (None is a zero cotangent).
+    return (scale * dh).astype(dh.dtype), (scale * dw).astype(dw.dtype), None, None
 
 
 _weighted.defvjp(_forward, _backward)

@@ -41,11 +41,7 @@ def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
     ``batch["segment_ids"]`` may be left out when each row is one document
     (``evaluation.scorer.one_document_per_row``): no segment mask is built."""
     model, hidden, loss_kernel = _last_hidden(graphdef, params, rest, batch, loss_kernel)
-    if loss_kernel in ("chunked", "grads_in_forward"):  # The latter's per-token losses.
-        return token_loss.cross_entropy(model.head_input(hidden), model.head_weight(),
-                                        batch["targets"], loss_chunk_tokens)
-    return token_loss.fused_token_cross_entropy(model.head_operands, hidden, batch["targets"],
-                                                loss_kernel)
+    return _per_token(model, hidden, batch["targets"], loss_chunk_tokens, loss_kernel)
 
 
 def masked_loss_sum(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
@@ -54,15 +50,23 @@ def masked_loss_sum(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
     """``Σ loss_mask · loss``: the number a training step differentiates. With
     ``loss_kernel=grads_in_forward`` its gradient is made in the forward
     (``loss_grads_in_forward``); otherwise it is ``token_losses``'s, summed."""
-    if token_loss.resolve_kernel(loss_kernel, jax.default_backend(),
-                                 jax.sharding.get_abstract_mesh().size) != "grads_in_forward":
-        losses, _ = token_losses(graphdef, params, rest, batch, loss_chunk_tokens, loss_kernel)
-        return jnp.sum(losses * batch["loss_mask"])
-    model, hidden, _ = _last_hidden(graphdef, params, rest, batch, loss_kernel)
-    total, _, _ = loss_grads_in_forward.weighted_cross_entropy(
-        model.head_input(hidden), model.head_weight(), batch["targets"], batch["loss_mask"],
-        loss_chunk_tokens)
-    return total
+    model, hidden, loss_kernel = _last_hidden(graphdef, params, rest, batch, loss_kernel)
+    if loss_kernel == "grads_in_forward":
+        total, _, _ = loss_grads_in_forward.weighted_cross_entropy(
+            model.head_input(hidden), model.head_weight(), batch["targets"],
+            batch["loss_mask"], loss_chunk_tokens)
+        return total
+    losses, _ = _per_token(model, hidden, batch["targets"], loss_chunk_tokens, loss_kernel)
+    return jnp.sum(losses * batch["loss_mask"])
+
+
+def _per_token(model, hidden, targets, loss_chunk_tokens, loss_kernel):
+    """``token_losses`` from the last hidden states, ``loss_kernel`` resolved."""
+    if loss_kernel in ("chunked", "grads_in_forward"):  # The latter's per-token losses.
+        return token_loss.cross_entropy(model.head_input(hidden), model.head_weight(),
+                                        targets, loss_chunk_tokens)
+    return token_loss.fused_token_cross_entropy(model.head_operands, hidden, targets,
+                                                loss_kernel)
 
 
 def _last_hidden(graphdef, params, rest, batch, loss_kernel):
