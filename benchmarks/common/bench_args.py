@@ -38,6 +38,17 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0 (``1e8`` or ``100000000``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0")
+    return value
+
+
 def comma_list(item: Callable) -> Callable:
     """An argparse ``type`` for ``"x,y,..."``, each parsed by ``item``."""
     def parse(text: str) -> list:

@@ -43,7 +43,7 @@ if "--smoke" in sys.argv:  # Tiny programs: LLVM -O0 compiles them a third faste
                               "--xla_backend_optimization_level=0"
 import jax  # noqa: E402
 
-from benchmarks.common.bench_args import comma_list  # noqa: E402
+from benchmarks.common.bench_args import comma_list, positive_float, positive_int  # noqa: E402
 from benchmarks.quality import quality_report, quality_results  # noqa: E402
 from benchmarks.quality import quality_runs as runs  # noqa: E402
 from benchmarks.quality.quality_runs import PHASES, Run, Scale  # noqa: E402
@@ -247,13 +247,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lrs", default=[], type=comma_list(float),
                    help="the sweep's learning rates (default 1e-3,2e-3,4e-3)")
     p.add_argument("--seeds", default=[], type=comma_list(int), help="main seeds (default 0,1,2)")
-    p.add_argument("--tokens", type=float, default=None, help="main tokens per run (100e6)")
-    p.add_argument("--sweep-tokens", type=float, default=None, help="(25e6)")
-    p.add_argument("--ext-tokens", type=float, default=None, help="16K extension (25e6)")
-    p.add_argument("--pk-tokens", type=float, default=None, help="passkey fine-tune (100e6)")
-    p.add_argument("--mqar-steps", type=int, default=None, help="(3000)")
+    p.add_argument("--tokens", type=positive_float, default=None,
+                   help="main tokens per run (100e6)")
+    p.add_argument("--sweep-tokens", type=positive_float, default=None, help="(25e6)")
+    p.add_argument("--ext-tokens", type=positive_float, default=None, help="16K extension (25e6)")
+    p.add_argument("--pk-tokens", type=positive_float, default=None,
+                   help="passkey fine-tune (100e6)")
+    p.add_argument("--mqar-steps", type=positive_int, default=None, help="(3000)")
     p.add_argument("--mqar-lrs", default=[], type=comma_list(float), help="(3e-4,1e-3,3e-3)")
-    p.add_argument("--budget-seconds", type=float, default=None)
+    p.add_argument("--budget-seconds", type=positive_float, default=None)
     p.add_argument("--only", default="", help="comma-separated parts of run names to run")
     p.add_argument("--set", action="append", default=[],
                    help="extra key=value for every run (e.g. model.remat=op_io)")

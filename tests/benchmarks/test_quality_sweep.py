@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from benchmarks.quality import quality_report, quality_runs
 from benchmarks.quality.quality_runs import Run, Scale
@@ -128,3 +129,15 @@ def test_a_run_is_not_started_when_its_history_says_it_would_not_finish(tmp_path
     assert math.isclose(pk, scale.steps(scale.pk_tokens) * scale.batch_tokens / 2e5
                         + quality_study.OVERHEAD_S["pk"])  # The ext runs' rate: 16K rows.
     assert quality_study.expected_seconds(Run("mqar", "tnl", 1e-3), scale, tmp_path) is None
+
+
+@pytest.mark.parametrize("flag, value", [("--pk-tokens", "0"), ("--tokens", "-1e8"),
+                                         ("--ext-tokens", "nan"), ("--sweep-tokens", "many"),
+                                         ("--mqar-steps", "0"), ("--budget-seconds", "inf")])
+def test_a_size_that_is_not_positive_is_named(capsys, flag, value):
+    from benchmarks.quality import quality_study
+    with pytest.raises(SystemExit):
+        quality_study.parse([f"{flag}={value}"])  # "=": "-1e8" is no option.
+    error = capsys.readouterr().err
+    assert flag in error and repr(value) in error and "expected" in error
+    assert quality_study.scale_from(quality_study.parse(["--pk-tokens", "5e7"])).pk_tokens == 5e7
