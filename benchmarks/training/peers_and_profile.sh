@@ -7,7 +7,7 @@
 #    beside FLA 0.6.0's RetNet and Transformer (train_bench --anchor fla: FLA's fused
 #    modules, torch.compile, bf16 autocast; each anchor row says what it ran with).
 # 2. tnl-1b at 4 x 8K, TNL beside FLA's RetNet and Transformer at its shape.
-# 3. tnl-385m 4 x 8K (the default step: loss_kernel=auto, fused_xla_grads on one GPU)
+# 3. tnl-385m 4 x 8K (the default step: loss_kernel=auto, grads_in_forward)
 #    profiled with XLA's command buffers off: inside a command buffer the profile names
 #    the buffer, not the instruction, so cuBLAS's and Mosaic's kernels (half the step)
 #    could not be put to a function of ours (hlo_sources). Its tokens/s is the

@@ -16,7 +16,7 @@ from tests.paths import ROOT
 from tests.tolerances import rel_err
 from tests.training.runs import run_env
 from tnl_jax.training import losses
-from tnl_jax.training.steps import token_losses
+from tnl_jax.training.steps import masked_loss_sum, token_losses
 
 
 def masked_loss(h, w, targets, mask, chunk):
@@ -142,23 +142,28 @@ def test_fused_loss_refuses_what_it_cannot_run():
             losses.fused_token_cross_entropy(head, h, targets, "fused_interpret")
 
 
-def test_auto_is_the_fused_forward_on_one_gpu_and_the_chunked_loss_elsewhere(small_model, rng):
-    assert losses.resolve_kernel("auto", "gpu", 1) == "fused_xla_grads"
-    assert losses.resolve_kernel("auto", "gpu", 0) == "fused_xla_grads"  # No mesh.
-    assert losses.resolve_kernel("auto", "gpu", 2) == "chunked"
-    assert losses.resolve_kernel("auto", "cpu", 1) == "chunked"
-    assert losses.resolve_kernel("fused", "cpu", 1) == "fused"  # Named: its own checks.
+def test_auto_is_grads_in_forward_and_its_token_losses_are_the_chunked_losses(small_model, rng):
+    assert losses.resolve_kernel("auto") == "grads_in_forward"
+    assert losses.resolve_kernel("fused") == "fused"  # Named: its own checks.
     with pytest.raises(ValueError, match="loss_kernel='fuse': expected one of"):
-        losses.resolve_kernel("fuse", "gpu", 1)
-    # On this CPU the training step's ``auto`` is the chunked loss, exactly.
+        losses.resolve_kernel("fuse")
     model = small_model(0, std=0.1, decoder_layers=1, vocab_size=97)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     ids, targets = (jnp.asarray(rng.integers(0, 97, (2, 19)), jnp.int32) for _ in range(2))
-    batch = {"input_ids": ids, "targets": targets, "positions": None}
+    mask = jnp.asarray(rng.random((2, 19)) < 0.8, jnp.float32)
+    batch = {"input_ids": ids, "targets": targets, "positions": None, "loss_mask": mask}
+    # What evaluation reads: the per-token losses, exactly the chunked loss's.
     auto = token_losses(graphdef, params, rest, batch, 5, "auto")
     chunked = token_losses(graphdef, params, rest, batch, 5, "chunked")
     for a, c in zip(auto, chunked, strict=True):
         np.testing.assert_array_equal(a, c)
+    # What the step differentiates: grads_in_forward's sum and gradient.
+    def grad(kernel):
+        return jax.value_and_grad(
+            lambda p: masked_loss_sum(graphdef, p, rest, batch, 5, kernel))(params)
+    for a, g in zip(jax.tree.leaves(grad("auto")), jax.tree.leaves(grad("grads_in_forward")),
+                    strict=True):
+        np.testing.assert_array_equal(a, g)
 
 
 def test_chunks_hold_a_fraction_of_the_logits(rng):

@@ -77,7 +77,8 @@ class ModelConfig:
     layer_loop: str = described("scan", "how a training step runs each layer stack: scan "
                                         "(one loop, compile time flat in depth) or python "
                                         "(layer by layer: no stacked buffers of what the "
-                                        "backward keeps; same results)")
+                                        "backward keeps; same results; compile time "
+                                        "grows with depth)")
     projection_dtype: str | None = described(
         None, "fp8: the layers' projections in fp8 with delayed scaling (tnl_jax/model/fp8.py; "
               "XLA's autotuning makes an H100 compile it in ~4 min: keep it with "

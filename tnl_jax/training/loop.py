@@ -165,7 +165,7 @@ def describe(cfg: TrainConfig, mesh) -> str:
            f"no MFU (no known peak for a {device.platform} device)"),
         f"steps: {cfg.steps} of {cfg.batch_size} rows x {cfg.seq_len} tokens = "
         f"{cfg.batch_size * cfg.seq_len:,} tokens (grad_accum {cfg.grad_accum}); loss "
-        f"{losses.resolve_kernel(cfg.loss_kernel, device.platform, mesh.size)} "
+        f"{losses.resolve_kernel(cfg.loss_kernel)} "
         f"(loss_kernel={cfg.loss_kernel})",
         f"data: {cfg.data} (tokenizer {cfg.tokenizer}, vocabulary {cfg.model.vocab_size}); "
         f"held out: {cfg.eval_batches} batch(es) of {cfg.eval_data or cfg.data}"

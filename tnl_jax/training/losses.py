@@ -36,8 +36,8 @@ forward with the backward in XLA's products, ``DEFAULT_CHUNK_TOKENS`` tokens at 
 (``fused_interpret``: the Pallas kernels interpreted, on any platform, for tests);
 ``grads_in_forward`` the chunked loss's chunks with the gradient made in the forward
 (``loss_grads_in_forward``: one head matmul per token fewer).
-``auto`` (the default, ``resolve_kernel``) is ``fused_xla_grads`` where the kernels run
-(a GPU, one device) and ``chunked`` elsewhere.
+``auto`` (the default, ``resolve_kernel``) is the fastest measured: ``grads_in_forward``
+on every platform and mesh.
 """
 from __future__ import annotations
 
@@ -94,16 +94,15 @@ def check_kernel(kernel: str) -> None:
         raise ValueError(f"loss_kernel={kernel!r}: expected one of {LOSS_KERNELS}")
 
 
-def resolve_kernel(kernel: str, platform: str, devices: int) -> str:
-    """The loss kernel a step on ``devices`` devices of ``platform`` runs: ``auto`` is
-    ``fused_xla_grads`` on one GPU (the step of tnl-385m at 4 x 8K rows 1.03-1.04x
-    the chunked loss's, in three device calls: benchmarks/RESULTS.md), ``chunked`` on
-    any other platform or mesh (the fused kernels are Triton's and see no mesh). Any
-    other value is itself."""
+def resolve_kernel(kernel: str) -> str:
+    """The loss kernel a step runs: ``auto`` is ``grads_in_forward``, on any platform
+    and mesh. On one H100 it made the step 1.043-1.046x ``fused_xla_grads``'s (tnl-385m,
+    4 x 8K) and 1.060x (tnl-1b), each twice, and ``fused_xla_grads`` had been
+    1.03x the chunked loss's (benchmarks/RESULTS.md); on a mesh it keeps the chunked
+    loss's shards and collectives (tests/training/test_loss_collectives.py). Any other
+    value is itself."""
     check_kernel(kernel)
-    if kernel != "auto":
-        return kernel
-    return "fused_xla_grads" if platform == "gpu" and devices <= 1 else "chunked"  # 0: no mesh.
+    return "grads_in_forward" if kernel == "auto" else kernel
 
 
 def fused_token_cross_entropy(head_fn: HeadFn, hidden: jax.Array, targets: jax.Array,

@@ -74,8 +74,7 @@ def _last_hidden(graphdef, params, rest, batch, loss_kernel):
 
     ``rest`` (the layers' fixed decays) is a constant of the step: its variables are
     copied here, so that they belong to this trace as NNX's transforms require."""
-    loss_kernel = token_loss.resolve_kernel(loss_kernel, jax.default_backend(),
-                                            jax.sharding.get_abstract_mesh().size)
+    loss_kernel = token_loss.resolve_kernel(loss_kernel)
     model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
     hidden = model.hidden_states(batch["input_ids"], segment_ids=batch.get("segment_ids"),
                                  positions=batch["positions"])
