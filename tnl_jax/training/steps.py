@@ -40,7 +40,8 @@ def token_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
     or by the fused kernels (``loss_kernel``: ``losses.fused_token_cross_entropy``).
     ``batch["segment_ids"]`` may be left out when each row is one document
     (``evaluation.scorer.one_document_per_row``): no segment mask is built."""
-    model, hidden, loss_kernel = _last_hidden(graphdef, params, rest, batch, loss_kernel)
+    loss_kernel = token_loss.resolve_kernel(loss_kernel)  # A bad name: before the model.
+    model, hidden = _last_hidden(graphdef, params, rest, batch)
     return _per_token(model, hidden, batch["targets"], loss_chunk_tokens, loss_kernel)
 
 
@@ -50,7 +51,8 @@ def masked_loss_sum(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
     """``Σ loss_mask · loss``: the number a training step differentiates. With
     ``loss_kernel=grads_in_forward`` its gradient is made in the forward
     (``loss_grads_in_forward``); otherwise it is ``token_losses``'s, summed."""
-    model, hidden, loss_kernel = _last_hidden(graphdef, params, rest, batch, loss_kernel)
+    loss_kernel = token_loss.resolve_kernel(loss_kernel)
+    model, hidden = _last_hidden(graphdef, params, rest, batch)
     if loss_kernel == "grads_in_forward":
         total, _, _ = loss_grads_in_forward.weighted_cross_entropy(
             model.head_input(hidden), model.head_weight(), batch["targets"],
@@ -69,16 +71,15 @@ def _per_token(model, hidden, targets, loss_chunk_tokens, loss_kernel):
                                                 loss_kernel)
 
 
-def _last_hidden(graphdef, params, rest, batch, loss_kernel):
-    """The model, its last hidden states for ``batch``, and the loss kernel resolved.
+def _last_hidden(graphdef, params, rest, batch):
+    """The model and its last hidden states for ``batch``.
 
     ``rest`` (the layers' fixed decays) is a constant of the step: its variables are
     copied here, so that they belong to this trace as NNX's transforms require."""
-    loss_kernel = token_loss.resolve_kernel(loss_kernel)
     model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
     hidden = model.hidden_states(batch["input_ids"], segment_ids=batch.get("segment_ids"),
                                  positions=batch["positions"])
-    return model, hidden, loss_kernel
+    return model, hidden
 
 
 def _microbatches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Array]:
