@@ -62,13 +62,13 @@ def with_mfu(row: dict, preset: str) -> dict:
 
 
 def anchor_rows(settings, warmup: int, steps: int, extra: list[str] = ()) -> list[dict]:
-    """The FLA rows for ``settings`` (none, with a line saying so, where torch or FLA is
-    not importable)."""
+    """The FLA rows for ``settings``. Asked for and not importable (torch or FLA), the
+    anchor is an error, not a table without its anchor rows (device_setup.sh installs
+    FLA's wheels from ``.whl/``)."""
     missing = [m for m in ("torch", "fla") if importlib.util.find_spec(m) is None]
     if missing:
-        print(f"--anchor fla: {', '.join(missing)} not importable here, no anchor rows",
-              flush=True)
-        return []
+        raise SystemExit(f"--anchor fla: {', '.join(missing)} not importable here; install "
+                         "FLA 0.6.0 (benchmarks/common/device_setup.sh does, from .whl/)")
     found = []
     for (preset, tokens), command in anchor_commands(settings, warmup, steps, extra).items():
         found += [(preset, row) for row in json_lines_of(command, f"fla anchor {preset}")]

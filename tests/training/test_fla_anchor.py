@@ -90,3 +90,16 @@ def test_peer_table_is_written_with_what_each_anchor_ran_with(tmp_path):
     text = (tmp_path / "train_bench_fla.md").read_text()
     assert "| 1.50 |" in text and "- fla retnet 2 x 2048: compile off: RuntimeError: x" in text
     assert "hidden_size" not in text and "hidden_size" in (tmp_path / "train_bench_fla.json").read_text()
+
+
+def test_anchor_asked_for_and_not_importable_is_an_error(monkeypatch):
+    """A peer table without its peer is not a result: the run stops, naming what is
+    missing and where the wheels come from."""
+    import importlib.util
+
+    from benchmarks.training import fla_rows
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "fla" else real_find_spec(name, *a))
+    with pytest.raises(SystemExit, match="--anchor fla: .*fla not importable.*device_setup.sh"):
+        fla_rows.anchor_rows([], warmup=1, steps=1)
