@@ -108,6 +108,11 @@ MODEL_ROWS = [
              "softmax_every=0"),
     BadInput("model: softmax_offset past the group", lambda: ModelConfig(
         softmax_every=4, softmax_offset=4), ValueError, ("softmax_offset=4", "-4 to 3")),
+    BadInput("model: softmax_qk_norm without softmax layers", lambda: ModelConfig(
+        softmax_qk_norm=True), ValueError, ("softmax_qk_norm=True", "no softmax layers")),
+    BadInput("model: softmax_qk_norm as a string", lambda: ModelConfig(
+        architecture="hybrid", softmax_qk_norm="yes"), ValueError,
+        "softmax_qk_norm='yes': expected true/false"),
     BadInput("model: negative rope_theta", lambda: ModelConfig(rope_theta=-1.0), ValueError,
              "rope_theta=-1.0"),
     BadInput("model: attention_backend='cuda'", lambda: ModelConfig(attention_backend="cuda"),

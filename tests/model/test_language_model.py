@@ -123,6 +123,27 @@ def test_hybrid_softmax_offset_places_the_softmax_layers(every, offset, kinds):
     assert cfg.layer_kinds() == kinds
 
 
+@pytest.mark.parametrize("architecture,setting,normed", [
+    ("hybrid", None, False), ("hybrid", True, True), ("softmax", True, True),
+    ("llama", None, True), ("llama", False, False)])
+def test_softmax_qk_norm_gives_the_softmax_layers_query_and_key_gains(architecture, setting,
+                                                                      normed):
+    """``softmax_qk_norm``: QK normalisation in the softmax layers of any architecture
+    (null: the LLaMA-style baseline's alone); the rest of the backbone is unchanged."""
+    cfg = ModelConfig(decoder_layers=2, architecture=architecture, softmax_every=2,
+                      softmax_qk_norm=setting)
+    assert cfg.qk_norm is normed
+    model = create_model(cfg, nnx.Rngs(0))
+    mixer = model.stacks[-1].layers.token_mixer
+    assert (mixer.q_norm is not None) is normed and (mixer.k_norm is not None) is normed
+    extra = count_params(cfg) - count_params(cfg.replace(softmax_qk_norm=not normed))
+    softmax_layers = cfg.layer_kinds().count("softmax")
+    assert extra == (1 if normed else -1) * 2 * cfg.head_dim * softmax_layers
+    tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, cfg.vocab_size)
+    logits = model(tokens)
+    assert logits.shape == (2, 16, cfg.vocab_size) and bool(jnp.isfinite(logits).all())
+
+
 def test_llama_baseline_has_gains_swiglu_and_qk_norm_in_every_layer():
     cfg = ModelConfig(decoder_layers=2, architecture="llama")
     assert cfg.layer_kinds() == ["softmax", "softmax"] and cfg.llama_style

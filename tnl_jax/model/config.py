@@ -58,6 +58,9 @@ class ModelConfig:
     softmax_offset: int = described(-1, "hybrid: the softmax layer's place in each group of "
                                         "softmax_every (-1: the last, 0: the first)")
     rope_theta: float = described(10000.0, "rotary position base of the softmax layers")
+    softmax_qk_norm: bool | None = described(
+        None, "RMS-normalise the softmax layers' queries and keys (with a gain); null: the "
+              "architecture's own (llama yes; softmax and hybrid no, TNL's backbone)")
     tie_word_embeddings: bool = described(True, "the output projection is the embedding "
                                                 "matrix")
     use_decay: bool = described(True, "per-head exponential decay in lightning attention")
@@ -121,6 +124,12 @@ class ModelConfig:
         a SwiGLU MLP and RMS-normalised queries and keys, around RoPE softmax attention;
         ``softmax`` is TNL's backbone (SRMSNorm, SGLU) with a softmax token mixer."""
         return self.architecture == "llama"
+
+    @property
+    def qk_norm(self) -> bool:
+        """Whether the softmax layers normalise queries and keys (``softmax_qk_norm``, or
+        the architecture's own: the LLaMA-style baseline's)."""
+        return self.llama_style if self.softmax_qk_norm is None else self.softmax_qk_norm
 
     def layer_kinds(self) -> list[str]:
         """Per layer: ``'lrpe'`` (linear attention with LRPE), ``'linear'`` or

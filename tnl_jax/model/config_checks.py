@@ -144,6 +144,11 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     found += integer("scan_unroll", cfg["scan_unroll"], 1, " (layers per iteration of the "
                      "layer scan)")
     found += one_of("layer_loop", cfg["layer_loop"], LAYER_LOOPS, "")
+    if cfg["softmax_qk_norm"] is not None:
+        found += boolean("softmax_qk_norm", cfg["softmax_qk_norm"])
+    if cfg["softmax_qk_norm"] is True and cfg["architecture"] == "tnl":
+        found.append("softmax_qk_norm=True: architecture='tnl' has no softmax layers "
+                     "(expected null or False, or architecture softmax, hybrid or llama)")
     if cfg["decay_learnable"] is True and cfg["use_decay"] is False:
         found.append("decay_learnable=True needs use_decay=True")
     return found

@@ -63,7 +63,7 @@ def layer_arguments(cfg: ModelConfig, kind: str) -> dict[str, Any]:
         args.update(norm_gain=True, mlp_activation="silu")
     if kind == "softmax":
         return {**args, "attention": "softmax", "rope_theta": cfg.rope_theta,
-                "qk_norm": cfg.llama_style}
+                "qk_norm": cfg.qk_norm}
     return {**args, "attention": "linear", "use_lrpe": kind == "lrpe",
             "learn_decay": cfg.decay_learnable, "backend": cfg.attention_backend,
             "chunk_size": cfg.chunk_size}
