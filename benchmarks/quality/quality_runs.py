@@ -40,12 +40,16 @@ ARCHS = {
     "tnl-learned": {"architecture": "tnl", "decay_learnable": True},
     "hybrid8": {"architecture": "hybrid", "softmax_every": 8},
     "hybrid4": {"architecture": "hybrid", "softmax_every": 4},
+    # The 1-in-8 hybrid with LLaMA's query and key norms in its softmax layer: on the
+    # CPU they made the two-layer hybrid learn the passkey rows (docs/QUALITY.md).
+    "hybrid8-qk": {"architecture": "hybrid", "softmax_every": 8, "softmax_qk_norm": True},
     "softmax": {"architecture": "softmax"},
     "llama": {"architecture": "llama"},
 }
 LABELS = {
     "tnl": "TNL (fixed decays)", "tnl-learned": "TNL, learned decays",
     "hybrid8": "hybrid, softmax every 8th layer", "hybrid4": "hybrid, softmax every 4th layer",
+    "hybrid8-qk": "hybrid, softmax every 8th layer, QK norm",
     "softmax": "softmax, TNL backbone (SRMSNorm, SGLU)",
     "llama": "softmax, LLaMA-style (RMSNorm+gain, SwiGLU, QK norm)",
 }
