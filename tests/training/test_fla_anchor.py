@@ -1,6 +1,7 @@
 """train_bench --anchor fla without torch: FLA's configs at our presets' shapes have our
 models' matrix products, and its rows' MFU uses our FLOP count of the matching
 architecture (checked against a hand count)."""
+import importlib.util
 import math
 from types import SimpleNamespace
 
@@ -8,6 +9,7 @@ import jax
 import pytest
 from flax import nnx
 
+from benchmarks.training import fla_rows
 from benchmarks.training.fla_rows import (anchor_commands, flops_per_token, peer_table, shape_of,
                                           write_peer_table)
 from benchmarks.training.fla_shapes import FLOP_ARCH, Shape, fla_config, matrix_params
@@ -95,9 +97,6 @@ def test_peer_table_is_written_with_what_each_anchor_ran_with(tmp_path):
 def test_anchor_asked_for_and_not_importable_is_an_error(monkeypatch):
     """A peer table without its peer is not a result: the run stops, naming what is
     missing and where the wheels come from."""
-    import importlib.util
-
-    from benchmarks.training import fla_rows
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "fla" else real_find_spec(name, *a))
