@@ -204,9 +204,28 @@ def study_phases(phases: list[str]) -> list[str]:
     return phases
 
 
+def resolve_kept(only: str, scale: Scale, root: Path) -> str:
+    """``--only`` with each ``lrkept`` replaced by the rate the sweep kept for the part's
+    architecture (``main-hybrid8-qk-lrkept-s2``), so one device call can run a sweep and
+    then the seed that follows from it."""
+    parts = []
+    for part in filter(None, only.split(",")):
+        if "-lrkept" in part:
+            arch = part.split("-lrkept")[0].split("-", 1)[-1]
+            lr = quality_report.sweep_choice(scale, root, arch)[0] if arch in runs.ARCHS else None
+            if lr is None:
+                raise SystemExit(f"--only {part}: no kept rate for architecture {arch!r} "
+                                 f"(expected one of {', '.join(runs.ARCHS)} with a complete "
+                                 "sweep under --root)")
+            part = part.replace("-lrkept", f"-lr{lr:g}")
+        parts.append(part)
+    return ",".join(parts)
+
+
 def study(scale: Scale, args) -> None:
     deadline = Deadline(args.budget_seconds)
     args.root.mkdir(parents=True, exist_ok=True)
+    args.only = resolve_kept(args.only, scale, args.root)
     jax.config.update("jax_compilation_cache_dir", str(args.root / ".jax-cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     eval_batches = held_out_batches(scale)
@@ -256,7 +275,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mqar-steps", type=positive_int, default=None, help="(3000)")
     p.add_argument("--mqar-lrs", default=[], type=comma_list(float), help="(3e-4,1e-3,3e-3)")
     p.add_argument("--budget-seconds", type=positive_float, default=None)
-    p.add_argument("--only", default="", help="comma-separated parts of run names to run")
+    p.add_argument("--only", default="",
+                   help="comma-separated parts of run names to run; lrkept in a part is the "
+                        "rate its architecture's sweep kept (main-tnl-lrkept-s2)")
     p.add_argument("--set", action="append", default=[],
                    help="extra key=value for every run (e.g. model.remat=op_io)")
     p.add_argument("--report", action="store_true", help="only the tables and plots")

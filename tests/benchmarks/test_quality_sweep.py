@@ -141,3 +141,18 @@ def test_a_size_that_is_not_positive_is_named(capsys, flag, value):
     error = capsys.readouterr().err
     assert flag in error and repr(value) in error and "expected" in error
     assert quality_study.scale_from(quality_study.parse(["--pk-tokens", "5e7"])).pk_tokens == 5e7
+
+
+def test_only_names_the_kept_rate_once_the_sweep_is_complete(tmp_path):
+    from benchmarks.quality import quality_study
+
+    scale = Scale(archs=("tnl", "hybrid8-qk"), lrs=(1e-3, 2e-3, 4e-3))
+    for lr, bpb in [(1e-3, 1.7), (2e-3, 1.6), (4e-3, 1.65)]:
+        write_sweep(tmp_path, "hybrid8-qk", lr, bpb)
+    only = "main-hybrid8-qk-lrkept-s2,pk-hybrid8-qk-lrkept-s2,ext-tnl"
+    assert quality_study.resolve_kept(only, scale, tmp_path) == \
+        "main-hybrid8-qk-lr0.002-s2,pk-hybrid8-qk-lr0.002-s2,ext-tnl"
+    with pytest.raises(SystemExit, match="no kept rate for architecture 'tnl'"):
+        quality_study.resolve_kept("main-tnl-lrkept-s0", scale, tmp_path)  # Not swept.
+    with pytest.raises(SystemExit, match="'tnl-lerned'.*expected one of"):
+        quality_study.resolve_kept("main-tnl-lerned-lrkept-s0", scale, tmp_path)
