@@ -16,8 +16,8 @@
 source benchmarks/common/process_runs.sh /tmp/peers_and_profile
 B="python3 -m benchmarks.training.train_bench --tokens 32768 --remat projections"
 run peers_385m 240 $B --preset tnl-385m --archs tnl,softmax --rows 2048,8192 --anchor fla
-run peers_1b 170 $B --preset tnl-1b --archs tnl --rows 8192 --anchor fla
-# PROFILE=0 leaves part 3 out (when the device time is short).
+# PEERS_1B=0 leaves part 2 out, PROFILE=0 part 3 (when the device time is short).
+[ "${PEERS_1B:-1}" = 1 ] && run peers_1b 170 $B --preset tnl-1b --archs tnl --rows 8192 --anchor fla
 [ "${PROFILE:-1}" = 1 ] || SKIP_PROFILE=1
 NO_BUFFERS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer="
 [ -z "$SKIP_PROFILE" ] && run profile_named 120 env XLA_FLAGS="$NO_BUFFERS" $B --preset tnl-385m --archs tnl \
