@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 import os
 import signal
@@ -214,9 +215,11 @@ def resolve_kept(only: str, scale: Scale, root: Path) -> str:
             arch = part.split("-lrkept")[0].split("-", 1)[-1]
             lr = quality_report.sweep_choice(scale, root, arch)[0] if arch in runs.ARCHS else None
             if lr is None:
+                nearest = [a for a in difflib.get_close_matches(arch, runs.ARCHS, 1) if a != arch]
+                hint = f"; nearest: {nearest[0]}" if nearest else ""
                 raise SystemExit(f"--only {part}: no kept rate for architecture {arch!r} "
                                  f"(expected one of {', '.join(runs.ARCHS)} with a complete "
-                                 "sweep under --root)")
+                                 f"sweep under --root{hint})")
             part = part.replace("-lrkept", f"-lr{lr:g}")
         parts.append(part)
     return ",".join(parts)

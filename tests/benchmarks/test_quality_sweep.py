@@ -154,5 +154,5 @@ def test_only_names_the_kept_rate_once_the_sweep_is_complete(tmp_path):
         "main-hybrid8-qk-lr0.002-s2,pk-hybrid8-qk-lr0.002-s2,ext-tnl"
     with pytest.raises(SystemExit, match="no kept rate for architecture 'tnl'"):
         quality_study.resolve_kept("main-tnl-lrkept-s0", scale, tmp_path)  # Not swept.
-    with pytest.raises(SystemExit, match="'tnl-lerned'.*expected one of"):
+    with pytest.raises(SystemExit, match="'tnl-lerned'.*expected one of.*nearest: tnl-learned"):
         quality_study.resolve_kept("main-tnl-lerned-lrkept-s0", scale, tmp_path)
