@@ -212,7 +212,9 @@ def resolve_kept(only: str, scale: Scale, root: Path) -> str:
     parts = []
     for part in filter(None, only.split(",")):
         if "-lrkept" in part:
-            arch = part.split("-lrkept")[0].split("-", 1)[-1]
+            head = part.split("-lrkept")[0]
+            phase, _, rest = head.partition("-")
+            arch = rest if phase in PHASES else head  # "main-hybrid8-qk" or "hybrid8-qk"
             lr = quality_report.sweep_choice(scale, root, arch)[0] if arch in runs.ARCHS else None
             if lr is None:
                 nearest = [a for a in difflib.get_close_matches(arch, runs.ARCHS, 1) if a != arch]
