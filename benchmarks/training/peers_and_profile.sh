@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/training/peers_and_profile.sh
 #
-# 1. tnl-385m, 32K tokens per step at 2K and 8K rows: TNL and the TNL-backbone softmax
+# 1. tnl-385m, 32K tokens per step at 2K, 8K and 32K rows: TNL and the TNL-backbone softmax
 #    beside FLA 0.6.0's RetNet and Transformer (train_bench --anchor fla: FLA's fused
 #    modules, torch.compile, bf16 autocast; each anchor row says what it ran with).
 # 2. tnl-1b at 4 x 8K, TNL beside FLA's RetNet and Transformer at its shape.
@@ -15,7 +15,7 @@
 # $OUT gets peers_and_profile.md (every table) and peers_and_profile.tgz (json rows, logs).
 source benchmarks/common/process_runs.sh /tmp/peers_and_profile
 B="python3 -m benchmarks.training.train_bench --tokens 32768 --remat projections"
-run peers_385m 240 $B --preset tnl-385m --archs tnl,softmax --rows 2048,8192 --anchor fla
+run peers_385m 360 $B --preset tnl-385m --archs tnl,softmax --rows 2048,8192,32768 --anchor fla
 # PEERS_1B=0 leaves part 2 out, PROFILE=0 part 3 (when the device time is short).
 [ "${PEERS_1B:-1}" = 1 ] && run peers_1b 170 $B --preset tnl-1b --archs tnl --rows 8192 --anchor fla
 [ "${PROFILE:-1}" = 1 ] || SKIP_PROFILE=1
