@@ -52,12 +52,15 @@ def flops_per_token(preset: str, model: str, rows: int) -> float:
 
 
 def with_mfu(row: dict, preset: str) -> dict:
-    """An anchor row tagged with its preset, its FLOPs per token and MFU (call after
-    the anchor's process: the peak FLOP/s asks JAX for the device)."""
+    """An anchor row tagged with its preset, its FLOPs per token and MFU against the
+    peak of the device the row names (so a saved row's MFU can be made again on any
+    machine; none for a device not in ``metrics.DEVICE_PEAKS``)."""
     row = {**row, "preset": preset, "arch": f"fla {row['model']}"}
     if "tokens_per_s" in row:
         flops = flops_per_token(preset, row["model"], row["rows"])
-        row.update(gflop_per_token=flops / 1e9, mfu=metrics.mfu(row["tokens_per_s"], flops, 1))
+        peaks = metrics.device_peaks(row.get("device", ""))
+        mfu = None if peaks is None else row["tokens_per_s"] * flops / peaks.bf16_flops
+        row.update(gflop_per_token=flops / 1e9, mfu=mfu)
     return row
 
 
@@ -112,6 +115,15 @@ def ran_with_lines(anchors: list[dict]) -> str:
         for r in anchors)
 
 
+def write_anchor_rows(anchors: list[dict], out: str | None) -> None:
+    """The anchor rows as ``train_bench_fla.json``, written as soon as they are made:
+    a run cut before ours finish keeps them, and ``train_bench --from-json ...
+    --anchor-json`` makes the peer table from both files later."""
+    if out and anchors:
+        with open(os.path.join(out, "train_bench_fla.json"), "w") as f:
+            json.dump(anchors, f, indent=1)
+
+
 def write_peer_table(ours: list[dict], anchors: list[dict], out: str | None) -> None:
     """Prints the peer table and what each anchor ran with; with ``out``, also writes
     them (``train_bench_fla.md``) and the anchor rows (``train_bench_fla.json``)."""
@@ -120,5 +132,4 @@ def write_peer_table(ours: list[dict], anchors: list[dict], out: str | None) -> 
     if out:
         with open(os.path.join(out, "train_bench_fla.md"), "w") as f:
             f.write(text + "\n")
-        with open(os.path.join(out, "train_bench_fla.json"), "w") as f:
-            json.dump(anchors, f, indent=1)
+        write_anchor_rows(anchors, out)

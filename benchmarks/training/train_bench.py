@@ -210,10 +210,15 @@ def main() -> None:
                         type=colon_fields("arch:rows", ints=(1,)))
     parser.add_argument("--out", default=os.environ.get("OUT"))
     parser.add_argument("--from-json", help="only remake the table and plot of a saved run")
+    parser.add_argument("--anchor-json", help="with --from-json: a saved run's FLA rows "
+                        "(train_bench_fla.json), for the peer table")
     parser.add_argument("--anchor", choices=["fla"], help="also train FLA's RetNet, Transformer")
     parser.add_argument("--anchor-args", default="",
                         help="more fla_anchor_torch.py arguments, e.g. '--no-compile'")
     args = parser.parse_args()
+    if args.anchor_json and not args.from_json:
+        parser.error(f"--anchor-json {args.anchor_json}: only with --from-json (the saved "
+                     "run of ours to set beside it)")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     if args.from_json:
@@ -221,10 +226,13 @@ def main() -> None:
         print(table(rows))
         if args.out:
             plot(rows, os.path.join(args.out, "train_bench.png"))
+        if args.anchor_json:
+            fla_rows.write_peer_table(rows, read_json(args.anchor_json), args.out)
         return
     anchors = fla_rows.anchor_rows(  # Before JAX takes the GPU.
         parse_settings(args), max(args.warmup, 3), args.steps,
         shlex.split(args.anchor_args)) if args.anchor else []
+    fla_rows.write_anchor_rows(anchors, args.out)
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
     rows = []
     for s in parse_settings(args):

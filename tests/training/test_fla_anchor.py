@@ -2,6 +2,7 @@
 models' matrix products, and its rows' MFU uses our FLOP count of the matching
 architecture (checked against a hand count)."""
 import importlib.util
+import json
 import math
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ from flax import nnx
 
 from benchmarks.training import fla_rows
 from benchmarks.training.fla_rows import (anchor_commands, flops_per_token, peer_table, shape_of,
-                                          write_peer_table)
+                                          with_mfu, write_peer_table)
 from benchmarks.training.fla_shapes import FLOP_ARCH, Shape, fla_config, matrix_params
 from tnl_jax.model import create_model
 from tnl_jax.training import config as train_config
@@ -53,6 +54,16 @@ def test_transformer_rows_count_softmax_flops_by_hand(rows):
     d, m, layers, vocab = 2048, cfg.mlp_dim, cfg.decoder_layers, cfg.vocab_size
     by_hand = 3 * (2 * d * vocab + layers * (2 * 3 * d * m + 2 * 4 * d * d + 2 * d * rows))
     assert flops_per_token("tnl-1b", "transformer", rows) == by_hand
+
+
+def test_anchor_mfu_uses_the_peak_of_the_device_the_row_names():
+    """On this CPU too: a saved H100 row's MFU is its FLOP/s over the H100's 989 TFLOP/s;
+    a device without a peak in the table gives none."""
+    row = {"model": "retnet", "rows": 2048, "tokens": 32768, "tokens_per_s": 1e5,
+           "device": "NVIDIA H100 80GB HBM3"}
+    flops = flops_per_token("tnl-385m", "retnet", 2048)
+    assert with_mfu(row, "tnl-385m")["mfu"] == pytest.approx(1e5 * flops / 989e12)
+    assert with_mfu({**row, "device": "cpu"}, "tnl-385m")["mfu"] is None
 
 
 def test_anchor_commands_follow_the_settings():
@@ -102,3 +113,30 @@ def test_anchor_asked_for_and_not_importable_is_an_error(monkeypatch):
                         lambda name, *a: None if name == "fla" else real_find_spec(name, *a))
     with pytest.raises(SystemExit, match="--anchor fla: .*fla not importable.*device_setup.sh"):
         fla_rows.anchor_rows([], warmup=1, steps=1)
+
+
+def test_saved_rows_make_the_peer_table_again(tmp_path, monkeypatch):
+    """A run cut after FLA's rows (saved at once) and ours from another process: the
+    peer table is made from the two files, ratios included."""
+    from benchmarks.training import train_bench
+    ours = [{"setting": "s", "preset": "p", "arch": "tnl", "remat": "projections",
+             "rows": 2048, "tokens": 4096, "tokens_per_s": 3e3, "mfu": None,
+             "gflop_per_token": 1.0, "program_gib": 1.0, "params_m": 1.0, "step_s": 1.0,
+             "device": "cpu"}]
+    fla = [{"preset": "p", "model": "retnet", "rows": 2048, "tokens": 4096, "batch": 2,
+            "tokens_per_s": 2e3, "mfu": None, "peak_gib": 2.0, "ran_with": {}}]
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    fla_rows.write_anchor_rows(fla, str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["train_bench", "--from-json", str(tmp_path / "ours.json"),
+                                     "--anchor-json", str(tmp_path / "train_bench_fla.json"),
+                                     "--out", str(tmp_path / "table")])
+    train_bench.main()
+    assert "| 1.50 |" in (tmp_path / "table" / "train_bench_fla.md").read_text()
+
+
+def test_anchor_json_alone_is_an_error(monkeypatch, capsys):
+    from benchmarks.training import train_bench
+    monkeypatch.setattr("sys.argv", ["train_bench", "--anchor-json", "fla.json"])
+    with pytest.raises(SystemExit):
+        train_bench.main()
+    assert "--anchor-json fla.json: only with --from-json" in capsys.readouterr().err
