@@ -40,9 +40,11 @@ ARCHS = {
     "tnl-learned": {"architecture": "tnl", "decay_learnable": True},
     "hybrid8": {"architecture": "hybrid", "softmax_every": 8},
     "hybrid4": {"architecture": "hybrid", "softmax_every": 4},
-    # The 1-in-8 hybrid with LLaMA's query and key norms in its softmax layer: on the
-    # CPU they made the two-layer hybrid learn the passkey rows (docs/QUALITY.md).
+    # The hybrids with LLaMA's query and key norms in their softmax layers: on the CPU
+    # they made the two-layer hybrid learn the passkey rows, on the GPU the 1-in-8
+    # hybrid's passkey and 8K-32K rows (docs/QUALITY.md).
     "hybrid8-qk": {"architecture": "hybrid", "softmax_every": 8, "softmax_qk_norm": True},
+    "hybrid4-qk": {"architecture": "hybrid", "softmax_every": 4, "softmax_qk_norm": True},
     "softmax": {"architecture": "softmax"},
     "llama": {"architecture": "llama"},
 }
@@ -50,6 +52,7 @@ LABELS = {
     "tnl": "TNL (fixed decays)", "tnl-learned": "TNL, learned decays",
     "hybrid8": "hybrid, softmax every 8th layer", "hybrid4": "hybrid, softmax every 4th layer",
     "hybrid8-qk": "hybrid, softmax every 8th layer, QK norm",
+    "hybrid4-qk": "hybrid, softmax every 4th layer, QK norm",
     "softmax": "softmax, TNL backbone (SRMSNorm, SGLU)",
     "llama": "softmax, LLaMA-style (RMSNorm+gain, SwiGLU, QK norm)",
 }
