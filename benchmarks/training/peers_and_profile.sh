@@ -15,8 +15,11 @@
 # $OUT gets peers_and_profile.md (every table) and peers_and_profile.tgz (json rows, logs).
 source benchmarks/common/process_runs.sh /tmp/peers_and_profile
 B="python3 -m benchmarks.training.train_bench --tokens 32768 --remat projections"
-run peers_385m 360 $B --preset tnl-385m --archs tnl,softmax --rows 2048,8192,32768 --anchor fla
-# PEERS_1B=0 leaves part 2 out, PROFILE=0 part 3 (when the device time is short).
+# About 480 s for part 1 (FLA's six rows take about 290 s of it), 170 s for part 2 and
+# 120 s for part 3: more than one call's 600 s, so run it as two calls on one warm
+# machine, `PEERS_1B=0 PROFILE=0 bash ...` then `PEERS_385M=0 bash ...`.
+[ "${PEERS_385M:-1}" = 1 ] && run peers_385m 540 $B --preset tnl-385m --archs tnl,softmax \
+  --rows 2048,8192,32768 --anchor fla
 [ "${PEERS_1B:-1}" = 1 ] && run peers_1b 170 $B --preset tnl-1b --archs tnl --rows 8192 --anchor fla
 [ "${PROFILE:-1}" = 1 ] || SKIP_PROFILE=1
 NO_BUFFERS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer="
