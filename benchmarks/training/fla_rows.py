@@ -58,9 +58,8 @@ def with_mfu(row: dict, preset: str) -> dict:
     row = {**row, "preset": preset, "arch": f"fla {row['model']}"}
     if "tokens_per_s" in row:
         flops = flops_per_token(preset, row["model"], row["rows"])
-        peaks = metrics.device_peaks(row.get("device", ""))
-        mfu = None if peaks is None else row["tokens_per_s"] * flops / peaks.bf16_flops
-        row.update(gflop_per_token=flops / 1e9, mfu=mfu)
+        row.update(gflop_per_token=flops / 1e9, mfu=metrics.mfu(
+            row["tokens_per_s"], flops, 1, device_kind=row.get("device", "")))
     return row
 
 

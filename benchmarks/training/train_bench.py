@@ -219,6 +219,9 @@ def main() -> None:
     if args.anchor_json and not args.from_json:
         parser.error(f"--anchor-json {args.anchor_json}: only with --from-json (the saved "
                      "run of ours to set beside it)")
+    for flag, path in (("--from-json", args.from_json), ("--anchor-json", args.anchor_json)):
+        if path and not os.path.isfile(path):
+            parser.error(f"{flag} {path}: no such file (expected a saved train_bench json)")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     if args.from_json:

@@ -140,3 +140,13 @@ def test_anchor_json_alone_is_an_error(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         train_bench.main()
     assert "--anchor-json fla.json: only with --from-json" in capsys.readouterr().err
+
+
+def test_a_missing_saved_file_is_named(tmp_path, monkeypatch, capsys):
+    from benchmarks.training import train_bench
+    (tmp_path / "ours.json").write_text("[]")
+    monkeypatch.setattr("sys.argv", ["train_bench", "--from-json", str(tmp_path / "ours.json"),
+                                     "--anchor-json", str(tmp_path / "fla.json")])
+    with pytest.raises(SystemExit):
+        train_bench.main()
+    assert f"--anchor-json {tmp_path / 'fla.json'}: no such file" in capsys.readouterr().err

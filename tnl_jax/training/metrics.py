@@ -50,9 +50,16 @@ def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
     return None if peaks is None else peaks.bf16_flops
 
 
-def mfu(tokens_per_s: float, flops_per_token: float, device_count: int) -> float | None:
-    """Model FLOPs utilisation: achieved training FLOP/s over the devices' peak."""
-    peak = peak_flops_per_device()
+def mfu(tokens_per_s: float, flops_per_token: float, device_count: int,
+        device_kind: str | None = None) -> float | None:
+    """Model FLOPs utilisation: achieved training FLOP/s over the devices' peak; the
+    peak of ``device_kind`` if given (a saved row's device, read on another machine),
+    else of this process's device."""
+    if device_kind is None:
+        peak = peak_flops_per_device()
+    else:
+        peaks = device_peaks(device_kind)
+        peak = None if peaks is None else peaks.bf16_flops
     return None if peak is None else tokens_per_s * flops_per_token / (peak * device_count)
 
 
