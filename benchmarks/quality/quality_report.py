@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common.results_io import read_json
-from benchmarks.quality.quality_figures import BASELINE, figure_lines, figures
+from benchmarks.quality.quality_figures import BASELINE, PASSKEY_LENGTH, figure_lines, figures
 from benchmarks.quality.quality_results import RESULT_FILE, bpb, current_passkey, read, window
 from benchmarks.quality.quality_runs import ARCHS, LABELS, Scale, plan
 from tnl_jax.evaluation import bootstrap, documents
@@ -193,6 +193,22 @@ def passkey_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def passkey_depth_lines(results: list[dict], length: int) -> list[str]:
+    """The fine-tuned (``pk``) runs' passkey at ``length`` by the needle's depth: where a
+    model stops finding it (a shallow needle is the farthest from the question)."""
+    cells = {r["run"]: {p["depth"]: p for p in current_passkey(r) if p["length"] == length}
+             for r in results if r.get("phase") == "pk"}
+    cells = {run: by_depth for run, by_depth in cells.items() if by_depth}
+    depths = sorted({d for by_depth in cells.values() for d in by_depth})
+    lines = ["| run | " + " | ".join(f"depth {d:g}" for d in depths) + " |",
+             "|---|" + "---|" * len(depths)]
+    for run, by_depth in sorted(cells.items()):
+        lines.append(f"| {run} | " + " | ".join(
+            f"{by_depth[d]['accuracy']:.2f} ({by_depth[d]['digit_accuracy']:.2f})"
+            if d in by_depth else "-" for d in depths) + " |")
+    return lines
+
+
 def mqar_lines(results: list[dict]) -> list[str]:
     """Recall per setting: in distribution, then (apart) past the training lengths."""
     mqar = [r for r in results if r.get("mqar")]
@@ -222,6 +238,8 @@ def tables(results: list[dict], scale: Scale, chosen: dict[str, float]) -> tuple
          f"{max(scale.windows)}, same targets", context_gain_lines(
              results, min(scale.windows), max(scale.windows))),
         ("Passkey accuracy (all five digits), depths averaged", passkey_lines(results)),
+        (f"Passkey after the fine-tune at {PASSKEY_LENGTH} tokens, by the needle's depth",
+         passkey_depth_lines(results, PASSKEY_LENGTH)),
         ("MQAR recall", mqar_lines(results)),
         ("Figures: issue 27's targets, read off the results", figure_lines(
             results, numbers, scale)),

@@ -103,6 +103,18 @@ def test_passkey_table_leaves_out_cells_of_an_earlier_question():
     assert len(lines) == 4 and lines[3].endswith("main-b, main-c)")
 
 
+def test_passkey_by_depth_shows_the_fine_tuned_runs_at_one_length():
+    cell = lambda depth, accuracy, length=16384: {
+        "length": length, "depth": depth, "rows": 8, "accuracy": accuracy,
+        "digit_accuracy": 0.5 + accuracy / 2, "question": passkey.QUESTION}
+    pk = {"run": "pk-a", "phase": "pk",
+          "passkey": [cell(0.1, 0.0), cell(0.9, 1.0), cell(0.1, 1.0, length=2048)]}
+    main = {"run": "main-a", "phase": "main", "passkey": [cell(0.1, 0.25)]}
+    lines = quality_report.passkey_depth_lines([main, pk], 16384)
+    assert lines == ["| run | depth 0.1 | depth 0.9 |", "|---|---|---|",
+                     "| pk-a | 0.00 (0.50) | 1.00 (1.00) |"]
+
+
 def test_a_run_is_not_started_when_its_history_says_it_would_not_finish(tmp_path):
     from benchmarks.quality import quality_study
 
