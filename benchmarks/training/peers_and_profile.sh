@@ -13,6 +13,9 @@
 #    could not be put to a function of ours (hlo_sources). Its tokens/s is the
 #    profiled process's own (launches not batched), not the default's.
 # $OUT gets peers_and_profile.md (every table) and peers_and_profile.tgz (json rows, logs).
+for switch in PEERS_385M PEERS_1B PROFILE; do  # Each 1 (the default) or 0.
+  case "${!switch:-1}" in 0|1) ;; *) echo "$switch=${!switch}: expected 0 or 1" >&2; exit 2;; esac
+done
 source benchmarks/common/process_runs.sh /tmp/peers_and_profile
 B="python3 -m benchmarks.training.train_bench --tokens 32768 --remat projections"
 # About 480 s for part 1 (FLA's six rows take about 290 s of it), 170 s for part 2 and

@@ -42,12 +42,17 @@ def device_peaks(device_kind: str) -> DevicePeaks | None:
     return None
 
 
+def bf16_peak(device_kind: str) -> float | None:
+    """The table's bf16 peak for ``device_kind``; None for a kind not in it."""
+    peaks = device_peaks(device_kind)
+    return None if peaks is None else peaks.bf16_flops
+
+
 def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
     """The table's bf16 peak for this kind of device; None for a device not in it
     (every CPU), and then no MFU is reported."""
     device = device or jax.devices()[0]
-    peaks = None if device.platform == "cpu" else device_peaks(device.device_kind)
-    return None if peaks is None else peaks.bf16_flops
+    return None if device.platform == "cpu" else bf16_peak(device.device_kind)
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, device_count: int,
@@ -55,11 +60,7 @@ def mfu(tokens_per_s: float, flops_per_token: float, device_count: int,
     """Model FLOPs utilisation: achieved training FLOP/s over the devices' peak; the
     peak of ``device_kind`` if given (a saved row's device, read on another machine),
     else of this process's device."""
-    if device_kind is None:
-        peak = peak_flops_per_device()
-    else:
-        peaks = device_peaks(device_kind)
-        peak = None if peaks is None else peaks.bf16_flops
+    peak = peak_flops_per_device() if device_kind is None else bf16_peak(device_kind)
     return None if peak is None else tokens_per_s * flops_per_token / (peak * device_count)
 
 
