@@ -86,6 +86,11 @@ class ModelConfig:
         None, "fp8: the layers' projections in fp8 with delayed scaling (tnl_jax/model/fp8.py; "
               "XLA's autotuning makes an H100 compile it in ~4 min: keep it with "
               "JAX_COMPILATION_CACHE_DIR); null: in dtype")
+    norm_kernel: str = described(
+        "xla", "how SRMSNorm runs (pre-norms, final norm, the token mixer's output norm "
+               "with its gate): xla, or pallas (fused kernels, pallas_kernels/norms: one "
+               "pass each way; a power-of-two decoder_embed_dim, one device, not llama; "
+               "interpreted off GPU)")
 
     @staticmethod
     def field_problems(fields: dict[str, Any]) -> list[str]:

@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import BACKENDS
+from pallas_kernels.norms import MAX_WIDTH as NORM_KERNEL_MAX_WIDTH
 from tnl_jax.config_keys import nearest
 from tnl_jax.model.fp8 import PROJECTION_DTYPES
+from tnl_jax.model.norms import NORM_KERNELS
 from tnl_jax.model.remat import REMAT_POLICIES
 from tnl_jax.range_checks import INT32_MAX, boolean, integer, is_int, number, one_of
 
@@ -116,6 +118,24 @@ def softmax_offset(offset: Any, every: Any) -> list[str]:
             f"(the softmax layer's place in each group of softmax_every={every}; -1 the last)"]
 
 
+def norm_kernel(cfg: Mapping[str, Any]) -> list[str]:
+    """One of ``NORM_KERNELS``; ``pallas`` only where its kernels serve every SRMSNorm:
+    a power-of-two width that one Triton block holds, and SRMSNorm itself (not the
+    LLaMA-style RMSNorm with a gain). Refused here rather than run on XLA instead."""
+    value, d = cfg["norm_kernel"], cfg["decoder_embed_dim"]
+    found = one_of("norm_kernel", value, NORM_KERNELS, " (how SRMSNorm runs)")
+    if found or value != "pallas":
+        return found
+    if is_int(d) and d >= 1 and (d & (d - 1) or d > NORM_KERNEL_MAX_WIDTH):
+        found.append(f"norm_kernel='pallas' with decoder_embed_dim={d}: its kernels take a "
+                     f"row in one block, expected a power-of-two width <= "
+                     f"{NORM_KERNEL_MAX_WIDTH} (or norm_kernel='xla')")
+    if cfg["architecture"] == "llama":
+        found.append("norm_kernel='pallas' with architecture='llama': the kernels are "
+                     "SRMSNorm's and llama's norms have a gain (expected norm_kernel='xla')")
+    return found
+
+
 def problems(cfg: Mapping[str, Any]) -> list[str]:
     """Every problem of ``cfg`` (``ModelConfig``'s fields by name), each naming its key,
     its value and what is allowed."""
@@ -141,6 +161,7 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     found += remat(cfg["remat"])
     found += one_of("projection_dtype", cfg["projection_dtype"], PROJECTION_DTYPES,
                     " (null: the projections in dtype; fp8: model/fp8.py)")
+    found += norm_kernel(cfg)
     found += integer("scan_unroll", cfg["scan_unroll"], 1, " (layers per iteration of the "
                      "layer scan)")
     found += one_of("layer_loop", cfg["layer_loop"], LAYER_LOOPS, "")

@@ -26,6 +26,8 @@ class DecoderLayer(nnx.Module):
       norm_gain: RMSNorm with a gain for both pre-norms (TNL: SRMSNorm, none).
       mlp_activation: the channel mixer's (``None``: TNL's SGLU; ``"silu"``: SwiGLU).
       projection_dtype: ``"fp8"``: every projection in fp8 (``model/fp8.py``).
+      norm_kernel: SRMSNorm's implementation, ``"xla"`` or ``"pallas"`` (the pre-norms
+        and the linear token mixer's output norm; ``model/norms.py``).
     """
 
     def __init__(self, num_heads: int, in_features: int, mlp_features: int, *,
@@ -35,13 +37,15 @@ class DecoderLayer(nnx.Module):
                  mlp_activation: str | None = None, init_std: float = 0.02,
                  dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
                  backend: str | None = None, chunk_size: int | None = None,
-                 projection_dtype: str | None = None, rngs: nnx.Rngs):
+                 projection_dtype: str | None = None, norm_kernel: str = "xla",
+                 rngs: nnx.Rngs):
         if attention not in ATTENTIONS:
             raise ValueError(f"attention={attention!r}, expected one of {ATTENTIONS}")
         self.softmax = attention == "softmax"
         common = dict(init_std=init_std, dtype=dtype, param_dtype=param_dtype,
                       projection_dtype=projection_dtype, rngs=rngs)
-        norm = lambda: make_norm(norm_gain, in_features, param_dtype=param_dtype, rngs=rngs)
+        norm = lambda: make_norm(norm_gain, in_features, param_dtype=param_dtype,
+                                 kernel=norm_kernel, rngs=rngs)
         self.token_norm = norm()
         if self.softmax:
             if use_lrpe or decay is not None or learn_decay:
@@ -53,7 +57,7 @@ class DecoderLayer(nnx.Module):
                 raise ValueError("qk_norm is of attention='softmax' (TNL normalises its output)")
             self.token_mixer = NormLinearAttention(
                 num_heads, in_features, use_lrpe=use_lrpe, decay=decay, learn_decay=learn_decay,
-                backend=backend, chunk_size=chunk_size, **common)
+                backend=backend, chunk_size=chunk_size, norm_kernel=norm_kernel, **common)
         self.channel_norm = norm()
         self.channel_mixer = SGLU(in_features, mlp_features, activation=mlp_activation, **common)
         self.dtype = jnp.dtype(dtype)

@@ -58,7 +58,8 @@ def layer_arguments(cfg: ModelConfig, kind: str) -> dict[str, Any]:
     """``DecoderLayer``'s keyword arguments for a layer of ``kind`` (but its decay)."""
     args = dict(num_heads=cfg.decoder_attention_heads, in_features=cfg.decoder_embed_dim,
                 mlp_features=cfg.mlp_dim, init_std=cfg.init_std, dtype=cfg.compute_dtype,
-                param_dtype=cfg.weight_dtype, projection_dtype=cfg.projection_dtype)
+                param_dtype=cfg.weight_dtype, projection_dtype=cfg.projection_dtype,
+                norm_kernel=cfg.norm_kernel)
     if cfg.llama_style:
         args.update(norm_gain=True, mlp_activation="silu")
     if kind == "softmax":
@@ -166,7 +167,8 @@ class LanguageModel(nnx.Module):
                        None if kind == "softmax" else decays[start:stop], cfg.remat, rngs,
                        cfg.scan_unroll, cfg.layer_loop)
             for kind, start, stop in self.runs])
-        self.final_norm = make_norm(cfg.llama_style, d, param_dtype=dtype, rngs=rngs)
+        self.final_norm = make_norm(cfg.llama_style, d, param_dtype=dtype,
+                                    kernel=cfg.norm_kernel, rngs=rngs)
         self.lm_head = None if cfg.tie_word_embeddings else create_param(
             rngs.params(), (d, vocab), ("embed", "vocab"), dtype, normal(cfg.init_std))
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(d)

@@ -19,7 +19,7 @@ from flax import nnx
 from pallas_kernels import ShardAxes, lightning_attention, lightning_attention_step
 from tnl_jax.model.fp8 import fp8_scalings, project
 from tnl_jax.model.lrpe import Lrpe
-from tnl_jax.model.norms import srms_norm
+from tnl_jax.model.norms import srms_norm_gate
 from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
 from tnl_jax.model.remat import name_op_inputs, name_op_output, name_projection
@@ -61,6 +61,8 @@ class NormLinearAttention(nnx.Module):
       backend, chunk_size: passed to ``lightning_attention`` (``None``: its choice).
       projection_dtype: ``"fp8"``: the q|k|v, gate and output products in fp8
         (``model/fp8.py``); ``None``: in ``dtype``.
+      norm_kernel: the output norm and gate product by ``"xla"`` or in one ``"pallas"``
+        kernel (``model/norms.py``).
     """
 
     def __init__(self, num_heads: int, in_features: int, *, use_lrpe: bool = False,
@@ -68,7 +70,7 @@ class NormLinearAttention(nnx.Module):
                  init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, backend: str | None = None,
                  chunk_size: int | None = None, projection_dtype: str | None = None,
-                 rngs: nnx.Rngs):
+                 norm_kernel: str = "xla", rngs: nnx.Rngs):
         d = in_features
         if d % num_heads:
             raise ValueError(f"in_features={d} is not divisible by num_heads={num_heads}")
@@ -89,6 +91,7 @@ class NormLinearAttention(nnx.Module):
         self.dtype = jnp.dtype(dtype)
         self.backend = backend
         self.chunk_size = chunk_size
+        self.norm_kernel = norm_kernel
 
     def decay_rates(self) -> jax.Array:
         """The ``(H,)`` float32 decay rates this layer uses now."""
@@ -118,8 +121,8 @@ class NormLinearAttention(nnx.Module):
         return q, k, v, u
 
     def _output(self, o: jax.Array, u: jax.Array) -> jax.Array:
-        o = srms_norm(o.reshape(*o.shape[:-2], -1))
-        return project(o * u, self.out_proj[...], self.fp8_scaling, 2)
+        gated = srms_norm_gate(o.reshape(*o.shape[:-2], -1), u, kernel=self.norm_kernel)
+        return project(gated, self.out_proj[...], self.fp8_scaling, 2)
 
     def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None,
                  positions: jax.Array | None = None, *, return_state: bool = False):
