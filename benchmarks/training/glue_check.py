@@ -11,15 +11,21 @@ each checked against its reference and timed against its baseline, then one tabl
   the default) and all logits at once, with the compiled programs' temporaries. The
   last configuration is ``loss_kernel=fused_xla_grads``'s (the backward in XLA's
   products).
-- ``model.remat=projections_op_out`` and ``model.scan_unroll``: a small TNL (Pallas op,
-  rows of ``--rows`` tokens) whose loss and gradients must equal those of
-  ``projections`` and of the one-layer-per-iteration scan (in float32: see
-  ``check_model_switches``), and the time of its bfloat16 gradient step under each.
+- ``model.norm_kernel=pallas`` (pallas_kernels/norms): SRMSNorm and the token mixer's
+  norm-gate against the ``jnp`` reference, output and gradients, at ``NORM_SHAPES``
+  (the residual stream of tnl-385m's 32K-token step and of a width of 2048, bfloat16;
+  float32 and a ragged row count too), then the forward, and forward with backward,
+  of each against XLA's (the reference, jitted), with the kernels' bytes per ms.
+- ``model.remat=projections_op_out``, ``model.scan_unroll`` and ``model.norm_kernel``:
+  a small TNL (Pallas op, rows of ``--rows`` tokens) whose loss and gradients must
+  equal those of ``projections``, of the one-layer-per-iteration scan and of XLA's
+  norms (in float32: see ``check_model_switches``), and the time of its bfloat16
+  gradient step under each.
 
 The training step itself (tokens/s, memory) is train_bench's, switch by switch:
 ``--remat projections`` against ``--remat projections_op_out``, and ``--set
-model.scan_unroll=N`` / ``--set loss_kernel=fused`` (or ``fused_xla_grads``) against
-none.
+model.scan_unroll=N`` / ``--set loss_kernel=fused`` (or ``fused_xla_grads``) / ``--set
+model.norm_kernel=pallas`` against none.
 """
 from __future__ import annotations
 
@@ -32,8 +38,10 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common.timing import is_out_of_memory, timed_ms
+from pallas_kernels import norms
 from pallas_kernels.cross_entropy import (CrossEntropyConfig, fused_cross_entropy,
                                           reference_cross_entropy)
+from pallas_kernels.norms import reference as norms_reference
 from tnl_jax.model import ModelConfig, create_model
 from tnl_jax.training import losses
 
@@ -141,6 +149,67 @@ def time_fused_loss(rng, tokens: int, width: int, vocab: int, backend: str) -> l
     return rows
 
 
+# (tokens, width, dtypes checked) of the norm kernels' checks; each timed in bfloat16.
+NORM_SHAPES = ((32768, 1024, (jnp.float32, jnp.bfloat16)), (32768, 2048, (jnp.bfloat16,)),
+               (1001, 1024, (jnp.float32, jnp.bfloat16)))  # Ragged: 1001 rows, blocks of 8.
+NORM_SHAPES_INTERPRETED = ((64, 128, (jnp.float32, jnp.bfloat16)),
+                           (37, 64, (jnp.float32, jnp.bfloat16)))
+
+
+def _with_vjp(fn):
+    """``fn(*operands)`` and its gradients for a cotangent given last."""
+    def run(*args):
+        out, vjp = jax.vjp(fn, *args[:-1])
+        return out, vjp(args[-1])
+    return run
+
+
+def _norm_ops(backend: str) -> dict:
+    """Name -> ``(kernel, reference, operands)``."""
+    return {"norm": (functools.partial(norms.srms_norm, backend=backend),
+                     norms_reference.srms_norm, 1),
+            "norm-gate": (functools.partial(norms.srms_norm_gate, backend=backend),
+                          norms_reference.srms_norm_gate, 2)}
+
+
+def _norm_times(kernel, reference, args, operands: int, label: str) -> list[dict]:
+    """Forward, and forward with backward, of the kernels against the reference; the
+    note is the kernels' rate over the bytes they must move (each operand read and each
+    result written once: 1 + operands passes forward, 1 + 2 * operands backward)."""
+    rows = []
+    size = args[0].nbytes
+    for direction, make, passes in (("fwd", lambda f: f, 1 + operands),
+                                    ("fwd+bwd", _with_vjp, 2 + 3 * operands)):
+        inputs = args[:operands] if direction == "fwd" else args
+        base_ms, new_ms = (timed_ms(jax.jit(make(f)), *inputs) for f in (reference, kernel))
+        rows.append(row(f"{label} {direction} pallas vs XLA", base_ms=base_ms, new_ms=new_ms,
+                        note=f"kernels {passes * size / new_ms / 1e9:.2f} TB/s over "
+                             f"{passes} passes"))
+    return rows
+
+
+def check_norm_kernels(rng, backend: str, shapes=NORM_SHAPES, timed: bool = True) -> list[dict]:
+    """The norm kernels (``model.norm_kernel=pallas``) against the ``jnp`` reference,
+    output and gradients of a random cotangent, and (``timed``) their time against
+    XLA's in bfloat16."""
+    rows = []
+    for tokens, width, dtypes in shapes:
+        for name, (kernel, reference, operands) in _norm_ops(backend).items():
+            for dtype in dtypes:
+                args = [jnp.asarray(rng.normal(size=(tokens, width)), dtype)
+                        for _ in range(operands + 1)]
+                out, grads = jax.jit(_with_vjp(kernel))(*args)
+                ref_out, ref_grads = jax.jit(_with_vjp(reference))(*args)
+                err = max(rel_err(out, ref_out),
+                          *(rel_err(g, r) for g, r in zip(grads, ref_grads, strict=True)))
+                label = f"{name} {tokens}x{width} {jnp.dtype(dtype).name}"
+                rows.append(row(f"{label} vs reference", err, TOLERANCE[dtype],
+                                note="output and gradients"))
+                if timed and dtype == jnp.bfloat16:
+                    rows += _norm_times(kernel, reference, args, operands, label)
+    return rows
+
+
 def _model_grad(cfg: ModelConfig, ids):
     """``(value, grads)`` of a mean token loss, jitted, and the params."""
     model = create_model(cfg, nnx.Rngs(0))
@@ -156,8 +225,9 @@ def _model_grad(cfg: ModelConfig, ids):
 
 def check_model_switches(rng, seq: int, width: int, layers: int,
                          backend: str, timed: bool = True) -> list[dict]:
-    """``projections_op_out`` against ``projections``, ``scan_unroll`` against 1: the same
-    loss and gradients, and the gradient step's time.
+    """``projections_op_out`` against ``projections``, ``scan_unroll`` against 1,
+    ``norm_kernel`` pallas against xla: the same loss and gradients, and the gradient
+    step's time.
 
     Equality is checked in float32 at full matmul precision: in bfloat16 the gradient
     of LRPE's ``theta`` is rounding noise (a sum over every token of position-weighted
@@ -175,7 +245,8 @@ def check_model_switches(rng, seq: int, width: int, layers: int,
         ref_value, ref_grads = _model_grad(base.replace(dtype="float32"), ids)[0](params)
     rows = []
     switches = (("remat projections_op_out vs projections", dict(remat="projections_op_out")),
-                ("scan_unroll all vs 1", dict(scan_unroll=base.decoder_layers)))
+                ("scan_unroll all vs 1", dict(scan_unroll=base.decoder_layers)),
+                ("norm_kernel pallas vs xla", dict(norm_kernel="pallas")))
     for label, change in switches:
         with jax.default_matmul_precision("highest"):
             value, grads = _model_grad(base.replace(dtype="float32", **change), ids)[0](params)
@@ -224,6 +295,11 @@ def main() -> None:
     timed = time_fused_loss(rng, args.tokens, args.width, args.vocab, backend)
     print(format_table(timed), flush=True)
     rows += timed
+    norm_rows = check_norm_kernels(
+        rng, backend, NORM_SHAPES_INTERPRETED if args.interpret else NORM_SHAPES,
+        timed=not args.interpret)
+    print(format_table(norm_rows), flush=True)
+    rows += norm_rows
     rows += check_model_switches(rng, args.rows, args.model_width, args.model_layers, backend)
     print("\n" + format_table(rows))
 

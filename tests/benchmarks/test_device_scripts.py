@@ -1,6 +1,6 @@
 """The device scripts' checks run on the CPU before a device call spends its minutes:
-glue_check's model switches (equal in float32) and context_proxy's cases (equal to the
-plain op), at tiny shapes on the ``xla`` backend."""
+glue_check's model switches (equal in float32), its norm kernels' checks (interpreted)
+and context_proxy's cases (equal to the plain op), at tiny shapes on the ``xla`` backend."""
 import argparse
 
 import numpy as np
@@ -13,10 +13,20 @@ def test_glue_check_model_switches_are_equal_in_float32():
     rows = glue_check.check_model_switches(np.random.default_rng(0), seq=128, width=64,
                                            layers=2, backend="xla", timed=False)
     assert [r["check"].split(" (")[0] for r in rows] == [
-        "remat projections_op_out vs projections", "scan_unroll all vs 1"]
+        "remat projections_op_out vs projections", "scan_unroll all vs 1",
+        "norm_kernel pallas vs xla"]
     for r in rows:
         assert r["err"] <= r["tol"] == 1e-4, r
         assert r["base_ms"] is None and r["new_ms"] is None  # Only the equality asked.
+
+
+def test_glue_check_norm_kernels_match_the_reference():
+    rows = glue_check.check_norm_kernels(np.random.default_rng(0), "interpret",
+                                         glue_check.NORM_SHAPES_INTERPRETED[-1:], timed=False)
+    assert [r["check"] for r in rows] == [
+        f"{op} 37x64 {dtype} vs reference" for op in ("norm", "norm-gate")
+        for dtype in ("float32", "bfloat16")]
+    assert all(r["err"] <= r["tol"] for r in rows), rows
 
 
 def test_context_proxy_cases_equal_the_plain_op():
