@@ -15,7 +15,8 @@ each checked against its reference and timed against its baseline, then one tabl
   norm-gate against the ``jnp`` reference, output and gradients, at ``NORM_SHAPES``
   (the residual stream of tnl-385m's 32K-token step and of a width of 2048, bfloat16;
   float32 and a ragged row count too), then the forward, and forward with backward,
-  of each against XLA's (the reference, jitted), with the kernels' bytes per ms.
+  of each against XLA's (the reference, jitted) in a few launches (rows per block,
+  warps), with the kernels' bytes per ms.
 - ``model.remat=projections_op_out``, ``model.scan_unroll`` and ``model.norm_kernel``:
   a small TNL (Pallas op, rows of ``--rows`` tokens) whose loss and gradients must
   equal those of ``projections``, of the one-layer-per-iteration scan and of XLA's
@@ -42,6 +43,7 @@ from pallas_kernels import norms
 from pallas_kernels.cross_entropy import (CrossEntropyConfig, fused_cross_entropy,
                                           reference_cross_entropy)
 from pallas_kernels.norms import reference as norms_reference
+from pallas_kernels.norms.kernels import block_rows_for
 from tnl_jax.model import ModelConfig, create_model
 from tnl_jax.training import losses
 
@@ -172,19 +174,31 @@ def _norm_ops(backend: str) -> dict:
                           norms_reference.srms_norm_gate, 2)}
 
 
+def _norm_configs(width: int) -> dict[str, norms.NormConfig]:
+    """The launches timed (the first the default): half and twice its rows, 4 warps."""
+    rows = block_rows_for(width, 2**20)
+    return {f"{rows} rows": norms.NormConfig(),
+            f"{max(1, rows // 2)} rows": norms.NormConfig(block_rows=max(1, rows // 2)),
+            f"{rows * 2} rows": norms.NormConfig(block_rows=rows * 2),
+            f"{rows} rows, 4 warps": norms.NormConfig(num_warps=4)}
+
+
 def _norm_times(kernel, reference, args, operands: int, label: str) -> list[dict]:
-    """Forward, and forward with backward, of the kernels against the reference; the
-    note is the kernels' rate over the bytes they must move (each operand read and each
-    result written once: 1 + operands passes forward, 1 + 2 * operands backward)."""
+    """Forward, and forward with backward, of the kernels (each launch of
+    ``_norm_configs``) against the reference; the note is the kernels' rate over the
+    bytes they must move (each operand read and each result written once: 1 +
+    operands passes forward, 1 + 2 * operands backward)."""
     rows = []
     size = args[0].nbytes
     for direction, make, passes in (("fwd", lambda f: f, 1 + operands),
                                     ("fwd+bwd", _with_vjp, 2 + 3 * operands)):
         inputs = args[:operands] if direction == "fwd" else args
-        base_ms, new_ms = (timed_ms(jax.jit(make(f)), *inputs) for f in (reference, kernel))
-        rows.append(row(f"{label} {direction} pallas vs XLA", base_ms=base_ms, new_ms=new_ms,
-                        note=f"kernels {passes * size / new_ms / 1e9:.2f} TB/s over "
-                             f"{passes} passes"))
+        base_ms = timed_ms(jax.jit(make(reference)), *inputs)
+        for name, config in _norm_configs(args[0].shape[-1]).items():
+            new_ms = timed_ms(jax.jit(make(functools.partial(kernel, config=config))), *inputs)
+            rows.append(row(f"{label} {direction} pallas ({name}) vs XLA", base_ms=base_ms,
+                            new_ms=new_ms, note=f"kernels {passes * size / new_ms / 1e9:.2f} "
+                                                f"TB/s over {passes} passes"))
     return rows
 
 
