@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +50,7 @@ from tnl_jax.training import losses
 
 TOLERANCE = {jnp.float32: 1e-4, jnp.bfloat16: 1e-2}
 MIB = 2**20
+PARTS = ("loss_kernel", "norm_kernel", "model_switches")  # What --only can name.
 
 
 def rel_err(out, ref) -> float:
@@ -299,23 +301,42 @@ def main() -> None:
     parser.add_argument("--model-layers", type=int, default=8)
     parser.add_argument("--interpret", action="store_true",
                         help="the kernels interpreted (a dry run on CPU, with small sizes)")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts to run, of {', '.join(PARTS)}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="a folder for glue_check.md (the final table)")
     args = parser.parse_args()
+    parts = [p for p in args.only.split(",") if p]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        parser.error(f"--only {args.only!r}: expected comma-separated parts of "
+                     f"{', '.join(PARTS)}")
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
     rng = np.random.default_rng(0)
     backend = "interpret" if args.interpret else "pallas"
-    small = dict(tokens=100, width=40, vocab=300) if args.interpret else {}
-    rows = check_fused_loss(rng, backend, **small)
-    print(format_table(rows), flush=True)
-    timed = time_fused_loss(rng, args.tokens, args.width, args.vocab, backend)
-    print(format_table(timed), flush=True)
-    rows += timed
-    norm_rows = check_norm_kernels(
-        rng, backend, NORM_SHAPES_INTERPRETED if args.interpret else NORM_SHAPES,
-        timed=not args.interpret)
-    print(format_table(norm_rows), flush=True)
-    rows += norm_rows
-    rows += check_model_switches(rng, args.rows, args.model_width, args.model_layers, backend)
-    print("\n" + format_table(rows))
+    rows = []
+    if "loss_kernel" in parts:
+        small = dict(tokens=100, width=40, vocab=300) if args.interpret else {}
+        rows += check_fused_loss(rng, backend, **small)
+        print(format_table(rows), flush=True)
+        timed = time_fused_loss(rng, args.tokens, args.width, args.vocab, backend)
+        print(format_table(timed), flush=True)
+        rows += timed
+    if "norm_kernel" in parts:
+        norm_rows = check_norm_kernels(
+            rng, backend, NORM_SHAPES_INTERPRETED if args.interpret else NORM_SHAPES,
+            timed=not args.interpret)
+        print(format_table(norm_rows), flush=True)
+        rows += norm_rows
+    if "model_switches" in parts:
+        rows += check_model_switches(rng, args.rows, args.model_width, args.model_layers,
+                                     backend)
+    table = format_table(rows)
+    print("\n" + table)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "glue_check.md").write_text(
+            f"{jax.devices()[0].device_kind}, jax {jax.__version__}\n\n{table}\n")
 
 
 if __name__ == "__main__":

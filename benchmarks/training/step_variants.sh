@@ -1,30 +1,41 @@
 # One device call, alone on the GPU (timings shared with another process are not
 # trusted): the training step's switches one process each, then one table.
 #
-#   bash benchmarks/training/step_variants.sh
+#   VARIANTS=layer_loop bash benchmarks/training/step_variants.sh   # about 560 s
+#   VARIANTS=norm bash benchmarks/training/step_variants.sh         # about 400 s
 #
-# tnl-385m 4 x 8K (remat projections): the loss kernels, one process each, every one
-# twice in alternation (a gain is checked twice; chunked once):
-# - auto (the default: grads_in_forward, the chunked loss's chunks with the gradient
-#   made in the forward; 1.046x and 1.043x fused_xla_grads in 2026-12-06's sixth
-#   session);
-# - fused_xla_grads (the fused Pallas forward, its backward in XLA; the default before);
-# - chunked (the loss differentiated by JAX).
-# Measured before and not repeated here (benchmarks/RESULTS.md): scan_unroll=2
-# (0.949x), remat projections_op_out (1.003x), XLA's dynamic-slice fusion (1.004x,
-# 0.997x), fp8 without autotuning, model.layer_loop=python (not compiled in 150 s).
+# tnl-385m 4 x 8K (remat projections), against the default step in the same call:
+# - layer_loop: model.layer_loop=python, the layers one by one instead of the scan
+#   (no stacked copies of weights and residuals; 192 kernel custom calls instead of
+#   16, so a long compile: not compiled in 150 s on the GPU, 45 s of JAX's own
+#   tracing and lowering on the CPU), once, with 450 s for it;
+# - norm: model.norm_kernel=pallas, the SRMSNorms and the output's norm-and-gate in
+#   fused Pallas kernels (pallas_kernels/norms), each twice in alternation with the
+#   default (a gain is checked twice), after glue_check's kernel-level rows.
+# Measured before (benchmarks/RESULTS.md): the loss kernels (sixth and seventh
+# sessions), scan_unroll=2 (0.949x), remat projections_op_out (1.003x), XLA's
+# dynamic-slice fusion (1.004x, 0.997x), fp8 without autotuning.
 # $OUT gets step_variants.md (every table) and step_variants.tgz (the json rows, logs).
+case "$VARIANTS" in
+  layer_loop|norm) ;;
+  *) echo "VARIANTS=$VARIANTS: expected layer_loop or norm" >&2; exit 2 ;;
+esac
 source benchmarks/common/process_runs.sh /tmp/step_variants
 B="python3 -m benchmarks.training.train_bench --preset tnl-385m --archs tnl --rows 8192"
 B="$B --tokens 32768 --remat projections --warmup 2 --steps 10"
-for round in 1 2; do
-  run auto_$round 100 $B
-  run fused_xla_grads_$round 100 $B --set loss_kernel=fused_xla_grads
-  [ $round = 1 ] && run chunked_$round 100 $B --set loss_kernel=chunked
-done
+if [ "$VARIANTS" = layer_loop ]; then
+  run default 100 $B
+  run layer_loop_python 450 $B --set model.layer_loop=python
+else
+  run glue_norm 120 python3 -m benchmarks.training.glue_check --only norm_kernel
+  for round in 1 2; do
+    run default_$round 100 $B
+    run norm_pallas_$round 100 $B --set model.norm_kernel=pallas
+  done
+fi
 {
   cat $work/device.txt $work/seconds.txt
-  for f in $work/*/*.md; do echo; echo "## $f"; cat $f; done
+  for f in $work/*/*.md $work/*.log; do echo; echo "## $f"; tail -n 40 $f; done
 } > $OUT/step_variants.md
 tar czf $OUT/step_variants.tgz -C $work --exclude='*.png' .
-cat $OUT/step_variants.md
+cat $work/seconds.txt; for f in $work/*/*.md; do cat $f; done

@@ -4,6 +4,7 @@ and context_proxy's cases (equal to the plain op), at tiny shapes on the ``xla``
 import argparse
 
 import numpy as np
+import pytest
 
 from benchmarks.scaling import context_proxy
 from benchmarks.training import glue_check
@@ -38,3 +39,22 @@ def test_context_proxy_cases_equal_the_plain_op():
     assert all(r["rel_err_vs_plain"] <= 1e-5 for r in rows[:3])
     assert all(r["fwd_bwd_ms"] > 0 and r["kernel_ms"] is None for r in rows)
     assert "| lasp2 |" in context_proxy.proxy_table(rows, args)
+
+
+def test_glue_check_only_runs_the_named_part_and_writes_its_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(glue_check, "NORM_SHAPES_INTERPRETED",
+                        glue_check.NORM_SHAPES_INTERPRETED[-1:])
+    monkeypatch.setattr("sys.argv", ["glue_check", "--interpret", "--only", "norm_kernel",
+                                     "--out", str(tmp_path)])
+    glue_check.main()
+    table = (tmp_path / "glue_check.md").read_text()
+    assert "norm-gate 37x64 bfloat16 vs reference" in table
+    assert "fused" not in table and "remat" not in table  # The other parts did not run.
+
+
+def test_glue_check_only_names_the_parts_it_knows(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["glue_check", "--only", "norm"])
+    with pytest.raises(SystemExit):
+        glue_check.main()
+    assert "--only 'norm': expected comma-separated parts of loss_kernel, norm_kernel" in (
+        capsys.readouterr().err)
