@@ -3,6 +3,7 @@
 #
 #   VARIANTS=layer_loop bash benchmarks/training/step_variants.sh   # about 560 s
 #   VARIANTS=norm bash benchmarks/training/step_variants.sh         # about 400 s
+#   ROUNDS=1 VARIANTS=norm bash benchmarks/training/step_variants.sh  # about 260 s
 #
 # tnl-385m 4 x 8K (remat projections), against the default step in the same call:
 # - layer_loop: model.layer_loop=python, the layers one by one instead of the scan
@@ -10,8 +11,9 @@
 #   16, so a long compile: not compiled in 150 s on the GPU, 45 s of JAX's own
 #   tracing and lowering on the CPU), once, with 450 s for it;
 # - norm: model.norm_kernel=pallas, the SRMSNorms and the output's norm-and-gate in
-#   fused Pallas kernels (pallas_kernels/norms), each twice in alternation with the
-#   default (a gain is checked twice), after glue_check's kernel-level rows.
+#   fused Pallas kernels (pallas_kernels/norms), each ROUNDS times (default 2) in
+#   alternation with the default (a gain is checked twice), after glue_check's
+#   kernel-level rows.
 # Measured before (benchmarks/RESULTS.md): the loss kernels (sixth and seventh
 # sessions), scan_unroll=2 (0.949x), remat projections_op_out (1.003x), XLA's
 # dynamic-slice fusion (1.004x, 0.997x), fp8 without autotuning.
@@ -20,6 +22,11 @@ case "$VARIANTS" in
   layer_loop|norm) ;;
   *) echo "VARIANTS=$VARIANTS: expected layer_loop or norm" >&2; exit 2 ;;
 esac
+case "${ROUNDS:=2}" in
+  1|2|3) ;;
+  *) echo "ROUNDS=$ROUNDS: expected 1, 2 or 3" >&2; exit 2 ;;
+esac
+rm -rf /tmp/step_variants  # A warm machine may hold an earlier call's rows.
 source benchmarks/common/process_runs.sh /tmp/step_variants
 B="python3 -m benchmarks.training.train_bench --preset tnl-385m --archs tnl --rows 8192"
 B="$B --tokens 32768 --remat projections --warmup 2 --steps 10"
@@ -28,7 +35,7 @@ if [ "$VARIANTS" = layer_loop ]; then
   run layer_loop_python 450 $B --set model.layer_loop=python
 else
   run glue_norm 120 python3 -m benchmarks.training.glue_check --only norm_kernel
-  for round in 1 2; do
+  for round in $(seq $ROUNDS); do
     run default_$round 100 $B
     run norm_pallas_$round 100 $B --set model.norm_kernel=pallas
   done
