@@ -303,6 +303,8 @@ def main() -> None:
                         help="the kernels interpreted (a dry run on CPU, with small sizes)")
     parser.add_argument("--only", default=",".join(PARTS),
                         help=f"comma-separated parts to run, of {', '.join(PARTS)}")
+    parser.add_argument("--untimed", action="store_true",
+                        help="the norm kernels' checks without their timings (the GPU shared)")
     parser.add_argument("--out", type=Path, default=None,
                         help="a folder for glue_check.md (the final table)")
     args = parser.parse_args()
@@ -325,7 +327,7 @@ def main() -> None:
     if "norm_kernel" in parts:
         norm_rows = check_norm_kernels(
             rng, backend, NORM_SHAPES_INTERPRETED if args.interpret else NORM_SHAPES,
-            timed=not args.interpret)
+            timed=not (args.interpret or args.untimed))
         print(format_table(norm_rows), flush=True)
         rows += norm_rows
     if "model_switches" in parts:
