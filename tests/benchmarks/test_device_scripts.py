@@ -1,7 +1,11 @@
 """The device scripts' checks run on the CPU before a device call spends its minutes:
-glue_check's model switches (equal in float32), its norm kernels' checks (interpreted)
-and context_proxy's cases (equal to the plain op), at tiny shapes on the ``xla`` backend."""
+glue_check's model switches (equal in float32), its norm kernels' checks (interpreted),
+its ``--only``, and context_proxy's cases (equal to the plain op), at tiny shapes on
+the ``xla`` backend; the shell scripts refuse a bad switch before setting anything up."""
 import argparse
+import os
+import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -58,3 +62,17 @@ def test_glue_check_only_names_the_parts_it_knows(monkeypatch, capsys):
         glue_check.main()
     assert "--only 'norm': expected comma-separated parts of loss_kernel, norm_kernel" in (
         capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("script, env, says", [
+    ("step_variants.sh", {"VARIANTS": "norms"}, "VARIANTS=norms: expected layer_loop or norm"),
+    ("step_variants.sh", {"VARIANTS": "norm", "ROUNDS": "two"},
+     "ROUNDS=two: expected 1, 2 or 3"),
+    ("peers_and_profile.sh", {"PEERS_1B": "yes"}, "PEERS_1B=yes: expected 0 or 1"),
+])
+def test_device_scripts_refuse_a_bad_switch_before_the_device_is_set_up(script, env, says):
+    root = pathlib.Path(__file__).parents[2]
+    result = subprocess.run(["bash", f"benchmarks/training/{script}"], capture_output=True,
+                            text=True, env={**os.environ, **env}, cwd=root, timeout=60)
+    assert result.returncode == 2 and says in result.stderr, result
+    assert result.stdout == ""  # Nothing installed, nothing run.
