@@ -2,6 +2,11 @@
 each checked against its reference and timed against its baseline, then one table.
 
     python -m benchmarks.training.glue_check [--tokens 32768 --width 1024 --vocab 64000]
+        [--only loss_kernel,norm_kernel,model_switches] [--untimed] [--out DIR]
+
+``--only`` runs the parts named (the three below, by default all); ``--untimed`` checks
+the norm kernels without timing them (a GPU shared with another process); ``--out``
+writes the final table to ``DIR/glue_check.md``.
 
 - ``loss_kernel=fused`` (pallas_kernels/cross_entropy): losses, hits, dh and dw of a
   small ragged problem (an ignored target) against the naive reference in float32 and
