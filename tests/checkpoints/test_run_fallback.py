@@ -1,9 +1,7 @@
 """A run whose newest checkpoint lost files (its ``state/``, a tensor directory, its
 ``config/``): ``load_model``, ``init_from`` and ``tnl-generate`` read the newest intact
 checkpoint and say so, as resuming does; with none intact, an error names the run."""
-import gc
 import shutil
-import time
 
 import jax
 import numpy as np
@@ -21,29 +19,6 @@ from tnl_jax.training import loop, sharding
 
 LOST = {"state": "state", "tensors": "state/ocdbt.process_0", "config": "config"}
 FELL_BACK = r"checkpoint at step 4 in .*checkpoints cannot be restored: .*; using step 2 instead"
-# Orbax 0.12.8 closes its event loop as soon as one read of a damaged checkpoint fails
-# (asyncio_utils._run_sync_via_new_loop), while tensorstore's other reads are in
-# flight; their callbacks then meet a closed loop ("Event loop is closed", printed as
-# unraisable exceptions). The fallback itself is what these tests check.
-# The fixture collects those leftovers inside the test that made them, where the
-# mark applies, rather than at some later test's end.
-
-
-@pytest.fixture
-def orbax_leftovers_collected():
-    yield
-    time.sleep(0.2)  # Tensorstore's reads in flight finish.
-    gc.collect()
-
-
-def orbax_closed_loop(test):
-    """A test that makes Orbax read a damaged checkpoint: its leftovers are collected
-    at its end, and only there ignored."""
-    test = pytest.mark.usefixtures("orbax_leftovers_collected")(test)
-    test = pytest.mark.filterwarnings(  # Its reads that never ran, collected.
-        "ignore:coroutine '_read_array_index_and_device_put' was never awaited")(test)
-    return pytest.mark.filterwarnings(
-        "ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning")(test)
 
 
 def saved_params(run, step):
@@ -67,7 +42,6 @@ def assert_params_of_step(params, run, step):
         np.testing.assert_array_equal(a, b)
 
 
-@orbax_closed_loop
 @pytest.mark.parametrize("lost", sorted(LOST))
 def test_load_model_reads_the_newest_intact_checkpoint(tiny_run, tmp_path, lost):
     run = damaged_copy(tiny_run, tmp_path, lost)
@@ -78,7 +52,6 @@ def test_load_model_reads_the_newest_intact_checkpoint(tiny_run, tmp_path, lost)
         jax.tree.leaves(saved_params(tiny_run.dir, 4)), jax.tree.leaves(saved_params(run, 2))))
 
 
-@orbax_closed_loop
 def test_init_from_and_generate_read_the_newest_intact_checkpoint(tiny_run, tmp_path, capsys):
     run = damaged_copy(tiny_run, tmp_path, "tensors")
     cfg = tiny_config(tmp_path / "new", f"init_from={run}")
