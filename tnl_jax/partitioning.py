@@ -134,3 +134,13 @@ def shard_counts(logical: Logical, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (1,) * len(shape)
     mesh = jax.sharding.get_abstract_mesh()
     return tuple(math.prod(mesh.shape[a] for a in dim) for dim in axes)
+
+
+def require_one_device(setting: str, instead: str) -> None:
+    """A ``ValueError`` while tracing when the current mesh has more than one device:
+    for a ``setting`` that runs Pallas kernels on whole arrays (opaque to XLA's
+    partitioner, which would gather every operand); ``instead`` names what to use."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.size > 1:
+        raise ValueError(f"{setting} runs on one device, and the mesh {dict(mesh.shape)} "
+                         f"has more: use {instead}")

@@ -14,6 +14,7 @@ from flax import nnx
 
 from pallas_kernels import norms as fused_norms
 from tnl_jax.model.params import create_param
+from tnl_jax.partitioning import require_one_device
 
 SRMS_EPS = 1e-6
 NORM_KERNELS = ("xla", "pallas")
@@ -21,15 +22,11 @@ NORM_KERNELS = ("xla", "pallas")
 
 def _pallas_backend(kernel: str) -> str:
     """The kernels' backend here: ``pallas`` on a GPU, else ``interpret`` (the platform
-    test of lightning attention's default backend); on one device only (a Pallas call
-    is opaque to XLA's partitioner, which would gather its operands: losses.py's
-    fused loss refuses a mesh the same way)."""
+    test of lightning attention's default backend); on one device only, as the fused
+    loss (``partitioning.require_one_device``)."""
     if kernel not in NORM_KERNELS:
         raise ValueError(f"norm_kernel={kernel!r}: expected one of {NORM_KERNELS}")
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.size > 1:
-        raise ValueError(f"norm_kernel={kernel!r} runs on one device, and the mesh "
-                         f"{dict(mesh.shape)} has more: use norm_kernel='xla'")
+    require_one_device(f"norm_kernel={kernel!r}", "norm_kernel='xla'")
     return "pallas" if jax.default_backend() == "gpu" else "interpret"
 
 

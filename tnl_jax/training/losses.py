@@ -53,7 +53,7 @@ import optax
 from pallas_kernels.cross_entropy import CrossEntropyConfig, fused_cross_entropy
 from tnl_jax.model.head_matmul import head_matmul
 from tnl_jax.model.language_model import LOGITS
-from tnl_jax.partitioning import ACTIVATION, constrain, shard_counts
+from tnl_jax.partitioning import ACTIVATION, constrain, require_one_device, shard_counts
 
 AUTO = -1  # ``loss_chunk_tokens``: chunked only where the whole logits would be large.
 UNCHUNKED = 0
@@ -118,10 +118,7 @@ def fused_token_cross_entropy(head_fn: HeadFn, hidden: jax.Array, targets: jax.A
         raise ValueError(f"loss_kernel={kernel!r} runs Triton kernels on a GPU, and this "
                          f"platform is {jax.default_backend()!r}: use 'chunked' or "
                          "'fused_interpret'")
-    if jax.sharding.get_abstract_mesh().size > 1:
-        raise ValueError(f"loss_kernel={kernel!r} runs on one device, and the mesh "
-                         f"{dict(jax.sharding.get_abstract_mesh().shape)} has more: use "
-                         "'chunked'")
+    require_one_device(f"loss_kernel={kernel!r}", "'chunked'")
     if hidden.ndim != 3 or targets.shape != hidden.shape[:2]:
         raise ValueError(f"hidden has shape {hidden.shape} and targets {targets.shape}: "
                          "expected (B, T, d) and (B, T)")
