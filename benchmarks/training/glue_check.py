@@ -244,6 +244,13 @@ def _model_grad(cfg: ModelConfig, ids):
     return jax.jit(jax.value_and_grad(loss)), params
 
 
+# Each switch against the default, as (label, ModelConfig changes); "layers" stands for
+# the model's depth.
+MODEL_SWITCHES = (("remat projections_op_out vs projections", dict(remat="projections_op_out")),
+                  ("scan_unroll all vs 1", dict(scan_unroll="layers")),
+                  ("norm_kernel pallas vs xla", dict(norm_kernel="pallas")))
+
+
 def check_model_switches(rng, seq: int, width: int, layers: int,
                          backend: str, timed: bool = True) -> list[dict]:
     """``projections_op_out`` against ``projections``, ``scan_unroll`` against 1,
@@ -265,10 +272,8 @@ def check_model_switches(rng, seq: int, width: int, layers: int,
     with jax.default_matmul_precision("highest"):
         ref_value, ref_grads = _model_grad(base.replace(dtype="float32"), ids)[0](params)
     rows = []
-    switches = (("remat projections_op_out vs projections", dict(remat="projections_op_out")),
-                ("scan_unroll all vs 1", dict(scan_unroll=base.decoder_layers)),
-                ("norm_kernel pallas vs xla", dict(norm_kernel="pallas")))
-    for label, change in switches:
+    for label, change in MODEL_SWITCHES:
+        change = {k: (layers if v == "layers" else v) for k, v in change.items()}
         with jax.default_matmul_precision("highest"):
             value, grads = _model_grad(base.replace(dtype="float32", **change), ids)[0](params)
         pairs = zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True)
