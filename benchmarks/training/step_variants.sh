@@ -42,7 +42,8 @@ else
 fi
 {
   cat $work/device.txt $work/seconds.txt
-  for f in $work/*/*.md $work/*.log; do echo; echo "## $f"; tail -n 40 $f; done
+  for f in $work/*/*.md; do echo; echo "## $f"; cat $f; done  # Tables whole,
+  for f in $work/*.log; do echo; echo "## $f"; tail -n 40 $f; done  # logs' ends.
 } > $OUT/step_variants.md
 tar czf $OUT/step_variants.tgz -C $work --exclude='*.png' .
 cat $work/seconds.txt; for f in $work/*/*.md; do cat $f; done
