@@ -12,9 +12,9 @@ four phases, each a list of runs:
 - ``ext``: each main run of seed 0 trained on for ``ext_tokens`` at 16K rows (from its
   weights, a fresh optimizer with the same warmup): the long-context rows, the same
   extension for every architecture;
-- ``pk``: an extension at 16K rows for ``pk_tokens``, of the main run of seed
-  ``pk_seed`` (2: it rides with the seed-2 main runs still to train; a main run's
-  checkpoint stays on the device that trained it), with ``pk_rows`` of its
+- ``pk``: an extension at 16K rows for ``pk_tokens``, of the main run of each seed of
+  ``pk_seeds`` (2, first: it rode with the seed-2 main runs; 0, the second seed that
+  checks a met figure; a main run's checkpoint stays on the device that trained it), with ``pk_rows`` of its
   rows passkey examples made from the training files (``tnl_jax/data/passkey.py``):
   the passkey fine-tune, since models of this size trained on text alone do not
   retrieve the passkey at all;
@@ -63,7 +63,7 @@ MQAR_ARCHS = {  # Two layers: the hybrid is one lightning layer, then one softma
 }
 LONG_FILE_BYTES = 16384  # Held out: stdlib files of at least 16 KB (long documents).
 PHASES = ("sweep", "main", "ext", "pk", "mqar")
-EXTENSIONS = ("ext", "pk")  # Phases that start from a main run (Scale.extension_seed's),
+EXTENSIONS = ("ext", "pk")  # Phases that start from a main run (Scale.extension_seeds'),
 # at ext_rows.
 
 
@@ -87,7 +87,7 @@ class Scale:
     # examples (25M at 1/2, 8,000 examples, taught no model: docs/QUALITY.md).
     pk_tokens: float = 100e6
     pk_rows: float = 0.75  # Share of a pk run's rows that are passkey examples.
-    pk_seed: int = 2  # The main run a pk run extends.
+    pk_seeds: tuple[int, ...] = (2, 0)  # The main runs pk runs extend, in order.
     warmup_steps: int = 100  # Fixed in steps, the same for every run of a phase.
     dtype: str = "bfloat16"
     evals: int = 10  # Held-out evaluations per run (the curves), each of the whole set.
@@ -114,9 +114,9 @@ class Scale:
     def steps(self, tokens: float) -> int:
         return max(1, round(tokens / self.batch_tokens))
 
-    def extension_seed(self, phase: str) -> int:
-        """The seed of the main run an extension of ``phase`` starts from."""
-        return self.pk_seed if phase == "pk" else 0
+    def extension_seeds(self, phase: str) -> tuple[int, ...]:
+        """The seeds of the main runs an extension of ``phase`` starts from."""
+        return self.pk_seeds if phase == "pk" else (0,)
 
     def phase_tokens(self, phase: str) -> float:
         """Training tokens of a run of ``phase`` (an LM phase)."""
@@ -154,20 +154,20 @@ def main_runs(scale: Scale, chosen: dict[str, float]) -> list[Run]:
 
 def ext_runs(scale: Scale, chosen: dict[str, float], phase: str = "ext") -> list[Run]:
     """The extensions of ``phase`` (of ``EXTENSIONS``), one per architecture."""
-    return [Run(phase, arch, chosen[arch], scale.extension_seed(phase))
+    return [Run(phase, arch, chosen[arch], seed) for seed in scale.extension_seeds(phase)
             for arch in scale.archs if arch in chosen]
 
 
 def main_and_ext_runs(scale: Scale, chosen: dict[str, float],
                       extensions: tuple[str, ...] = ("ext",)) -> list[Run]:
     """Main runs, each followed at once by its extensions (``ext`` after seed 0, ``pk``
-    after ``pk_seed``): an extension starts from that run's checkpoint, which stays on
+    after each of ``pk_seeds``): an extension starts from that run's checkpoint, which stays on
     the machine that trained it (checkpoints do not come back from a device call)."""
     ordered = []
     for run in main_runs(scale, chosen):
         ordered.append(run)
         ordered += [Run(phase, run.arch, run.lr, run.seed) for phase in extensions
-                    if scale.extension_seed(phase) == run.seed]
+                    if run.seed in scale.extension_seeds(phase)]
     return ordered
 
 

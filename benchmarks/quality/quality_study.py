@@ -54,7 +54,7 @@ from tnl_jax.training.loop import main as train  # noqa: E402
 SMOKE = Scale(width=32, layers=2, heads=2, glu_dim=64, archs=("tnl", "llama"),
               batch_tokens=4 * 256, rows=256, lrs=(3e-3,), sweep_tokens=4 * 4 * 256,
               tokens=4 * 4 * 256, seeds=(0,), ext_rows=512, ext_tokens=2 * 4 * 256,
-              pk_tokens=2 * 4 * 256, pk_seed=0,
+              pk_tokens=2 * 4 * 256, pk_seeds=(0,),
               warmup_steps=2, dtype="float32", evals=2, eval_fraction=0.03,
               mqar_archs=("tnl", "hybrid"), mqar_width=64, mqar_rows=127, mqar_batch=4,
               mqar_steps=4, mqar_lrs=(3e-3,), windows=(256, 512), passkey_lengths=(512,),

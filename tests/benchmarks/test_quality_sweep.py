@@ -1,5 +1,6 @@
 """The quality study's choice of learning rate: the lowest validation bits per byte,
 never at the edge of the rates tried (the grid extends), failed runs never kept."""
+import dataclasses
 import json
 import math
 
@@ -73,7 +74,7 @@ def test_each_extension_follows_its_source_run_and_waits_for_its_checkpoint(tmp_
 
 def test_the_passkey_fine_tune_is_the_extension_with_passkey_rows(tmp_path):
     from benchmarks.quality import quality_study
-    scale = Scale(archs=("tnl", "hybrid8"), seeds=(0, 1), pk_seed=1)
+    scale = Scale(archs=("tnl", "hybrid8"), seeds=(0, 1), pk_seeds=(1,))
     assert quality_study.study_phases(["main", "ext", "pk"]) == ["main+ext+pk"]
     assert quality_study.study_phases(["pk"]) == ["pk"]
     chosen = {"tnl": 2e-3, "hybrid8": 2e-3}
@@ -82,6 +83,12 @@ def test_the_passkey_fine_tune_is_the_extension_with_passkey_rows(tmp_path):
                        "ext-hybrid8-lr0.002-s0", "main-tnl-lr0.002-s1", "pk-tnl-lr0.002-s1",
                        "main-hybrid8-lr0.002-s1", "pk-hybrid8-lr0.002-s1"]  # pk: seed 1's.
     assert quality_runs.ext_runs(scale, chosen, "pk")[0] == Run("pk", "tnl", 2e-3, 1)
+    two = dataclasses.replace(scale, pk_seeds=(1, 0))  # A second seed checks the first.
+    assert [r.name for r in quality_runs.ext_runs(two, chosen, "pk")] == [
+        "pk-tnl-lr0.002-s1", "pk-hybrid8-lr0.002-s1", "pk-tnl-lr0.002-s0",
+        "pk-hybrid8-lr0.002-s0"]
+    assert [r.name for r in quality_runs.main_and_ext_runs(two, chosen, ("pk",))][:3] == [
+        "main-tnl-lr0.002-s0", "pk-tnl-lr0.002-s0", "main-hybrid8-lr0.002-s0"]
     ext = quality_runs.overrides(Run("ext", "hybrid8", 2e-3, 1), scale, 1408, tmp_path)
     pk = quality_runs.overrides(Run("pk", "hybrid8", 2e-3, 1), scale, 1408, tmp_path)
     steps = scale.steps(scale.pk_tokens)  # Longer than the text-only extension.
