@@ -4,23 +4,30 @@
 #   VARIANTS=layer_loop bash benchmarks/training/step_variants.sh   # about 560 s
 #   VARIANTS=norm bash benchmarks/training/step_variants.sh         # about 400 s
 #   ROUNDS=1 VARIANTS=norm bash benchmarks/training/step_variants.sh  # about 260 s
+#   ROUNDS=1 VARIANTS=xla_flags bash benchmarks/training/step_variants.sh  # about 170 s
 #
 # tnl-385m 4 x 8K (remat projections), against the default step in the same call:
 # - layer_loop: model.layer_loop=python, the layers one by one instead of the scan
 #   (no stacked copies of weights and residuals; 192 kernel custom calls instead of
-#   16, so a long compile: not compiled in 150 s on the GPU, 45 s of JAX's own
-#   tracing and lowering on the CPU), once, with 450 s for it;
+#   16, so a long compile: not compiled in 150 s on the GPU, where JAX's own tracing
+#   and lowering for CUDA take 7 s on the CPU against the scan's 1 s: the rest is
+#   XLA's), once, with 450 s for it;
 # - norm: model.norm_kernel=pallas, the SRMSNorms and the output's norm-and-gate in
 #   fused Pallas kernels (pallas_kernels/norms), each ROUNDS times (default 2) in
 #   alternation with the default (a gain is checked twice), after glue_check's
 #   kernel-level rows.
+# - xla_flags: XLA's own switches for one GPU, each ROUNDS times in alternation with the
+#   default, each process with its XLA_FLAGS: cuBLAS for every product
+#   (--xla_gpu_enable_triton_gemm=false; decoding's 1.08-1.12x from 8 rows, 2026-12-01),
+#   no CUDA graphs (--xla_gpu_enable_command_buffer=), the latency-hiding scheduler.
 # Measured before (benchmarks/RESULTS.md): the loss kernels (sixth and seventh
 # sessions), scan_unroll=2 (0.949x), remat projections_op_out (1.003x), XLA's
-# dynamic-slice fusion (1.004x, 0.997x), fp8 without autotuning.
+# dynamic-slice fusion (1.004x, 0.997x), fp8 without autotuning, the fused norms
+# (1.001x, eleventh session).
 # $OUT gets step_variants.md (every table) and step_variants.tgz (the json rows, logs).
 case "$VARIANTS" in
-  layer_loop|norm) ;;
-  *) echo "VARIANTS=$VARIANTS: expected layer_loop or norm" >&2; exit 2 ;;
+  layer_loop|norm|xla_flags) ;;
+  *) echo "VARIANTS=$VARIANTS: expected layer_loop, norm or xla_flags" >&2; exit 2 ;;
 esac
 case "${ROUNDS:=2}" in
   1|2|3) ;;
@@ -33,6 +40,13 @@ B="$B --tokens 32768 --remat projections --warmup 2 --steps 10"
 if [ "$VARIANTS" = layer_loop ]; then
   run default 100 $B
   run layer_loop_python 450 $B --set model.layer_loop=python
+elif [ "$VARIANTS" = xla_flags ]; then
+  for round in $(seq $ROUNDS); do
+    run default_$round 100 $B
+    run cublas_gemms_$round 100 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" $B
+    run no_command_buffers_$round 100 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" $B
+    run latency_hiding_$round 100 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_latency_hiding_scheduler=true" $B
+  done
 else
   run glue_norm 120 python3 -m benchmarks.training.glue_check --only norm_kernel
   for round in $(seq $ROUNDS); do
