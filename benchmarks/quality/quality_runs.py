@@ -13,11 +13,11 @@ four phases, each a list of runs:
   weights, a fresh optimizer with the same warmup): the long-context rows, the same
   extension for every architecture;
 - ``pk``: an extension at 16K rows for ``pk_tokens``, of the main run of each seed of
-  ``pk_seeds`` (2, first: it rode with the seed-2 main runs; 0, the second seed that
-  checks a met figure; a main run's checkpoint stays on the device that trained it), with ``pk_rows`` of its
-  rows passkey examples made from the training files (``tnl_jax/data/passkey.py``):
-  the passkey fine-tune, since models of this size trained on text alone do not
-  retrieve the passkey at all;
+  ``pk_seeds`` (2 first: it rode with the seed-2 main runs; then 0, the second seed
+  that checks a met figure; a main run's checkpoint stays on the device that trained
+  it), with ``pk_rows`` of its rows passkey examples made from the training files
+  (``tnl_jax/data/passkey.py``): the passkey fine-tune, since models of this size
+  trained on text alone do not retrieve the passkey at all;
 - ``mqar``: Zoology's recall task on small models (``Scale.mqar_*``), each
   architecture at each rate of ``mqar_lrs``.
 
@@ -153,7 +153,8 @@ def main_runs(scale: Scale, chosen: dict[str, float]) -> list[Run]:
 
 
 def ext_runs(scale: Scale, chosen: dict[str, float], phase: str = "ext") -> list[Run]:
-    """The extensions of ``phase`` (of ``EXTENSIONS``), one per architecture."""
+    """The extensions of ``phase`` (of ``EXTENSIONS``), one per architecture and seed of
+    ``Scale.extension_seeds``, seed by seed."""
     return [Run(phase, arch, chosen[arch], seed) for seed in scale.extension_seeds(phase)
             for arch in scale.archs if arch in chosen]
 
@@ -161,8 +162,8 @@ def ext_runs(scale: Scale, chosen: dict[str, float], phase: str = "ext") -> list
 def main_and_ext_runs(scale: Scale, chosen: dict[str, float],
                       extensions: tuple[str, ...] = ("ext",)) -> list[Run]:
     """Main runs, each followed at once by its extensions (``ext`` after seed 0, ``pk``
-    after each of ``pk_seeds``): an extension starts from that run's checkpoint, which stays on
-    the machine that trained it (checkpoints do not come back from a device call)."""
+    after each of ``pk_seeds``): an extension starts from that run's checkpoint, which
+    stays on the machine that trained it (checkpoints do not come back from a device call)."""
     ordered = []
     for run in main_runs(scale, chosen):
         ordered.append(run)

@@ -69,7 +69,8 @@ def test_glue_check_only_names_the_parts_it_knows(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("script, env, says", [
-    ("step_variants.sh", {"VARIANTS": "norms"}, "VARIANTS=norms: expected layer_loop, norm or xla_flags"),
+    ("step_variants.sh", {"VARIANTS": "norms"},
+     "VARIANTS=norms: expected layer_loop, norm or xla_flags"),
     ("step_variants.sh", {"VARIANTS": "norm", "ROUNDS": "two"},
      "ROUNDS=two: expected 1, 2 or 3"),
     ("peers_and_profile.sh", {"PEERS_1B": "yes"}, "PEERS_1B=yes: expected 0 or 1"),
