@@ -5,8 +5,10 @@
 #   VARIANTS=norm bash benchmarks/training/step_variants.sh         # about 400 s
 #   ROUNDS=1 VARIANTS=norm bash benchmarks/training/step_variants.sh  # about 260 s
 #   ROUNDS=1 VARIANTS=xla_flags bash benchmarks/training/step_variants.sh  # about 170 s
+#   PRESET=tnl-1b ROUNDS=1 VARIANTS=norm bash benchmarks/training/step_variants.sh
 #
-# tnl-385m 4 x 8K (remat projections), against the default step in the same call:
+# PRESET (tnl-385m, the default, or tnl-1b: width 2048, where the fused norms win more
+# alone) 4 x 8K (remat projections), against the default step in the same call:
 # - layer_loop: model.layer_loop=python, the layers one by one instead of the scan
 #   (no stacked copies of weights and residuals; 192 kernel custom calls instead of
 #   16, so a long compile: not compiled in 150 s on the GPU, where JAX's own tracing
@@ -29,29 +31,34 @@ case "$VARIANTS" in
   layer_loop|norm|xla_flags) ;;
   *) echo "VARIANTS=$VARIANTS: expected layer_loop, norm or xla_flags" >&2; exit 2 ;;
 esac
+case "${PRESET:=tnl-385m}" in
+  tnl-385m) T=100 ;;
+  tnl-1b) T=150 ;;  # A longer compile and step.
+  *) echo "PRESET=$PRESET: expected tnl-385m or tnl-1b" >&2; exit 2 ;;
+esac
 case "${ROUNDS:=2}" in
   1|2|3) ;;
   *) echo "ROUNDS=$ROUNDS: expected 1, 2 or 3" >&2; exit 2 ;;
 esac
 rm -rf /tmp/step_variants  # A warm machine may hold an earlier call's rows.
 source benchmarks/common/process_runs.sh /tmp/step_variants
-B="python3 -m benchmarks.training.train_bench --preset tnl-385m --archs tnl --rows 8192"
+B="python3 -m benchmarks.training.train_bench --preset $PRESET --archs tnl --rows 8192"
 B="$B --tokens 32768 --remat projections --warmup 2 --steps 10"
 if [ "$VARIANTS" = layer_loop ]; then
-  run default 100 $B
+  run default $T $B
   run layer_loop_python 450 $B --set model.layer_loop=python
 elif [ "$VARIANTS" = xla_flags ]; then
   for round in $(seq $ROUNDS); do
-    run default_$round 100 $B
-    run cublas_gemms_$round 100 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" $B
-    run no_command_buffers_$round 100 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" $B
-    run latency_hiding_$round 100 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_latency_hiding_scheduler=true" $B
+    run default_$round $T $B
+    run cublas_gemms_$round $T env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" $B
+    run no_command_buffers_$round $T env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" $B
+    run latency_hiding_$round $T env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_latency_hiding_scheduler=true" $B
   done
 else
   run glue_norm 120 python3 -m benchmarks.training.glue_check --only norm_kernel
   for round in $(seq $ROUNDS); do
-    run default_$round 100 $B
-    run norm_pallas_$round 100 $B --set model.norm_kernel=pallas
+    run default_$round $T $B
+    run norm_pallas_$round $T $B --set model.norm_kernel=pallas
   done
 fi
 {

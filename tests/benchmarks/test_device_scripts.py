@@ -73,6 +73,8 @@ def test_glue_check_only_names_the_parts_it_knows(monkeypatch, capsys):
      "VARIANTS=norms: expected layer_loop, norm or xla_flags"),
     ("step_variants.sh", {"VARIANTS": "norm", "ROUNDS": "two"},
      "ROUNDS=two: expected 1, 2 or 3"),
+    ("step_variants.sh", {"VARIANTS": "norm", "PRESET": "tnl-7b"},
+     "PRESET=tnl-7b: expected tnl-385m or tnl-1b"),
     ("peers_and_profile.sh", {"PEERS_1B": "yes"}, "PEERS_1B=yes: expected 0 or 1"),
 ])
 def test_device_scripts_refuse_a_bad_switch_before_the_device_is_set_up(script, env, says):
