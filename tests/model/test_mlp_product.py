@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from benchmarks.training.standin_ops import standin_ops
+from tests.model.compiled_memory import gradient_temp_bytes
 from tests.tolerances import BF16_TOL, F32_TOL, rel_err
 from tnl_jax.model import ModelConfig, create_model
 from tnl_jax.model.channel_mixer import SGLU, sglu
@@ -74,17 +74,9 @@ def test_stacked_keeps_what_split_keeps_under_projections(small_model):
     bytes per layer; the linear op stood in). Stacked needs one transient more, the
     product's whole gradient for its one backward product: a constant, not per layer."""
     def temp(product, layers):
-        model = small_model(0, decoder_embed_dim=128, decoder_attention_heads=2, glu_dim=256,
-                            remat="projections", mlp_product=product, decoder_layers=layers)
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-        def loss(params, ids):
-            merged = nnx.merge(graphdef, params, jax.tree.map(lambda a: a, rest))
-            return merged.hidden_states(ids).sum()
-        with standin_ops():
-            compiled = jax.jit(jax.grad(loss)).lower(
-                params, jax.ShapeDtypeStruct((1, 512), jnp.int32)).compile()
-        return compiled.memory_analysis().temp_size_in_bytes
+        return gradient_temp_bytes(small_model(
+            0, decoder_embed_dim=128, decoder_attention_heads=2, glu_dim=256,
+            remat="projections", mlp_product=product, decoder_layers=layers), 512)
 
     # 3 and 6 layers: an LRPE layer, then a scan of 2 or 5 (a scan of one would be no loop).
     per_layer = {p: (temp(p, 6) - temp(p, 3)) / 3 for p in ("split", "stacked")}

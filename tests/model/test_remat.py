@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from benchmarks.training.standin_ops import standin_ops
+from tests.model.compiled_memory import gradient_temp_bytes
 from tests.tolerances import rel_err
 from tnl_jax.model import ModelConfig, create_model
 from tnl_jax.model.remat import ATTENTION_NAMES, REMAT_POLICIES
@@ -97,17 +97,9 @@ def test_a_one_layer_stack_keeps_no_more_than_a_layer_in_a_loop(small_model):
     it makes: 1.48x the memory here). The compiled gradient's temporaries against the
     same model without LRPE (every layer in one loop), the ops stood in for."""
     def temp(lrpe):
-        model = small_model(0, decoder_embed_dim=128, decoder_attention_heads=2, glu_dim=256,
-                            remat="projections", linear_use_lrpe_list=lrpe)
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-        def loss(params, ids):
-            merged = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
-            return merged.hidden_states(ids).sum()
-        with standin_ops():
-            compiled = jax.jit(jax.grad(loss)).lower(
-                params, jax.ShapeDtypeStruct((1, 512), jnp.int32)).compile()
-        return compiled.memory_analysis().temp_size_in_bytes
+        return gradient_temp_bytes(small_model(
+            0, decoder_embed_dim=128, decoder_attention_heads=2, glu_dim=256,
+            remat="projections", linear_use_lrpe_list=lrpe), 512)
 
     assert temp([1, 0, 0]) <= 1.05 * temp([0, 0, 0])
 
