@@ -59,9 +59,12 @@ elif [ "$VARIANTS" = mlp ]; then
 elif [ "$VARIANTS" = xla_flags ]; then
   for round in $(seq $ROUNDS); do
     run default_$round $T $B
-    run cublas_gemms_$round $T env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" $B
-    run no_command_buffers_$round $T env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" $B
-    run latency_hiding_$round $T env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_latency_hiding_scheduler=true" $B
+    for variant in "cublas_gemms --xla_gpu_enable_triton_gemm=false" \
+                   "no_command_buffers --xla_gpu_enable_command_buffer=" \
+                   "latency_hiding --xla_gpu_enable_latency_hiding_scheduler=true"; do
+      set -- $variant  # name, flag
+      run ${1}_$round $T env XLA_FLAGS="${XLA_FLAGS:-} $2" $B
+    done
   done
 else
   run glue_norm 120 python3 -m benchmarks.training.glue_check --only norm_kernel
