@@ -50,6 +50,12 @@ def test_versus_the_tuned_softmax_uses_the_paired_difference():
     assert second.measured == {"hybrid8": 0.02, "hybrid4": 0.005, "hybrid8-qk": None,
                                "hybrid4-qk": None}
     assert second.status() == "missed"  # hybrid8 is 2% above, past the 1% allowed.
+    # A variant that passes is named, and the figure stays missed.
+    numbers["hybrid4-qk"] = {"vs_llama": {**pair, "relative": -0.03}}
+    second = qf.figures([], numbers, Scale())[1]
+    assert second.status() == "missed (a variant passes: hybrid4-qk)"
+    assert "hybrid4-qk 95% CI -5.00% to +0.10%, 3 seed(s)" in second.line()
+    del numbers["hybrid4-qk"]
     # The variant is reported, not needed: its result alone does not meet the figure.
     numbers["hybrid8-qk"] = {"vs_llama": {**pair, "relative": -0.01}}
     numbers["hybrid8"]["vs_llama"]["relative"] = None
