@@ -248,16 +248,14 @@ def _model_grad(cfg: ModelConfig, ids):
 # stack's depth or more inlines every layer.
 MODEL_SWITCHES = (("remat projections_op_out vs projections", dict(remat="projections_op_out")),
                   ("scan_unroll all vs 1", dict(scan_unroll=1024)),
-                  ("norm_kernel pallas vs xla", dict(norm_kernel="pallas")),
-                  ("mlp_product stacked vs split", dict(mlp_product="stacked")))
+                  ("norm_kernel pallas vs xla", dict(norm_kernel="pallas")))
 
 
 def check_model_switches(rng, seq: int, width: int, layers: int,
                          backend: str, timed: bool = True) -> list[dict]:
-    """Each of ``MODEL_SWITCHES`` against the default (``projections_op_out`` against
-    ``projections``, ``scan_unroll`` against 1, ``norm_kernel`` pallas against xla,
-    ``mlp_product`` stacked against split): the same loss and gradients, and the
-    gradient step's time.
+    """``projections_op_out`` against ``projections``, ``scan_unroll`` against 1,
+    ``norm_kernel`` pallas against xla: the same loss and gradients, and the gradient
+    step's time.
 
     Equality is checked in float32 at full matmul precision: in bfloat16 the gradient
     of LRPE's ``theta`` is rounding noise (a sum over every token of position-weighted

@@ -6,7 +6,6 @@
 #   ROUNDS=1 VARIANTS=norm bash benchmarks/training/step_variants.sh  # about 260 s
 #   ROUNDS=1 VARIANTS=xla_flags bash benchmarks/training/step_variants.sh  # about 170 s
 #   PRESET=tnl-1b ROUNDS=1 VARIANTS=norm bash benchmarks/training/step_variants.sh
-#   ROUNDS=2 VARIANTS=mlp bash benchmarks/training/step_variants.sh   # about 200 s
 #
 # PRESET (tnl-385m, the default, or tnl-1b: width 2048, where the fused norms win more
 # alone) 4 x 8K (remat projections), against the default step in the same call:
@@ -19,9 +18,6 @@
 #   fused Pallas kernels (pallas_kernels/norms), each ROUNDS times (default 2) in
 #   alternation with the default (a gain is checked twice), after glue_check's
 #   kernel-level rows.
-# - mlp: model.mlp_product=stacked, the MLP's x W1 and x W2 as one product of twice the
-#   columns (XLA merges no products this size), each ROUNDS times in alternation with
-#   the default (glue_check checks the switch's equality on the GPU);
 # - xla_flags: XLA's own switches for one GPU, each ROUNDS times in alternation with the
 #   default, each process with its XLA_FLAGS: cuBLAS for every product
 #   (--xla_gpu_enable_triton_gemm=false; decoding's 1.08-1.12x from 8 rows, 2026-12-01),
@@ -29,11 +25,12 @@
 # Measured before (benchmarks/RESULTS.md): the loss kernels (sixth and seventh
 # sessions), scan_unroll=2 (0.949x), remat projections_op_out (1.003x), XLA's
 # dynamic-slice fusion (1.004x, 0.997x), fp8 without autotuning, the fused norms
-# (1.001x, eleventh session).
+# (1.001x, eleventh session), model.mlp_product=stacked, the MLP's x W1 and x W2 as
+# one product (0.983x twice, twelfth session; removed since).
 # $OUT gets step_variants.md (every table) and step_variants.tgz (the json rows, logs).
 case "$VARIANTS" in
-  layer_loop|norm|mlp|xla_flags) ;;
-  *) echo "VARIANTS=$VARIANTS: expected layer_loop, norm, mlp or xla_flags" >&2; exit 2 ;;
+  layer_loop|norm|xla_flags) ;;
+  *) echo "VARIANTS=$VARIANTS: expected layer_loop, norm or xla_flags" >&2; exit 2 ;;
 esac
 case "${PRESET:=tnl-385m}" in
   tnl-385m) T=100 ;;
@@ -51,11 +48,6 @@ B="$B --tokens 32768 --remat projections --warmup 2 --steps 10"
 if [ "$VARIANTS" = layer_loop ]; then
   run default $T $B
   run layer_loop_python 450 $B --set model.layer_loop=python
-elif [ "$VARIANTS" = mlp ]; then
-  for round in $(seq $ROUNDS); do
-    run default_$round $T $B
-    run mlp_stacked_$round $T $B --set model.mlp_product=stacked
-  done
 elif [ "$VARIANTS" = xla_flags ]; then
   for round in $(seq $ROUNDS); do
     run default_$round $T $B

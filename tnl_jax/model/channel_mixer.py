@@ -1,11 +1,5 @@
 """SGLU, TNL's channel mixer: ``(x W₁ ⊙ x W₂) W₃`` with no activation; with
-``activation="silu"`` it is SwiGLU, ``(silu(x W₁) ⊙ x W₂) W₃`` (the LLaMA-style baseline).
-
-``product`` (``ModelConfig.mlp_product``) picks how ``x W₁`` and ``x W₂`` are made:
-``"split"``, two products, or ``"stacked"``, one product with ``W₁`` and ``W₂`` stacked
-``(d, 2, glu)`` (twice the columns a product: XLA does not merge products of this
-size itself; stacked, not concatenated, so a weight split over ``tensor`` along
-``glu`` needs no resharding). The same numbers, the same saved values (``remat``)."""
+``activation="silu"`` it is SwiGLU, ``(silu(x W₁) ⊙ x W₂) W₃`` (the LLaMA-style baseline)."""
 from __future__ import annotations
 
 import jax
@@ -23,28 +17,16 @@ HIDDEN = ("batch", "seq", "mlp")
 
 
 ACTIVATIONS = {None: lambda gate: gate, "silu": jax.nn.silu}
-MLP_PRODUCTS = ("split", "stacked")
 
 
 def sglu(x: jax.Array, w1: jax.Array, w2: jax.Array, w3: jax.Array,
-         activation: str | None = None, fp8_scaling=None, product: str = "split") -> jax.Array:
+         activation: str | None = None, fp8_scaling=None) -> jax.Array:
     """x ``(..., d)``, w1 and w2 ``(d, glu)``, w3 ``(glu, d)``, products in ``x.dtype``
-    (or in fp8 by ``fp8_scaling``'s three ``Fp8Scaling``s: ``model/fp8.py``, ``split``
-    only); ``activation`` (of ``ACTIVATIONS``) applies to ``x W₁``; ``product`` (of
-    ``MLP_PRODUCTS``) makes ``x W₁, x W₂`` in two products or one."""
-    if product not in MLP_PRODUCTS:
-        raise ValueError(f"product={product!r}: expected one of {MLP_PRODUCTS}")
-    if product == "stacked":
-        if fp8_scaling is not None:
-            raise ValueError("product='stacked' takes no fp8_scaling (fp8 scales each "
-                             "product: expected product='split')")
-        both = name_projection(project(x, jnp.stack([w1, w2], axis=-2), None, 0),
-                               MLP_PROJECTION)
-        gate_in, value = both[..., 0, :], both[..., 1, :]
-    else:
-        gate_in = name_projection(project(x, w1, fp8_scaling, 0), MLP_PROJECTION)
-        value = name_projection(project(x, w2, fp8_scaling, 1), MLP_PROJECTION)
-    hidden = ACTIVATIONS[activation](gate_in) * value
+    (or in fp8 by ``fp8_scaling``'s three ``Fp8Scaling``s: ``model/fp8.py``);
+    ``activation`` (of ``ACTIVATIONS``) applies to ``x W₁``."""
+    gate = ACTIVATIONS[activation](name_projection(project(x, w1, fp8_scaling, 0),
+                                                   MLP_PROJECTION))
+    hidden = gate * name_projection(project(x, w2, fp8_scaling, 1), MLP_PROJECTION)
     if hidden.ndim == len(HIDDEN):
         hidden = constrain(hidden, HIDDEN)
     return project(hidden, w3, fp8_scaling, 2)
@@ -53,22 +35,15 @@ def sglu(x: jax.Array, w1: jax.Array, w2: jax.Array, w3: jax.Array,
 class SGLU(nnx.Module):
     """``SGLU(in_features, hidden_features, rngs=...)``: weights ``l1, l2 (d, glu)`` and
     ``l3 (glu, d)``, stored ``[in, out]``, drawn from ``N(0, init_std²)``;
-    ``activation``: ``None`` (TNL) or ``"silu"`` (SwiGLU); ``product``: of
-    ``MLP_PRODUCTS`` (``split`` with fp8 projections)."""
+    ``activation``: ``None`` (TNL) or ``"silu"`` (SwiGLU)."""
 
     def __init__(self, in_features: int, hidden_features: int, *, init_std: float = 0.02,
                  activation: str | None = None, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, projection_dtype: str | None = None,
-                 product: str = "split", rngs: nnx.Rngs):
+                 rngs: nnx.Rngs):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r}, expected one of {tuple(ACTIVATIONS)}")
-        if product not in MLP_PRODUCTS:
-            raise ValueError(f"product={product!r}, expected one of {MLP_PRODUCTS}")
-        if product == "stacked" and projection_dtype is not None:
-            raise ValueError(f"product='stacked' with projection_dtype={projection_dtype!r}: "
-                             "fp8 scales each product (expected product='split')")
         self.activation = activation
-        self.product = product
         d, glu, init = in_features, hidden_features, normal(init_std)
         self.l1 = create_param(rngs.params(), (d, glu), ("embed", "mlp"), param_dtype, init)
         self.l2 = create_param(rngs.params(), (d, glu), ("embed", "mlp"), param_dtype, init)
@@ -79,4 +54,4 @@ class SGLU(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cast = lambda w: w[...].astype(self.dtype)
         return sglu(x.astype(self.dtype), cast(self.l1), cast(self.l2), cast(self.l3),
-                    self.activation, self.fp8_scaling, self.product)
+                    self.activation, self.fp8_scaling)

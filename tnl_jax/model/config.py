@@ -86,9 +86,6 @@ class ModelConfig:
         None, "fp8: the layers' projections in fp8 with delayed scaling (tnl_jax/model/fp8.py; "
               "XLA's autotuning makes an H100 compile it in ~4 min: keep it with "
               "JAX_COMPILATION_CACHE_DIR); null: in dtype")
-    mlp_product: str = described(
-        "split", "how the MLP makes x W1 and x W2: split (two products) or stacked (one "
-                 "product over the two weights stacked; the same numbers; not with fp8)")
     norm_kernel: str = described(
         "xla", "how SRMSNorm runs (pre-norms, final norm, the token mixer's output norm "
                "with its gate): xla, or pallas (fused kernels, pallas_kernels/norms: 2 "

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from pallas_kernels import BACKENDS
 from pallas_kernels.norms import MAX_WIDTH as NORM_KERNEL_MAX_WIDTH
 from tnl_jax.config_keys import nearest
-from tnl_jax.model.channel_mixer import MLP_PRODUCTS
 from tnl_jax.model.fp8 import PROJECTION_DTYPES
 from tnl_jax.model.norms import NORM_KERNELS
 from tnl_jax.model.remat import REMAT_POLICIES
@@ -163,12 +162,6 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     found += one_of("projection_dtype", cfg["projection_dtype"], PROJECTION_DTYPES,
                     " (null: the projections in dtype; fp8: model/fp8.py)")
     found += norm_kernel(cfg)
-    found += one_of("mlp_product", cfg["mlp_product"], MLP_PRODUCTS,
-                    " (how the MLP makes x W1 and x W2)")
-    if cfg["mlp_product"] == "stacked" and cfg["projection_dtype"] is not None:
-        found.append(f"mlp_product='stacked' with projection_dtype="
-                     f"{cfg['projection_dtype']!r}: fp8 scales each product (expected "
-                     "mlp_product='split')")
     found += integer("scan_unroll", cfg["scan_unroll"], 1, " (layers per iteration of the "
                      "layer scan)")
     found += one_of("layer_loop", cfg["layer_loop"], LAYER_LOOPS, "")

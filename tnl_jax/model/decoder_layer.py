@@ -28,8 +28,6 @@ class DecoderLayer(nnx.Module):
       projection_dtype: ``"fp8"``: every projection in fp8 (``model/fp8.py``).
       norm_kernel: SRMSNorm's implementation, ``"xla"`` or ``"pallas"`` (the pre-norms
         and the linear token mixer's output norm; ``model/norms.py``).
-      mlp_product: the channel mixer's ``x W₁, x W₂`` in ``"split"`` products or one
-        ``"stacked"`` (``model/channel_mixer.py``).
     """
 
     def __init__(self, num_heads: int, in_features: int, mlp_features: int, *,
@@ -40,7 +38,7 @@ class DecoderLayer(nnx.Module):
                  dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
                  backend: str | None = None, chunk_size: int | None = None,
                  projection_dtype: str | None = None, norm_kernel: str = "xla",
-                 mlp_product: str = "split", rngs: nnx.Rngs):
+                 rngs: nnx.Rngs):
         if attention not in ATTENTIONS:
             raise ValueError(f"attention={attention!r}, expected one of {ATTENTIONS}")
         self.softmax = attention == "softmax"
@@ -61,8 +59,7 @@ class DecoderLayer(nnx.Module):
                 num_heads, in_features, use_lrpe=use_lrpe, decay=decay, learn_decay=learn_decay,
                 backend=backend, chunk_size=chunk_size, norm_kernel=norm_kernel, **common)
         self.channel_norm = norm()
-        self.channel_mixer = SGLU(in_features, mlp_features, activation=mlp_activation,
-                                  product=mlp_product, **common)
+        self.channel_mixer = SGLU(in_features, mlp_features, activation=mlp_activation, **common)
         self.dtype = jnp.dtype(dtype)
 
     def _mix_channels(self, x: jax.Array) -> jax.Array:

@@ -59,7 +59,7 @@ def layer_arguments(cfg: ModelConfig, kind: str) -> dict[str, Any]:
     args = dict(num_heads=cfg.decoder_attention_heads, in_features=cfg.decoder_embed_dim,
                 mlp_features=cfg.mlp_dim, init_std=cfg.init_std, dtype=cfg.compute_dtype,
                 param_dtype=cfg.weight_dtype, projection_dtype=cfg.projection_dtype,
-                norm_kernel=cfg.norm_kernel, mlp_product=cfg.mlp_product)
+                norm_kernel=cfg.norm_kernel)
     if cfg.llama_style:
         args.update(norm_gain=True, mlp_activation="silu")
     if kind == "softmax":
