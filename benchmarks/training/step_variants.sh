@@ -1,7 +1,6 @@
 # One device call, alone on the GPU (timings shared with another process are not
 # trusted): the training step's switches one process each, then one table.
 #
-#   VARIANTS=layer_loop bash benchmarks/training/step_variants.sh   # about 560 s
 #   VARIANTS=norm bash benchmarks/training/step_variants.sh         # about 400 s
 #   ROUNDS=1 VARIANTS=norm bash benchmarks/training/step_variants.sh  # about 260 s
 #   ROUNDS=1 VARIANTS=xla_flags bash benchmarks/training/step_variants.sh  # about 170 s
@@ -9,11 +8,6 @@
 #
 # PRESET (tnl-385m, the default, or tnl-1b: width 2048, where the fused norms win more
 # alone) 4 x 8K (remat projections), against the default step in the same call:
-# - layer_loop: model.layer_loop=python, the layers one by one instead of the scan
-#   (no stacked copies of weights and residuals; 192 kernel custom calls instead of
-#   16, so a long compile: not compiled in 150 s on the GPU, where JAX's own tracing
-#   and lowering for CUDA take 7 s on the CPU against the scan's 1 s: the rest is
-#   XLA's), once, with 450 s for it;
 # - norm: model.norm_kernel=pallas, the SRMSNorms and the output's norm-and-gate in
 #   fused Pallas kernels (pallas_kernels/norms), each ROUNDS times (default 2) in
 #   alternation with the default (a gain is checked twice), after glue_check's
@@ -26,11 +20,14 @@
 # sessions), scan_unroll=2 (0.949x), remat projections_op_out (1.003x), XLA's
 # dynamic-slice fusion (1.004x, 0.997x), fp8 without autotuning, the fused norms
 # (1.001x, eleventh session), model.mlp_product=stacked, the MLP's x W1 and x W2 as
-# one product (0.983x twice, twelfth session; removed since).
+# one product (0.983x twice, twelfth session; removed since), model.layer_loop=python,
+# the layers one by one without the scan's stacked buffers (0.985x, a 170 s longer
+# compile, twelfth session; removed since), XLA's switches above (cuBLAS 0.936x, no
+# CUDA graphs 0.989x, the latency-hiding scheduler 0.995x, twelfth session).
 # $OUT gets step_variants.md (every table) and step_variants.tgz (the json rows, logs).
 case "$VARIANTS" in
-  layer_loop|norm|xla_flags) ;;
-  *) echo "VARIANTS=$VARIANTS: expected layer_loop, norm or xla_flags" >&2; exit 2 ;;
+  norm|xla_flags) ;;
+  *) echo "VARIANTS=$VARIANTS: expected norm or xla_flags" >&2; exit 2 ;;
 esac
 case "${PRESET:=tnl-385m}" in
   tnl-385m) T=100 ;;
@@ -45,10 +42,7 @@ rm -rf /tmp/step_variants  # A warm machine may hold an earlier call's rows.
 source benchmarks/common/process_runs.sh /tmp/step_variants
 B="python3 -m benchmarks.training.train_bench --preset $PRESET --archs tnl --rows 8192"
 B="$B --tokens 32768 --remat projections --warmup 2 --steps 10"
-if [ "$VARIANTS" = layer_loop ]; then
-  run default $T $B
-  run layer_loop_python 450 $B --set model.layer_loop=python
-elif [ "$VARIANTS" = xla_flags ]; then
+if [ "$VARIANTS" = xla_flags ]; then
   for round in $(seq $ROUNDS); do
     run default_$round $T $B
     for variant in "cublas_gemms --xla_gpu_enable_triton_gemm=false" \

@@ -127,8 +127,6 @@ MODEL_ROWS = [
              ValueError, "param_dtype='float33'"),
     BadInput("model: scan_unroll of no layers", lambda: ModelConfig(scan_unroll=0),
              ValueError, ("scan_unroll=0", "integer >= 1")),
-    BadInput("model: a layer loop of neither kind", lambda: ModelConfig(layer_loop="unrolled"),
-             ValueError, ("layer_loop='unrolled'", "('scan', 'python')")),
     BadInput("model: learnable decay without decay",
              lambda: ModelConfig(decay_learnable=True, use_decay=False), ValueError,
              "decay_learnable=True needs use_decay=True"),

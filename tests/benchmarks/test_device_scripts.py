@@ -70,7 +70,7 @@ def test_glue_check_only_names_the_parts_it_knows(monkeypatch, capsys):
 
 @pytest.mark.parametrize("script, env, says", [
     ("step_variants.sh", {"VARIANTS": "norms"},
-     "VARIANTS=norms: expected layer_loop, norm or xla_flags"),
+     "VARIANTS=norms: expected norm or xla_flags"),
     ("step_variants.sh", {"VARIANTS": "norm", "ROUNDS": "two"},
      "ROUNDS=two: expected 1, 2 or 3"),
     ("step_variants.sh", {"VARIANTS": "norm", "PRESET": "tnl-7b"},

@@ -1,9 +1,7 @@
-"""``scan_unroll``: the layer stacks' scan with several (or all) layers per iteration,
-and ``layer_loop=python``, layer by layer, give the outputs and gradients of one layer
-per iteration."""
+"""``scan_unroll``: the layer stacks' scan with several (or all) layers per iteration
+gives the outputs and gradients of one layer per iteration."""
 import jax
 import jax.numpy as jnp
-import pytest
 from flax import nnx
 
 from tests.tolerances import rel_err
@@ -13,9 +11,8 @@ from tnl_jax.model import create_model
 LAYERS = dict(decoder_layers=3, remat="projections")
 
 
-def loss_and_grads(model, unroll: int, ids, loop: str = "scan"):
-    graphdef = nnx.graphdef(create_model(model.cfg.replace(scan_unroll=unroll, layer_loop=loop),
-                                         nnx.Rngs(0)))
+def loss_and_grads(model, unroll: int, ids):
+    graphdef = nnx.graphdef(create_model(model.cfg.replace(scan_unroll=unroll), nnx.Rngs(0)))
     _, params, rest = nnx.split(model, nnx.Param, ...)
 
     def loss(params):
@@ -37,14 +34,3 @@ def test_unrolled_layers_give_the_outputs_and_gradients_of_the_loop(small_model,
         for g, ref in zip(jax.tree.leaves(other_grads), jax.tree.leaves(grads), strict=True):
             assert rel_err(g, ref) <= 1e-4, unroll
 
-
-@pytest.mark.parametrize("remat", ["projections", "none"])
-def test_the_python_loop_gives_the_outputs_and_gradients_of_the_scan(small_model, rng, remat):
-    model = small_model(0, std=0.1, architecture="hybrid", softmax_every=2, decoder_layers=4,
-                        remat=remat)  # Stacks of one and of two layers, both kinds.
-    ids = jnp.asarray(rng.integers(0, model.cfg.vocab_size, (2, 24)))
-    (value, logits), grads = loss_and_grads(model, 1, ids)
-    (other_value, other_logits), other_grads = loss_and_grads(model, 1, ids, "python")
-    assert rel_err(other_logits, logits) <= 1e-5 and rel_err(other_value, value) <= 1e-5
-    for g, ref in zip(jax.tree.leaves(other_grads), jax.tree.leaves(grads), strict=True):
-        assert rel_err(g, ref) <= 1e-4

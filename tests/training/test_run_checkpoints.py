@@ -146,9 +146,9 @@ def test_safe_changes_on_resume_are_listed_and_name_real_keys():
     saved = train_config.TrainConfig()
     current = train_config.apply(saved, {"steps": 9, "lr": 1e-4, "model.remat": "full",
                                          "mesh.fsdp": 2, "grad_clip": 0.5,
-                                         "model.layer_loop": "python"})
+                                         "model.norm_kernel": "pallas"})
     assert resume.check(train_config.to_dict(saved), train_config.to_dict(current), "x") == [
         "grad_clip: 1.0 -> 0.5", "lr: 0.003 -> 0.0001", "mesh.fsdp: 1 -> 2",
-        "model.layer_loop: 'scan' -> 'python'",
-        "model.remat: 'none' -> 'full'", "steps: 1000 -> 9"]
+        "model.norm_kernel: 'xla' -> 'pallas'", "model.remat: 'none' -> 'full'",
+        "steps: 1000 -> 9"]
     assert resume.SAFE_TO_CHANGE <= set(train_config.all_keys_of(train_config.TrainConfig))

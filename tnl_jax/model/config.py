@@ -77,11 +77,6 @@ class ModelConfig:
     scan_unroll: int = described(1, "layers per iteration of each layer stack's scan: 1 a "
                                     "loop over the layers; a stack's layer count or more "
                                     "inlines every layer (same results)")
-    layer_loop: str = described("scan", "how a training step runs each layer stack: scan "
-                                        "(one loop, compile time flat in depth) or python "
-                                        "(layer by layer: no stacked buffers of what the "
-                                        "backward keeps; same results; compile time "
-                                        "grows with depth)")
     projection_dtype: str | None = described(
         None, "fp8: the layers' projections in fp8 with delayed scaling (tnl_jax/model/fp8.py; "
               "XLA's autotuning makes an H100 compile it in ~4 min: keep it with "

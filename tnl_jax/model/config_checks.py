@@ -25,7 +25,6 @@ ARCHITECTURES = ("tnl", "softmax", "hybrid", "llama")
 ATTENTION_BACKENDS = (None, *BACKENDS)  # None: the op picks (pallas on GPU, xla elsewhere).
 ACTIVATIONS = ("silu", "swish")  # The published code's two names of x * sigmoid(x).
 NORMS = ("simplermsnorm",)
-LAYER_LOOPS = ("scan", "python")  # How a training step runs a layer stack.
 
 
 def token_id(key: str, value: Any, vocab: Any) -> list[str]:
@@ -164,7 +163,6 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     found += norm_kernel(cfg)
     found += integer("scan_unroll", cfg["scan_unroll"], 1, " (layers per iteration of the "
                      "layer scan)")
-    found += one_of("layer_loop", cfg["layer_loop"], LAYER_LOOPS, "")
     if cfg["softmax_qk_norm"] is not None:
         found += boolean("softmax_qk_norm", cfg["softmax_qk_norm"])
     if cfg["softmax_qk_norm"] is True and cfg["architecture"] == "tnl":

@@ -4,8 +4,7 @@ is false). One class serves TNL, the softmax baseline and the hybrid: the layers
 grouped into runs of one kind (``ModelConfig.layer_kinds``), each run a stack whose
 parameters carry a leading ``'layers'`` axis, created with ``nnx.vmap`` and run with
 ``nnx.scan`` (optionally rematerialised per layer: ``remat.py``), so compile time
-does not grow with depth (``scan_unroll`` inlines layers instead; ``layer_loop=python``
-calls them one by one). Each layer's fixed decay rates are stacked the same way (a
+does not grow with depth (``scan_unroll`` inlines layers instead). Each layer's fixed decay rates are stacked the same way (a
 ``FixedDecay`` variable per layer, different in every layer). Published TNL: a run of
 one LRPE layer (layer 0), then a run of ``L − 1`` layers.
 
@@ -75,7 +74,7 @@ class LayerStack(nnx.Module):
     (``'layers'`` for the parameters); ``decays (n, H)``, or ``None`` for softmax."""
 
     def __init__(self, layer_args: dict[str, Any], count: int, decays: np.ndarray | None,
-                 remat: str, rngs: nnx.Rngs, unroll: int = 1, loop: str = "scan"):
+                 remat: str, rngs: nnx.Rngs, unroll: int = 1):
         @nnx.split_rngs(splits=count)
         @nnx.vmap(in_axes=(0, 0), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
         def create(rngs: nnx.Rngs, decay: jax.Array | None) -> DecoderLayer:
@@ -86,12 +85,8 @@ class LayerStack(nnx.Module):
         self.remat = remat != "none"
         self.unroll = min(unroll, count)
         self.count = count
-        self.loop = loop
 
     def __call__(self, x, segment_ids, positions):
-        if self.loop == "python":
-            return self._python_loop(x, segment_ids, positions)
-
         def body(layer: DecoderLayer, x):
             return layer(x, segment_ids, positions)
 
@@ -104,21 +99,6 @@ class LayerStack(nnx.Module):
             body = nnx.remat(body, policy=self.remat_policy, prevent_cse=False)
         return nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
                         unroll=self.unroll)(self.layers, x)
-
-    def _python_loop(self, x, segment_ids, positions):
-        """The layers one after another in Python (``layer_loop=python``): each its own
-        piece of the program, so what a layer keeps for its backward is its own array,
-        where the scan writes it into a buffer stacked over the layers (zeroed, then
-        copied into; about 7% of a tnl-385m step on an H100). Compile time grows with
-        depth."""
-        graphdef, state = nnx.split(self.layers)
-        for i in range(self.count):
-            layer = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state))
-            if self.remat:  # Outside a loop: recompute only once the cotangent is there.
-                x = call_after_cotangent(layer, self.remat_policy, x, segment_ids, positions)
-            else:
-                x = layer(x, segment_ids, positions)
-        return x
 
     def prefill(self, x, segment_ids, positions, cache_size: int):
         def body(layer: DecoderLayer, x):
@@ -165,7 +145,7 @@ class LanguageModel(nnx.Module):
         self.stacks = nnx.List([
             LayerStack(layer_arguments(cfg, kind), stop - start,
                        None if kind == "softmax" else decays[start:stop], cfg.remat, rngs,
-                       cfg.scan_unroll, cfg.layer_loop)
+                       cfg.scan_unroll)
             for kind, start, stop in self.runs])
         self.final_norm = make_norm(cfg.llama_style, d, param_dtype=dtype,
                                     kernel=cfg.norm_kernel, rngs=rngs)

@@ -37,7 +37,7 @@ SAFE_TO_CHANGE = frozenset({
     "mesh.data", "mesh.fsdp", "mesh.context", "mesh.tensor",  # Resharded on restore.
     # How the model is run, not what it computes: the parameters mean the same.
     "model.remat", "model.attention_backend", "model.chunk_size", "model.scan_unroll",
-    "model.layer_loop", "model.norm_kernel",
+    "model.norm_kernel",
 })
 _DATA_STREAM = frozenset({"data", "seq_len", "batch_size", "seed", "shuffle_window",
                           "eval_fraction", "eval_min_bytes", "passkey_rows"})
