@@ -76,6 +76,7 @@ def test_glue_check_only_names_the_parts_it_knows(monkeypatch, capsys):
     ("step_variants.sh", {"VARIANTS": "norm", "PRESET": "tnl-7b"},
      "PRESET=tnl-7b: expected tnl-385m or tnl-1b"),
     ("peers_and_profile.sh", {"PEERS_1B": "yes"}, "PEERS_1B=yes: expected 0 or 1"),
+    ("fp8_check.sh", {"PART": "both"}, "PART=both: expected loss or speed"),
 ])
 def test_device_scripts_refuse_a_bad_switch_before_the_device_is_set_up(script, env, says):
     root = pathlib.Path(__file__).parents[2]
