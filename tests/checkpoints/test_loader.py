@@ -1,5 +1,6 @@
 """One loader for a training run, a converted and a Hugging Face directory; the
 converted format; training's `init_from` from each."""
+import json
 import shutil
 
 import jax
@@ -13,7 +14,7 @@ from tests.tolerances import rel_err
 from tests.paths import PUBLISHED
 from tests.training.runs import tiny_config
 from tnl_jax import create_model
-from tnl_jax.checkpoints import export, hf, kinds, loader
+from tnl_jax.checkpoints import converted, export, hf, kinds, loader, run_dir
 from tnl_jax.training import loop, sharding
 
 
@@ -71,6 +72,25 @@ def test_params_restore_into_a_fresh_model(converted_dir):
     for directory in (converted_dir, PUBLISHED):
         with pytest.raises(ValueError, match="do not match the model config"):
             loader.load_params(directory, nnx.state(wrong, nnx.Param))
+
+
+def test_a_config_saved_with_retired_keys_still_loads(converted_dir, tiny_run, tmp_path,
+                                                     monkeypatch):
+    """``RETIRED_KEYS`` (how earlier versions ran a step, not what it computed) are
+    dropped from a saved config; any other unknown key stays an error naming it."""
+    directory = tmp_path / "converted"
+    shutil.copytree(converted_dir, directory)
+    path = directory / converted.CONFIG_FILE
+    values = json.loads(path.read_text())
+    path.write_text(json.dumps({**values, "layer_loop": "python", "mlp_product": "stacked"}))
+    assert loader.load_model_config(directory) == loader.load_model_config(converted_dir)
+    path.write_text(json.dumps({**values, "layer_lop": "scan"}))
+    with pytest.raises(ValueError, match="layer_lop"):
+        loader.load_model_config(directory)
+    saved = run_dir.read_config(tiny_run.dir)
+    with_retired = {**saved, "model": {**saved["model"], "layer_loop": "scan"}}
+    monkeypatch.setattr(run_dir, "read_config", lambda directory, step=None: with_retired)
+    assert loader.load_model_config(tiny_run.dir).to_dict() == saved["model"]
 
 
 def test_a_training_run_loads_its_newest_checkpoint(tiny_run):

@@ -15,6 +15,11 @@ from tnl_jax.config_help import described
 from tnl_jax.config_keys import unknown_key_error
 from tnl_jax.model import config_checks
 
+# Keys of earlier versions that chose only how a step ran, not the parameters (each
+# measured slower on an H100 and removed, docs/DESIGN.md): a config saved with them (a
+# run directory, a converted checkpoint) still loads, without them.
+RETIRED_KEYS = ("layer_loop", "mlp_product")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
