@@ -20,7 +20,8 @@ from tnl_jax.evaluation import documents
 
 BASELINE = "llama"  # The tuned softmax.
 HYBRIDS = ("hybrid8", "hybrid4")  # The issue's two: they decide the hybrids' figures.
-VARIANTS = ("hybrid8-qk", "hybrid4-qk")  # Reported beside them (with LLaMA's QK norm).
+# Reported beside them: with LLaMA's QK norm; the last also without RoPE.
+VARIANTS = ("hybrid8-qk", "hybrid4-qk", "hybrid4-qk-nope")
 GAIN_BUCKET = "8192-16384"
 MQAR_SETTING = (512, 64)  # (tokens, pairs), in distribution
 PASSKEY_LENGTH = 16384

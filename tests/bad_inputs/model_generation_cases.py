@@ -113,6 +113,11 @@ MODEL_ROWS = [
     BadInput("model: softmax_qk_norm as a string", lambda: ModelConfig(
         architecture="hybrid", softmax_qk_norm="yes"), ValueError,
         "softmax_qk_norm='yes': expected true/false"),
+    BadInput("model: softmax_rope off without softmax layers", lambda: ModelConfig(
+        softmax_rope=False), ValueError, ("softmax_rope=False", "no softmax layers")),
+    BadInput("model: softmax_rope as a string", lambda: ModelConfig(
+        architecture="hybrid", softmax_rope="no"), ValueError,
+        "softmax_rope='no': expected true/false"),
     BadInput("model: negative rope_theta", lambda: ModelConfig(rope_theta=-1.0), ValueError,
              "rope_theta=-1.0"),
     BadInput("model: attention_backend='cuda'", lambda: ModelConfig(attention_backend="cuda"),

@@ -48,7 +48,7 @@ def test_versus_the_tuned_softmax_uses_the_paired_difference():
     first, second = qf.figures([], numbers, Scale())[:2]
     assert first.status() == "met" and "95% CI -5.00% to +0.10%, 3 seed(s)" in first.line()
     assert second.measured == {"hybrid8": 0.02, "hybrid4": 0.005, "hybrid8-qk": None,
-                               "hybrid4-qk": None}
+                               "hybrid4-qk": None, "hybrid4-qk-nope": None}
     assert second.status() == "missed"  # hybrid8 is 2% above, past the 1% allowed.
     # A variant that passes is named, and the figure stays missed.
     numbers["hybrid4-qk"] = {"vs_llama": {**pair, "relative": -0.03}}

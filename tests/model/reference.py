@@ -66,13 +66,14 @@ def rope(x, positions, theta=10000.0):
                            x2 * np.cos(angle) + x1 * np.sin(angle)], -1)
 
 
-def softmax_mixer(x, w, segments, positions, heads):
+def softmax_mixer(x, w, segments, positions, heads, rope_theta=10000.0):
     B, T, d = x.shape
     q, k, v = (x @ w["qkv"][:, i] for i in range(3))
     q, k, v = (t.reshape(B, T, heads, -1) for t in (q, k, v))
     if "qk_gains" in w:
         q, k = srms(q) * w["qk_gains"][0], srms(k) * w["qk_gains"][1]
-    q, k = rope(q, positions), rope(k, positions)
+    if rope_theta is not None:  # None: no positional encoding (NoPE).
+        q, k = rope(q, positions, rope_theta), rope(k, positions, rope_theta)
     scores = np.einsum("bthe,bshe->bhts", q, k) / np.sqrt(q.shape[-1])
     t = np.arange(T)
     mask = (t[:, None] >= t[None, :])[None, None] & (segments[:, :, None] == segments[:, None, :])[:, None]
@@ -105,7 +106,8 @@ def reference_logits(model, ids, segments=None, positions=None):
         gains = w.get("gains", [1.0, 1.0])
         h = srms(x) * gains[0]
         if w["kind"] == "softmax":
-            x = x + softmax_mixer(h, w, segments, positions, heads)
+            theta = cfg.rope_theta if cfg.softmax_rope else None
+            x = x + softmax_mixer(h, w, segments, positions, heads, theta)
         else:
             x = x + linear_mixer(h, w, decays[layer], segments, positions, heads)
         h = srms(x) * gains[1]

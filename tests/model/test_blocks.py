@@ -94,6 +94,21 @@ def test_softmax_attention_matches_reference(rng):
     assert rel_err(mixer(jnp.asarray(x, jnp.float32)), want) < 1e-4
 
 
+def test_softmax_attention_without_rope_reads_no_positions(rng):
+    """``rope_theta=None`` (NoPE): the reference without rotation, whatever the
+    positions; with RoPE the same positions change the output."""
+    nope = randomize(SoftmaxAttention(HEADS, WIDTH, rope_theta=None, rngs=nnx.Rngs(0)), rng)
+    x = rng.normal(size=(2, 13, WIDTH))
+    seg, pos = np.zeros((2, 13), int), np.broadcast_to(np.arange(13.0), (2, 13))
+    want = softmax_mixer(x, weights(nope), seg, pos, HEADS, rope_theta=None)
+    shuffled = jnp.asarray(rng.permutation(13)[None].repeat(2, 0))
+    for positions in (None, shuffled):
+        assert rel_err(nope(jnp.asarray(x, jnp.float32), positions=positions), want) < 1e-4
+    roped = SoftmaxAttention(HEADS, WIDTH, rngs=nnx.Rngs(0))
+    nnx.update(roped, nnx.state(nope, nnx.Param))
+    assert rel_err(roped(jnp.asarray(x, jnp.float32), positions=shuffled), want) > 1e-2
+
+
 def test_sglu_and_keyword_dtypes(rng):
     mlp = randomize(SGLU(WIDTH, 48, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), rng)
     assert mlp.l1.shape == (WIDTH, 48) and mlp.l1[...].dtype == jnp.float32

@@ -63,6 +63,8 @@ class ModelConfig:
     softmax_offset: int = described(-1, "hybrid: the softmax layer's place in each group of "
                                         "softmax_every (-1: the last, 0: the first)")
     rope_theta: float = described(10000.0, "rotary position base of the softmax layers")
+    softmax_rope: bool = described(True, "RoPE in the softmax layers; false: none (NoPE), "
+                                         "position from the lightning layers before them")
     softmax_qk_norm: bool | None = described(
         None, "RMS-normalise the softmax layers' queries and keys (with a gain); null: the "
               "architecture's own (llama yes; softmax and hybrid no, TNL's backbone)")

@@ -168,6 +168,10 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     if cfg["softmax_qk_norm"] is True and cfg["architecture"] == "tnl":
         found.append("softmax_qk_norm=True: architecture='tnl' has no softmax layers "
                      "(expected null or False, or architecture softmax, hybrid or llama)")
+    found += boolean("softmax_rope", cfg["softmax_rope"])
+    if cfg["softmax_rope"] is False and cfg["architecture"] == "tnl":
+        found.append("softmax_rope=False: architecture='tnl' has no softmax layers "
+                     "(expected true, or architecture softmax, hybrid or llama)")
     if cfg["decay_learnable"] is True and cfg["use_decay"] is False:
         found.append("decay_learnable=True needs use_decay=True")
     return found

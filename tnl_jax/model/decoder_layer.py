@@ -22,7 +22,8 @@ class DecoderLayer(nnx.Module):
     Args:
       attention: ``"linear"`` (TNL's ``NormLinearAttention``) or ``"softmax"``.
       use_lrpe, decay, learn_decay, backend, chunk_size: of the linear token mixer
-        (see ``NormLinearAttention``); ``rope_theta``, ``qk_norm``: of the softmax one.
+        (see ``NormLinearAttention``); ``rope_theta`` (None: no RoPE), ``qk_norm``: of
+        the softmax one.
       norm_gain: RMSNorm with a gain for both pre-norms (TNL: SRMSNorm, none).
       mlp_activation: the channel mixer's (``None``: TNL's SGLU; ``"silu"``: SwiGLU).
       projection_dtype: ``"fp8"``: every projection in fp8 (``model/fp8.py``).
@@ -33,7 +34,8 @@ class DecoderLayer(nnx.Module):
     def __init__(self, num_heads: int, in_features: int, mlp_features: int, *,
                  attention: str = "linear", use_lrpe: bool = False,
                  decay: jax.Array | None = None, learn_decay: bool = False,
-                 rope_theta: float = 10000.0, qk_norm: bool = False, norm_gain: bool = False,
+                 rope_theta: float | None = 10000.0, qk_norm: bool = False,
+                 norm_gain: bool = False,
                  mlp_activation: str | None = None, init_std: float = 0.02,
                  dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
                  backend: str | None = None, chunk_size: int | None = None,

@@ -62,7 +62,8 @@ def layer_arguments(cfg: ModelConfig, kind: str) -> dict[str, Any]:
     if cfg.llama_style:
         args.update(norm_gain=True, mlp_activation="silu")
     if kind == "softmax":
-        return {**args, "attention": "softmax", "rope_theta": cfg.rope_theta,
+        return {**args, "attention": "softmax",
+                "rope_theta": cfg.rope_theta if cfg.softmax_rope else None,
                 "qk_norm": cfg.qk_norm}
     return {**args, "attention": "linear", "use_lrpe": kind == "lrpe",
             "learn_decay": cfg.decay_learnable, "backend": cfg.attention_backend,

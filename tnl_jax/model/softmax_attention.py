@@ -2,6 +2,10 @@
 projection, RoPE, causal ``jax.nn.dot_product_attention``, output projection), with
 optional QK normalisation (``qk_norm``: an RMSNorm with a gain over each head's
 queries and keys before RoPE, which keeps the logits bounded early in training).
+``rope_theta=None`` leaves out the positional encoding (NoPE): in a hybrid the
+lightning layers before a softmax layer already carry position (their decay, LRPE),
+as Mamba's layers do for Jamba's attention layers, and a softmax layer without RoPE
+meets no rotation it was not trained on when the rows grow longer.
 
 cuDNN's fused kernel serves the GPU in bfloat16/float16 (head size a multiple of 8,
 at most 256); everything else runs XLA's implementation. Packed documents are kept
@@ -46,10 +50,12 @@ def attention_implementation(dtype: jnp.dtype, head_dim: int) -> str:
 
 class SoftmaxAttention(nnx.Module):
     """``SoftmaxAttention(num_heads, in_features, rngs=...)``: causal multi-head softmax
-    attention with RoPE, weights ``(d, 3, d)`` and ``(d, d)`` (and with ``qk_norm`` a
-    gain of the head size for queries and one for keys)."""
+    attention with RoPE (none with ``rope_theta=None``), weights ``(d, 3, d)`` and
+    ``(d, d)`` (and with ``qk_norm`` a gain of the head size for queries and one for
+    keys)."""
 
-    def __init__(self, num_heads: int, in_features: int, *, rope_theta: float = 10000.0,
+    def __init__(self, num_heads: int, in_features: int, *,
+                 rope_theta: float | None = 10000.0,
                  qk_norm: bool = False, init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, projection_dtype: str | None = None,
                  rngs: nnx.Rngs):
@@ -72,6 +78,8 @@ class SoftmaxAttention(nnx.Module):
         q, k, v = (qkv[:, :, i].reshape(*x.shape[:2], self.heads, -1) for i in range(3))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope_theta is None:
+            return q, k, v
         return apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta), v
 
     def _output(self, o: jax.Array) -> jax.Array:
