@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks.quality.quality_runs import LONG_FILE_BYTES
 from tnl_jax.checkpoints import run_dir as run_layout
 from tnl_jax.evaluation import documents, run_eval
-from tnl_jax.model.config import RETIRED_KEYS
+from tnl_jax.model.config import ModelConfig
 from tnl_jax.tokenizers import get_tokenizer
 from tnl_jax.training import config as train_config
 from tnl_jax.training import resume
@@ -32,9 +32,9 @@ def saved_train_config(run: str | Path) -> train_config.TrainConfig:
     ``run``: a run copied elsewhere is read where it is now."""
     saved = {k: v for k, v in run_layout.read_config(run).items()
              if k not in resume.RECORDS.values()}
-    retired = {f"model.{key}" for key in RETIRED_KEYS}
-    values = {k: v for k, v in resume.flat(saved).items() if k not in retired}
-    return train_config.apply(train_config.TrainConfig(), {**values, "run_dir": str(run)})
+    saved["model"] = ModelConfig.from_saved(saved["model"]).to_dict()
+    values = {**resume.flat(saved), "run_dir": str(run)}
+    return train_config.apply(train_config.TrainConfig(), values)
 
 
 def evaluate(run: str | Path, windows: list[int], min_bytes: int = LONG_FILE_BYTES,

@@ -29,7 +29,7 @@ from flax import nnx
 from tnl_jax.checkpoints import saved_shapes
 from tnl_jax.checkpoints.json_files import read_mapping
 from tnl_jax.checkpoints.run_dir import brief
-from tnl_jax.model.config import RETIRED_KEYS, ModelConfig
+from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.language_model import LanguageModel
 
 CONFIG_FILE = "model_config.json"
@@ -51,7 +51,7 @@ def load_config(directory: str | Path) -> ModelConfig:
     path = Path(directory) / CONFIG_FILE
     values = read_mapping(path)
     try:
-        return ModelConfig.from_dict(values, ignore=RETIRED_KEYS)
+        return ModelConfig.from_saved(values)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
 

@@ -22,7 +22,7 @@ from flax import nnx
 from tnl_jax.checkpoints import converted, hf, hf_config, run_dir
 from tnl_jax.checkpoints.kinds import FOUND, checkpoint_kind, directory_kind
 from tnl_jax.checkpoints.saved_shapes import ParamsMismatch
-from tnl_jax.model.config import RETIRED_KEYS, ModelConfig
+from tnl_jax.model.config import ModelConfig
 from tnl_jax.model.config_checks import needs_x64
 from tnl_jax.model.language_model import LanguageModel, create_model, model_with_params
 from tnl_jax.tokenizers import TOKENIZER_FILES, BytesTokenizer
@@ -35,8 +35,7 @@ def load_model_config(directory: str | Path) -> ModelConfig:
     """The config of the model stored in ``directory``."""
     kind = checkpoint_kind(directory)
     if kind == "run":
-        return ModelConfig.from_dict(run_dir.read_config(directory)["model"],
-                                     ignore=RETIRED_KEYS)
+        return ModelConfig.from_saved(run_dir.read_config(directory)["model"])
     if kind == "converted":
         return converted.load_config(directory)
     return hf_config.load_config(directory)

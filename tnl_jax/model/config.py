@@ -177,6 +177,12 @@ class ModelConfig:
                 raise unknown_key_error(key, valid, "model config")
         return cls(**{k: v for k, v in values.items() if k in valid})
 
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> "ModelConfig":
+        """``from_dict`` of a config this library saved (a run directory, a converted
+        checkpoint): keys of earlier versions in ``RETIRED_KEYS`` are dropped."""
+        return cls.from_dict(values, ignore=RETIRED_KEYS)
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         if out["linear_use_lrpe_list"] is not None:

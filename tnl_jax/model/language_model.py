@@ -4,9 +4,10 @@ is false). One class serves TNL, the softmax baseline and the hybrid: the layers
 grouped into runs of one kind (``ModelConfig.layer_kinds``), each run a stack whose
 parameters carry a leading ``'layers'`` axis, created with ``nnx.vmap`` and run with
 ``nnx.scan`` (optionally rematerialised per layer: ``remat.py``), so compile time
-does not grow with depth (``scan_unroll`` inlines layers instead). Each layer's fixed decay rates are stacked the same way (a
-``FixedDecay`` variable per layer, different in every layer). Published TNL: a run of
-one LRPE layer (layer 0), then a run of ``L − 1`` layers.
+does not grow with depth (``scan_unroll`` inlines layers instead). Each layer's fixed
+decay rates are stacked the same way (a ``FixedDecay`` variable per layer, different in
+every layer). Published TNL: a run of one LRPE layer (layer 0), then a run of ``L − 1``
+layers.
 
 ``ModelConfig`` is read here only: the blocks themselves take plain keyword arguments.
 """

@@ -5,6 +5,8 @@ large, 0 makes them all at once); ``loss_kernel`` whether the fused Pallas kerne
 them instead (``losses.LOSS_KERNELS``)."""
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -159,7 +161,8 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation,
     return step
 
 
-def apply_optimizer(tx, grads, opt_state, params):
+def apply_optimizer(tx: optax.GradientTransformation, grads: Any, opt_state: Any,
+                    params: Any) -> tuple[Any, Any]:
     """``(new params, new optimizer state)``: its own function so that a profile names
     the optimizer's passes over the weights apart from the rest of the step
     (``benchmarks/common/hlo_sources.py`` names kernels by our innermost frames)."""
