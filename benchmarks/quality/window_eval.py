@@ -2,6 +2,8 @@
 past the rows it trained on (the quality study's length extrapolation, for any run).
 
     python -m benchmarks.quality.window_eval RUN_DIR --windows 256,1024,4096
+    python -m benchmarks.quality.window_eval RUN_DIR --windows 256,4096 \
+        --set model.softmax_logn_length=256   # the same weights, logn queries
 
 The run's newest checkpoint scores the same held-out documents (its own split: the
 files training never read, of at least ``--min-bytes``) at each window; every target
@@ -38,9 +40,11 @@ def saved_train_config(run: str | Path) -> train_config.TrainConfig:
 
 
 def evaluate(run: str | Path, windows: list[int], min_bytes: int = LONG_FILE_BYTES,
-             max_docs: int | None = None) -> list[dict]:
-    """Per window: ``{"window", "tokens", "bits_per_byte"}`` over the same targets."""
-    cfg = saved_train_config(run)
+             max_docs: int | None = None, overrides: list[str] = ()) -> list[dict]:
+    """Per window: ``{"window", "tokens", "bits_per_byte"}`` over the same targets;
+    ``overrides`` (``KEY=VALUE``) change the saved config, not the weights."""
+    cfg = train_config.apply(saved_train_config(run),
+                             dict(train_config.parse_override(t) for t in overrides))
     score, _ = run_eval.load_scorer(cfg)
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.model)
     docs = documents.held_out_documents(cfg.data, tokenizer, cfg.eval_fraction, min_bytes)
@@ -84,8 +88,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="held-out documents of at least this many bytes (long files)")
     p.add_argument("--max-docs", type=int, default=None, help="the first N documents only")
     p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting changed for the evaluation, the weights kept (e.g. "
+                        "model.softmax_logn_length=2048); repeatable")
     args = p.parse_args(argv)
-    rows = evaluate(args.run, args.windows, args.min_bytes, args.max_docs)
+    rows = evaluate(args.run, args.windows, args.min_bytes, args.max_docs, args.set)
     print(table(rows))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))

@@ -115,6 +115,11 @@ MODEL_ROWS = [
         "softmax_qk_norm='yes': expected true/false"),
     BadInput("model: softmax_rope off without softmax layers", lambda: ModelConfig(
         softmax_rope=False), ValueError, ("softmax_rope=False", "no softmax layers")),
+    BadInput("model: softmax_logn_length below 2", lambda: ModelConfig(
+        architecture="hybrid", softmax_logn_length=1), ValueError,
+        ("softmax_logn_length=1", ">= 2")),
+    BadInput("model: softmax_logn_length without softmax layers", lambda: ModelConfig(
+        softmax_logn_length=2048), ValueError, ("softmax_logn_length=2048", "no softmax layers")),
     BadInput("model: softmax_rope as a string", lambda: ModelConfig(
         architecture="hybrid", softmax_rope="no"), ValueError,
         "softmax_rope='no': expected true/false"),

@@ -20,6 +20,19 @@ def test_windows_score_the_same_targets_with_more_context(tiny_run, tmp_path, ca
     assert f"| 256 | {rows[1]['bits_per_byte']:.4f} | {change:+.2%} |" in printed
 
 
+def test_set_changes_the_config_not_the_weights(tiny_run):
+    """``--set`` reaches the model built for the evaluation: the op's kernels
+    (interpreted) in place of XLA's score the same; a key the run's architecture
+    refuses is refused by name."""
+    args = (tiny_run.dir, [64], 0, 1)
+    plain, = window_eval.evaluate(*args)
+    kernels, = window_eval.evaluate(*args, ["model.attention_backend=interpret"])
+    assert kernels["tokens"] == plain["tokens"]
+    assert kernels["bits_per_byte"] == pytest.approx(plain["bits_per_byte"], rel=1e-4)
+    with pytest.raises(ValueError, match="softmax_logn_length=64.*no softmax layers"):
+        window_eval.evaluate(*args, ["model.softmax_logn_length=64"])
+
+
 def test_a_config_saved_with_retired_keys_is_read(tiny_run, monkeypatch):
     saved = run_layout.read_config(tiny_run.dir)
     older = {**saved, "model": {**saved["model"], "layer_loop": "python"}}

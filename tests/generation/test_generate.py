@@ -38,10 +38,12 @@ def test_ragged_prompts_decode_like_full_forward(tnl_model, rng):
     assert_decode_matches_forward(tnl_model, prompts, 7)
 
 
-@pytest.mark.parametrize("architecture, rope", [("softmax", True), ("hybrid", True),
-                                                ("hybrid", False), ("llama", True)])
-def test_baselines_decode_like_full_forward(architecture, rope, rng, small_model):
-    model = small_model(1, architecture=architecture, softmax_every=2, softmax_rope=rope)
+@pytest.mark.parametrize("architecture, rope, logn", [
+    ("softmax", True, None), ("hybrid", True, None), ("hybrid", False, None),
+    ("hybrid", False, 4), ("llama", True, None)])
+def test_baselines_decode_like_full_forward(architecture, rope, logn, rng, small_model):
+    model = small_model(1, architecture=architecture, softmax_every=2, softmax_rope=rope,
+                        softmax_logn_length=logn)
     prompts = [list(rng.integers(1, VOCAB, n)) for n in (4, 11)]
     assert_decode_matches_forward(model, prompts, 5)
 

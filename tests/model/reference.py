@@ -66,7 +66,7 @@ def rope(x, positions, theta=10000.0):
                            x2 * np.cos(angle) + x1 * np.sin(angle)], -1)
 
 
-def softmax_mixer(x, w, segments, positions, heads, rope_theta=10000.0):
+def softmax_mixer(x, w, segments, positions, heads, rope_theta=10000.0, logn_length=None):
     B, T, d = x.shape
     q, k, v = (x @ w["qkv"][:, i] for i in range(3))
     q, k, v = (t.reshape(B, T, heads, -1) for t in (q, k, v))
@@ -74,6 +74,8 @@ def softmax_mixer(x, w, segments, positions, heads, rope_theta=10000.0):
         q, k = srms(q) * w["qk_gains"][0], srms(k) * w["qk_gains"][1]
     if rope_theta is not None:  # None: no positional encoding (NoPE).
         q, k = rope(q, positions, rope_theta), rope(k, positions, rope_theta)
+    if logn_length is not None:  # Queries sharpened past the training rows.
+        q = q * np.maximum(1.0, np.log(positions + 1.0) / np.log(logn_length))[:, :, None, None]
     scores = np.einsum("bthe,bshe->bhts", q, k) / np.sqrt(q.shape[-1])
     t = np.arange(T)
     mask = (t[:, None] >= t[None, :])[None, None] & (segments[:, :, None] == segments[:, None, :])[:, None]
@@ -107,7 +109,8 @@ def reference_logits(model, ids, segments=None, positions=None):
         h = srms(x) * gains[0]
         if w["kind"] == "softmax":
             theta = cfg.rope_theta if cfg.softmax_rope else None
-            x = x + softmax_mixer(h, w, segments, positions, heads, theta)
+            x = x + softmax_mixer(h, w, segments, positions, heads, theta,
+                                  cfg.softmax_logn_length)
         else:
             x = x + linear_mixer(h, w, decays[layer], segments, positions, heads)
         h = srms(x) * gains[1]

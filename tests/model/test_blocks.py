@@ -109,6 +109,30 @@ def test_softmax_attention_without_rope_reads_no_positions(rng):
     assert rel_err(roped(jnp.asarray(x, jnp.float32), positions=shuffled), want) > 1e-2
 
 
+
+def test_logn_queries_sharpen_only_past_the_training_rows(rng):
+    """``logn_length=L``: the reference with queries scaled by log(p + 1) / log(L) past
+    position L - 1 (ragged segments restart the positions); within L the plain layer."""
+    logn = randomize(SoftmaxAttention(HEADS, WIDTH, logn_length=8, rngs=nnx.Rngs(0)), rng)
+    x = rng.normal(size=(2, 29, WIDTH))
+    seg = np.array([[1] * 20 + [2] * 9, [1] * 29])
+    pos = np.asarray(positions_in_segments(jnp.asarray(seg)), np.float64)
+    want = softmax_mixer(x, weights(logn), seg, pos, HEADS, logn_length=8)
+    got = logn(jnp.asarray(x, jnp.float32), jnp.asarray(seg))
+    assert rel_err(got, want) < 1e-4
+    plain = SoftmaxAttention(HEADS, WIDTH, rngs=nnx.Rngs(0))
+    nnx.update(plain, nnx.state(logn, nnx.Param))
+    unscaled = plain(jnp.asarray(x, jnp.float32), jnp.asarray(seg))
+    assert rel_err(unscaled[:, :8], got[:, :8]) < 1e-6
+    assert rel_err(unscaled[1, 8:], got[1, 8:]) > 1e-3
+
+
+@pytest.mark.parametrize("length", [1, 2.5, True, "2048"])
+def test_logn_length_must_be_an_integer_of_at_least_two(length):
+    with pytest.raises(ValueError, match=f"logn_length={length!r}: expected an integer >= 2"):
+        SoftmaxAttention(HEADS, WIDTH, logn_length=length, rngs=nnx.Rngs(0))
+
+
 def test_sglu_and_keyword_dtypes(rng):
     mlp = randomize(SGLU(WIDTH, 48, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), rng)
     assert mlp.l1.shape == (WIDTH, 48) and mlp.l1[...].dtype == jnp.float32

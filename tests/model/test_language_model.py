@@ -20,6 +20,8 @@ from tnl_jax.model import layer_decays, load_model_config
     {"architecture": "hybrid", "softmax_every": 2},
     {"architecture": "hybrid", "softmax_every": 2, "softmax_offset": 0},
     {"architecture": "hybrid", "softmax_every": 2, "softmax_rope": False},
+    {"architecture": "hybrid", "softmax_every": 2, "softmax_rope": False,
+     "softmax_logn_length": 4},
     {"architecture": "llama"},
 ])
 def test_logits_match_reference(small_model, rng, changes):

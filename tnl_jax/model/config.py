@@ -65,6 +65,10 @@ class ModelConfig:
     rope_theta: float = described(10000.0, "rotary position base of the softmax layers")
     softmax_rope: bool = described(True, "RoPE in the softmax layers; false: none (NoPE), "
                                          "position from the lightning layers before them")
+    softmax_logn_length: int | None = described(
+        None, "scale each softmax query at position p (from 0, in its document) by "
+              "max(1, log(p + 1) / log(L)), L this value (the training rows): the attention "
+              "as sharp past L as at it (logn attention); null: off")
     softmax_qk_norm: bool | None = described(
         None, "RMS-normalise the softmax layers' queries and keys (with a gain); null: the "
               "architecture's own (llama yes; softmax and hybrid no, TNL's backbone)")

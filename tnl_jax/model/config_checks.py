@@ -172,6 +172,13 @@ def problems(cfg: Mapping[str, Any]) -> list[str]:
     if cfg["softmax_rope"] is False and cfg["architecture"] == "tnl":
         found.append("softmax_rope=False: architecture='tnl' has no softmax layers "
                      "(expected true, or architecture softmax, hybrid or llama)")
+    if cfg["softmax_logn_length"] is not None:
+        found += integer("softmax_logn_length", cfg["softmax_logn_length"], 2,
+                         " (the row length past which queries sharpen; null: off)")
+        if cfg["architecture"] == "tnl":
+            found.append(f"softmax_logn_length={cfg['softmax_logn_length']}: architecture="
+                         "'tnl' has no softmax layers (expected null, or architecture "
+                         "softmax, hybrid or llama)")
     if cfg["decay_learnable"] is True and cfg["use_decay"] is False:
         found.append("decay_learnable=True needs use_decay=True")
     return found

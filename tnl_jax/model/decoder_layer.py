@@ -22,8 +22,8 @@ class DecoderLayer(nnx.Module):
     Args:
       attention: ``"linear"`` (TNL's ``NormLinearAttention``) or ``"softmax"``.
       use_lrpe, decay, learn_decay, backend, chunk_size: of the linear token mixer
-        (see ``NormLinearAttention``); ``rope_theta`` (None: no RoPE), ``qk_norm``: of
-        the softmax one.
+        (see ``NormLinearAttention``); ``rope_theta`` (None: no RoPE), ``qk_norm``,
+        ``logn_length``: of the softmax one.
       norm_gain: RMSNorm with a gain for both pre-norms (TNL: SRMSNorm, none).
       mlp_activation: the channel mixer's (``None``: TNL's SGLU; ``"silu"``: SwiGLU).
       projection_dtype: ``"fp8"``: every projection in fp8 (``model/fp8.py``).
@@ -35,7 +35,7 @@ class DecoderLayer(nnx.Module):
                  attention: str = "linear", use_lrpe: bool = False,
                  decay: jax.Array | None = None, learn_decay: bool = False,
                  rope_theta: float | None = 10000.0, qk_norm: bool = False,
-                 norm_gain: bool = False,
+                 logn_length: int | None = None, norm_gain: bool = False,
                  mlp_activation: str | None = None, init_std: float = 0.02,
                  dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32,
                  backend: str | None = None, chunk_size: int | None = None,
@@ -53,10 +53,12 @@ class DecoderLayer(nnx.Module):
             if use_lrpe or decay is not None or learn_decay:
                 raise ValueError("attention='softmax' takes no use_lrpe, decay or learn_decay")
             self.token_mixer = SoftmaxAttention(num_heads, in_features, rope_theta=rope_theta,
-                                                qk_norm=qk_norm, **common)
+                                                qk_norm=qk_norm, logn_length=logn_length,
+                                                **common)
         else:
-            if qk_norm:
-                raise ValueError("qk_norm is of attention='softmax' (TNL normalises its output)")
+            if qk_norm or logn_length is not None:
+                raise ValueError("qk_norm and logn_length are of attention='softmax' (TNL "
+                                 "normalises its output)")
             self.token_mixer = NormLinearAttention(
                 num_heads, in_features, use_lrpe=use_lrpe, decay=decay, learn_decay=learn_decay,
                 backend=backend, chunk_size=chunk_size, norm_kernel=norm_kernel, **common)

@@ -65,7 +65,7 @@ def layer_arguments(cfg: ModelConfig, kind: str) -> dict[str, Any]:
     if kind == "softmax":
         return {**args, "attention": "softmax",
                 "rope_theta": cfg.rope_theta if cfg.softmax_rope else None,
-                "qk_norm": cfg.qk_norm}
+                "qk_norm": cfg.qk_norm, "logn_length": cfg.softmax_logn_length}
     return {**args, "attention": "linear", "use_lrpe": kind == "lrpe",
             "learn_decay": cfg.decay_learnable, "backend": cfg.attention_backend,
             "chunk_size": cfg.chunk_size}

@@ -5,7 +5,10 @@ queries and keys before RoPE, which keeps the logits bounded early in training).
 ``rope_theta=None`` leaves out the positional encoding (NoPE): in a hybrid the
 lightning layers before a softmax layer already carry position (their decay, LRPE),
 as Mamba's layers do for Jamba's attention layers, and a softmax layer without RoPE
-meets no rotation it was not trained on when the rows grow longer.
+meets no rotation it was not trained on when the rows grow longer. ``logn_length=L``
+sharpens the queries past position L by ``log(p + 1) / log(L)`` (Qwen's logn
+attention): a query's logits over ``n`` keys then keep the spread they had over ``L``
+keys in training, instead of flattening as the keys grow in number.
 
 cuDNN's fused kernel serves the GPU in bfloat16/float16 (head size a multiple of 8,
 at most 256); everything else runs XLA's implementation. Packed documents are kept
@@ -42,6 +45,13 @@ def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
 
 
+def logn_query_scale(positions: jax.Array, length: int) -> jax.Array:
+    """``max(1, log(p + 1) / log(length))`` per position ``(B, T)``: 1 within the
+    training rows, growing with the log of the row past them."""
+    p = positions.astype(jnp.float32) + 1.0
+    return jnp.maximum(1.0, jnp.log(p) / jnp.log(float(length)))
+
+
 def attention_implementation(dtype: jnp.dtype, head_dim: int) -> str:
     on_gpu = jax.default_backend() == "gpu"
     cudnn_ok = dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 256
@@ -52,11 +62,11 @@ class SoftmaxAttention(nnx.Module):
     """``SoftmaxAttention(num_heads, in_features, rngs=...)``: causal multi-head softmax
     attention with RoPE (none with ``rope_theta=None``), weights ``(d, 3, d)`` and
     ``(d, d)`` (and with ``qk_norm`` a gain of the head size for queries and one for
-    keys)."""
+    keys); ``logn_length``: queries sharpened past that position (``logn_query_scale``)."""
 
     def __init__(self, num_heads: int, in_features: int, *,
                  rope_theta: float | None = 10000.0,
-                 qk_norm: bool = False, init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
+                 qk_norm: bool = False, logn_length: int | None = None, init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, projection_dtype: str | None = None,
                  rngs: nnx.Rngs):
         d, init = in_features, normal(init_std)
@@ -68,6 +78,11 @@ class SoftmaxAttention(nnx.Module):
         self.fp8_scaling = fp8_scalings(2, projection_dtype)  # q|k|v, output
         self.heads = num_heads
         self.rope_theta = rope_theta
+        if logn_length is not None and (isinstance(logn_length, bool)
+                                        or not isinstance(logn_length, int) or logn_length < 2):
+            raise ValueError(f"logn_length={logn_length!r}: expected an integer >= 2 (the "
+                             "training row length) or None")
+        self.logn_length = logn_length
         norm = lambda: RMSNorm(d // num_heads, None, param_dtype=param_dtype, rngs=rngs)
         self.q_norm, self.k_norm = (norm(), norm()) if qk_norm else (None, None)
         self.dtype = jnp.dtype(dtype)
@@ -78,9 +93,12 @@ class SoftmaxAttention(nnx.Module):
         q, k, v = (qkv[:, :, i].reshape(*x.shape[:2], self.heads, -1) for i in range(3))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        if self.rope_theta is None:
-            return q, k, v
-        return apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta), v
+        if self.rope_theta is not None:
+            q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
+        if self.logn_length is not None:
+            scale = logn_query_scale(positions, self.logn_length)[:, :, None, None]
+            q = (q.astype(jnp.float32) * scale).astype(q.dtype)
+        return q, k, v
 
     def _output(self, o: jax.Array) -> jax.Array:
         return project(o.reshape(*o.shape[:-2], -1), self.out_proj[...], self.fp8_scaling, 1)
