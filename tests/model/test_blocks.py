@@ -109,7 +109,6 @@ def test_softmax_attention_without_rope_reads_no_positions(rng):
     assert rel_err(roped(jnp.asarray(x, jnp.float32), positions=shuffled), want) > 1e-2
 
 
-
 def test_logn_queries_sharpen_only_past_the_training_rows(rng):
     """``logn_length=L``: the reference with queries scaled by log(p + 1) / log(L) past
     position L - 1 (ragged segments restart the positions); within L the plain layer."""

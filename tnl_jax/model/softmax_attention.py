@@ -7,8 +7,8 @@ lightning layers before a softmax layer already carry position (their decay, LRP
 as Mamba's layers do for Jamba's attention layers, and a softmax layer without RoPE
 meets no rotation it was not trained on when the rows grow longer. ``logn_length=L``
 sharpens the queries past position L by ``log(p + 1) / log(L)`` (Qwen's logn
-attention): a query's logits over ``n`` keys then keep the spread they had over ``L``
-keys in training, instead of flattening as the keys grow in number.
+attention), so that a query's weights over ``n`` keys need not flatten as the keys
+outnumber the ``L`` it was trained over.
 
 cuDNN's fused kernel serves the GPU in bfloat16/float16 (head size a multiple of 8,
 at most 256); everything else runs XLA's implementation. Packed documents are kept
@@ -66,7 +66,8 @@ class SoftmaxAttention(nnx.Module):
 
     def __init__(self, num_heads: int, in_features: int, *,
                  rope_theta: float | None = 10000.0,
-                 qk_norm: bool = False, logn_length: int | None = None, init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
+                 qk_norm: bool = False, logn_length: int | None = None,
+                 init_std: float = 0.02, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, projection_dtype: str | None = None,
                  rngs: nnx.Rngs):
         d, init = in_features, normal(init_std)
@@ -94,7 +95,7 @@ class SoftmaxAttention(nnx.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope_theta is not None:
-            q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
+            q, k = (apply_rope(t, positions, self.rope_theta) for t in (q, k))
         if self.logn_length is not None:
             scale = logn_query_scale(positions, self.logn_length)[:, :, None, None]
             q = (q.astype(jnp.float32) * scale).astype(q.dtype)
