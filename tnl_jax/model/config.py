@@ -67,8 +67,8 @@ class ModelConfig:
                                          "position from the lightning layers before them")
     softmax_logn_length: int | None = described(
         None, "scale each softmax query at position p (from 0, in its document) by "
-              "max(1, log(p + 1) / log(L)), L this value (the training rows): the attention "
-              "as sharp past L as at it (logn attention); null: off")
+              "max(1, log(p + 1) / log(L)), L this value (the training rows), so that the "
+              "attention need not flatten past L (logn attention); null: off")
     softmax_qk_norm: bool | None = described(
         None, "RMS-normalise the softmax layers' queries and keys (with a gain); null: the "
               "architecture's own (llama yes; softmax and hybrid no, TNL's backbone)")

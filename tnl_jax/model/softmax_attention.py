@@ -33,6 +33,7 @@ from tnl_jax.model.params import create_param, normal
 from tnl_jax.model.positions import default_positions
 from tnl_jax.model.remat import name_op_inputs, name_op_output, name_projection
 from tnl_jax.partitioning import constrain
+from tnl_jax.range_checks import integer
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
@@ -79,10 +80,9 @@ class SoftmaxAttention(nnx.Module):
         self.fp8_scaling = fp8_scalings(2, projection_dtype)  # q|k|v, output
         self.heads = num_heads
         self.rope_theta = rope_theta
-        if logn_length is not None and (isinstance(logn_length, bool)
-                                        or not isinstance(logn_length, int) or logn_length < 2):
-            raise ValueError(f"logn_length={logn_length!r}: expected an integer >= 2 (the "
-                             "training row length) or None")
+        if logn_length is not None:
+            for problem in integer("logn_length", logn_length, 2, " (the training rows) or None"):
+                raise ValueError(problem)
         self.logn_length = logn_length
         norm = lambda: RMSNorm(d // num_heads, None, param_dtype=param_dtype, rngs=rngs)
         self.q_norm, self.k_norm = (norm(), norm()) if qk_norm else (None, None)
